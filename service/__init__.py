@@ -1,0 +1,1 @@
+"""remediate: turns firing Alertmanager alerts into durable, safe remediation runs on Temporal."""

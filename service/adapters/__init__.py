@@ -1,0 +1,1 @@
+"""Adapters: the only place where remediate talks to other systems."""

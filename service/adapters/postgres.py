@@ -1,0 +1,165 @@
+"""Postgres actions: read-only queries and guarded, dry-runnable writes with bound parameters only."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+from pydantic import JsonValue
+
+from service.config import PostgresConnection, resolve_secret
+from service.engine import StepRequest, StepResult
+from service.errors import ConfigError, GuardViolation, PermanentStepError, RetryableStepError
+from service.registry import Handler
+from service.steps import Params, PostgresExecuteParams, PostgresQueryParams
+
+_RETURNING = re.compile(r"\breturning\b", re.IGNORECASE)
+_DML = re.compile(r"^\s*(update|delete|insert)\b", re.IGNORECASE)
+ROWS_RECORDED = 100  # rows kept in the run record per step; counts are always exact
+
+
+def _json(value: Any) -> JsonValue:
+    # Rows go into Temporal history as JSON: make every Postgres type plain data.
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, list | tuple):
+        return [_json(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json(v) for k, v in value.items()}
+    return str(value)
+
+
+def _rows(rows: list[dict[str, Any]]) -> list[JsonValue]:
+    return [{k: _json(v) for k, v in row.items()} for row in rows]
+
+
+def _with_returning(statement: str) -> str:
+    """Ask a DML statement for the rows it changes, so a run can say which rows, not only how many."""
+    text = statement.strip().rstrip(";").rstrip()
+    if _DML.match(text) and not _RETURNING.search(text):
+        return f"{text} RETURNING *"
+    return text
+
+
+def _row_key(row: JsonValue) -> str:
+    if isinstance(row, dict):
+        key = row.get("id", next(iter(row.values()), None))
+        return str(key)
+    return str(row)
+
+
+class PostgresAdapter:
+    """One pool per configured Postgres connection, opened on first use."""
+
+    def __init__(self, connections: Mapping[str, PostgresConnection]) -> None:
+        self._connections = dict(connections)
+        self._pools: dict[str, AsyncConnectionPool[psycopg.AsyncConnection[Any]]] = {}
+
+    def actions(self) -> dict[str, Handler]:
+        return {"postgres.query": self._query, "postgres.execute": self._execute}
+
+    async def _pool(self, name: str) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+        pool = self._pools.get(name)
+        if pool is None:
+            conn = self._connections.get(name)
+            if conn is None:
+                raise ConfigError(f"no postgres connection named {name!r}")
+            dsn = resolve_secret(conn.dsn)
+            pool = AsyncConnectionPool(dsn, min_size=0, max_size=conn.pool_size, open=False,
+                                       kwargs={"autocommit": True, "application_name": "remediate"},
+                                       timeout=10.0)
+            await pool.open()
+            self._pools[name] = pool
+        return pool
+
+    async def close(self) -> None:
+        for pool in self._pools.values():
+            await pool.close()
+        self._pools.clear()
+
+    async def ping(self, name: str) -> None:
+        pool = await self._pool(name)
+        async with pool.connection() as conn:
+            await conn.execute("select 1")
+
+    def _timeout_ms(self, name: str, request: StepRequest) -> int:
+        conn = self._connections[name]
+        return int(min(conn.statement_timeout, request.timeout_seconds) * 1000)
+
+    async def _query(self, request: StepRequest, params: Params) -> StepResult:
+        assert isinstance(params, PostgresQueryParams)  # noqa: S101 - the registry validated it
+        pool = await self._pool(request.connection)
+        try:
+            async with pool.connection() as conn, conn.transaction():
+                await conn.execute("set transaction read only")
+                await conn.execute(sql.SQL("set local statement_timeout = {}").format(
+                    sql.Literal(self._timeout_ms(request.connection, request))))
+                async with conn.cursor(row_factory=dict_row) as cur:
+                    await cur.execute(params.sql, params.params)  # type: ignore[arg-type]
+                    fetched = await cur.fetchmany(params.max_rows + 1)
+        except psycopg.OperationalError as exc:
+            raise RetryableStepError(f"postgres {request.connection}: {exc}") from exc
+        except psycopg.Error as exc:
+            raise PermanentStepError(f"postgres {request.connection}: {exc}") from exc
+        truncated = len(fetched) > params.max_rows
+        rows = _rows(fetched[: params.max_rows])
+        note = f" (truncated at max_rows {params.max_rows})" if truncated else ""
+        return StepResult(data={"rows": rows, "count": len(rows), "truncated": truncated},
+                          summary=f"{len(rows)} row(s){note}")
+
+    async def _execute(self, request: StepRequest, params: Params) -> StepResult:
+        assert isinstance(params, PostgresExecuteParams)  # noqa: S101 - the registry validated it
+        pool = await self._pool(request.connection)
+        statement = _with_returning(params.sql)
+        changed: list[JsonValue] = []
+        sent = False
+        try:
+            async with pool.connection() as conn, conn.transaction() as tx:
+                await conn.execute(sql.SQL("set local statement_timeout = {}").format(
+                    sql.Literal(self._timeout_ms(request.connection, request))))
+                async with conn.cursor(row_factory=dict_row) as cur:
+                    sent = True
+                    await cur.execute(statement, params.params)  # type: ignore[arg-type]
+                    count = cur.rowcount
+                    if cur.description is not None:
+                        changed = _rows(await cur.fetchall())
+                if count > params.max_rows:
+                    # Raising inside the transaction block rolls it back.
+                    raise GuardViolation(f"would change {count} row(s), over max_rows {params.max_rows}; "
+                                         "rolled back, nothing changed")
+                if request.dry_run:
+                    raise psycopg.Rollback(tx)
+        except GuardViolation:
+            raise
+        except psycopg.OperationalError as exc:
+            if sent and not request.dry_run:
+                # The statement may have committed before the connection broke: never send it again.
+                raise PermanentStepError(f"postgres {request.connection}: outcome unknown: {exc}") from exc
+            raise RetryableStepError(f"postgres {request.connection}: {exc}") from exc
+        except psycopg.Error as exc:
+            raise PermanentStepError(f"postgres {request.connection}: {exc}") from exc
+        verb = "would change" if request.dry_run else "changed"
+        return StepResult(
+            data={"rowcount": count, "rows": changed[:ROWS_RECORDED], "dry_run": request.dry_run},
+            summary=f"{verb} {count} row(s) (max_rows {params.max_rows})" + ("; rolled back" if request.dry_run else ""),
+            targets=[f"row {_row_key(r)}" for r in changed[:ROWS_RECORDED]],
+            dry_run=request.dry_run,
+        )

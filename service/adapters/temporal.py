@@ -1,0 +1,120 @@
+"""The service's own Temporal: start runs with deterministic ids, signal resolution, read run state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from service.engine import RunInput, RunState
+from service.errors import TemporalUnavailable
+from service.workflows import RemediationWorkflow
+
+RPC_TIMEOUT = timedelta(seconds=5)  # well inside Alertmanager's webhook timeout, so it sees our 503
+_UNAVAILABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED,
+                RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNKNOWN, RPCStatusCode.INTERNAL}
+
+
+async def connect(address: str, namespace: str) -> Client:
+    """A lazy client: the web server starts even while Temporal is down, and answers 503 until it is back."""
+    try:
+        return await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter,
+                                    lazy=True)
+    except RuntimeError as exc:
+        raise TemporalUnavailable(f"cannot connect to Temporal at {address}: {exc}") from exc
+
+
+def _translate(exc: Exception, what: str) -> TemporalUnavailable:
+    return TemporalUnavailable(f"Temporal unavailable while {what}: {exc}")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One line of `remediate runs list`."""
+
+    run_id: str
+    status: str
+    playbook: str
+    alertname: str
+    mode: str
+    started: datetime | None
+    closed: datetime | None
+
+
+class TemporalRuns:
+    """Everything the web server and the CLI ask of the service's Temporal namespace."""
+
+    def __init__(self, client: Client, task_queue: str) -> None:
+        self.client, self.task_queue = client, task_queue
+
+    async def start(self, run: RunInput) -> bool:
+        """Start the run; False when this occurrence already has one (running or closed)."""
+        try:
+            handle = await self.client.start_workflow(
+                RemediationWorkflow.run, run, id=run.run_id, task_queue=self.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                memo={"playbook": run.playbook.name, "alertname": run.alert.alertname, "mode": run.mode.value},
+                static_summary=f"{run.playbook.name} for {run.alert.alertname} ({run.mode.value})",
+                rpc_timeout=RPC_TIMEOUT,
+            )
+        except WorkflowAlreadyStartedError:
+            return False
+        except (RPCError, RuntimeError) as exc:
+            raise _translate(exc, f"starting {run.run_id}") from exc
+        # USE_EXISTING answers with started=False when the run was already there.
+        response = getattr(handle, "_start_workflow_response", None)
+        return bool(getattr(response, "started", True))
+
+    async def resolve(self, run_id: str) -> bool:
+        """Signal `resolved` to a run; False when there is no open run for it."""
+        try:
+            await self.client.get_workflow_handle(run_id).signal(RemediationWorkflow.resolve, rpc_timeout=RPC_TIMEOUT)
+        except RPCError as exc:
+            if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+                return False
+            raise _translate(exc, f"signalling {run_id}") from exc
+        except RuntimeError as exc:
+            raise _translate(exc, f"signalling {run_id}") from exc
+        return True
+
+    async def ping(self) -> None:
+        try:
+            await self.client.workflow_service.get_system_info(GetSystemInfoRequest(), timeout=RPC_TIMEOUT)
+        except (RPCError, RuntimeError) as exc:
+            raise _translate(exc, "checking readiness") from exc
+
+    async def list(self, limit: int = 50) -> list[RunSummary]:
+        runs: list[RunSummary] = []
+        try:
+            async for execution in self.client.list_workflows("WorkflowType = 'RemediationWorkflow'", limit=limit):
+                memo = await execution.memo()
+                runs.append(RunSummary(
+                    run_id=execution.id, status=execution.status.name.lower() if execution.status else "unknown",
+                    playbook=str(memo.get("playbook", "")), alertname=str(memo.get("alertname", "")),
+                    mode=str(memo.get("mode", "")), started=execution.start_time, closed=execution.close_time))
+        except (RPCError, RuntimeError) as exc:
+            raise _translate(exc, "listing runs") from exc
+        return runs
+
+    async def state(self, run_id: str) -> RunState | None:
+        """The run's state: its result once closed, else its live query answer."""
+        handle: WorkflowHandle[RemediationWorkflow, RunState] = self.client.get_workflow_handle_for(
+            RemediationWorkflow.run, run_id)
+        try:
+            description = await handle.describe()
+            if description.status == WorkflowExecutionStatus.COMPLETED:
+                return await handle.result()
+            if description.status == WorkflowExecutionStatus.RUNNING:
+                return await handle.query(RemediationWorkflow.state)
+            return None
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise _translate(exc, f"reading {run_id}") from exc

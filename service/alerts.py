@@ -1,0 +1,57 @@
+"""Alertmanager v4 webhook models and the occurrence key that names a run."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Alert(BaseModel):
+    """One alert of a webhook message; unknown fields from newer Alertmanagers are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str]
+    annotations: dict[str, str] = Field(default_factory=dict)
+    startsAt: datetime  # noqa: N815 - Alertmanager's field name
+    endsAt: datetime | None = None  # noqa: N815
+    generatorURL: str = ""  # noqa: N815
+    fingerprint: str = Field(min_length=1, max_length=64, pattern=r"^[0-9a-zA-Z]+$")
+
+    @property
+    def alertname(self) -> str:
+        return self.labels.get("alertname", "")
+
+    @property
+    def starts_at_unix(self) -> int:
+        return int(self.startsAt.timestamp())
+
+    def occurrence_key(self) -> tuple[str, int]:
+        """Alertmanager re-sends the same occurrence; (fingerprint, startsAt) identifies it."""
+        return (self.fingerprint, self.starts_at_unix)
+
+
+class WebhookMessage(BaseModel):
+    """An Alertmanager webhook message, version 4."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    version: Literal["4"]
+    status: Literal["firing", "resolved"]
+    receiver: str = ""
+    alerts: list[Alert] = Field(min_length=1)
+    groupLabels: dict[str, str] = Field(default_factory=dict)  # noqa: N815
+    commonLabels: dict[str, str] = Field(default_factory=dict)  # noqa: N815
+    commonAnnotations: dict[str, str] = Field(default_factory=dict)  # noqa: N815
+    externalURL: str = ""  # noqa: N815
+    groupKey: str = ""  # noqa: N815
+    truncatedAlerts: int = 0  # noqa: N815
+
+
+def run_id(playbook: str, alert: Alert) -> str:
+    """The deterministic workflow id: duplicate deliveries of one occurrence name the same run."""
+    fingerprint, starts_at = alert.occurrence_key()
+    return f"{playbook}/{fingerprint}/{starts_at}"

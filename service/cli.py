@@ -1,0 +1,171 @@
+"""The `remediate` command line: the composition root of the service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from service import dev
+from service.adapters.temporal import TemporalRuns, connect
+from service.alerts import Alert, WebhookMessage, run_id
+from service.compose import Adapters, load_all, serve
+from service.config import Settings
+from service.engine import Run, RunInput, StepRequest, StepResult
+from service.errors import ConfigError, PermanentStepError, PlaybookError, RemediateError
+from service.playbook import Playbook, load_playbooks, matching
+from service.policy import Mode
+from service.registry import Registry
+from service.report import format_state
+from service.steps import StepBase
+
+
+def _lint(args: argparse.Namespace, settings: Settings) -> int:
+    config = settings.connections()
+    kinds = config.kinds() if settings.config is not None else None
+    if kinds is None:
+        print("note: no REMEDIATE_CONFIG, so connection names are not checked", file=sys.stderr)
+    try:
+        playbooks = load_playbooks([Path(p) for p in args.paths or [settings.playbooks]], kinds)
+    except PlaybookError as exc:
+        for problem in exc.problems:
+            print(problem)
+        return 1
+    print(f"{len(playbooks)} playbook(s) OK")
+    return 0
+
+
+def _schema(args: argparse.Namespace, settings: Settings) -> int:
+    print(json.dumps(Playbook.model_json_schema(by_alias=True), indent=2, sort_keys=True))
+    return 0
+
+
+def _read_alerts(path: Path) -> list[Alert]:
+    data = path.read_text(encoding="utf-8")
+    try:
+        return WebhookMessage.model_validate_json(data).alerts
+    except ValidationError:
+        try:
+            return [Alert.model_validate_json(data)]
+        except ValidationError as exc:
+            raise ConfigError(f"{path}: neither a webhook message nor an alert: {exc.errors()[0]['msg']}") from exc
+
+
+class _LocalClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+def _local_executor(registry: Registry):  # type: ignore[no-untyped-def]
+    async def execute(step: StepBase, request: StepRequest) -> StepResult:
+        try:
+            return await registry.dispatch(request)
+        except ConfigError as exc:
+            raise PermanentStepError(f"configuration: {exc}") from exc
+    return execute
+
+
+async def _plan(args: argparse.Namespace, settings: Settings) -> int:
+    config, playbooks = load_all(settings, Path(args.playbooks) if args.playbooks else None)
+    adapters = Adapters.build(config)
+    worst = 0
+    try:
+        for alert in _read_alerts(Path(args.alert)):
+            found = matching(playbooks, alert)
+            print(f"alert {alert.alertname} ({alert.status}, fingerprint {alert.fingerprint}): "
+                  f"{len(found)} matching playbook(s): {', '.join(p.name for p in found) or 'none'}")
+            for playbook in found:
+                # Plan is always a dry run: reads are real, writes run only in their dry-run form.
+                run = Run(RunInput(run_id=run_id(playbook.name, alert), playbook=playbook, alert=alert,
+                                   mode=Mode.DRY_RUN if playbook.mode != Mode.OFF else Mode.OFF),
+                          _local_executor(adapters.registry()), _LocalClock())
+                state = await run.execute_run()
+                print(format_state(state))
+                worst = max(worst, 0 if state.status == "succeeded" else 1)
+    finally:
+        await adapters.close()
+    return worst
+
+
+async def _runs(args: argparse.Namespace, settings: Settings) -> int:
+    runs = TemporalRuns(await connect(settings.temporal_address, settings.temporal_namespace), settings.task_queue)
+    if args.runs_command == "list":
+        listed = await runs.list(args.limit)
+        if not listed:
+            print("no runs")
+        for r in listed:
+            started = r.started.strftime("%Y-%m-%d %H:%M:%S") if r.started else "-"
+            print(f"{started}  {r.status:<10} {r.mode:<8} {r.alertname:<28} {r.run_id}")
+        return 0
+    state = await runs.state(args.run_id)
+    if state is None:
+        print(f"no run {args.run_id} (or it did not complete normally)", file=sys.stderr)
+        return 1
+    print(state.model_dump_json(indent=2) if args.json else format_state(state))
+    return 0
+
+
+async def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    config, playbooks = load_all(settings)
+    client = await connect(settings.temporal_address, settings.temporal_namespace)
+    host, port = settings.listen_host_port
+    print(f"remediate: {len(playbooks)} playbook(s), mode ceiling {settings.mode}, "
+          f"Temporal {settings.temporal_address}/{settings.temporal_namespace}, listening on {host}:{port}")
+    await serve(settings, client, playbooks, Adapters.build(config), web=not args.worker_only,
+                worker=not args.web_only)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="remediate", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("dev", help="local Temporal dev server + worker + web, shipped playbooks, dry-run")
+    serve_p = sub.add_parser("serve", help="web + worker against configured services")
+    only = serve_p.add_mutually_exclusive_group()
+    only.add_argument("--web-only", action="store_true")
+    only.add_argument("--worker-only", action="store_true")
+    lint = sub.add_parser("lint", help="validate playbooks; file:line:col: message per problem")
+    lint.add_argument("paths", nargs="*")
+    plan = sub.add_parser("plan", help="diagnose for real and print every planned write; never writes")
+    plan.add_argument("--alert", required=True, help="a webhook message or a single alert (JSON)")
+    plan.add_argument("--playbooks", help="playbook directory (default: REMEDIATE_PLAYBOOKS)")
+    sub.add_parser("schema", help="JSON Schema of the playbook format")
+    runs = sub.add_parser("runs", help="list and show runs")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True)
+    runs_list = runs_sub.add_parser("list")
+    runs_list.add_argument("--limit", type=int, default=50)
+    show = runs_sub.add_parser("show")
+    show.add_argument("run_id")
+    show.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings()
+        if args.command == "lint":
+            return _lint(args, settings)
+        if args.command == "schema":
+            return _schema(args, settings)
+        command = {"plan": _plan, "runs": _runs, "serve": _serve, "dev": dev.run}[args.command]
+        return asyncio.run(command(args, settings))
+    except PlaybookError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except RemediateError as exc:
+        print(f"remediate: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

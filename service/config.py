@@ -1,0 +1,149 @@
+"""Settings from REMEDIATE_* variables, connections from the YAML config file, and secret references."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from service.errors import ConfigError
+from service.policy import Mode
+
+SecretRef = Annotated[
+    str,
+    Field(pattern=r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:/.+)$",
+          description="A reference, never the secret itself: env:NAME or file:/absolute/path"),
+]
+
+
+def resolve_secret(ref: str) -> str:
+    """Read a secret reference; only the worker and the web process call this, never a workflow."""
+    kind, _, where = ref.partition(":")
+    if kind == "env":
+        value = os.environ.get(where)
+        if value is None:
+            raise ConfigError(f"secret {ref} is not set in the environment")
+        return value
+    if kind == "file":
+        try:
+            return Path(where).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"secret {ref} cannot be read: {exc.strerror}") from exc
+    raise ConfigError(f"secret reference {ref!r} must start with env: or file:")
+
+
+class _Connection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PostgresConnection(_Connection):
+    """A Postgres database reached by DSN."""
+
+    type: Literal["postgres"]
+    dsn: SecretRef
+    statement_timeout: float = Field(default=30.0, gt=0, description="Seconds; applied to every statement.")
+    pool_size: int = Field(default=4, ge=1, le=50)
+
+
+class HttpAuth(_Connection):
+    """Bearer token or basic credentials, as references."""
+
+    bearer: SecretRef | None = None
+    username: str | None = None
+    password: SecretRef | None = None
+
+
+class HttpConnection(_Connection):
+    """An HTTP API under one base URL; paths in playbooks are relative to it."""
+
+    type: Literal["http"]
+    base_url: str = Field(pattern=r"^https?://")
+    auth: HttpAuth | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    verify_tls: bool = True
+    max_response_bytes: int = Field(default=1_048_576, ge=1024)
+
+
+class PrometheusConnection(_Connection):
+    """A Prometheus-compatible query API."""
+
+    type: Literal["prometheus"]
+    url: str = Field(pattern=r"^https?://")
+    auth: HttpAuth | None = None
+
+
+Connection = Annotated[PostgresConnection | HttpConnection | PrometheusConnection, Field(discriminator="type")]
+
+
+class ConfigFile(BaseModel):
+    """The optional YAML file named by REMEDIATE_CONFIG."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    connections: dict[str, Connection] = Field(default_factory=dict)
+
+    @field_validator("connections")
+    @classmethod
+    def _names(cls, value: dict[str, Connection]) -> dict[str, Connection]:
+        for name in value:
+            if not name or len(name) > 63 or not all(c.isalnum() or c in "-_" for c in name):
+                raise ValueError(f"connection name {name!r}: use letters, digits, '-' and '_'")
+        return value
+
+    def kinds(self) -> dict[str, str]:
+        return {name: conn.type for name, conn in self.connections.items()}
+
+
+def load_config_file(path: Path | None) -> ConfigFile:
+    if path is None:
+        return ConfigFile()
+    try:
+        data = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, YAMLError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    try:
+        return ConfigFile.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}: {where}: {first['msg']}") from exc
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; documented one by one in docs/configuration.md."""
+
+    model_config = SettingsConfigDict(env_prefix="REMEDIATE_", extra="ignore")
+
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "remediate"
+    playbooks: Path = Path("playbooks")
+    mode: Mode = Mode.DRY_RUN
+    webhook_token: SecretStr | None = None
+    webhook_username: str | None = None
+    webhook_password: SecretStr | None = None
+    listen: str = "127.0.0.1:8080"
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    redis_url: str | None = None
+    database_url: str | None = None
+    config: Path | None = None
+    dedupe_cache_size: int = Field(default=100_000, ge=0)
+    slack_bot_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("SLACK_BOT_TOKEN"))
+    slack_signing_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET"))
+    sentry_dsn: str | None = Field(default=None, validation_alias=AliasChoices("SENTRY_DSN"))
+
+    @property
+    def listen_host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"REMEDIATE_LISTEN must be host:port, got {self.listen!r}")
+        return host, int(port)
+
+    def connections(self) -> ConfigFile:
+        return load_config_file(self.config)

@@ -1,0 +1,295 @@
+"""The run, independent of where it executes: diagnose, plan, act, verify, with every step recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from service.alerts import Alert
+from service.errors import StepError, TemplateError
+from service.playbook import Playbook
+from service.policy import Mode
+from service.steps import Approval, Effect, StepBase, approval_of
+from service.templating import condition, render
+
+RunStatus = Literal[
+    "received", "diagnosing", "planned", "awaiting_approval", "acting", "verifying",
+    "succeeded", "failed", "rejected", "expired", "resolved_before_action", "blocked_by_policy", "cancelled",
+]
+TERMINAL: frozenset[str] = frozenset({
+    "succeeded", "failed", "rejected", "expired", "resolved_before_action", "blocked_by_policy", "cancelled",
+})
+StepStatus = Literal["pending", "running", "ok", "failed", "skipped", "planned", "dry_run", "not_run"]
+Phase = Literal["diagnose", "act", "verify"]
+RUN_STEP = "run_step"  # the one activity every step runs through
+
+
+class StepRequest(BaseModel):
+    """What an activity gets: rendered parameters and names, never secrets."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    step_id: str
+    action: str
+    connection: str
+    params: dict[str, JsonValue]
+    dry_run: bool = False
+    timeout_seconds: float = 30.0
+
+
+class StepResult(BaseModel):
+    """What a step produced: `data` becomes `steps.<id>` for later templates."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: dict[str, JsonValue] = Field(default_factory=dict)
+    summary: str = ""
+    targets: list[str] = Field(default_factory=list)
+    dry_run: bool = False
+
+
+class StepRecord(BaseModel):
+    """The audit line of one step in one run."""
+
+    id: str
+    phase: Phase
+    action: str
+    effect: Effect
+    connection: str
+    status: StepStatus = "pending"
+    approval: Approval | None = None
+    params: dict[str, JsonValue] = Field(default_factory=dict)
+    summary: str = ""
+    result: dict[str, JsonValue] | None = None
+    targets: list[str] = Field(default_factory=list)
+    error: str | None = None
+    attempts: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class RunInput(BaseModel):
+    """Everything a run needs, pinned at start: the playbook as it was, the alert, the mode."""
+
+    run_id: str
+    playbook: Playbook
+    alert: Alert
+    mode: Mode
+
+
+class RunState(BaseModel):
+    """A run as operators see it; returned by the workflow's query and as its result."""
+
+    run_id: str
+    playbook: str
+    alertname: str
+    fingerprint: str
+    labels: dict[str, str]
+    mode: Mode
+    status: RunStatus = "received"
+    reason: str = ""
+    resolved: bool = False
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    steps: list[StepRecord] = Field(default_factory=list)
+
+    @property
+    def dry_run(self) -> bool:
+        return self.mode == Mode.DRY_RUN
+
+
+class Executor(Protocol):
+    """Runs one step somewhere (a Temporal activity, or in-process for `remediate plan`)."""
+
+    async def __call__(self, step: StepBase, request: StepRequest) -> StepResult: ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+def alert_variables(alert: Alert) -> dict[str, JsonValue]:
+    return {
+        "labels": dict(alert.labels), "annotations": dict(alert.annotations), "status": alert.status,
+        "alertname": alert.alertname, "fingerprint": alert.fingerprint,
+        "startsAt": alert.startsAt.isoformat(), "generatorURL": alert.generatorURL,
+    }
+
+
+def new_state(run: RunInput) -> RunState:
+    return RunState(
+        run_id=run.run_id, playbook=run.playbook.name, alertname=run.alert.alertname,
+        fingerprint=run.alert.fingerprint, labels=dict(run.alert.labels), mode=run.mode,
+        steps=[StepRecord(id=s.id, phase=phase, action=s.action, effect=s.effect, connection=s.connection,
+                          approval=approval_of(s) if s.effect == "write" else None)
+               for phase, s in run.playbook.steps()],
+    )
+
+
+class _Stop(Exception):
+    """Ends a run early with a final status."""
+
+    def __init__(self, status: RunStatus, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+class Run:
+    """One run of one playbook for one alert; `state` is always current for queries."""
+
+    def __init__(self, run: RunInput, execute: Executor, clock: Clock,
+                 resolved: Callable[[], bool] = lambda: False) -> None:
+        self.run, self.execute, self.clock, self.resolved = run, execute, clock, resolved
+        self.state = new_state(run)
+        self.context: dict[str, Any] = {"alert": alert_variables(run.alert), "inputs": {}, "steps": {}}
+
+    def _record(self, step_id: str) -> StepRecord:
+        return next(r for r in self.state.steps if r.id == step_id)
+
+    async def execute_run(self) -> RunState:
+        self.state.started_at = self.clock.now()
+        try:
+            await self._phases()
+        except _Stop as stop:
+            self.state.status, self.state.reason = stop.status, stop.reason
+        self.state.resolved = self.state.resolved or self.resolved()
+        self.state.finished_at = self.clock.now()
+        return self.state
+
+    async def _phases(self) -> None:
+        playbook, mode = self.run.playbook, self.run.mode
+        if mode == Mode.OFF:
+            raise _Stop("blocked_by_policy", "mode is off for this playbook: nothing was read or written")
+        self.state.status = "diagnosing"
+        for key, value in playbook.inputs.items():
+            try:
+                self.context["inputs"][key] = render(value, self.context)
+            except TemplateError as exc:
+                raise _Stop("failed", f"input {key!r}: {exc}") from exc
+        for step in playbook.diagnose:
+            await self._read(step)
+        self.state.status = "planned"
+        planned = [step for step in playbook.act if self._plan(step)]
+        if self.resolved():
+            raise _Stop("resolved_before_action", "the alert resolved before any write was made")
+        if mode == Mode.DRY_RUN:
+            await self._dry_run(planned)
+            return
+        gated = [s.id for s in planned if mode == Mode.APPROVE or approval_of(s) == "required"]
+        if gated:
+            raise _Stop("blocked_by_policy", f"step(s) {', '.join(gated)} need an approval and approval gates "
+                        "are not enabled in this version; nothing was written")
+        self.state.status = "acting"
+        for step in planned:
+            if self.resolved():
+                self.state.resolved = True
+                for later in planned[planned.index(step):]:
+                    self._record(later.id).status = "not_run"
+                raise _Stop("resolved_before_action", f"the alert resolved before step {step.id!r}; "
+                            "remaining writes were skipped")
+            await self._write(step)
+        self.state.status = "verifying"
+        for step in playbook.verify:
+            await self._read(step)
+        self.state.status = "succeeded"
+        self.state.reason = f"{len(planned)} write(s) done; verify passed" if planned else "nothing to do"
+
+    async def _dry_run(self, planned: list[StepBase]) -> None:
+        for step in planned:
+            await self._write(step, dry_run=True)
+        for step in self.run.playbook.verify:
+            self._record(step.id).status = "not_run"
+            self._record(step.id).summary = "dry-run: nothing was changed, so there is nothing to verify"
+        self.state.status = "succeeded"
+        self.state.reason = (f"dry-run: {len(planned)} write(s) planned, none made" if planned
+                             else "dry-run: diagnosis found nothing to do")
+
+    def _when(self, step: StepBase) -> bool:
+        if step.when is None:
+            return True
+        try:
+            return condition(step.when, self.context)
+        except TemplateError as exc:
+            self._record(step.id).status = "failed"
+            raise _Stop("failed", f"step {step.id!r} when: {exc}") from exc
+
+    def _plan(self, step: StepBase) -> bool:
+        record = self._record(step.id)
+        if not self._when(step):
+            record.status, record.summary = "skipped", f"when is false: {step.when}"
+            return False
+        record.params = self._render(step)
+        record.status = "planned"
+        return True
+
+    def _render(self, step: StepBase) -> dict[str, JsonValue]:
+        params = step.params
+        rendered: dict[str, JsonValue] = {}
+        raw = params.model_dump(mode="json")
+        try:
+            for name, value in raw.items():
+                literal = name in params.literal_fields
+                rendered[name] = value if literal else render(value, self.context, escape=params.escapes.get(name, "none"))
+        except TemplateError as exc:
+            self._record(step.id).status = "failed"
+            raise _Stop("failed", f"step {step.id!r}: {exc}") from exc
+        return rendered
+
+    def _request(self, step: StepBase, params: dict[str, JsonValue], dry_run: bool) -> StepRequest:
+        return StepRequest(run_id=self.run.run_id, step_id=step.id, action=step.action,
+                           connection=step.connection, params=params, dry_run=dry_run,
+                           timeout_seconds=step.timeout.total_seconds())
+
+    async def _call(self, step: StepBase, record: StepRecord, request: StepRequest) -> StepResult:
+        record.status, record.attempts = "running", record.attempts + 1
+        record.started_at = record.started_at or self.clock.now()
+        try:
+            result = await self.execute(step, request)
+        except StepError as exc:
+            record.status, record.error, record.finished_at = "failed", str(exc), self.clock.now()
+            raise _Stop("failed", f"step {step.id!r} failed: {exc}") from exc
+        record.result, record.summary, record.targets = result.data, result.summary, result.targets
+        record.finished_at = self.clock.now()
+        self.context["steps"][step.id] = result.data
+        return result
+
+    async def _read(self, step: StepBase) -> None:
+        record = self._record(step.id)
+        if not self._when(step):
+            record.status, record.summary = "skipped", f"when is false: {step.when}"
+            return
+        attempts = step.retry.attempts if step.retry else 1
+        interval = step.retry.interval if step.retry else timedelta(seconds=1)
+        backoff = step.retry.backoff if step.retry else 1.0
+        for attempt in range(attempts):
+            record.params = self._render(step)
+            await self._call(step, record, self._request(step, record.params, dry_run=False))
+            if step.expect is None or self._expect(step):
+                record.status = "ok"
+                return
+            if attempt + 1 < attempts:
+                await self.clock.sleep(interval.total_seconds() * backoff**attempt)
+        record.status, record.error = "failed", f"expect not met after {attempts} attempt(s): {step.expect}"
+        raise _Stop("failed", f"step {step.id!r}: {record.error}")
+
+    def _expect(self, step: StepBase) -> bool:
+        assert step.expect is not None  # noqa: S101 - checked by the caller
+        try:
+            return condition(step.expect, self.context)
+        except TemplateError as exc:
+            raise _Stop("failed", f"step {step.id!r} expect: {exc}") from exc
+
+    async def _write(self, step: StepBase, dry_run: bool = False) -> None:
+        record = self._record(step.id)
+        if not dry_run and not self._when(step):
+            record.status, record.summary = "skipped", f"when is false: {step.when}"
+            return
+        record.params = self._render(step)
+        await self._call(step, record, self._request(step, record.params, dry_run=dry_run))
+        record.status = "dry_run" if dry_run else "ok"

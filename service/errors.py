@@ -1,0 +1,62 @@
+"""One exception tree for remediate: retryable versus permanent, and where a problem sits in a file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class RemediateError(Exception):
+    """Base of every error remediate raises on purpose."""
+
+
+class ConfigError(RemediateError):
+    """The service configuration or a secret reference is wrong; fix the configuration."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One located problem in a playbook file, printed as `file:line:col: message`."""
+
+    file: str
+    line: int
+    col: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: {self.message}"
+
+
+class PlaybookError(RemediateError):
+    """One or more playbook files are invalid; nothing from them was loaded."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class TemplateError(RemediateError):
+    """A template or expression failed to compile or to evaluate."""
+
+
+class StepError(RemediateError):
+    """A step failed; `retryable` says whether running it again can help."""
+
+    retryable = False
+
+
+class RetryableStepError(StepError):
+    """A transient failure before anything was changed (connection refused, timeout on a read)."""
+
+    retryable = True
+
+
+class PermanentStepError(StepError):
+    """A failure that repeating will not fix, or a write whose outcome is unknown."""
+
+
+class GuardViolation(PermanentStepError):
+    """A blast-radius guard refused the step (for example more rows than `max_rows`)."""
+
+
+class TemporalUnavailable(RemediateError):
+    """Temporal could not be reached; the webhook answers 503 so Alertmanager retries."""

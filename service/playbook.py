@@ -1,0 +1,307 @@
+"""Playbook model, a loader that reports `file:line:col` problems, and the alert matcher."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator, model_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from service.alerts import Alert
+from service.errors import PlaybookError, Problem, TemplateError
+from service.policy import Mode
+from service.steps import ACTIONS, Step, StepBase
+from service.templating import check_expression, check_template, is_template, iter_strings
+
+_MATCHER = re.compile(r'^\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op>=~|!~|!=|=)\s*(?P<value>.*?)\s*$')
+MatchOp = Literal["=", "!=", "=~", "!~"]
+
+
+@dataclass(frozen=True)
+class LabelMatcher:
+    """One Alertmanager matcher; regexes are fully anchored, a missing label matches as ''."""
+
+    name: str
+    op: MatchOp
+    value: str
+
+    @classmethod
+    def parse(cls, text: str) -> LabelMatcher:
+        match = _MATCHER.match(text)
+        if match is None:
+            raise ValueError(f"bad matcher {text!r}: expected name=value, name!=value, name=~regex or name!~regex")
+        raw = match["value"]
+        if raw.startswith('"'):
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"bad matcher {text!r}: unterminated or invalid quoted value") from exc
+            if not isinstance(value, str):
+                raise ValueError(f"bad matcher {text!r}: value must be a string")
+        else:
+            value = raw
+        op: MatchOp = match["op"]  # type: ignore[assignment]
+        if op in ("=~", "!~"):
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"bad regex in matcher {text!r}: {exc}") from exc
+        return cls(match["name"], op, value)
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        actual = labels.get(self.name, "")
+        if self.op == "=":
+            return actual == self.value
+        if self.op == "!=":
+            return actual != self.value
+        found = re.fullmatch(self.value, actual) is not None
+        return found if self.op == "=~" else not found
+
+
+class Match(BaseModel):
+    """Which alerts start this playbook."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    alertname: str | None = None
+    matchers: list[str] = Field(default_factory=list, description='Alertmanager matchers, e.g. severity=~"warn|crit"')
+    status: Literal["firing", "resolved"] = "firing"
+
+    @field_validator("matchers")
+    @classmethod
+    def _parse_matchers(cls, value: list[str]) -> list[str]:
+        for text in value:
+            LabelMatcher.parse(text)
+        return value
+
+    @model_validator(mode="after")
+    def _not_everything(self) -> Match:
+        if self.alertname is None and not self.matchers:
+            raise ValueError("match needs an alertname or at least one matcher; a playbook never matches everything")
+        return self
+
+    def matches(self, alert: Alert) -> bool:
+        return alert.status == self.status and self.matches_labels(alert)
+
+    def matches_labels(self, alert: Alert) -> bool:
+        if self.alertname is not None and alert.alertname != self.alertname:
+            return False
+        return all(LabelMatcher.parse(text).matches(alert.labels) for text in self.matchers)
+
+
+class Playbook(BaseModel):
+    """One remediation: match, inputs, diagnose (reads), act (writes), verify (reads), policy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="Unique; part of every run id.")
+    description: str = ""
+    mode: Mode | None = Field(default=None, description="Lowers the service mode for this playbook.")
+    match: Match
+    inputs: dict[str, JsonValue] = Field(default_factory=dict)
+    diagnose: list[Step] = Field(default_factory=list)
+    act: list[Step] = Field(default_factory=list)
+    verify: list[Step] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _phases_and_ids(self) -> Playbook:
+        seen: set[str] = set()
+        for phase, steps, want in (("diagnose", self.diagnose, "read"), ("act", self.act, "write"),
+                                   ("verify", self.verify, "read")):
+            for step in steps:
+                if step.id in seen:
+                    raise ValueError(f"step id {step.id!r} is used twice")
+                seen.add(step.id)
+                if step.effect != want:
+                    raise ValueError(f"{phase} step {step.id!r}: {step.action} is a {step.effect}; "
+                                     f"{phase} takes only {want} steps")
+        return self
+
+    def steps(self) -> list[tuple[str, StepBase]]:
+        return [(phase, s) for phase, steps in (("diagnose", self.diagnose), ("act", self.act),
+                                                 ("verify", self.verify)) for s in steps]
+
+    def matches(self, alert: Alert) -> bool:
+        return self.match.matches(alert)
+
+
+# ---- loading with positions ---------------------------------------------------------------------------------
+
+Position = tuple[int, int]
+Path_ = tuple[str | int, ...]
+
+
+def _positions(node: Any, path: Path_, out: dict[Path_, Position]) -> None:
+    if isinstance(node, CommentedMap):
+        for key in node:
+            line, col = node.lc.value(key) if node.lc.data.get(key) else (node.lc.line, node.lc.col)
+            kline, kcol = node.lc.key(key)
+            out[(*path, key)] = (line, col)
+            out[(*path, key, "__key__")] = (kline, kcol)
+            _positions(node[key], (*path, key), out)
+    elif isinstance(node, CommentedSeq):
+        for i, item in enumerate(node):
+            out[(*path, i)] = node.lc.item(i)
+            _positions(item, (*path, i), out)
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, CommentedMap):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, CommentedSeq):
+        return [_plain(v) for v in node]
+    return node
+
+
+def _locate(loc: Sequence[str | int], data: Any, positions: Mapping[Path_, Position]) -> Position:
+    # pydantic's loc has extra elements (union tags, validator names): follow only those present in the data.
+    path: Path_ = ()
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+            path = (*path, part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+            path = (*path, part)
+    if path in positions:
+        return positions[path]
+    return positions.get((), (0, 0))
+
+
+@dataclass(frozen=True)
+class LoadedFile:
+    path: Path
+    data: Any
+    positions: dict[Path_, Position]
+
+
+def _read(path: Path) -> tuple[LoadedFile | None, list[Problem]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [Problem(str(path), 1, 1, f"cannot read: {exc}")]
+    try:
+        tree = YAML(typ="rt", pure=True).load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        return None, [Problem(str(path), line, col, f"YAML: {exc.problem or exc.context}")]
+    if not isinstance(tree, CommentedMap):
+        return None, [Problem(str(path), 1, 1, "a playbook is a YAML mapping")]
+    positions: dict[Path_, Position] = {(): (0, 0)}
+    _positions(tree, (), positions)
+    return LoadedFile(path, _plain(tree), positions), []
+
+
+def _template_problems(file: LoadedFile, playbook: Playbook,
+                       connections: Mapping[str, str] | None) -> list[Problem]:
+    problems: list[Problem] = []
+
+    def at(path: Path_, message: str) -> None:
+        line, col = _locate(path, file.data, file.positions)
+        problems.append(Problem(str(file.path), line + 1, col + 1, message))
+
+    for key, value in playbook.inputs.items():
+        for sub, text in iter_strings(value):
+            try:
+                check_template(text)
+            except TemplateError as exc:
+                at(("inputs", key, *sub), str(exc))
+    for phase, step in playbook.steps():
+        index = getattr(playbook, phase).index(step)
+        base: Path_ = (phase, index)
+        if connections is not None:
+            kind = connections.get(step.connection)
+            if kind is None:
+                known = ", ".join(sorted(connections)) or "none configured"
+                at((*base, "connection"), f"unknown connection {step.connection!r} (known: {known})")
+            elif kind != step.connection_type:
+                at((*base, "connection"),
+                   f"connection {step.connection!r} is {kind}; {step.action} needs a {step.connection_type} connection")
+        for field in ("when", "expect"):
+            source = getattr(step, field)
+            if source is not None:
+                try:
+                    check_expression(source)
+                except TemplateError as exc:
+                    at((*base, field), str(exc))
+        params = step.params
+        for name in type(params).model_fields:
+            value = getattr(params, name)
+            for sub, text in iter_strings(value):
+                where = (*base, "with", name, *sub)
+                if name in params.literal_fields:
+                    if is_template(text):
+                        at(where, f"{name} takes no templates: pass alert values as bound parameters instead")
+                    continue
+                try:
+                    check_template(text, escape=params.escapes.get(name, "none"))
+                except TemplateError as exc:
+                    at(where, str(exc))
+    return problems
+
+
+def load_file(path: Path, connections: Mapping[str, str] | None = None) -> tuple[Playbook | None, list[Problem]]:
+    """Load one playbook; any problem means no playbook at all from that file."""
+    file, problems = _read(path)
+    if file is None:
+        return None, problems
+    try:
+        playbook = Playbook.model_validate(file.data)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            loc, message = error["loc"], error["msg"]
+            if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+                loc = (*loc, "action")
+                message = f"unknown action {error['input'].get('action')!r}" if error["type"] == "union_tag_invalid" \
+                    else "missing action"
+                message += f" (known: {', '.join(ACTIONS)})"
+            line, col = _locate(loc, file.data, file.positions)
+            where = ".".join(str(p) for p in error["loc"] if not (isinstance(p, str) and "." in p))
+            problems.append(Problem(str(path), line + 1, col + 1, f"{where}: {message}"))
+        return None, problems
+    problems = _template_problems(file, playbook, connections)
+    return (None, problems) if problems else (playbook, [])
+
+
+def playbook_files(paths: Iterable[Path]) -> list[Path]:
+    """Expand directories to their *.yaml / *.yml files (not recursive: examples live in subfolders)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()))
+        else:
+            files.append(path)
+    return files
+
+
+def load_playbooks(paths: Iterable[Path], connections: Mapping[str, str] | None = None) -> list[Playbook]:
+    """Load every playbook or none: raises PlaybookError listing every problem in every file."""
+    playbooks: list[Playbook] = []
+    problems: list[Problem] = []
+    names: dict[str, Path] = {}
+    for path in playbook_files(paths):
+        playbook, found = load_file(path, connections)
+        problems.extend(found)
+        if playbook is None:
+            continue
+        if playbook.name in names:
+            problems.append(Problem(str(path), 1, 1, f"playbook name {playbook.name!r} also used in {names[playbook.name]}"))
+            continue
+        names[playbook.name] = path
+        playbooks.append(playbook)
+    if problems:
+        raise PlaybookError(problems)
+    return playbooks
+
+
+def matching(playbooks: Iterable[Playbook], alert: Alert) -> list[Playbook]:
+    return [p for p in playbooks if p.matches(alert)]

@@ -1,0 +1,50 @@
+"""Plain-text rendering of runs for the command line: what was read, what is planned, what was done."""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import JsonValue
+
+from service.engine import RunState, StepRecord
+
+_MARK = {"ok": "✓", "failed": "✗", "skipped": "-", "planned": "•", "dry_run": "○", "not_run": " ",
+         "pending": " ", "running": "…"}
+
+
+def _short(value: JsonValue, limit: int = 400) -> str:
+    text = json.dumps(value, default=str, sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def format_step(record: StepRecord) -> list[str]:
+    lines = [f"  {_MARK.get(record.status, '?')} [{record.phase}] {record.id}: {record.action} "
+             f"on {record.connection} — {record.status}" + (f" (approval: {record.approval})" if record.approval else "")]
+    if record.params:
+        lines.append(f"      with: {_short(record.params)}")
+    if record.summary:
+        lines.append(f"      {record.summary}")
+    if record.targets:
+        shown = ", ".join(record.targets[:20]) + (f" … and {len(record.targets) - 20} more" if len(record.targets) > 20 else "")
+        lines.append(f"      targets ({len(record.targets)}): {shown}")
+    if record.effect == "read" and record.result is not None:
+        lines.append(f"      result: {_short(record.result)}")
+    if record.error:
+        lines.append(f"      error: {record.error}")
+    return lines
+
+
+def format_state(state: RunState) -> str:
+    lines = [
+        f"run {state.run_id}",
+        f"  playbook {state.playbook} · alert {state.alertname} · fingerprint {state.fingerprint} · mode {state.mode}",
+        f"  status: {state.status}" + (f" — {state.reason}" if state.reason else ""),
+    ]
+    if state.resolved:
+        lines.append("  the alert has resolved")
+    for record in state.steps:
+        lines.extend(format_step(record))
+    writes = [r for r in state.steps if r.effect == "write" and r.status in ("dry_run", "planned")]
+    if state.dry_run and writes:
+        lines.append(f"  planned writes (dry-run, nothing written): {len(writes)}")
+    return "\n".join(lines)

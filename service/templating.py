@@ -1,0 +1,156 @@
+"""Sandboxed Jinja2 expressions and templates; alert values are only ever variables, never template source."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from functools import lru_cache
+from typing import Any, Literal
+from urllib.parse import quote
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import JsonValue
+
+from service.errors import TemplateError
+
+_SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
+_MARKERS = ("{{", "{%", "{#")
+
+
+def is_template(text: str) -> bool:
+    """True when a string holds template syntax; plain strings are taken literally."""
+    return any(marker in text for marker in _MARKERS)
+
+
+Escape = Literal["none", "url", "promql"]
+
+
+def _url_segment(value: object) -> str:
+    # Every value rendered into a URL path becomes one encoded segment: '../x' or '?a=b' stay data.
+    return quote(str(value), safe="")
+
+
+def _promql_string(value: object) -> str:
+    # Values land inside PromQL double-quoted strings; escaping keeps a label value from closing them.
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+_FINALIZERS = {"none": None, "url": _url_segment, "promql": _promql_string}
+
+
+@lru_cache(maxsize=3)
+def _environment(escape: Escape) -> ImmutableSandboxedEnvironment:
+    return ImmutableSandboxedEnvironment(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        finalize=_FINALIZERS[escape],
+        keep_trailing_newline=True,
+    )
+
+
+def _single_expression(source: str) -> str | None:
+    match = _SINGLE_EXPRESSION.match(source)
+    if match is None:
+        return None
+    inner = match.group("expr")
+    if "{{" in inner or "}}" in inner or "{%" in inner:
+        return None
+    return inner
+
+
+@lru_cache(maxsize=4096)
+def _compiled_expression(source: str) -> Any:
+    try:
+        return _environment("none").compile_expression(source, undefined_to_none=False)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"expression syntax error: {exc.message}") from exc
+
+
+@lru_cache(maxsize=4096)
+def _compiled_template(source: str, escape: Escape) -> jinja2.Template:
+    try:
+        return _environment(escape).from_string(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"template syntax error on template line {exc.lineno}: {exc.message}") from exc
+
+
+def check_expression(source: str) -> None:
+    """Compile an expression (a `when` or `expect`) so that syntax errors surface at load time."""
+    _compiled_expression(source)
+
+
+def check_template(source: str, *, escape: Escape = "none") -> None:
+    """Compile a template string at load time; plain strings pass unchanged."""
+    if not is_template(source):
+        return
+    inner = _single_expression(source)
+    if inner is not None and escape == "none":
+        _compiled_expression(inner)
+    else:
+        _compiled_template(source, escape)
+
+
+def _to_json(value: Any) -> JsonValue:
+    # Jinja filters such as map() yield generators; a list is what a playbook author means.
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, jinja2.Undefined):
+        raise TemplateError("expression produced an undefined value")
+    if isinstance(value, Mapping):
+        return {str(k): _to_json(v) for k, v in value.items()}
+    if isinstance(value, Iterable | Iterator):
+        return [_to_json(v) for v in value]
+    raise TemplateError(f"expression produced a {type(value).__name__}, which is not JSON data")
+
+
+def evaluate(source: str, context: Mapping[str, Any]) -> JsonValue:
+    """Evaluate one expression to native JSON data."""
+    try:
+        return _to_json(_compiled_expression(source)(**context))
+    except jinja2.UndefinedError as exc:
+        raise TemplateError(f"{source.strip()!r}: {exc.message}") from exc
+    except jinja2.exceptions.SecurityError as exc:
+        raise TemplateError(f"{source.strip()!r}: refused by the sandbox: {exc}") from exc
+    except (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError) as exc:
+        raise TemplateError(f"{source.strip()!r}: {exc}") from exc
+
+
+def condition(source: str, context: Mapping[str, Any]) -> bool:
+    """Evaluate a `when`/`expect` expression as a boolean."""
+    return bool(evaluate(source, context))
+
+
+def render(value: JsonValue, context: Mapping[str, Any], *, escape: Escape = "none") -> JsonValue:
+    """Render templates inside a JSON value once; a string that is exactly one `{{ expr }}` keeps its type."""
+    if isinstance(value, str):
+        if not is_template(value):
+            return value
+        inner = _single_expression(value)
+        if inner is not None and escape == "none":
+            return evaluate(inner, context)
+        try:
+            return _compiled_template(value, escape).render(**context)
+        except jinja2.UndefinedError as exc:
+            raise TemplateError(f"{value!r}: {exc.message}") from exc
+        except jinja2.exceptions.SecurityError as exc:
+            raise TemplateError(f"{value!r}: refused by the sandbox: {exc}") from exc
+    if isinstance(value, list):
+        return [render(v, context, escape=escape) for v in value]
+    if isinstance(value, dict):
+        return {k: render(v, context, escape=escape) for k, v in value.items()}
+    return value
+
+
+def iter_strings(value: JsonValue) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Every string inside a JSON value with its path, for load-time checks."""
+    if isinstance(value, str):
+        yield (), value
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            for path, text in iter_strings(item):
+                yield (i, *path), text
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            for path, text in iter_strings(item):
+                yield (key, *path), text

@@ -1,0 +1,240 @@
+"""Starlette app: the Alertmanager webhook, health, metrics and the run API; no remediation work here."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from base64 import b64decode
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from service.adapters.temporal import TemporalRuns
+from service.alerts import Alert, WebhookMessage, run_id
+from service.engine import RunInput
+from service.errors import RemediateError, TemporalUnavailable
+from service.playbook import Playbook
+from service.policy import Mode, effective_mode
+
+log = logging.getLogger("remediate.web")
+Ping = Callable[[], Awaitable[None]]
+
+
+class BodyTooLarge(Exception):
+    """The request body is over the configured limit."""
+
+
+@dataclass
+class WebAuth:
+    """Bearer token and/or basic credentials for the webhook and the run API; none set means open."""
+
+    token: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.token or (self.username and self.password))
+
+    def allows(self, header: str | None) -> bool:
+        if not self.enabled:
+            return True
+        if not header:
+            return False
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and self.token:
+            return hmac.compare_digest(value.strip().encode(), self.token.encode())
+        if scheme.lower() == "basic" and self.username and self.password:
+            try:
+                user, _, password = b64decode(value.strip(), validate=True).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                return False
+            # Compare both parts, always, so timing says nothing about which one was wrong.
+            ok_user = hmac.compare_digest(user.encode(), self.username.encode())
+            ok_password = hmac.compare_digest(password.encode(), self.password.encode())
+            return ok_user and ok_password
+        return False
+
+
+class SeenRuns:
+    """A bounded memory of run ids known to exist, so re-deliveries skip the Temporal round trip."""
+
+    def __init__(self, size: int) -> None:
+        self._size, self._ids = size, OrderedDict[str, None]()
+
+    def __contains__(self, key: str) -> bool:
+        if key in self._ids:
+            self._ids.move_to_end(key)
+            return True
+        return False
+
+    def add(self, key: str) -> None:
+        if self._size <= 0:
+            return
+        self._ids[key] = None
+        self._ids.move_to_end(key)
+        while len(self._ids) > self._size:
+            self._ids.popitem(last=False)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.alerts = Counter("remediate_webhook_alerts", "Alerts received by outcome", ["outcome"],
+                              registry=self.registry)
+        self.requests = Counter("remediate_webhook_requests", "Webhook requests by HTTP status", ["code"],
+                                registry=self.registry)
+        self.latency = Histogram("remediate_webhook_seconds", "Webhook handling time", registry=self.registry,
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))
+
+
+class Receiver:
+    """Turns one webhook message into run starts and `resolved` signals."""
+
+    def __init__(self, playbooks: Sequence[Playbook], runs: TemporalRuns, ceiling: Mode, seen: SeenRuns) -> None:
+        self.playbooks, self.runs, self.ceiling, self.seen = list(playbooks), runs, ceiling, seen
+
+    async def _start(self, playbook: Playbook, alert: Alert) -> str:
+        key = run_id(playbook.name, alert)
+        if key in self.seen:
+            return "duplicates"
+        run = RunInput(run_id=key, playbook=playbook, alert=alert, mode=effective_mode(self.ceiling, playbook.mode))
+        started = await self.runs.start(run)
+        self.seen.add(key)
+        return "started" if started else "duplicates"
+
+    async def _resolve(self, playbook: Playbook, alert: Alert) -> str:
+        await self.runs.resolve(run_id(playbook.name, alert))
+        return "resolved"
+
+    async def receive(self, message: WebhookMessage) -> dict[str, int]:
+        counts = {"started": 0, "duplicates": 0, "resolved": 0, "unmatched": 0}
+        jobs: list[Awaitable[str]] = []
+        for alert in message.alerts:
+            before = len(jobs)
+            for playbook in self.playbooks:
+                if playbook.match.matches(alert):
+                    jobs.append(self._start(playbook, alert))
+                elif alert.status == "resolved" and playbook.match.status == "firing" \
+                        and playbook.match.matches_labels(alert):
+                    jobs.append(self._resolve(playbook, alert))
+            if len(jobs) == before:
+                counts["unmatched"] += 1
+        for outcome in await asyncio.gather(*jobs):
+            counts[outcome] += 1
+        return counts
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _reason(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False)[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "body"
+        parts.append(f"{where}: {error['msg']}")
+    return "not an Alertmanager v4 webhook message: " + "; ".join(parts)
+
+
+def create_app(receiver: Receiver, auth: WebAuth, *, max_body_bytes: int = 1_048_576,
+               pings: dict[str, Ping] | None = None, metrics: Metrics | None = None) -> Starlette:
+    """Compose the web app from its parts; nothing global, nothing at import time."""
+    metrics = metrics or Metrics()
+    pings = pings or {}
+
+    async def alertmanager(request: Request) -> Response:
+        with metrics.latency.time():
+            response = await _alertmanager(request)
+        metrics.requests.labels(str(response.status_code)).inc()
+        return response
+
+    async def _alertmanager(request: Request) -> Response:
+        if not auth.allows(request.headers.get("authorization")):
+            return JSONResponse({"error": "unauthorized"}, 401, headers={"WWW-Authenticate": "Bearer"})
+        try:
+            body = await _read_body(request, max_body_bytes)
+        except BodyTooLarge:
+            return JSONResponse({"error": f"body over {max_body_bytes} bytes"}, 413)
+        try:
+            message = WebhookMessage.model_validate_json(body)
+        except ValidationError as exc:
+            return JSONResponse({"error": _reason(exc)}, 400)
+        try:
+            counts = await receiver.receive(message)
+        except TemporalUnavailable as exc:
+            log.warning("answering 503 so Alertmanager retries: %s", exc)
+            return JSONResponse({"error": "Temporal is unavailable; retry later"}, 503, headers={"Retry-After": "5"})
+        for outcome, n in counts.items():
+            metrics.alerts.labels(outcome).inc(n)
+        return JSONResponse(counts)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        checks: dict[str, str] = {}
+
+        async def check(name: str, ping: Ping) -> None:
+            try:
+                await asyncio.wait_for(ping(), timeout=5)
+                checks[name] = "ok"
+            except (RemediateError, OSError, TimeoutError) as exc:
+                checks[name] = f"failed: {exc}"
+
+        await asyncio.gather(*(check(name, ping) for name, ping in pings.items()))
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, 200 if ready else 503)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def runs_list(request: Request) -> Response:
+        if not auth.allows(request.headers.get("authorization")):
+            return JSONResponse({"error": "unauthorized"}, 401)
+        limit = min(int(request.query_params.get("limit", "50") or 50), 1000)
+        try:
+            runs = await receiver.runs.list(limit)
+        except TemporalUnavailable as exc:
+            return JSONResponse({"error": str(exc)}, 503)
+        return JSONResponse([{**r.__dict__, "started": r.started.isoformat() if r.started else None,
+                              "closed": r.closed.isoformat() if r.closed else None} for r in runs])
+
+    async def run_show(request: Request) -> Response:
+        if not auth.allows(request.headers.get("authorization")):
+            return JSONResponse({"error": "unauthorized"}, 401)
+        try:
+            state = await receiver.runs.state(request.path_params["run_id"])
+        except TemporalUnavailable as exc:
+            return JSONResponse({"error": str(exc)}, 503)
+        if state is None:
+            return JSONResponse({"error": "no such run"}, 404)
+        return Response(state.model_dump_json(), media_type="application/json")
+
+    return Starlette(routes=[
+        Route("/alertmanager", alertmanager, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/api/v1/runs", runs_list, methods=["GET"]),
+        Route("/api/v1/runs/{run_id:path}", run_show, methods=["GET"]),
+    ])
