@@ -110,20 +110,6 @@ class Playbook(BaseModel):
     act: list[Step] = Field(default_factory=list)
     verify: list[Step] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _phases_and_ids(self) -> Playbook:
-        seen: set[str] = set()
-        for phase, steps, want in (("diagnose", self.diagnose, "read"), ("act", self.act, "write"),
-                                   ("verify", self.verify, "read")):
-            for step in steps:
-                if step.id in seen:
-                    raise ValueError(f"step id {step.id!r} is used twice")
-                seen.add(step.id)
-                if step.effect != want:
-                    raise ValueError(f"{phase} step {step.id!r}: {step.action} is a {step.effect}; "
-                                     f"{phase} takes only {want} steps")
-        return self
-
     def steps(self) -> list[tuple[str, StepBase]]:
         return [(phase, s) for phase, steps in (("diagnose", self.diagnose), ("act", self.act),
                                                  ("verify", self.verify)) for s in steps]
@@ -171,9 +157,9 @@ def _locate(loc: Sequence[str | int], data: Any, positions: Mapping[Path_, Posit
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             node = node[part]
             path = (*path, part)
-    if path in positions:
-        return positions[path]
-    return positions.get((), (0, 0))
+    if len(path) < len(loc) and (*path, "__key__") in positions:
+        return positions[(*path, "__key__")]  # something missing: point at the key that should hold it
+    return positions.get(path, positions.get((), (0, 0)))
 
 
 @dataclass(frozen=True)
@@ -201,7 +187,7 @@ def _read(path: Path) -> tuple[LoadedFile | None, list[Problem]]:
     return LoadedFile(path, _plain(tree), positions), []
 
 
-def _template_problems(file: LoadedFile, playbook: Playbook,
+def _semantic_problems(file: LoadedFile, playbook: Playbook,
                        connections: Mapping[str, str] | None) -> list[Problem]:
     problems: list[Problem] = []
 
@@ -215,9 +201,17 @@ def _template_problems(file: LoadedFile, playbook: Playbook,
                 check_template(text)
             except TemplateError as exc:
                 at(("inputs", key, *sub), str(exc))
+    seen: set[str] = set()
     for phase, step in playbook.steps():
         index = getattr(playbook, phase).index(step)
         base: Path_ = (phase, index)
+        if step.id in seen:
+            at((*base, "id"), f"step id {step.id!r} is used twice; ids are unique across phases")
+        seen.add(step.id)
+        want = "write" if phase == "act" else "read"
+        if step.effect != want:
+            at((*base, "action"), f"{phase} step {step.id!r}: {step.action} is a {step.effect}; "
+                                  f"{phase} takes only {want} steps")
         if connections is not None:
             kind = connections.get(step.connection)
             if kind is None:
@@ -268,7 +262,7 @@ def load_file(path: Path, connections: Mapping[str, str] | None = None) -> tuple
             where = ".".join(str(p) for p in error["loc"] if not (isinstance(p, str) and "." in p))
             problems.append(Problem(str(path), line + 1, col + 1, f"{where}: {message}"))
         return None, problems
-    problems = _template_problems(file, playbook, connections)
+    problems = _semantic_problems(file, playbook, connections)
     return (None, problems) if problems else (playbook, [])
 
 

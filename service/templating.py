@@ -96,6 +96,7 @@ def _to_json(value: Any) -> JsonValue:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, jinja2.Undefined):
+        str(value)  # StrictUndefined raises UndefinedError naming what was missing
         raise TemplateError("expression produced an undefined value")
     if isinstance(value, Mapping):
         return {str(k): _to_json(v) for k, v in value.items()}

@@ -1,0 +1,97 @@
+"""postgres.query and postgres.execute against a real Postgres server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from service.adapters.postgres import PostgresAdapter
+from service.config import PostgresConnection
+from service.engine import StepRequest
+from service.errors import GuardViolation, PermanentStepError, StepError
+from service.registry import Registry
+from tests.conftest import job_states, seed_jobs, update_counts
+
+STUCK = "select id from jobs where status = 'running' and queue = %(queue)s order by id"
+REQUEUE = "update jobs set status = 'pending' where id = any(%(ids)s) and status = 'running'"
+
+
+@pytest.fixture
+async def registry(jobs_db: str) -> AsyncIterator[Registry]:
+    adapter = PostgresAdapter({"jobs-db": PostgresConnection(type="postgres", dsn="env:JOBS_DB_DSN",
+                                                             statement_timeout=1)})
+    yield Registry([adapter.actions()], require_all=False)
+    await adapter.close()
+
+
+def _req(action: str, dry_run: bool = False, **params: object) -> StepRequest:
+    return StepRequest(run_id="r", step_id="s", action=action, connection="jobs-db", params=params,  # type: ignore[arg-type]
+                       dry_run=dry_run)
+
+
+async def test_query_returns_rows_with_bound_parameters(registry: Registry, jobs_db: str) -> None:
+    """Rows come back as JSON data; values are bound, never spliced into SQL."""
+    seed_jobs(jobs_db, stuck=[1, 2], other_queue=[3])
+    result = await registry.dispatch(_req("postgres.query", sql=STUCK, params={"queue": "q1"}))
+    assert result.data["rows"] == [{"id": 1}, {"id": 2}]
+
+
+async def test_query_runs_in_a_read_only_transaction(registry: Registry, jobs_db: str) -> None:
+    """A diagnose query cannot write, even if its SQL tries to."""
+    seed_jobs(jobs_db, stuck=[1])
+    with pytest.raises(PermanentStepError, match="read-only"):
+        await registry.dispatch(_req("postgres.query", sql="update jobs set status = 'x' returning id"))
+    assert job_states(jobs_db) == {1: "running"}
+
+
+async def test_query_has_a_statement_timeout_and_a_row_cap(registry: Registry, jobs_db: str) -> None:
+    """Slow queries are cancelled by the statement timeout; results stop at max_rows and say so."""
+    with pytest.raises(StepError, match="statement timeout"):
+        await registry.dispatch(_req("postgres.query", sql="select pg_sleep(3)"))
+    result = await registry.dispatch(_req("postgres.query", sql="select generate_series(1, 10) as n", max_rows=3))
+    assert result.data["count"] == 3 and result.data["truncated"] is True
+
+
+async def test_execute_changes_rows_and_reports_which(registry: Registry, jobs_db: str) -> None:
+    """A live write commits and records the changed rows by key."""
+    seed_jobs(jobs_db, stuck=[1, 2], fresh=[3])
+    result = await registry.dispatch(_req("postgres.execute", sql=REQUEUE, params={"ids": [1, 2]}, max_rows=5))
+    assert result.data["rowcount"] == 2 and result.targets == ["row 1", "row 2"]
+    assert job_states(jobs_db) == {1: "pending", 2: "pending", 3: "running"}
+
+
+async def test_dry_run_rolls_back_and_reports_what_it_would_change(registry: Registry, jobs_db: str) -> None:
+    """In dry-run the statement runs inside a transaction that is rolled back; nothing changes."""
+    seed_jobs(jobs_db, stuck=[1, 2])
+    result = await registry.dispatch(_req("postgres.execute", dry_run=True, sql=REQUEUE,
+                                          params={"ids": [1, 2]}, max_rows=5))
+    assert result.dry_run and result.data["rowcount"] == 2 and result.targets == ["row 1", "row 2"]
+    assert job_states(jobs_db) == {1: "running", 2: "running"} and update_counts(jobs_db) == {}
+
+
+async def test_max_rows_guard_rolls_back_and_fails(registry: Registry, jobs_db: str) -> None:
+    """More changed rows than max_rows rolls the whole statement back and fails the step."""
+    seed_jobs(jobs_db, stuck=[1, 2, 3])
+    with pytest.raises(GuardViolation, match="would change 3 row"):
+        await registry.dispatch(_req("postgres.execute", sql=REQUEUE, params={"ids": [1, 2, 3]}, max_rows=2))
+    assert set(job_states(jobs_db).values()) == {"running"} and update_counts(jobs_db) == {}
+
+
+async def test_multiple_statements_are_refused(registry: Registry, jobs_db: str) -> None:
+    """A parameterised statement cannot smuggle a second statement."""
+    seed_jobs(jobs_db, stuck=[1])
+    with pytest.raises(PermanentStepError):
+        await registry.dispatch(_req("postgres.execute", sql="update jobs set status = 'x' where id = %(id)s; "
+                                     "delete from jobs", params={"id": 1}, max_rows=5))
+    assert job_states(jobs_db) == {1: "running"}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(max_size=60).filter(lambda s: "\x00" not in s))
+async def test_hostile_values_stay_data(registry: Registry, jobs_db: str, value: str) -> None:
+    """Quotes, semicolons, `%s` and template syntax in a label reach Postgres only as a bound value."""
+    result = await registry.dispatch(_req("postgres.query", sql="select %(v)s::text as v", params={"v": value}))
+    assert result.data["rows"] == [{"v": value}]

@@ -1,0 +1,184 @@
+"""Runs through the real Temporal dev server and a real Postgres, driven over the real webhook."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx2
+import pytest
+from temporalio.client import Client
+
+from service.adapters.temporal import TemporalRuns, connect
+from service.cli import main
+from service.policy import Mode
+from tests.conftest import DATA, ROOT, job_states, seed_jobs, update_counts
+from tests.support.servers import free_port
+from tests.support.stack import TOKEN, running_stack
+
+CONFIG = DATA / "jobs-config.yaml"
+PLAYBOOKS = DATA / "playbooks"  # holds a copy of the shipped stuck-jobs.yaml, kept equal by a test
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def message(status: str = "firing", fingerprint: str | None = None, starts: str | None = None,
+            queue: str = "q1", severity: str = "warning") -> dict[str, object]:
+    fingerprint = fingerprint or uuid.uuid4().hex[:16]
+    starts = starts or datetime.now(UTC).isoformat()
+    return {"version": "4", "status": status, "receiver": "remediate", "groupKey": "g", "alerts": [{
+        "status": status, "labels": {"alertname": "JobsStuck", "queue": queue, "severity": severity},
+        "annotations": {}, "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z", "fingerprint": fingerprint}]}
+
+
+async def wait_closed(client: Client, run_id: str, timeout: float = 30) -> TemporalRuns:
+    runs = TemporalRuns(client, "unused")
+    await asyncio.wait_for(client.get_workflow_handle(run_id).result(), timeout)
+    return runs
+
+
+def queue_name() -> str:
+    return f"q-{uuid.uuid4().hex[:8]}"
+
+
+async def test_auto_mode_requeues_stuck_jobs_exactly_once(temporal_client: Client, jobs_db: str) -> None:
+    """The example playbook in auto changes exactly the stuck rows, once each, and verify passes."""
+    seed_jobs(jobs_db, stuck=[1, 2], fresh=[3], other_queue=[4])
+    async with running_stack(temporal_client, CONFIG, PLAYBOOKS, Mode.AUTO, task_queue=queue_name()) as stack, \
+            httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http:
+        body = message()
+        response = await http.post("/alertmanager", json=body)
+        assert response.json() == {"started": 1, "duplicates": 0, "resolved": 0, "unmatched": 0}
+        assert (await http.post("/alertmanager", json=body)).json()["duplicates"] == 1
+        alert = body["alerts"][0]  # type: ignore[index]
+        run_id = f"stuck-jobs/{alert['fingerprint']}/{int(datetime.fromisoformat(alert['startsAt']).timestamp())}"
+        state = await (await wait_closed(temporal_client, run_id)).state(run_id)
+    assert state is not None and state.status == "succeeded", state
+    assert job_states(jobs_db) == {1: "pending", 2: "pending", 3: "running", 4: "running"}
+    assert update_counts(jobs_db) == {1: 1, 2: 1}
+
+
+async def test_dry_run_changes_nothing_and_records_the_plan(temporal_client: Client, jobs_db: str) -> None:
+    """In dry-run the run records that 2 rows would change, and no row is touched."""
+    seed_jobs(jobs_db, stuck=[1, 2])
+    async with running_stack(temporal_client, CONFIG, PLAYBOOKS, Mode.DRY_RUN, task_queue=queue_name()) as stack, \
+            httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http:
+        body = message()
+        assert (await http.post("/alertmanager", json=body)).json()["started"] == 1
+        alert = body["alerts"][0]  # type: ignore[index]
+        run_id = f"stuck-jobs/{alert['fingerprint']}/{int(datetime.fromisoformat(alert['startsAt']).timestamp())}"
+        state = await (await wait_closed(temporal_client, run_id)).state(run_id)
+    assert state is not None and state.status == "succeeded" and state.mode == Mode.DRY_RUN
+    requeue = next(s for s in state.steps if s.id == "requeue")
+    assert requeue.status == "dry_run" and requeue.result is not None and requeue.result["rowcount"] == 2
+    assert requeue.targets == ["row 1", "row 2"]
+    assert job_states(jobs_db) == {1: "running", 2: "running"} and update_counts(jobs_db) == {}
+
+
+async def test_five_concurrent_deliveries_make_one_run(temporal_client: Client, jobs_db: str) -> None:
+    """The same alert POSTed 5 times at once yields one run and one change per row."""
+    seed_jobs(jobs_db, stuck=[1])
+    async with running_stack(temporal_client, CONFIG, PLAYBOOKS, Mode.AUTO, task_queue=queue_name()) as stack, \
+            httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http:
+        body = message()
+        replies = await asyncio.gather(*(http.post("/alertmanager", json=body) for _ in range(5)))
+        counts = [r.json() for r in replies]
+        alert = body["alerts"][0]  # type: ignore[index]
+        run_id = f"stuck-jobs/{alert['fingerprint']}/{int(datetime.fromisoformat(alert['startsAt']).timestamp())}"
+        await wait_closed(temporal_client, run_id)
+    assert sum(c["started"] for c in counts) == 1 and sum(c["duplicates"] for c in counts) == 4
+    listed = [e async for e in temporal_client.list_workflows(f"WorkflowId = '{run_id}'")]
+    assert len(listed) == 1
+    assert update_counts(jobs_db) == {1: 1}
+
+
+async def test_resolved_before_action_skips_the_write(temporal_client: Client, jobs_db: str,
+                                                      tmp_path: Path) -> None:
+    """A resolved notification during diagnosis ends the run as resolved_before_action with no write."""
+    seed_jobs(jobs_db, stuck=[1])
+    slow = (ROOT / "playbooks" / "stuck-jobs.yaml").read_text().replace(
+        "select id from jobs where", "select id from jobs, pg_sleep(2) where")
+    (tmp_path / "slow.yaml").write_text(slow)
+    async with running_stack(temporal_client, CONFIG, tmp_path, Mode.AUTO, task_queue=queue_name()) as stack, \
+            httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http:
+        firing = message()
+        alert = firing["alerts"][0]  # type: ignore[index]
+        assert (await http.post("/alertmanager", json=firing)).json()["started"] == 1
+        await asyncio.sleep(0.5)
+        resolved = message("resolved", alert["fingerprint"], alert["startsAt"])
+        assert (await http.post("/alertmanager", json=resolved)).json()["resolved"] == 1
+        run_id = f"stuck-jobs/{alert['fingerprint']}/{int(datetime.fromisoformat(alert['startsAt']).timestamp())}"
+        state = await (await wait_closed(temporal_client, run_id)).state(run_id)
+    assert state is not None and state.status == "resolved_before_action" and state.resolved
+    assert job_states(jobs_db) == {1: "running"}
+
+
+async def test_webhook_contract_errors(temporal_client: Client, jobs_db: str) -> None:
+    """401 without auth, 413 over the limit, 400 with a reason, unmatched counted, health answers."""
+    async with running_stack(temporal_client, CONFIG, PLAYBOOKS, Mode.DRY_RUN, task_queue=queue_name()) as stack, \
+            httpx2.AsyncClient(base_url=stack.url) as http:
+        assert (await http.post("/alertmanager", json=message())).status_code == 401
+        assert (await http.post("/alertmanager", json=message(), headers={"Authorization": "Bearer nope"})
+                ).status_code == 401
+        assert (await http.post("/alertmanager", content=b"x" * 2_000_000, headers=AUTH)).status_code == 413
+        bad = await http.post("/alertmanager", content=b'{"version": "3"}', headers=AUTH)
+        assert bad.status_code == 400 and "not an Alertmanager v4" in bad.json()["error"]
+        assert (await http.post("/alertmanager", content=b"{nope", headers=AUTH)).status_code == 400
+        other = await http.post("/alertmanager", json=message(severity="info"), headers=AUTH)
+        assert other.json() == {"started": 0, "duplicates": 0, "resolved": 0, "unmatched": 1}
+        assert (await http.get("/healthz")).json() == {"status": "ok"}
+        ready = (await http.get("/readyz")).json()
+        assert ready["checks"] == {"temporal": "ok", "connection:jobs-db": "ok"}
+        assert "remediate_webhook_alerts_total" in (await http.get("/metrics")).text
+
+
+async def test_basic_auth_is_accepted(temporal_client: Client, jobs_db: str) -> None:
+    """Basic credentials work as the alternative to a bearer token; wrong ones get 401."""
+    from service.web import WebAuth
+
+    auth = WebAuth(username="am", password="secret")
+    assert auth.allows("Basic " + __import__("base64").b64encode(b"am:secret").decode())
+    assert not auth.allows("Basic " + __import__("base64").b64encode(b"am:wrong").decode())
+    assert not auth.allows("Basic !!notbase64")
+
+
+async def test_temporal_unreachable_answers_503(jobs_db: str) -> None:
+    """With nothing listening at the Temporal address the webhook answers 503, so Alertmanager retries."""
+    client = await connect(f"127.0.0.1:{free_port()}", "default")
+    async with running_stack(client, CONFIG, PLAYBOOKS, Mode.DRY_RUN, task_queue=queue_name(),
+                             worker=False) as stack, httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http:
+        reply = await http.post("/alertmanager", json=message())
+        assert reply.status_code == 503 and reply.headers["retry-after"] == "5"
+        assert (await http.get("/readyz")).status_code == 503
+
+
+async def test_runs_list_and_show_print_runs(temporal_client: Client, temporal_env_address: str, jobs_db: str,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """`remediate runs list` and `runs show ID` print a run that the webhook started."""
+    seed_jobs(jobs_db, stuck=[7])
+    async with running_stack(temporal_client, CONFIG, PLAYBOOKS, Mode.DRY_RUN, task_queue=queue_name()) as stack, \
+            httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http:
+        body = message()
+        await http.post("/alertmanager", json=body)
+        alert = body["alerts"][0]  # type: ignore[index]
+        run_id = f"stuck-jobs/{alert['fingerprint']}/{int(datetime.fromisoformat(alert['startsAt']).timestamp())}"
+        await wait_closed(temporal_client, run_id)
+        shown = await http.get(f"/api/v1/runs/{run_id}")
+        assert shown.json()["status"] == "succeeded"
+    monkeypatch.setenv("REMEDIATE_TEMPORAL_ADDRESS", temporal_env_address)
+    await asyncio.sleep(1.5)  # visibility is eventually consistent
+    assert await asyncio.to_thread(main, ["runs", "list", "--limit", "500"]) == 0
+    assert run_id in capsys.readouterr().out
+    assert await asyncio.to_thread(main, ["runs", "show", run_id]) == 0
+    out = capsys.readouterr().out
+    assert "would change 1 row(s)" in out and "row 7" in out
+    assert await asyncio.to_thread(main, ["runs", "show", run_id, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "succeeded"
+
+
+def test_the_test_copy_of_the_example_is_the_shipped_one() -> None:
+    """The integration tests run the shipped example playbook, byte for byte."""
+    assert (PLAYBOOKS / "stuck-jobs.yaml").read_bytes() == (ROOT / "playbooks" / "stuck-jobs.yaml").read_bytes()

@@ -1,0 +1,189 @@
+"""Real servers for the suite: Postgres, Prometheus and Alertmanager from Debian packages, started per session."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2
+
+
+class ServerMissing(RuntimeError):
+    """A server the suite needs is not installed: the run fails, it never skips."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx2.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx2.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not ready after {timeout}s")
+
+
+def need(binary: str) -> str:
+    path = shutil.which(binary) or next(iter(glob.glob(binary)), None)
+    if not path:
+        raise ServerMissing(f"{binary} is not installed; run `make test` (it installs the Debian packages)")
+    return path
+
+
+@dataclass
+class Process:
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def spawn(args: Sequence[str], log: Path, **kwargs: object) -> Process:
+    handle = log.open("ab")
+    proc = subprocess.Popen(list(args), stdout=handle, stderr=subprocess.STDOUT, **kwargs)  # type: ignore[call-overload]
+    return Process(proc, log)
+
+
+@dataclass
+class Postgres:
+    port: int
+    data: Path
+    pg_ctl: str
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        subprocess.run(_as_postgres([self.pg_ctl, "-D", str(self.data), "-m", "immediate", "stop"]),
+                       check=False, capture_output=True)
+
+
+def _as_postgres(args: list[str]) -> list[str]:
+    # Postgres refuses to run as root; CI runs as root, so drop to the package's postgres user.
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+
+
+def start_postgres(root: Path) -> Postgres:
+    bindir = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    if not bindir:
+        raise ServerMissing("PostgreSQL is not installed (Debian package postgresql)")
+    initdb, pg_ctl = f"{bindir[-1]}/initdb", f"{bindir[-1]}/pg_ctl"
+    data = root / "pgdata"
+    root.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+    port = free_port()
+    subprocess.run(_as_postgres([initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"]),
+                   check=True, capture_output=True)
+    subprocess.run(_as_postgres([pg_ctl, "-D", str(data), "-l", str(root / "postgres.log"), "-w", "-o",
+                                 f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+                                 "-c max_connections=200", "start"]), check=True, capture_output=True)
+    return Postgres(port, data, pg_ctl)
+
+
+@dataclass
+class Prometheus:
+    port: int
+    process: Process
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def start_prometheus(root: Path, rule_files: Sequence[Path] = (), scrape_targets: Sequence[str] = (),
+                     alertmanager_port: int | None = None) -> Prometheus:
+    binary = need("prometheus")
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    targets = [f"127.0.0.1:{port}", *scrape_targets]
+    config = ["global: {scrape_interval: 1s, evaluation_interval: 1s}",
+              f"rule_files: {[str(p) for p in rule_files]}",
+              "scrape_configs:", "  - job_name: targets", f"    static_configs: [{{targets: {targets}}}]"]
+    if alertmanager_port:
+        config += ["alerting:", "  alertmanagers:",
+                   f"    - static_configs: [{{targets: ['127.0.0.1:{alertmanager_port}']}}]"]
+    (root / "prometheus.yml").write_text("\n".join(config) + "\n")
+    process = spawn([binary, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
+                     f"--web.listen-address=127.0.0.1:{port}"], root / "prometheus.log")
+    wait_http(f"http://127.0.0.1:{port}/-/ready")
+    return Prometheus(port, process)
+
+
+@dataclass
+class Alertmanager:
+    port: int
+    process: Process
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def post_alerts(self, alerts: list[dict[str, object]]) -> None:
+        httpx2.post(f"{self.url}/api/v2/alerts", json=alerts, timeout=5).raise_for_status()
+
+
+def start_alertmanager(root: Path, webhook_url: str, token: str) -> Alertmanager:
+    binary = need("prometheus-alertmanager")
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    (root / "token").write_text(token)
+    (root / "alertmanager.yml").write_text(f"""
+route:
+  receiver: remediate
+  group_by: [alertname, fingerprint_group]
+  group_wait: 100ms
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: remediate
+    webhook_configs:
+      - url: {webhook_url}
+        send_resolved: true
+        max_alerts: 50
+        http_config:
+          authorization: {{type: Bearer, credentials_file: {root / 'token'}}}
+""")
+    process = spawn([binary, f"--config.file={root / 'alertmanager.yml'}", f"--storage.path={root / 'data'}",
+                     f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+                    root / "alertmanager.log")
+    wait_http(f"http://127.0.0.1:{port}/-/ready")
+    return Alertmanager(port, process)
+
+
+def scratch(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f"remediate-{prefix}-"))

@@ -1,0 +1,48 @@
+"""The service as it runs in production (web + worker) on free ports, inside the test's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from temporalio.client import Client
+
+from service.compose import Adapters, load_all, serve
+from service.config import Settings
+from service.policy import Mode
+from tests.support.servers import free_port
+
+TOKEN = "test-token"  # noqa: S105 - a test credential for a loopback server
+
+
+@dataclass
+class Stack:
+    url: str
+    settings: Settings
+    client: Client
+
+
+@asynccontextmanager
+async def running_stack(client: Client, config: Path, playbooks: Path, mode: Mode, *,
+                        task_queue: str, web: bool = True, worker: bool = True,
+                        port: int | None = None) -> AsyncIterator[Stack]:
+    """Start the composed service (exactly what `remediate serve` runs) and stop it afterwards."""
+    port = port or free_port()
+    settings = Settings(config=config, playbooks=playbooks, mode=mode, listen=f"127.0.0.1:{port}",
+                        task_queue=task_queue, webhook_token=TOKEN)  # type: ignore[arg-type]
+    cfg, books = load_all(settings)
+    ready = asyncio.Event()
+    task = asyncio.create_task(serve(settings, client, books, Adapters.build(cfg), web=web, worker=worker,
+                                     ready=ready))
+    waiter = asyncio.create_task(ready.wait())
+    done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()
+    try:
+        yield Stack(f"http://127.0.0.1:{port}", settings, client)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -1,0 +1,141 @@
+"""The run engine (pure core): phases, modes, conditions, resolution and verify polling."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from service.alerts import Alert
+from service.engine import Run, RunInput, StepRequest, StepResult
+from service.errors import PermanentStepError
+from service.playbook import load_playbooks
+from service.policy import Mode, effective_mode
+from service.steps import StepBase
+
+ROOT = Path(__file__).resolve().parents[2]
+PLAYBOOK = load_playbooks([ROOT / "playbooks" / "stuck-jobs.yaml"], {"jobs-db": "postgres"})[0]
+ALERT = Alert.model_validate({"status": "firing", "labels": {"alertname": "JobsStuck", "queue": "q1",
+                              "severity": "warning"}, "startsAt": "2026-11-23T04:00:00Z", "fingerprint": "f1"})
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.slept: list[float] = []
+
+    def now(self) -> datetime:
+        return datetime(2026, 11, 23, tzinfo=UTC)
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+
+class Script:
+    """Answers steps from a script and records every request (a stand-in for the activity, not for Postgres)."""
+
+    def __init__(self, stuck: list[int], left_after: list[int] | None = None) -> None:
+        self.stuck, self.left = stuck, list(left_after or [0])
+        self.requests: list[StepRequest] = []
+
+    async def __call__(self, step: StepBase, request: StepRequest) -> StepResult:
+        self.requests.append(request)
+        if request.step_id == "stuck":
+            return StepResult(data={"rows": [{"id": i} for i in self.stuck]})
+        if request.step_id == "requeue":
+            return StepResult(data={"rowcount": len(self.stuck)}, dry_run=request.dry_run)
+        return StepResult(data={"rows": [{"n": self.left.pop(0) if len(self.left) > 1 else self.left[0]}]})
+
+
+async def _run(mode: Mode, script: Script, resolved: bool = False) -> tuple[Run, Clock]:
+    clock = Clock()
+    run = Run(RunInput(run_id="r", playbook=PLAYBOOK, alert=ALERT, mode=mode), script, clock,
+              resolved=lambda: resolved)
+    await run.execute_run()
+    return run, clock
+
+
+async def test_dry_run_diagnoses_and_sends_writes_only_in_dry_run_form() -> None:
+    """In dry-run, reads are real, the write goes out flagged dry_run, and verify does not run."""
+    script = Script([1, 2])
+    run, _ = await _run(Mode.DRY_RUN, script)
+    assert run.state.status == "succeeded" and "dry-run" in run.state.reason
+    write = next(r for r in script.requests if r.step_id == "requeue")
+    assert write.dry_run and write.params["params"] == {"ids": [1, 2]}
+    assert [r.step_id for r in script.requests] == ["stuck", "requeue"]
+
+
+async def test_auto_acts_then_verifies() -> None:
+    """In auto, the write runs for real once and verify passes."""
+    script = Script([1, 2])
+    run, _ = await _run(Mode.AUTO, script)
+    assert run.state.status == "succeeded"
+    assert [(r.step_id, r.dry_run) for r in script.requests] == [("stuck", False), ("requeue", False),
+                                                                  ("none-left", False)]
+
+
+async def test_nothing_stuck_means_no_write() -> None:
+    """A false `when` skips the write; the run records why."""
+    script = Script([])
+    run, _ = await _run(Mode.AUTO, script)
+    record = next(r for r in run.state.steps if r.id == "requeue")
+    assert record.status == "skipped" and "when is false" in record.summary
+    assert "requeue" not in [r.step_id for r in script.requests]
+
+
+async def test_verify_polls_until_its_expectation_holds() -> None:
+    """verify retries with its interval until `expect` is true."""
+    script = Script([1], left_after=[1, 1, 0])
+    run, clock = await _run(Mode.AUTO, script)
+    assert run.state.status == "succeeded"
+    assert clock.slept == [2.0, 2.0]
+
+
+async def test_verify_that_never_holds_fails_the_run() -> None:
+    """After its attempts, an unmet expectation fails the run with the reason."""
+    run, clock = await _run(Mode.AUTO, Script([1], left_after=[1]))
+    assert run.state.status == "failed" and "expect not met after 5" in run.state.reason
+    assert len(clock.slept) == 4
+
+
+async def test_resolved_before_action_skips_writes() -> None:
+    """A resolved alert stops the run before any write."""
+    script = Script([1])
+    run, _ = await _run(Mode.AUTO, script, resolved=True)
+    assert run.state.status == "resolved_before_action"
+    assert [r.step_id for r in script.requests] == ["stuck"]
+
+
+async def test_mode_off_is_recorded_not_dropped() -> None:
+    """Mode off ends the run as blocked_by_policy without touching anything."""
+    script = Script([1])
+    run, _ = await _run(Mode.OFF, script)
+    assert run.state.status == "blocked_by_policy" and script.requests == []
+
+
+async def test_required_approval_blocks_every_write_in_auto() -> None:
+    """Until approval gates exist, a write that needs approval blocks the act phase entirely."""
+    playbook = PLAYBOOK.model_copy(update={"act": [PLAYBOOK.act[0].model_copy(update={"approval": "required"})]})
+    script = Script([1])
+    run = Run(RunInput(run_id="r", playbook=playbook, alert=ALERT, mode=Mode.AUTO), script, Clock())
+    await run.execute_run()
+    assert run.state.status == "blocked_by_policy"
+    assert [r.step_id for r in script.requests] == ["stuck"]
+
+
+async def test_a_failing_step_fails_the_run_with_its_error() -> None:
+    """A step error ends the run as failed and names the step."""
+    async def broken(step: StepBase, request: StepRequest) -> StepResult:
+        raise PermanentStepError("connection refused")
+    run = Run(RunInput(run_id="r", playbook=PLAYBOOK, alert=ALERT, mode=Mode.AUTO), broken, Clock())
+    await run.execute_run()
+    assert run.state.status == "failed" and "stuck" in run.state.reason
+
+
+@pytest.mark.parametrize(("ceiling", "own", "expected"), [
+    (Mode.DRY_RUN, Mode.AUTO, Mode.DRY_RUN), (Mode.AUTO, Mode.DRY_RUN, Mode.DRY_RUN),
+    (Mode.AUTO, None, Mode.AUTO), (Mode.OFF, Mode.AUTO, Mode.OFF), (Mode.AUTO, Mode.OFF, Mode.OFF),
+])
+def test_service_mode_is_a_ceiling(ceiling: Mode, own: Mode | None, expected: Mode) -> None:
+    """A playbook's mode can only lower the service mode."""
+    assert effective_mode(ceiling, own) == expected
