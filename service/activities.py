@@ -10,7 +10,6 @@ from service.errors import ConfigError, StepError
 from service.registry import Registry
 
 
-
 class StepActivities:
     """Holds the registry; one instance per worker."""
 

@@ -72,6 +72,7 @@ def _local_executor(registry: Registry):  # type: ignore[no-untyped-def]
             return await registry.dispatch(request)
         except ConfigError as exc:
             raise PermanentStepError(f"configuration: {exc}") from exc
+
     return execute
 
 
@@ -82,13 +83,22 @@ async def _plan(args: argparse.Namespace, settings: Settings) -> int:
     try:
         for alert in _read_alerts(Path(args.alert)):
             found = matching(playbooks, alert)
-            print(f"alert {alert.alertname} ({alert.status}, fingerprint {alert.fingerprint}): "
-                  f"{len(found)} matching playbook(s): {', '.join(p.name for p in found) or 'none'}")
+            print(
+                f"alert {alert.alertname} ({alert.status}, fingerprint {alert.fingerprint}): "
+                f"{len(found)} matching playbook(s): {', '.join(p.name for p in found) or 'none'}"
+            )
             for playbook in found:
                 # Plan is always a dry run: reads are real, writes run only in their dry-run form.
-                run = Run(RunInput(run_id=run_id(playbook.name, alert), playbook=playbook, alert=alert,
-                                   mode=Mode.DRY_RUN if playbook.mode != Mode.OFF else Mode.OFF),
-                          _local_executor(adapters.registry()), _LocalClock())
+                run = Run(
+                    RunInput(
+                        run_id=run_id(playbook.name, alert),
+                        playbook=playbook,
+                        alert=alert,
+                        mode=Mode.DRY_RUN if playbook.mode != Mode.OFF else Mode.OFF,
+                    ),
+                    _local_executor(adapters.registry()),
+                    _LocalClock(),
+                )
                 state = await run.execute_run()
                 print(format_state(state))
                 worst = max(worst, 0 if state.status == "succeeded" else 1)
@@ -119,10 +129,11 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     config, playbooks = load_all(settings)
     client = await connect(settings.temporal_address, settings.temporal_namespace)
     host, port = settings.listen_host_port
-    print(f"remediate: {len(playbooks)} playbook(s), mode ceiling {settings.mode}, "
-          f"Temporal {settings.temporal_address}/{settings.temporal_namespace}, listening on {host}:{port}")
-    await serve(settings, client, playbooks, Adapters.build(config), web=not args.worker_only,
-                worker=not args.web_only)
+    print(
+        f"remediate: {len(playbooks)} playbook(s), mode ceiling {settings.mode}, "
+        f"Temporal {settings.temporal_address}/{settings.temporal_namespace}, listening on {host}:{port}"
+    )
+    await serve(settings, client, playbooks, Adapters.build(config), web=not args.worker_only, worker=not args.web_only)
     return 0
 
 

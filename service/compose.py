@@ -50,9 +50,12 @@ class Adapters:
             prometheus=PrometheusAdapter({n: c for n, c in conns.items() if isinstance(c, PrometheusConnection)}),
         )
         for name, conn in conns.items():
-            pinger = {"postgres": adapters.postgres, "http": adapters.http,
-                      "prometheus": adapters.prometheus}[conn.type]
-            adapters.pings[f"connection:{name}"] = _bind(pinger.ping, name)
+            pingers: dict[str, Callable[[str], Awaitable[None]]] = {
+                "postgres": adapters.postgres.ping,
+                "http": adapters.http.ping,
+                "prometheus": adapters.prometheus.ping,
+            }
+            adapters.pings[f"connection:{name}"] = _bind(pingers[conn.type], name)
         return adapters
 
     def registry(self) -> Registry:
@@ -65,6 +68,7 @@ class Adapters:
 def _bind(ping: Callable[[str], Awaitable[None]], name: str) -> Callable[[], Awaitable[None]]:
     async def bound() -> None:
         await ping(name)
+
     return bound
 
 
@@ -85,12 +89,21 @@ def build_app(settings: Settings, playbooks: list[Playbook], client: Client, ada
     if not auth.enabled:
         log.warning("no REMEDIATE_WEBHOOK_TOKEN or basic credentials: the webhook accepts anyone")
     receiver = Receiver(playbooks, runs, settings.mode, SeenRuns(settings.dedupe_cache_size))
-    return create_app(receiver, auth, max_body_bytes=settings.max_body_bytes,
-                      pings={"temporal": runs.ping, **adapters.pings})
+    return create_app(
+        receiver, auth, max_body_bytes=settings.max_body_bytes, pings={"temporal": runs.ping, **adapters.pings}
+    )
 
 
-async def serve(settings: Settings, client: Client, playbooks: list[Playbook], adapters: Adapters, *,
-                web: bool = True, worker: bool = True, ready: asyncio.Event | None = None) -> None:
+async def serve(
+    settings: Settings,
+    client: Client,
+    playbooks: list[Playbook],
+    adapters: Adapters,
+    *,
+    web: bool = True,
+    worker: bool = True,
+    ready: asyncio.Event | None = None,
+) -> None:
     """Run the web server and/or the worker until cancelled."""
     tasks: list[asyncio.Task[None]] = []
     if worker:
@@ -100,12 +113,13 @@ async def serve(settings: Settings, client: Client, playbooks: list[Playbook], a
     if web:
         host, port = settings.listen_host_port
         app = build_app(settings, playbooks, client, adapters)
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                               lifespan="off", access_log=False))
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off", access_log=False)
+        )
         tasks.append(asyncio.create_task(server.serve()))
     try:
         if ready is not None:
-            while server is not None and not server.started:
+            while server is not None and not server.started:  # noqa: ASYNC110 - uvicorn has only a flag
                 await asyncio.sleep(0.05)
             ready.set()
         await asyncio.gather(*tasks)

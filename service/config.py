@@ -16,8 +16,10 @@ from service.policy import Mode
 
 SecretRef = Annotated[
     str,
-    Field(pattern=r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:/.+)$",
-          description="A reference, never the secret itself: env:NAME or file:/absolute/path"),
+    Field(
+        pattern=r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:/.+)$",
+        description="A reference, never the secret itself: env:NAME or file:/absolute/path",
+    ),
 ]
 
 
@@ -134,8 +136,7 @@ class Settings(BaseSettings):
     config: Path | None = None
     dedupe_cache_size: int = Field(default=100_000, ge=0)
     slack_bot_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("SLACK_BOT_TOKEN"))
-    slack_signing_secret: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET"))
+    slack_signing_secret: SecretStr | None = Field(default=None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET"))
     sentry_dsn: str | None = Field(default=None, validation_alias=AliasChoices("SENTRY_DSN"))
 
     @property

@@ -62,8 +62,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         auth = ""
         if settings.webhook_token:
             auth = " -H 'Authorization: Bearer '\"$REMEDIATE_WEBHOOK_TOKEN\""
-        print(f"""
-remediate dev is up: {len(playbooks)} playbook(s) ({', '.join(p.name for p in playbooks)}), mode dry-run.
+        print(
+            f"""
+remediate dev is up: {len(playbooks)} playbook(s) ({", ".join(p.name for p in playbooks)}), mode dry-run.
   webhook:  POST http://{settings.listen}/alertmanager
   runs:     remediate runs list   (REMEDIATE_TEMPORAL_ADDRESS=127.0.0.1:{temporal_port})
 
@@ -73,7 +74,9 @@ curl -sS -X POST http://{settings.listen}/alertmanager -H 'Content-Type: applica
   -d '{sample_message()}'
 
 Then: remediate runs list && remediate runs show <id>      (Ctrl-C stops everything)
-""", flush=True)
+""",
+            flush=True,
+        )
         os.environ.setdefault("REMEDIATE_TEMPORAL_ADDRESS", f"127.0.0.1:{temporal_port}")
         await server
     finally:

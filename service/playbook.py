@@ -9,7 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
@@ -20,7 +28,7 @@ from service.policy import Mode
 from service.steps import ACTIONS, Step, StepBase
 from service.templating import check_expression, check_template, is_template, iter_strings
 
-_MATCHER = re.compile(r'^\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op>=~|!~|!=|=)\s*(?P<value>.*?)\s*$')
+_MATCHER = re.compile(r"^\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op>=~|!~|!=|=)\s*(?P<value>.*?)\s*$")
 MatchOp = Literal["=", "!=", "=~", "!~"]
 
 
@@ -111,8 +119,11 @@ class Playbook(BaseModel):
     verify: list[Step] = Field(default_factory=list)
 
     def steps(self) -> list[tuple[str, StepBase]]:
-        return [(phase, s) for phase, steps in (("diagnose", self.diagnose), ("act", self.act),
-                                                 ("verify", self.verify)) for s in steps]
+        return [
+            (phase, s)
+            for phase, steps in (("diagnose", self.diagnose), ("act", self.act), ("verify", self.verify))
+            for s in steps
+        ]
 
     def matches(self, alert: Alert) -> bool:
         return self.match.matches(alert)
@@ -149,7 +160,7 @@ def _plain(node: Any) -> Any:
 def _locate(loc: Sequence[str | int], data: Any, positions: Mapping[Path_, Position]) -> Position:
     # pydantic's loc has extra elements (union tags, validator names): follow only those present in the data.
     path: Path_ = ()
-    node = data
+    node: Any = data
     for part in loc:
         if isinstance(node, dict) and part in node:
             node = node[part]
@@ -187,8 +198,7 @@ def _read(path: Path) -> tuple[LoadedFile | None, list[Problem]]:
     return LoadedFile(path, _plain(tree), positions), []
 
 
-def _semantic_problems(file: LoadedFile, playbook: Playbook,
-                       connections: Mapping[str, str] | None) -> list[Problem]:
+def _semantic_problems(file: LoadedFile, playbook: Playbook, connections: Mapping[str, str] | None) -> list[Problem]:
     problems: list[Problem] = []
 
     def at(path: Path_, message: str) -> None:
@@ -210,16 +220,21 @@ def _semantic_problems(file: LoadedFile, playbook: Playbook,
         seen.add(step.id)
         want = "write" if phase == "act" else "read"
         if step.effect != want:
-            at((*base, "action"), f"{phase} step {step.id!r}: {step.action} is a {step.effect}; "
-                                  f"{phase} takes only {want} steps")
+            at(
+                (*base, "action"),
+                f"{phase} step {step.id!r}: {step.action} is a {step.effect}; {phase} takes only {want} steps",
+            )
         if connections is not None:
             kind = connections.get(step.connection)
             if kind is None:
                 known = ", ".join(sorted(connections)) or "none configured"
                 at((*base, "connection"), f"unknown connection {step.connection!r} (known: {known})")
             elif kind != step.connection_type:
-                at((*base, "connection"),
-                   f"connection {step.connection!r} is {kind}; {step.action} needs a {step.connection_type} connection")
+                at(
+                    (*base, "connection"),
+                    f"connection {step.connection!r} is {kind}; "
+                    f"{step.action} needs a {step.connection_type} connection",
+                )
         for field in ("when", "expect"):
             source = getattr(step, field)
             if source is not None:
@@ -255,8 +270,11 @@ def load_file(path: Path, connections: Mapping[str, str] | None = None) -> tuple
             loc, message = error["loc"], error["msg"]
             if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
                 loc = (*loc, "action")
-                message = f"unknown action {error['input'].get('action')!r}" if error["type"] == "union_tag_invalid" \
+                message = (
+                    f"unknown action {error['input'].get('action')!r}"
+                    if error["type"] == "union_tag_invalid"
                     else "missing action"
+                )
                 message += f" (known: {', '.join(ACTIONS)})"
             line, col = _locate(loc, file.data, file.positions)
             where = ".".join(str(p) for p in error["loc"] if not (isinstance(p, str) and "." in p))
@@ -288,7 +306,9 @@ def load_playbooks(paths: Iterable[Path], connections: Mapping[str, str] | None 
         if playbook is None:
             continue
         if playbook.name in names:
-            problems.append(Problem(str(path), 1, 1, f"playbook name {playbook.name!r} also used in {names[playbook.name]}"))
+            problems.append(
+                Problem(str(path), 1, 1, f"playbook name {playbook.name!r} also used in {names[playbook.name]}")
+            )
             continue
         names[playbook.name] = path
         playbooks.append(playbook)

@@ -8,8 +8,16 @@ from pydantic import JsonValue
 
 from service.engine import RunState, StepRecord
 
-_MARK = {"ok": "✓", "failed": "✗", "skipped": "-", "planned": "•", "dry_run": "○", "not_run": " ",
-         "pending": " ", "running": "…"}
+_MARK = {
+    "ok": "✓",
+    "failed": "✗",
+    "skipped": "-",
+    "planned": "•",
+    "dry_run": "○",
+    "not_run": " ",
+    "pending": " ",
+    "running": "…",
+}
 
 
 def _short(value: JsonValue, limit: int = 400) -> str:
@@ -18,14 +26,18 @@ def _short(value: JsonValue, limit: int = 400) -> str:
 
 
 def format_step(record: StepRecord) -> list[str]:
-    lines = [f"  {_MARK.get(record.status, '?')} [{record.phase}] {record.id}: {record.action} "
-             f"on {record.connection} — {record.status}" + (f" (approval: {record.approval})" if record.approval else "")]
+    lines = [
+        f"  {_MARK.get(record.status, '?')} [{record.phase}] {record.id}: {record.action} "
+        f"on {record.connection} — {record.status}" + (f" (approval: {record.approval})" if record.approval else "")
+    ]
     if record.params:
         lines.append(f"      with: {_short(record.params)}")
     if record.summary:
         lines.append(f"      {record.summary}")
     if record.targets:
-        shown = ", ".join(record.targets[:20]) + (f" … and {len(record.targets) - 20} more" if len(record.targets) > 20 else "")
+        shown = ", ".join(record.targets[:20]) + (
+            f" … and {len(record.targets) - 20} more" if len(record.targets) > 20 else ""
+        )
         lines.append(f"      targets ({len(record.targets)}): {shown}")
     if record.effect == "read" and record.result is not None:
         lines.append(f"      result: {_short(record.result)}")

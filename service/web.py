@@ -90,12 +90,18 @@ class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
-        self.alerts = Counter("remediate_webhook_alerts", "Alerts received by outcome", ["outcome"],
-                              registry=self.registry)
-        self.requests = Counter("remediate_webhook_requests", "Webhook requests by HTTP status", ["code"],
-                                registry=self.registry)
-        self.latency = Histogram("remediate_webhook_seconds", "Webhook handling time", registry=self.registry,
-                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))
+        self.alerts = Counter(
+            "remediate_webhook_alerts", "Alerts received by outcome", ["outcome"], registry=self.registry
+        )
+        self.requests = Counter(
+            "remediate_webhook_requests", "Webhook requests by HTTP status", ["code"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "remediate_webhook_seconds",
+            "Webhook handling time",
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+        )
 
 
 class Receiver:
@@ -125,8 +131,11 @@ class Receiver:
             for playbook in self.playbooks:
                 if playbook.match.matches(alert):
                     jobs.append(self._start(playbook, alert))
-                elif alert.status == "resolved" and playbook.match.status == "firing" \
-                        and playbook.match.matches_labels(alert):
+                elif (
+                    alert.status == "resolved"
+                    and playbook.match.status == "firing"
+                    and playbook.match.matches_labels(alert)
+                ):
                     jobs.append(self._resolve(playbook, alert))
             if len(jobs) == before:
                 counts["unmatched"] += 1
@@ -156,8 +165,14 @@ def _reason(exc: ValidationError) -> str:
     return "not an Alertmanager v4 webhook message: " + "; ".join(parts)
 
 
-def create_app(receiver: Receiver, auth: WebAuth, *, max_body_bytes: int = 1_048_576,
-               pings: dict[str, Ping] | None = None, metrics: Metrics | None = None) -> Starlette:
+def create_app(
+    receiver: Receiver,
+    auth: WebAuth,
+    *,
+    max_body_bytes: int = 1_048_576,
+    pings: dict[str, Ping] | None = None,
+    metrics: Metrics | None = None,
+) -> Starlette:
     """Compose the web app from its parts; nothing global, nothing at import time."""
     metrics = metrics or Metrics()
     pings = pings or {}
@@ -216,8 +231,16 @@ def create_app(receiver: Receiver, auth: WebAuth, *, max_body_bytes: int = 1_048
             runs = await receiver.runs.list(limit)
         except TemporalUnavailable as exc:
             return JSONResponse({"error": str(exc)}, 503)
-        return JSONResponse([{**r.__dict__, "started": r.started.isoformat() if r.started else None,
-                              "closed": r.closed.isoformat() if r.closed else None} for r in runs])
+        return JSONResponse(
+            [
+                {
+                    **r.__dict__,
+                    "started": r.started.isoformat() if r.started else None,
+                    "closed": r.closed.isoformat() if r.closed else None,
+                }
+                for r in runs
+            ]
+        )
 
     async def run_show(request: Request) -> Response:
         if not auth.allows(request.headers.get("authorization")):
@@ -230,11 +253,13 @@ def create_app(receiver: Receiver, auth: WebAuth, *, max_body_bytes: int = 1_048
             return JSONResponse({"error": "no such run"}, 404)
         return Response(state.model_dump_json(), media_type="application/json")
 
-    return Starlette(routes=[
-        Route("/alertmanager", alertmanager, methods=["POST"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
-        Route("/api/v1/runs", runs_list, methods=["GET"]),
-        Route("/api/v1/runs/{run_id:path}", run_show, methods=["GET"]),
-    ])
+    return Starlette(
+        routes=[
+            Route("/alertmanager", alertmanager, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/api/v1/runs", runs_list, methods=["GET"]),
+            Route("/api/v1/runs/{run_id:path}", run_show, methods=["GET"]),
+        ]
+    )

@@ -9,7 +9,13 @@ from service.activities import StepActivities
 from service.workflows import RemediationWorkflow
 
 
-def create_worker(client: Client, task_queue: str, activities: StepActivities,
-                  max_concurrent_activities: int = 100) -> Worker:
-    return Worker(client, task_queue=task_queue, workflows=[RemediationWorkflow],
-                  activities=[activities.run_step], max_concurrent_activities=max_concurrent_activities)
+def create_worker(
+    client: Client, task_queue: str, activities: StepActivities, max_concurrent_activities: int = 100
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[RemediationWorkflow],
+        activities=[activities.run_step],
+        max_concurrent_activities=max_concurrent_activities,
+    )

@@ -14,8 +14,6 @@ with workflow.unsafe.imports_passed_through():
     from service.steps import StepBase
 
 
-
-
 class _WorkflowClock:
     def now(self) -> datetime:
         return workflow.now()
@@ -32,14 +30,20 @@ def retry_policy(step: StepBase, dry_run: bool) -> RetryPolicy:
         attempts, interval, backoff = 3, timedelta(seconds=1), 2.0
     else:
         attempts, interval, backoff = 1, timedelta(seconds=1), 1.0
-    return RetryPolicy(maximum_attempts=attempts, initial_interval=interval, backoff_coefficient=max(backoff, 1.0),
-                       non_retryable_error_types=["PermanentStepError", "GuardViolation", "ConfigError"])
+    return RetryPolicy(
+        maximum_attempts=attempts,
+        initial_interval=interval,
+        backoff_coefficient=max(backoff, 1.0),
+        non_retryable_error_types=["PermanentStepError", "GuardViolation", "ConfigError"],
+    )
 
 
 async def _execute_activity(step: StepBase, request: StepRequest) -> StepResult:
     try:
-        return await workflow.execute_activity(
-            RUN_STEP, request, result_type=StepResult,
+        result: StepResult = await workflow.execute_activity(
+            RUN_STEP,
+            request,
+            result_type=StepResult,
             start_to_close_timeout=timedelta(seconds=request.timeout_seconds),
             retry_policy=retry_policy(step, request.dry_run),
             summary=f"{step.id}: {step.action}",
@@ -48,6 +52,7 @@ async def _execute_activity(step: StepBase, request: StepRequest) -> StepResult:
         cause = exc.cause
         message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
         raise PermanentStepError(message) from exc
+    return result
 
 
 @workflow.defn(name="RemediationWorkflow")

@@ -55,7 +55,7 @@ create trigger jobs_updated after update on jobs for each row execute function c
 
 
 @pytest.fixture
-def jobs_db(postgres: Postgres, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def jobs_db(postgres: Postgres, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh database with the example's `jobs` table; every row update is counted in job_updates."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(postgres.dsn, autocommit=True) as conn:
@@ -64,7 +64,7 @@ def jobs_db(postgres: Postgres, monkeypatch: pytest.MonkeyPatch) -> Iterator[str
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(JOBS_SCHEMA)
     monkeypatch.setenv("JOBS_DB_DSN", dsn)
-    yield dsn
+    return dsn
 
 
 def seed_jobs(dsn: str, stuck: list[int], fresh: list[int] = (), other_queue: list[int] = ()) -> None:  # type: ignore[assignment]

@@ -17,8 +17,8 @@ from service.steps import HttpRequestParams, Params
 TEXT_KEPT = 4096  # characters of a non-JSON body kept in the run record
 
 
-def _query(query: Mapping[str, JsonValue]) -> list[tuple[str, str]]:
-    pairs: list[tuple[str, str]] = []
+def _query(query: Mapping[str, JsonValue]) -> list[tuple[str, str | int | float | bool | None]]:
+    pairs: list[tuple[str, str | int | float | bool | None]] = []
     for key, value in query.items():
         for item in value if isinstance(value, list) else [value]:
             pairs.append((key, "" if item is None else item if isinstance(item, str) else json.dumps(item)))
@@ -54,8 +54,13 @@ class HttpAdapter:
             raise ConfigError(f"no http connection named {name!r}")
         client = self._clients.get(name)
         if client is None:
-            client = httpx2.AsyncClient(base_url=conn.base_url.rstrip("/"), headers=_auth_headers(conn),
-                                        auth=_basic(conn), follow_redirects=False, verify=conn.verify_tls)
+            client = httpx2.AsyncClient(
+                base_url=conn.base_url.rstrip("/"),
+                headers=_auth_headers(conn),
+                auth=_basic(conn),
+                follow_redirects=False,
+                verify=conn.verify_tls,
+            )
             self._clients[name] = client
         return conn, client
 
@@ -76,13 +81,27 @@ class HttpAdapter:
         conn, client = self._client(request.connection)
         target = f"{params.method} {conn.base_url.rstrip('/')}{params.path}"
         if params.method != "GET" and request.dry_run:
-            return StepResult(data={"dry_run": True, "method": params.method, "url": target.split(" ", 1)[1],
-                                    "query": dict(params.query), "body": params.body},
-                              summary=f"would send {target}; not sent (dry-run)", targets=[target], dry_run=True)
+            return StepResult(
+                data={
+                    "dry_run": True,
+                    "method": params.method,
+                    "url": target.split(" ", 1)[1],
+                    "query": dict(params.query),
+                    "body": params.body,
+                },
+                summary=f"would send {target}; not sent (dry-run)",
+                targets=[target],
+                dry_run=True,
+            )
         try:
             response = await client.request(
-                params.method, params.path, params=_query(params.query), headers=params.headers,
-                json=params.body if params.body is not None else None, timeout=request.timeout_seconds)
+                params.method,
+                params.path,
+                params=_query(params.query),
+                headers=params.headers,
+                json=params.body if params.body is not None else None,
+                timeout=request.timeout_seconds,
+            )
         except httpx2.TimeoutException as exc:
             if params.method == "GET":
                 raise RetryableStepError(f"{target}: timed out") from exc
@@ -104,5 +123,6 @@ class HttpAdapter:
             if response.status_code >= 500 and params.method == "GET":
                 raise RetryableStepError(problem)
             raise PermanentStepError(problem)
-        return StepResult(data=data, summary=f"{target} -> {response.status_code}",
-                          targets=[] if params.method == "GET" else [target])
+        return StepResult(
+            data=data, summary=f"{target} -> {response.status_code}", targets=[] if params.method == "GET" else [target]
+        )

@@ -83,9 +83,14 @@ class PostgresAdapter:
             if conn is None:
                 raise ConfigError(f"no postgres connection named {name!r}")
             dsn = resolve_secret(conn.dsn)
-            pool = AsyncConnectionPool(dsn, min_size=0, max_size=conn.pool_size, open=False,
-                                       kwargs={"autocommit": True, "application_name": "remediate"},
-                                       timeout=10.0)
+            pool = AsyncConnectionPool(
+                dsn,
+                min_size=0,
+                max_size=conn.pool_size,
+                open=False,
+                kwargs={"autocommit": True, "application_name": "remediate"},
+                timeout=10.0,
+            )
             await pool.open()
             self._pools[name] = pool
         return pool
@@ -110,10 +115,13 @@ class PostgresAdapter:
         try:
             async with pool.connection() as conn, conn.transaction():
                 await conn.execute("set transaction read only")
-                await conn.execute(sql.SQL("set local statement_timeout = {}").format(
-                    sql.Literal(self._timeout_ms(request.connection, request))))
+                await conn.execute(
+                    sql.SQL("set local statement_timeout = {}").format(
+                        sql.Literal(self._timeout_ms(request.connection, request))
+                    )
+                )
                 async with conn.cursor(row_factory=dict_row) as cur:
-                    await cur.execute(params.sql, params.params)  # type: ignore[arg-type]
+                    await cur.execute(params.sql, params.params)
                     fetched = await cur.fetchmany(params.max_rows + 1)
         except psycopg.OperationalError as exc:
             raise RetryableStepError(f"postgres {request.connection}: {exc}") from exc
@@ -122,8 +130,9 @@ class PostgresAdapter:
         truncated = len(fetched) > params.max_rows
         rows = _rows(fetched[: params.max_rows])
         note = f" (truncated at max_rows {params.max_rows})" if truncated else ""
-        return StepResult(data={"rows": rows, "count": len(rows), "truncated": truncated},
-                          summary=f"{len(rows)} row(s){note}")
+        return StepResult(
+            data={"rows": rows, "count": len(rows), "truncated": truncated}, summary=f"{len(rows)} row(s){note}"
+        )
 
     async def _execute(self, request: StepRequest, params: Params) -> StepResult:
         assert isinstance(params, PostgresExecuteParams)  # noqa: S101 - the registry validated it
@@ -133,18 +142,22 @@ class PostgresAdapter:
         sent = False
         try:
             async with pool.connection() as conn, conn.transaction() as tx:
-                await conn.execute(sql.SQL("set local statement_timeout = {}").format(
-                    sql.Literal(self._timeout_ms(request.connection, request))))
+                await conn.execute(
+                    sql.SQL("set local statement_timeout = {}").format(
+                        sql.Literal(self._timeout_ms(request.connection, request))
+                    )
+                )
                 async with conn.cursor(row_factory=dict_row) as cur:
                     sent = True
-                    await cur.execute(statement, params.params)  # type: ignore[arg-type]
+                    await cur.execute(statement, params.params)
                     count = cur.rowcount
                     if cur.description is not None:
                         changed = _rows(await cur.fetchall())
                 if count > params.max_rows:
                     # Raising inside the transaction block rolls it back.
-                    raise GuardViolation(f"would change {count} row(s), over max_rows {params.max_rows}; "
-                                         "rolled back, nothing changed")
+                    raise GuardViolation(
+                        f"would change {count} row(s), over max_rows {params.max_rows}; rolled back, nothing changed"
+                    )
                 if request.dry_run:
                     raise psycopg.Rollback(tx)
         except GuardViolation:
@@ -159,7 +172,8 @@ class PostgresAdapter:
         verb = "would change" if request.dry_run else "changed"
         return StepResult(
             data={"rowcount": count, "rows": changed[:ROWS_RECORDED], "dry_run": request.dry_run},
-            summary=f"{verb} {count} row(s) (max_rows {params.max_rows})" + ("; rolled back" if request.dry_run else ""),
+            summary=f"{verb} {count} row(s) (max_rows {params.max_rows})"
+            + ("; rolled back" if request.dry_run else ""),
             targets=[f"row {_row_key(r)}" for r in changed[:ROWS_RECORDED]],
             dry_run=request.dry_run,
         )

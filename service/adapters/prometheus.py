@@ -47,8 +47,9 @@ class PrometheusAdapter:
                 headers["Authorization"] = f"Bearer {resolve_secret(conn.auth.bearer)}"
             if conn.auth and conn.auth.username and conn.auth.password:
                 auth = httpx2.BasicAuth(conn.auth.username, resolve_secret(conn.auth.password))
-            client = httpx2.AsyncClient(base_url=conn.url.rstrip("/"), headers=headers, auth=auth,
-                                        follow_redirects=False)
+            client = httpx2.AsyncClient(
+                base_url=conn.url.rstrip("/"), headers=headers, auth=auth, follow_redirects=False
+            )
             self._clients[name] = client
         return client
 
@@ -67,8 +68,9 @@ class PrometheusAdapter:
         assert isinstance(params, PrometheusQueryParams)  # noqa: S101 - the registry validated it
         client = self._client(request.connection)
         try:
-            response = await client.get("/api/v1/query", params={"query": params.query},
-                                        timeout=request.timeout_seconds)
+            response = await client.get(
+                "/api/v1/query", params={"query": params.query}, timeout=request.timeout_seconds
+            )
             payload = response.json()
         except (httpx2.TimeoutException, httpx2.ConnectError) as exc:
             raise RetryableStepError(f"prometheus {request.connection}: {exc}") from exc
@@ -78,5 +80,7 @@ class PrometheusAdapter:
             raise PermanentStepError(f"prometheus query failed: {payload.get('errorType')}: {payload.get('error')}")
         data = payload["data"]
         samples = _samples(data["resultType"], data["result"])
-        return StepResult(data={"samples": samples, "empty": not samples, "result_type": data["resultType"]},
-                          summary=f"{len(samples)} sample(s)" if samples else "empty result")
+        return StepResult(
+            data={"samples": samples, "empty": not samples, "result_type": data["resultType"]},
+            summary=f"{len(samples)} sample(s)" if samples else "empty result",
+        )

@@ -17,15 +17,20 @@ from service.errors import TemporalUnavailable
 from service.workflows import RemediationWorkflow
 
 RPC_TIMEOUT = timedelta(seconds=5)  # well inside Alertmanager's webhook timeout, so it sees our 503
-_UNAVAILABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED,
-                RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNKNOWN, RPCStatusCode.INTERNAL}
+_UNAVAILABLE = {
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.CANCELLED,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+    RPCStatusCode.UNKNOWN,
+    RPCStatusCode.INTERNAL,
+}
 
 
 async def connect(address: str, namespace: str) -> Client:
     """A lazy client: the web server starts even while Temporal is down, and answers 503 until it is back."""
     try:
-        return await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter,
-                                    lazy=True)
+        return await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter, lazy=True)
     except RuntimeError as exc:
         raise TemporalUnavailable(f"cannot connect to Temporal at {address}: {exc}") from exc
 
@@ -57,7 +62,10 @@ class TemporalRuns:
         """Start the run; False when this occurrence already has one (running or closed)."""
         try:
             handle = await self.client.start_workflow(
-                RemediationWorkflow.run, run, id=run.run_id, task_queue=self.task_queue,
+                RemediationWorkflow.run,
+                run,
+                id=run.run_id,
+                task_queue=self.task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 memo={"playbook": run.playbook.name, "alertname": run.alert.alertname, "mode": run.mode.value},
@@ -95,10 +103,17 @@ class TemporalRuns:
         try:
             async for execution in self.client.list_workflows("WorkflowType = 'RemediationWorkflow'", limit=limit):
                 memo = await execution.memo()
-                runs.append(RunSummary(
-                    run_id=execution.id, status=execution.status.name.lower() if execution.status else "unknown",
-                    playbook=str(memo.get("playbook", "")), alertname=str(memo.get("alertname", "")),
-                    mode=str(memo.get("mode", "")), started=execution.start_time, closed=execution.close_time))
+                runs.append(
+                    RunSummary(
+                        run_id=execution.id,
+                        status=execution.status.name.lower() if execution.status else "unknown",
+                        playbook=str(memo.get("playbook", "")),
+                        alertname=str(memo.get("alertname", "")),
+                        mode=str(memo.get("mode", "")),
+                        started=execution.start_time,
+                        closed=execution.close_time,
+                    )
+                )
         except (RPCError, RuntimeError) as exc:
             raise _translate(exc, "listing runs") from exc
         return runs
@@ -106,7 +121,8 @@ class TemporalRuns:
     async def state(self, run_id: str) -> RunState | None:
         """The run's state: its result once closed, else its live query answer."""
         handle: WorkflowHandle[RemediationWorkflow, RunState] = self.client.get_workflow_handle_for(
-            RemediationWorkflow.run, run_id)
+            RemediationWorkflow.run, run_id
+        )
         try:
             description = await handle.describe()
             if description.status == WorkflowExecutionStatus.COMPLETED:

@@ -21,15 +21,22 @@ REQUEUE = "update jobs set status = 'pending' where id = any(%(ids)s) and status
 
 @pytest.fixture
 async def registry(jobs_db: str) -> AsyncIterator[Registry]:
-    adapter = PostgresAdapter({"jobs-db": PostgresConnection(type="postgres", dsn="env:JOBS_DB_DSN",
-                                                             statement_timeout=1)})
+    adapter = PostgresAdapter(
+        {"jobs-db": PostgresConnection(type="postgres", dsn="env:JOBS_DB_DSN", statement_timeout=1)}
+    )
     yield Registry([adapter.actions()], require_all=False)
     await adapter.close()
 
 
 def _req(action: str, dry_run: bool = False, **params: object) -> StepRequest:
-    return StepRequest(run_id="r", step_id="s", action=action, connection="jobs-db", params=params,  # type: ignore[arg-type]
-                       dry_run=dry_run)
+    return StepRequest(
+        run_id="r",
+        step_id="s",
+        action=action,
+        connection="jobs-db",
+        params=params,
+        dry_run=dry_run,
+    )
 
 
 async def test_query_returns_rows_with_bound_parameters(registry: Registry, jobs_db: str) -> None:
@@ -66,8 +73,9 @@ async def test_execute_changes_rows_and_reports_which(registry: Registry, jobs_d
 async def test_dry_run_rolls_back_and_reports_what_it_would_change(registry: Registry, jobs_db: str) -> None:
     """In dry-run the statement runs inside a transaction that is rolled back; nothing changes."""
     seed_jobs(jobs_db, stuck=[1, 2])
-    result = await registry.dispatch(_req("postgres.execute", dry_run=True, sql=REQUEUE,
-                                          params={"ids": [1, 2]}, max_rows=5))
+    result = await registry.dispatch(
+        _req("postgres.execute", dry_run=True, sql=REQUEUE, params={"ids": [1, 2]}, max_rows=5)
+    )
     assert result.dry_run and result.data["rowcount"] == 2 and result.targets == ["row 1", "row 2"]
     assert job_states(jobs_db) == {1: "running", 2: "running"} and update_counts(jobs_db) == {}
 
@@ -84,8 +92,14 @@ async def test_multiple_statements_are_refused(registry: Registry, jobs_db: str)
     """A parameterised statement cannot smuggle a second statement."""
     seed_jobs(jobs_db, stuck=[1])
     with pytest.raises(PermanentStepError):
-        await registry.dispatch(_req("postgres.execute", sql="update jobs set status = 'x' where id = %(id)s; "
-                                     "delete from jobs", params={"id": 1}, max_rows=5))
+        await registry.dispatch(
+            _req(
+                "postgres.execute",
+                sql="update jobs set status = 'x' where id = %(id)s; delete from jobs",
+                params={"id": 1},
+                max_rows=5,
+            )
+        )
     assert job_states(jobs_db) == {1: "running"}
 
 

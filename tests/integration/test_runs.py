@@ -24,18 +24,36 @@ PLAYBOOKS = DATA / "playbooks"  # holds a copy of the shipped stuck-jobs.yaml, k
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def message(status: str = "firing", fingerprint: str | None = None, starts: str | None = None,
-            queue: str = "q1", severity: str = "warning") -> dict[str, object]:
+def message(
+    status: str = "firing",
+    fingerprint: str | None = None,
+    starts: str | None = None,
+    queue: str = "q1",
+    severity: str = "warning",
+) -> dict[str, object]:
     fingerprint = fingerprint or uuid.uuid4().hex[:16]
     starts = starts or datetime.now(UTC).isoformat()
-    return {"version": "4", "status": status, "receiver": "remediate", "groupKey": "g", "alerts": [{
-        "status": status, "labels": {"alertname": "JobsStuck", "queue": queue, "severity": severity},
-        "annotations": {}, "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z", "fingerprint": fingerprint}]}
+    return {
+        "version": "4",
+        "status": status,
+        "receiver": "remediate",
+        "groupKey": "g",
+        "alerts": [
+            {
+                "status": status,
+                "labels": {"alertname": "JobsStuck", "queue": queue, "severity": severity},
+                "annotations": {},
+                "startsAt": starts,
+                "endsAt": "0001-01-01T00:00:00Z",
+                "fingerprint": fingerprint,
+            }
+        ],
+    }
 
 
-async def wait_closed(client: Client, run_id: str, timeout: float = 30) -> TemporalRuns:
+async def wait_closed(client: Client, run_id: str, within: float = 30) -> TemporalRuns:
     runs = TemporalRuns(client, "unused")
-    await asyncio.wait_for(client.get_workflow_handle(run_id).result(), timeout)
+    await asyncio.wait_for(client.get_workflow_handle(run_id).result(), within)
     return runs
 
 
@@ -46,8 +64,10 @@ def queue_name() -> str:
 async def test_auto_mode_requeues_stuck_jobs_exactly_once(temporal_client: Client, jobs_db: str) -> None:
     """The example playbook in auto changes exactly the stuck rows, once each, and verify passes."""
     seed_jobs(jobs_db, stuck=[1, 2], fresh=[3], other_queue=[4])
-    async with running_stack(temporal_client, CONFIG, PLAYBOOKS, Mode.AUTO, task_queue=queue_name()) as stack, \
-            httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http:
+    async with (
+        running_stack(temporal_client, CONFIG, PLAYBOOKS, Mode.AUTO, task_queue=queue_name()) as stack,
+        httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
+    ):
         body = message()
         response = await http.post("/alertmanager", json=body)
         assert response.json() == {"started": 1, "duplicates": 0, "resolved": 0, "unmatched": 0}
@@ -63,8 +83,10 @@ async def test_auto_mode_requeues_stuck_jobs_exactly_once(temporal_client: Clien
 async def test_dry_run_changes_nothing_and_records_the_plan(temporal_client: Client, jobs_db: str) -> None:
     """In dry-run the run records that 2 rows would change, and no row is touched."""
     seed_jobs(jobs_db, stuck=[1, 2])
-    async with running_stack(temporal_client, CONFIG, PLAYBOOKS, Mode.DRY_RUN, task_queue=queue_name()) as stack, \
-            httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http:
+    async with (
+        running_stack(temporal_client, CONFIG, PLAYBOOKS, Mode.DRY_RUN, task_queue=queue_name()) as stack,
+        httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
+    ):
         body = message()
         assert (await http.post("/alertmanager", json=body)).json()["started"] == 1
         alert = body["alerts"][0]  # type: ignore[index]
@@ -80,8 +102,10 @@ async def test_dry_run_changes_nothing_and_records_the_plan(temporal_client: Cli
 async def test_five_concurrent_deliveries_make_one_run(temporal_client: Client, jobs_db: str) -> None:
     """The same alert POSTed 5 times at once yields one run and one change per row."""
     seed_jobs(jobs_db, stuck=[1])
-    async with running_stack(temporal_client, CONFIG, PLAYBOOKS, Mode.AUTO, task_queue=queue_name()) as stack, \
-            httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http:
+    async with (
+        running_stack(temporal_client, CONFIG, PLAYBOOKS, Mode.AUTO, task_queue=queue_name()) as stack,
+        httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
+    ):
         body = message()
         replies = await asyncio.gather(*(http.post("/alertmanager", json=body) for _ in range(5)))
         counts = [r.json() for r in replies]
@@ -94,15 +118,19 @@ async def test_five_concurrent_deliveries_make_one_run(temporal_client: Client, 
     assert update_counts(jobs_db) == {1: 1}
 
 
-async def test_resolved_before_action_skips_the_write(temporal_client: Client, jobs_db: str,
-                                                      tmp_path: Path) -> None:
+async def test_resolved_before_action_skips_the_write(temporal_client: Client, jobs_db: str, tmp_path: Path) -> None:
     """A resolved notification during diagnosis ends the run as resolved_before_action with no write."""
     seed_jobs(jobs_db, stuck=[1])
-    slow = (ROOT / "playbooks" / "stuck-jobs.yaml").read_text().replace(
-        "select id from jobs where", "select id from jobs, pg_sleep(2) where")
+    slow = (
+        (ROOT / "playbooks" / "stuck-jobs.yaml")
+        .read_text()
+        .replace("select id from jobs where", "select id from jobs, pg_sleep(2) where")
+    )
     (tmp_path / "slow.yaml").write_text(slow)
-    async with running_stack(temporal_client, CONFIG, tmp_path, Mode.AUTO, task_queue=queue_name()) as stack, \
-            httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http:
+    async with (
+        running_stack(temporal_client, CONFIG, tmp_path, Mode.AUTO, task_queue=queue_name()) as stack,
+        httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
+    ):
         firing = message()
         alert = firing["alerts"][0]  # type: ignore[index]
         assert (await http.post("/alertmanager", json=firing)).json()["started"] == 1
@@ -117,11 +145,14 @@ async def test_resolved_before_action_skips_the_write(temporal_client: Client, j
 
 async def test_webhook_contract_errors(temporal_client: Client, jobs_db: str) -> None:
     """401 without auth, 413 over the limit, 400 with a reason, unmatched counted, health answers."""
-    async with running_stack(temporal_client, CONFIG, PLAYBOOKS, Mode.DRY_RUN, task_queue=queue_name()) as stack, \
-            httpx2.AsyncClient(base_url=stack.url) as http:
+    async with (
+        running_stack(temporal_client, CONFIG, PLAYBOOKS, Mode.DRY_RUN, task_queue=queue_name()) as stack,
+        httpx2.AsyncClient(base_url=stack.url) as http,
+    ):
         assert (await http.post("/alertmanager", json=message())).status_code == 401
-        assert (await http.post("/alertmanager", json=message(), headers={"Authorization": "Bearer nope"})
-                ).status_code == 401
+        assert (
+            await http.post("/alertmanager", json=message(), headers={"Authorization": "Bearer nope"})
+        ).status_code == 401
         assert (await http.post("/alertmanager", content=b"x" * 2_000_000, headers=AUTH)).status_code == 413
         bad = await http.post("/alertmanager", content=b'{"version": "3"}', headers=AUTH)
         assert bad.status_code == 400 and "not an Alertmanager v4" in bad.json()["error"]
@@ -147,20 +178,28 @@ async def test_basic_auth_is_accepted(temporal_client: Client, jobs_db: str) -> 
 async def test_temporal_unreachable_answers_503(jobs_db: str) -> None:
     """With nothing listening at the Temporal address the webhook answers 503, so Alertmanager retries."""
     client = await connect(f"127.0.0.1:{free_port()}", "default")
-    async with running_stack(client, CONFIG, PLAYBOOKS, Mode.DRY_RUN, task_queue=queue_name(),
-                             worker=False) as stack, httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http:
+    async with (
+        running_stack(client, CONFIG, PLAYBOOKS, Mode.DRY_RUN, task_queue=queue_name(), worker=False) as stack,
+        httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
+    ):
         reply = await http.post("/alertmanager", json=message())
         assert reply.status_code == 503 and reply.headers["retry-after"] == "5"
         assert (await http.get("/readyz")).status_code == 503
 
 
-async def test_runs_list_and_show_print_runs(temporal_client: Client, temporal_env_address: str, jobs_db: str,
-                                             monkeypatch: pytest.MonkeyPatch,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+async def test_runs_list_and_show_print_runs(
+    temporal_client: Client,
+    temporal_env_address: str,
+    jobs_db: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """`remediate runs list` and `runs show ID` print a run that the webhook started."""
     seed_jobs(jobs_db, stuck=[7])
-    async with running_stack(temporal_client, CONFIG, PLAYBOOKS, Mode.DRY_RUN, task_queue=queue_name()) as stack, \
-            httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http:
+    async with (
+        running_stack(temporal_client, CONFIG, PLAYBOOKS, Mode.DRY_RUN, task_queue=queue_name()) as stack,
+        httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
+    ):
         body = message()
         await http.post("/alertmanager", json=body)
         alert = body["alerts"][0]  # type: ignore[index]

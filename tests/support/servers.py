@@ -88,8 +88,11 @@ class Postgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def stop(self) -> None:
-        subprocess.run(_as_postgres([self.pg_ctl, "-D", str(self.data), "-m", "immediate", "stop"]),
-                       check=False, capture_output=True)
+        subprocess.run(
+            _as_postgres([self.pg_ctl, "-D", str(self.data), "-m", "immediate", "stop"]),
+            check=False,
+            capture_output=True,
+        )
 
 
 def _as_postgres(args: list[str]) -> list[str]:
@@ -107,11 +110,28 @@ def start_postgres(root: Path) -> Postgres:
     if os.geteuid() == 0:
         shutil.chown(root, "postgres")
     port = free_port()
-    subprocess.run(_as_postgres([initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"]),
-                   check=True, capture_output=True)
-    subprocess.run(_as_postgres([pg_ctl, "-D", str(data), "-l", str(root / "postgres.log"), "-w", "-o",
-                                 f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                                 "-c max_connections=200", "start"]), check=True, capture_output=True)
+    subprocess.run(
+        _as_postgres([initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"]),
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        _as_postgres(
+            [
+                pg_ctl,
+                "-D",
+                str(data),
+                "-l",
+                str(root / "postgres.log"),
+                "-w",
+                "-o",
+                f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+                "start",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+    )
     return Postgres(port, data, pg_ctl)
 
 
@@ -125,21 +145,39 @@ class Prometheus:
         return f"http://127.0.0.1:{self.port}"
 
 
-def start_prometheus(root: Path, rule_files: Sequence[Path] = (), scrape_targets: Sequence[str] = (),
-                     alertmanager_port: int | None = None) -> Prometheus:
+def start_prometheus(
+    root: Path,
+    rule_files: Sequence[Path] = (),
+    scrape_targets: Sequence[str] = (),
+    alertmanager_port: int | None = None,
+) -> Prometheus:
     binary = need("prometheus")
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     targets = [f"127.0.0.1:{port}", *scrape_targets]
-    config = ["global: {scrape_interval: 1s, evaluation_interval: 1s}",
-              f"rule_files: {[str(p) for p in rule_files]}",
-              "scrape_configs:", "  - job_name: targets", f"    static_configs: [{{targets: {targets}}}]"]
+    config = [
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}",
+        f"rule_files: {[str(p) for p in rule_files]}",
+        "scrape_configs:",
+        "  - job_name: targets",
+        f"    static_configs: [{{targets: {targets}}}]",
+    ]
     if alertmanager_port:
-        config += ["alerting:", "  alertmanagers:",
-                   f"    - static_configs: [{{targets: ['127.0.0.1:{alertmanager_port}']}}]"]
+        config += [
+            "alerting:",
+            "  alertmanagers:",
+            f"    - static_configs: [{{targets: ['127.0.0.1:{alertmanager_port}']}}]",
+        ]
     (root / "prometheus.yml").write_text("\n".join(config) + "\n")
-    process = spawn([binary, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
-                     f"--web.listen-address=127.0.0.1:{port}"], root / "prometheus.log")
+    process = spawn(
+        [
+            binary,
+            f"--config.file={root / 'prometheus.yml'}",
+            f"--storage.tsdb.path={root / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        root / "prometheus.log",
+    )
     wait_http(f"http://127.0.0.1:{port}/-/ready")
     return Prometheus(port, process)
 
@@ -176,11 +214,18 @@ receivers:
         send_resolved: true
         max_alerts: 50
         http_config:
-          authorization: {{type: Bearer, credentials_file: {root / 'token'}}}
+          authorization: {{type: Bearer, credentials_file: {root / "token"}}}
 """)
-    process = spawn([binary, f"--config.file={root / 'alertmanager.yml'}", f"--storage.path={root / 'data'}",
-                     f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-                    root / "alertmanager.log")
+    process = spawn(
+        [
+            binary,
+            f"--config.file={root / 'alertmanager.yml'}",
+            f"--storage.path={root / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        root / "alertmanager.log",
+    )
     wait_http(f"http://127.0.0.1:{port}/-/ready")
     return Alertmanager(port, process)
 

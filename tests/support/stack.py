@@ -15,7 +15,7 @@ from service.config import Settings
 from service.policy import Mode
 from tests.support.servers import free_port
 
-TOKEN = "test-token"  # noqa: S105 - a test credential for a loopback server
+TOKEN = "test-token"
 
 
 @dataclass
@@ -26,17 +26,30 @@ class Stack:
 
 
 @asynccontextmanager
-async def running_stack(client: Client, config: Path, playbooks: Path, mode: Mode, *,
-                        task_queue: str, web: bool = True, worker: bool = True,
-                        port: int | None = None) -> AsyncIterator[Stack]:
+async def running_stack(
+    client: Client,
+    config: Path,
+    playbooks: Path,
+    mode: Mode,
+    *,
+    task_queue: str,
+    web: bool = True,
+    worker: bool = True,
+    port: int | None = None,
+) -> AsyncIterator[Stack]:
     """Start the composed service (exactly what `remediate serve` runs) and stop it afterwards."""
     port = port or free_port()
-    settings = Settings(config=config, playbooks=playbooks, mode=mode, listen=f"127.0.0.1:{port}",
-                        task_queue=task_queue, webhook_token=TOKEN)  # type: ignore[arg-type]
+    settings = Settings(
+        config=config,
+        playbooks=playbooks,
+        mode=mode,
+        listen=f"127.0.0.1:{port}",
+        task_queue=task_queue,
+        webhook_token=TOKEN,
+    )
     cfg, books = load_all(settings)
     ready = asyncio.Event()
-    task = asyncio.create_task(serve(settings, client, books, Adapters.build(cfg), web=web, worker=worker,
-                                     ready=ready))
+    task = asyncio.create_task(serve(settings, client, books, Adapters.build(cfg), web=web, worker=worker, ready=ready))
     waiter = asyncio.create_task(ready.wait())
     done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
     if task in done:

@@ -13,8 +13,14 @@ DATA = Path(__file__).resolve().parent.parent / "data"
 
 
 def _alert(status: str = "firing", **labels: str) -> Alert:
-    return Alert.model_validate({"status": status, "labels": {"alertname": "JobsStuck", **labels},
-                                 "startsAt": "2026-11-23T04:07:23.123Z", "fingerprint": "abc123"})
+    return Alert.model_validate(
+        {
+            "status": status,
+            "labels": {"alertname": "JobsStuck", **labels},
+            "startsAt": "2026-11-23T04:07:23.123Z",
+            "fingerprint": "abc123",
+        }
+    )
 
 
 def test_real_alertmanager_samples_parse_and_share_one_occurrence() -> None:
@@ -27,8 +33,11 @@ def test_real_alertmanager_samples_parse_and_share_one_occurrence() -> None:
 
 def test_unknown_fields_from_newer_alertmanagers_are_accepted() -> None:
     """notification_reason and routeLabels (newer Alertmanagers) do not break parsing."""
-    raw = (DATA / "alertmanager-0.25-firing.json").read_text().replace(
-        '"version": "4"', '"version": "4", "notification_reason": "new", "routeLabels": {"a": "b"}')
+    raw = (
+        (DATA / "alertmanager-0.25-firing.json")
+        .read_text()
+        .replace('"version": "4"', '"version": "4", "notification_reason": "new", "routeLabels": {"a": "b"}')
+    )
     assert WebhookMessage.model_validate_json(raw).alerts[0].alertname == "OrchestratorExecutionTimeout"
 
 
@@ -39,17 +48,20 @@ def test_non_v4_messages_are_rejected(body: str) -> None:
         WebhookMessage.model_validate_json(body)
 
 
-@pytest.mark.parametrize(("matcher", "labels", "expected"), [
-    ('severity="critical"', {"severity": "critical"}, True),
-    ("severity=critical", {"severity": "warning"}, False),
-    ('severity!="critical"', {}, True),
-    ('severity=~"warning|critical"', {"severity": "critical"}, True),
-    ('severity=~"warn"', {"severity": "warning"}, False),  # anchored like Alertmanager: no substring match
-    ('severity=~"crit.*"', {"severity": "xcritical"}, False),
-    ('severity!~"warning|critical"', {"severity": "info"}, True),
-    ('team=~""', {}, True),  # a missing label matches as the empty string
-    ('queue="a\\"b"', {"queue": 'a"b'}, True),
-])
+@pytest.mark.parametrize(
+    ("matcher", "labels", "expected"),
+    [
+        ('severity="critical"', {"severity": "critical"}, True),
+        ("severity=critical", {"severity": "warning"}, False),
+        ('severity!="critical"', {}, True),
+        ('severity=~"warning|critical"', {"severity": "critical"}, True),
+        ('severity=~"warn"', {"severity": "warning"}, False),  # anchored like Alertmanager: no substring match
+        ('severity=~"crit.*"', {"severity": "xcritical"}, False),
+        ('severity!~"warning|critical"', {"severity": "info"}, True),
+        ('team=~""', {}, True),  # a missing label matches as the empty string
+        ('queue="a\\"b"', {"queue": 'a"b'}, True),
+    ],
+)
 def test_matchers_follow_alertmanager_semantics(matcher: str, labels: dict[str, str], expected: bool) -> None:
     """=, !=, =~ and !~ behave as in Alertmanager, with fully anchored regexes."""
     assert LabelMatcher.parse(matcher).matches(labels) is expected

@@ -16,8 +16,14 @@ from service.steps import StepBase
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = load_playbooks([ROOT / "playbooks" / "stuck-jobs.yaml"], {"jobs-db": "postgres"})[0]
-ALERT = Alert.model_validate({"status": "firing", "labels": {"alertname": "JobsStuck", "queue": "q1",
-                              "severity": "warning"}, "startsAt": "2026-11-23T04:00:00Z", "fingerprint": "f1"})
+ALERT = Alert.model_validate(
+    {
+        "status": "firing",
+        "labels": {"alertname": "JobsStuck", "queue": "q1", "severity": "warning"},
+        "startsAt": "2026-11-23T04:00:00Z",
+        "fingerprint": "f1",
+    }
+)
 
 
 class Clock:
@@ -49,8 +55,7 @@ class Script:
 
 async def _run(mode: Mode, script: Script, resolved: bool = False) -> tuple[Run, Clock]:
     clock = Clock()
-    run = Run(RunInput(run_id="r", playbook=PLAYBOOK, alert=ALERT, mode=mode), script, clock,
-              resolved=lambda: resolved)
+    run = Run(RunInput(run_id="r", playbook=PLAYBOOK, alert=ALERT, mode=mode), script, clock, resolved=lambda: resolved)
     await run.execute_run()
     return run, clock
 
@@ -70,8 +75,11 @@ async def test_auto_acts_then_verifies() -> None:
     script = Script([1, 2])
     run, _ = await _run(Mode.AUTO, script)
     assert run.state.status == "succeeded"
-    assert [(r.step_id, r.dry_run) for r in script.requests] == [("stuck", False), ("requeue", False),
-                                                                  ("none-left", False)]
+    assert [(r.step_id, r.dry_run) for r in script.requests] == [
+        ("stuck", False),
+        ("requeue", False),
+        ("none-left", False),
+    ]
 
 
 async def test_nothing_stuck_means_no_write() -> None:
@@ -125,17 +133,25 @@ async def test_required_approval_blocks_every_write_in_auto() -> None:
 
 async def test_a_failing_step_fails_the_run_with_its_error() -> None:
     """A step error ends the run as failed and names the step."""
+
     async def broken(step: StepBase, request: StepRequest) -> StepResult:
         raise PermanentStepError("connection refused")
+
     run = Run(RunInput(run_id="r", playbook=PLAYBOOK, alert=ALERT, mode=Mode.AUTO), broken, Clock())
     await run.execute_run()
     assert run.state.status == "failed" and "stuck" in run.state.reason
 
 
-@pytest.mark.parametrize(("ceiling", "own", "expected"), [
-    (Mode.DRY_RUN, Mode.AUTO, Mode.DRY_RUN), (Mode.AUTO, Mode.DRY_RUN, Mode.DRY_RUN),
-    (Mode.AUTO, None, Mode.AUTO), (Mode.OFF, Mode.AUTO, Mode.OFF), (Mode.AUTO, Mode.OFF, Mode.OFF),
-])
+@pytest.mark.parametrize(
+    ("ceiling", "own", "expected"),
+    [
+        (Mode.DRY_RUN, Mode.AUTO, Mode.DRY_RUN),
+        (Mode.AUTO, Mode.DRY_RUN, Mode.DRY_RUN),
+        (Mode.AUTO, None, Mode.AUTO),
+        (Mode.OFF, Mode.AUTO, Mode.OFF),
+        (Mode.AUTO, Mode.OFF, Mode.OFF),
+    ],
+)
 def test_service_mode_is_a_ceiling(ceiling: Mode, own: Mode | None, expected: Mode) -> None:
     """A playbook's mode can only lower the service mode."""
     assert effective_mode(ceiling, own) == expected

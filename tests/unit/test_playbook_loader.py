@@ -37,19 +37,33 @@ def test_yaml_syntax_errors_have_positions(tmp_path: Path) -> None:
     assert _problems(tmp_path, "name: x\nmatch: [unclosed\n")[0].startswith("p.yaml:3:1: YAML")
 
 
-@pytest.mark.parametrize(("old", "new", "expected"), [
-    ("    action: postgres.execute", "    action: postgres.exec", "p.yaml:21:13: act.0: unknown action 'postgres.exec'"),
-    ("      max_rows: 50", "      max_rows: 50\n      bogus: 1", "p.yaml:31:7: act.0.with.bogus: Extra inputs"),
-    ("      max_rows: 50", "", "p.yaml:25:5: act.0.with.max_rows: Field required"),
-    ("length > 0", "length >", "p.yaml:23:11: expression syntax error"),
-    ("  queue: \"{{ alert.labels.queue }}\"", "  queue: \"{{ alert.labels.queue \"", "p.yaml:8:10: template syntax error"),
-    ("and status = 'running'", "and status = '{{ inputs.queue }}'", "p.yaml:26:12: sql takes no templates"),
-    ("  - id: none-left", "  - id: stuck", "p.yaml:32:9: step id 'stuck' is used twice"),
-    ("    action: postgres.query\n    connection: jobs-db\n    with:\n      sql: >-\n        select id",
-     "    action: postgres.execute\n    connection: jobs-db\n    with:\n      max_rows: 1\n      sql: >-\n        update x set id",
-     "diagnose step 'stuck': postgres.execute is a write"),
-    ("connection: jobs-db\n    when", "connection: jobs\n    when", "p.yaml:22:17: unknown connection 'jobs'"),
-])
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "    action: postgres.execute",
+            "    action: postgres.exec",
+            "p.yaml:21:13: act.0: unknown action 'postgres.exec'",
+        ),
+        ("      max_rows: 50", "      max_rows: 50\n      bogus: 1", "p.yaml:31:7: act.0.with.bogus: Extra inputs"),
+        ("      max_rows: 50", "", "p.yaml:25:5: act.0.with.max_rows: Field required"),
+        ("length > 0", "length >", "p.yaml:23:11: expression syntax error"),
+        (
+            '  queue: "{{ alert.labels.queue }}"',
+            '  queue: "{{ alert.labels.queue "',
+            "p.yaml:8:10: template syntax error",
+        ),
+        ("and status = 'running'", "and status = '{{ inputs.queue }}'", "p.yaml:26:12: sql takes no templates"),
+        ("  - id: none-left", "  - id: stuck", "p.yaml:32:9: step id 'stuck' is used twice"),
+        (
+            "    action: postgres.query\n    connection: jobs-db\n    with:\n      sql: >-\n        select id",
+            "    action: postgres.execute\n    connection: jobs-db\n    with:\n      max_rows: 1\n"
+            "      sql: >-\n        update x set id",
+            "diagnose step 'stuck': postgres.execute is a write",
+        ),
+        ("connection: jobs-db\n    when", "connection: jobs\n    when", "p.yaml:22:17: unknown connection 'jobs'"),
+    ],
+)
 def test_each_problem_is_located(tmp_path: Path, old: str, new: str, expected: str) -> None:
     """Unknown actions, fields, connections, template errors and templated SQL point at their line."""
     assert old in EXAMPLE

@@ -51,7 +51,7 @@ def test_url_path_values_become_one_encoded_segment(value: str) -> None:
     """A value in a URL path can never add segments, a query or a fragment."""
     path = render("/api/{{ alert.labels.x }}/cancel", {"alert": {"labels": {"x": value}}}, escape="url")
     assert isinstance(path, str)
-    middle = path[len("/api/"):-len("/cancel")]
+    middle = path[len("/api/") : -len("/cancel")]
     assert "/" not in middle and "?" not in middle and "#" not in middle
 
 
@@ -60,8 +60,10 @@ def test_promql_values_cannot_close_the_string(value: str) -> None:
     """A value inside a PromQL string literal is escaped so it cannot end the literal."""
     query = render('up{job="{{ alert.labels.x }}"}', {"alert": {"labels": {"x": value}}}, escape="promql")
     assert isinstance(query, str)
-    inner = query[len('up{job="'):-2]
-    unescaped_quotes = [i for i, c in enumerate(inner) if c == '"' and (len(inner[:i]) - len(inner[:i].rstrip("\\"))) % 2 == 0]
+    inner = query[len('up{job="') : -2]
+    unescaped_quotes = [
+        i for i, c in enumerate(inner) if c == '"' and (len(inner[:i]) - len(inner[:i].rstrip("\\"))) % 2 == 0
+    ]
     assert unescaped_quotes == []
 
 

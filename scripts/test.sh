@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs everything the tests need (Debian packages, the Python environment) and runs every check and test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(postgresql redis-server prometheus prometheus-alertmanager)
+missing=()
+for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  # The packages' own services are not wanted: the test harness starts its own servers on free ports.
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+
+echo "== ruff";          .venv/bin/ruff check .
+echo "== mypy --strict"; .venv/bin/mypy
+echo "== import-linter"; .venv/bin/lint-imports
+echo "== playbooks";     .venv/bin/remediate lint playbooks
+echo "== tests";         .venv/bin/pytest -p no:cacheprovider "$@"

@@ -1,0 +1,45 @@
+"""`remediate plan` diagnoses for real, prints every planned write with its blast radius, and writes nothing."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from service.cli import main
+from tests.conftest import DATA, job_states, seed_jobs, update_counts
+
+
+def test_plan_prints_targets_and_writes_nothing(
+    jobs_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The plan names the matching playbook, the rows found, and the rows the write would change."""
+    seed_jobs(jobs_db, stuck=[11, 12], fresh=[13])
+    alert = {
+        "status": "firing",
+        "labels": {"alertname": "JobsStuck", "queue": "q1", "severity": "critical"},
+        "startsAt": datetime.now(UTC).isoformat(),
+        "fingerprint": "abcd",
+    }
+    (tmp_path / "alert.json").write_text(json.dumps(alert))
+    monkeypatch.setenv("REMEDIATE_CONFIG", str(DATA / "jobs-config.yaml"))
+    assert main(["plan", "--alert", str(tmp_path / "alert.json"), "--playbooks", str(DATA / "playbooks")]) == 0
+    out = capsys.readouterr().out
+    assert "1 matching playbook(s): stuck-jobs" in out
+    assert '"rows": [{"id": 11}, {"id": 12}]' in out
+    assert "would change 2 row(s) (max_rows 50); rolled back" in out and "targets (2): row 11, row 12" in out
+    assert job_states(jobs_db) == {11: "running", 12: "running", 13: "running"} and update_counts(jobs_db) == {}
+
+
+def test_plan_on_the_sample_alert_with_no_match(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A captured Alertmanager message with no matching playbook says so and exits 0."""
+    monkeypatch.setenv("REMEDIATE_CONFIG", str(DATA / "jobs-config.yaml"))
+    assert (
+        main(["plan", "--alert", str(DATA / "alertmanager-0.25-firing.json"), "--playbooks", str(DATA / "playbooks")])
+        == 0
+    )
+    assert "0 matching playbook(s): none" in capsys.readouterr().out
