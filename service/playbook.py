@@ -162,10 +162,9 @@ def _locate(loc: Sequence[str | int], data: Any, positions: Mapping[Path_, Posit
     path: Path_ = ()
     node: Any = data
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-            path = (*path, part)
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_dict or in_list:
             node = node[part]
             path = (*path, part)
     if len(path) < len(loc) and (*path, "__key__") in positions:
