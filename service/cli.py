@@ -6,10 +6,13 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -18,7 +21,7 @@ from service.adapters.temporal import TemporalRuns, connect
 from service.alerts import Alert, WebhookMessage, run_id
 from service.compose import Adapters, load_all, serve
 from service.config import Settings
-from service.engine import Run, RunInput, StepRequest, StepResult
+from service.engine import Executor, Run, RunInput, StepRequest, StepResult
 from service.errors import ConfigError, PermanentStepError, PlaybookError, RemediateError
 from service.playbook import Playbook, load_playbooks, matching
 from service.policy import Mode
@@ -66,7 +69,7 @@ class _LocalClock:
         await asyncio.sleep(seconds)
 
 
-def _local_executor(registry: Registry):  # type: ignore[no-untyped-def]
+def _local_executor(registry: Registry) -> Executor:
     async def execute(step: StepBase, request: StepRequest) -> StepResult:
         try:
             return await registry.dispatch(request)
@@ -137,6 +140,14 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def _until_terminated(work: Coroutine[Any, Any, int]) -> int:
+    """SIGTERM cancels the work, so `finally` blocks run (the dev server is stopped, pools are closed)."""
+    task = asyncio.current_task()
+    if task is not None and threading.current_thread() is threading.main_thread():
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await work
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remediate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -171,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "schema":
             return _schema(args, settings)
         command = {"plan": _plan, "runs": _runs, "serve": _serve, "dev": dev.run}[args.command]
-        return asyncio.run(command(args, settings))
+        return asyncio.run(_until_terminated(command(args, settings)))
     except PlaybookError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -180,3 +191,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except asyncio.CancelledError:
+        return 143
