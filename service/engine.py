@@ -30,17 +30,6 @@ RunStatus = Literal[
     "blocked_by_policy",
     "cancelled",
 ]
-TERMINAL: frozenset[str] = frozenset(
-    {
-        "succeeded",
-        "failed",
-        "rejected",
-        "expired",
-        "resolved_before_action",
-        "blocked_by_policy",
-        "cancelled",
-    }
-)
 StepStatus = Literal["pending", "running", "ok", "failed", "skipped", "planned", "dry_run", "not_run"]
 Phase = Literal["diagnose", "act", "verify"]
 RUN_STEP = "run_step"  # the one activity every step runs through
