@@ -79,7 +79,41 @@ class PrometheusConnection(_Connection):
     auth: HttpAuth | None = None
 
 
-Connection = Annotated[PostgresConnection | HttpConnection | PrometheusConnection, Field(discriminator="type")]
+class KubernetesConnection(_Connection):
+    """A Kubernetes API: a kubeconfig file (and context), or the pod's service account."""
+
+    type: Literal["kubernetes"]
+    kubeconfig: str | None = Field(default=None, description="Path of a kubeconfig file; unset means in-cluster.")
+    context: str | None = None
+    timeout: float = Field(default=10.0, gt=0)
+
+
+class TemporalConnection(_Connection):
+    """A Temporal cluster and namespace that playbooks act on (not the service's own)."""
+
+    type: Literal["temporal"]
+    address: str = Field(pattern=r"^[^\s/]+:\d+$")
+    namespace: str = "default"
+    tls: bool = False
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    api_key: SecretRef | None = Field(default=None, description="Temporal Cloud API key (implies TLS).")
+
+
+class RedisConnection(_Connection):
+    """A Redis server; the URL is a secret reference because it may carry a password."""
+
+    type: Literal["redis"]
+    url: SecretRef
+    socket_timeout: float = Field(default=5.0, gt=0)
+
+
+Connection = Annotated[
+    PostgresConnection | HttpConnection | PrometheusConnection | KubernetesConnection | TemporalConnection
+    | RedisConnection,
+    Field(discriminator="type"),
+]
 
 
 class ConfigFile(BaseModel):

@@ -40,7 +40,7 @@ class Registry:
             raise PermanentStepError(f"no handler for action {request.action!r}")
         params_type: type[Params] = ACTIONS[request.action].model_fields["with_"].annotation  # type: ignore[assignment]
         try:
-            params = params_type.model_validate(request.params)
+            params = params_type.model_validate(request.params, context={"rendered": True})
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
             where = ".".join(str(p) for p in first["loc"])

@@ -2,55 +2,27 @@
 
 from __future__ import annotations
 
-import re
-from datetime import timedelta
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, WithJsonSchema, model_validator
+from pydantic import Field, JsonValue, model_validator
 
-from service.templating import Escape
+from service.step_base import (
+    Approval,
+    Duration,
+    Effect,
+    Params,
+    Retry,
+    StepBase,
+    StepId,
+    Template,
+    approval_of,
+)
+from service.steps_kubernetes import KUBERNETES_STEP, KUBERNETES_STEPS
+from service.steps_redis import REDIS_STEP, REDIS_STEPS
+from service.steps_temporal import TEMPORAL_STEP, TEMPORAL_STEPS
 
-_DURATION = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def _parse_duration(value: Any) -> Any:
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return timedelta(seconds=float(match["n"]) * _UNIT_SECONDS[match["unit"]])
-    return value  # ISO-8601 (how the model serialises) and numbers go to pydantic's own parsing
-
-
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(_parse_duration),
-    WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h)$", "examples": ["30s", "5m"]}),
-]
-
-StepId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
-Approval = Literal["none", "required"]
-Effect = Literal["read", "write"]
-
-
-class Retry(BaseModel):
-    """Bounded retries: `attempts` in total, `interval` before the second, growing by `backoff`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    attempts: int = Field(default=1, ge=1, le=20)
-    interval: Duration = timedelta(seconds=1)
-    backoff: float = Field(default=1.0, ge=1.0, le=10.0)
-
-
-class Params(BaseModel):
-    """Base of every `with` block: which fields take no templates, and how templated values are escaped."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    literal_fields: ClassVar[frozenset[str]] = frozenset()
-    escapes: ClassVar[dict[str, Escape]] = {}
-
+__all__ = ["ACTIONS", "Approval", "Duration", "Effect", "Params", "Retry", "Step", "StepBase", "StepId", "Template",
+           "approval_of"]
 
 class PostgresQueryParams(Params):
     """A read-only SQL query; values come in only through bound `params`."""
@@ -97,32 +69,6 @@ class PrometheusQueryParams(Params):
     escapes = {"query": "promql"}
 
     query: str = Field(min_length=1)
-
-
-class StepBase(BaseModel):
-    """Fields every step has."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    connection_type: ClassVar[str]
-    default_approval: ClassVar[Approval] = "required"
-
-    id: StepId
-    action: str
-    description: str = ""
-    connection: str = Field(min_length=1)
-    when: str | None = Field(default=None, description="Expression; the step runs only when it is true.")
-    timeout: Duration = timedelta(seconds=30)
-    retry: Retry | None = None
-    expect: str | None = Field(default=None, description="Expression the result must satisfy (retried).")
-
-    @property
-    def effect(self) -> Effect:
-        return "read"
-
-    @property
-    def params(self) -> Params:
-        raise NotImplementedError
 
 
 class PostgresQuery(StepBase):
@@ -182,15 +128,12 @@ class PrometheusQuery(StepBase):
         return self.with_
 
 
-Step = Annotated[PostgresQuery | PostgresExecute | HttpRequest | PrometheusQuery, Field(discriminator="action")]
-STEP_TYPES: tuple[type[StepBase], ...] = (PostgresQuery, PostgresExecute, HttpRequest, PrometheusQuery)
-ACTIONS: dict[str, type[StepBase]] = {
-    t.model_fields["action"].annotation.__args__[0]: t  # type: ignore[union-attr]
-    for t in STEP_TYPES
-}
 
-
-def approval_of(step: StepBase) -> Approval:
-    """The approval a write needs: what the playbook says, else the action's safe default."""
-    explicit: Approval | None = getattr(step, "approval", None)
-    return explicit if explicit is not None else step.default_approval
+_SQL_HTTP_PROM = (PostgresQuery, PostgresExecute, HttpRequest, PrometheusQuery)
+STEP_TYPES: tuple[type[StepBase], ...] = (*_SQL_HTTP_PROM, *KUBERNETES_STEPS, *TEMPORAL_STEPS, *REDIS_STEPS)
+Step = Annotated[
+    PostgresQuery | PostgresExecute | HttpRequest | PrometheusQuery
+    | KUBERNETES_STEP | TEMPORAL_STEP | REDIS_STEP,
+    Field(discriminator="action"),
+]
+ACTIONS: dict[str, type[StepBase]] = {t.model_fields["action"].annotation.__args__[0]: t for t in STEP_TYPES}  # type: ignore[union-attr]

@@ -23,7 +23,7 @@ def is_template(text: str) -> bool:
     return any(marker in text for marker in _MARKERS)
 
 
-Escape = Literal["none", "url", "promql"]
+Escape = Literal["none", "url", "promql", "visibility", "glob"]
 
 
 def _url_segment(value: object) -> str:
@@ -36,10 +36,24 @@ def _promql_string(value: object) -> str:
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-_FINALIZERS = {"none": None, "url": _url_segment, "promql": _promql_string}
+def _visibility_string(value: object) -> str:
+    # Temporal's list filter has no escape for quotes: a value that could end a string literal is refused.
+    text = str(value)
+    if any(c in text for c in "'\"\\`\n\r"):
+        raise TemplateError(f"value {text!r} cannot be placed in a visibility query (quotes or backslashes)")
+    return text
 
 
-@lru_cache(maxsize=3)
+def _glob_literal(value: object) -> str:
+    # Redis MATCH patterns: a value matches itself only, never as a wildcard.
+    return re.sub(r"([*?\[\]\\^])", r"\\\1", str(value))
+
+
+_FINALIZERS = {"none": None, "url": _url_segment, "promql": _promql_string, "visibility": _visibility_string,
+               "glob": _glob_literal}
+
+
+@lru_cache(maxsize=8)
 def _environment(escape: Escape) -> ImmutableSandboxedEnvironment:
     return ImmutableSandboxedEnvironment(
         undefined=jinja2.StrictUndefined,

@@ -1,0 +1,134 @@
+"""What every step shares: timing, retries, approval, and `with` blocks that take templates until rendered."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from collections.abc import Sequence
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema
+
+from service.errors import GuardViolation
+from service.templating import Escape, is_template
+
+T = TypeVar("T")
+
+_DURATION = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _parse_duration(value: Any) -> Any:
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return timedelta(seconds=float(match["n"]) * _UNIT_SECONDS[match["unit"]])
+    return value  # ISO-8601 (how the model serialises) and numbers go to pydantic's own parsing
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_parse_duration),
+    WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h)$", "examples": ["30s", "5m"]}),
+]
+
+StepId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+Approval = Literal["none", "required"]
+Effect = Literal["read", "write"]
+
+
+class Retry(BaseModel):
+    """Bounded retries: `attempts` in total, `interval` before the second, growing by `backoff`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    attempts: int = Field(default=1, ge=1, le=20)
+    interval: Duration = timedelta(seconds=1)
+    backoff: float = Field(default=1.0, ge=1.0, le=10.0)
+
+
+class Params(BaseModel):
+    """Base of every `with` block: which fields take no templates, and how templated values are escaped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    literal_fields: ClassVar[frozenset[str]] = frozenset()
+    escapes: ClassVar[dict[str, Escape]] = {}
+
+
+def _template_until_rendered(value: str, info: ValidationInfo) -> str:
+    # Before rendering a typed field may hold a template; after rendering, text where a typed value belongs is refused.
+    if info.context and info.context.get("rendered"):
+        raise ValueError("expected a typed value here, got text")
+    if not is_template(value):
+        raise ValueError("expected a typed value or a {{ template }}")
+    return value
+
+
+Template = Annotated[str, AfterValidator(_template_until_rendered)]
+
+
+class StepBase(BaseModel):
+    """Fields every step has."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    connection_type: ClassVar[str]
+    default_approval: ClassVar[Approval] = "required"
+
+    id: StepId
+    action: str
+    description: str = ""
+    connection: str = Field(min_length=1)
+    when: str | None = Field(default=None, description="Expression; the step runs only when it is true.")
+    timeout: Duration = timedelta(seconds=30)
+    retry: Retry | None = None
+    expect: str | None = Field(default=None, description="Expression the result must satisfy (retried).")
+
+    @property
+    def effect(self) -> Effect:
+        return "read"
+
+    def safe_default_approval(self) -> Approval:
+        """The approval a write needs when the playbook does not say; destructive actions say `required`."""
+        return self.default_approval
+
+    @property
+    def params(self) -> Params:
+        raise NotImplementedError
+
+
+def approval_of(step: StepBase) -> Approval:
+    """The approval a write needs: what the playbook says, else the action's safe default."""
+    explicit: Approval | None = getattr(step, "approval", None)
+    return explicit if explicit is not None else step.safe_default_approval()
+
+
+class WriteStep(StepBase):
+    """A step that changes something: it may say `approval:` and always runs at most once per run."""
+
+    approval: Approval | None = None
+
+    @property
+    def effect(self) -> Effect:
+        return "write"
+
+
+class TargetRef(BaseModel):
+    """A typed target taken from a diagnose result; extra fields of that result are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+def bounded_targets(targets: Sequence[T], max_targets: int, what: str) -> Sequence[T]:
+    """Refuse an empty target list (never read as "everything") and any list over the playbook's cap."""
+    if not targets:
+        raise GuardViolation(f"no {what} to act on: an empty target list is refused, never read as 'all'")
+    if len(targets) > max_targets:
+        raise GuardViolation(f"{len(targets)} {what} is over max_targets {max_targets}; nothing was changed")
+    if len(set(targets)) != len(targets):
+        raise GuardViolation(f"the {what} list names the same target twice")
+    return targets
+
+
+MaxTargets = Annotated[int, Field(ge=1, le=1000, description="Refuse to act on more targets than this.")]

@@ -1,0 +1,153 @@
+"""Temporal as a target: describe, list, query and act on explicit workflow executions of another namespace."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, JsonValue
+
+from service.step_base import Approval, MaxTargets, Params, StepBase, TargetRef, Template, WriteStep
+
+WorkflowId = Annotated[str, Field(min_length=1, max_length=1000, pattern=r"^[^\x00-\x1f]+$")]
+RunId = Annotated[str, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")]
+
+
+class WorkflowRef(TargetRef):
+    """One workflow execution, exactly: the id and the run id seen at diagnosis."""
+
+    workflow_id: WorkflowId
+    run_id: RunId
+
+
+class ExecutionParams(Params):
+    workflow_id: WorkflowId | Template
+    run_id: RunId | Template | None = None
+
+
+class ListParams(Params):
+    literal_fields = frozenset({"limit"})
+    escapes = {"query": "visibility"}
+
+    query: str = Field(min_length=1, description="Visibility query; templated values may not contain quotes.")
+    limit: int = Field(ge=1, le=1000, description="Required: the most executions returned.")
+
+
+class CountParams(Params):
+    escapes = {"query": "visibility"}
+
+    query: str = Field(min_length=1)
+
+
+class QueryParams(ExecutionParams):
+    literal_fields = frozenset({"query"})
+
+    query: Identifier
+    args: list[JsonValue] = Field(default_factory=list)
+
+
+class TargetsParams(Params):
+    literal_fields = frozenset({"max_targets"})
+
+    workflows: list[WorkflowRef] | Template
+    max_targets: MaxTargets
+    reason: str = Field(default="", max_length=500)
+
+
+class SignalParams(TargetsParams):
+    literal_fields = frozenset({"max_targets", "signal"})
+
+    signal: Identifier
+    args: list[JsonValue] = Field(default_factory=list)
+
+
+class ResetParams(TargetsParams):
+    literal_fields = frozenset({"max_targets", "to"})
+
+    to: Literal["last_workflow_task"] | int = Field(
+        default="last_workflow_task", description="last_workflow_task, or the event id of a WorkflowTaskCompleted")
+
+
+class StartParams(Params):
+    literal_fields = frozenset({"id_suffix"})
+
+    workflow_type: Identifier | Template
+    task_queue: Identifier | Template
+    workflow_id: WorkflowId | Template = Field(description="The new id; starting twice under it starts once.")
+    args: list[JsonValue] | Template = Field(default_factory=list)
+
+
+class _Temporal(StepBase):
+    connection_type = "temporal"
+
+    @property
+    def params(self) -> Params:
+        return self.with_  # type: ignore[attr-defined,no-any-return]
+
+
+class _TemporalWrite(WriteStep):
+    connection_type = "temporal"
+    default_approval = "none"
+
+    @property
+    def params(self) -> Params:
+        return self.with_  # type: ignore[attr-defined,no-any-return]
+
+
+class Describe(_Temporal):
+    action: Literal["temporal.describe"]
+    with_: ExecutionParams = Field(alias="with")
+
+
+class ListWorkflows(_Temporal):
+    action: Literal["temporal.list"]
+    with_: ListParams = Field(alias="with")
+
+
+class CountWorkflows(_Temporal):
+    action: Literal["temporal.count"]
+    with_: CountParams = Field(alias="with")
+
+
+class QueryWorkflow(_Temporal):
+    action: Literal["temporal.query"]
+    with_: QueryParams = Field(alias="with")
+
+
+class HistoryInput(_Temporal):
+    action: Literal["temporal.history_input"]
+    with_: ExecutionParams = Field(alias="with")
+
+
+class Signal(_TemporalWrite):
+    action: Literal["temporal.signal"]
+    with_: SignalParams = Field(alias="with")
+
+
+class Cancel(_TemporalWrite):
+    action: Literal["temporal.cancel"]
+    with_: TargetsParams = Field(alias="with")
+
+
+class Terminate(_TemporalWrite):
+    default_approval = "required"
+    action: Literal["temporal.terminate"]
+    with_: TargetsParams = Field(alias="with")
+
+
+class Reset(_TemporalWrite):
+    default_approval = "required"
+    action: Literal["temporal.reset"]
+    with_: ResetParams = Field(alias="with")
+
+
+class Start(_TemporalWrite):
+    action: Literal["temporal.start"]
+    with_: StartParams = Field(alias="with")
+
+
+TEMPORAL_STEP = (Describe | ListWorkflows | CountWorkflows | QueryWorkflow | HistoryInput | Signal | Cancel | Terminate
+                 | Reset | Start)
+TEMPORAL_STEPS: tuple[type[StepBase], ...] = (
+    Describe, ListWorkflows, CountWorkflows, QueryWorkflow, HistoryInput, Signal, Cancel, Terminate, Reset, Start,
+)
