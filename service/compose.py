@@ -14,15 +14,21 @@ from temporalio.client import Client
 
 from service.activities import StepActivities
 from service.adapters.http import HttpAdapter
+from service.adapters.kubernetes import KubernetesAdapter
 from service.adapters.postgres import PostgresAdapter
 from service.adapters.prometheus import PrometheusAdapter
+from service.adapters.redis import RedisAdapter
 from service.adapters.temporal import TemporalRuns
+from service.adapters.temporal_target import TemporalTargetAdapter
 from service.config import (
     ConfigFile,
     HttpConnection,
+    KubernetesConnection,
     PostgresConnection,
     PrometheusConnection,
+    RedisConnection,
     Settings,
+    TemporalConnection,
 )
 from service.playbook import Playbook, load_playbooks
 from service.registry import Registry
@@ -39,6 +45,9 @@ class Adapters:
     postgres: PostgresAdapter
     http: HttpAdapter
     prometheus: PrometheusAdapter
+    kubernetes: KubernetesAdapter
+    temporal: TemporalTargetAdapter
+    redis: RedisAdapter
     pings: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
 
     @classmethod
@@ -48,21 +57,31 @@ class Adapters:
             postgres=PostgresAdapter({n: c for n, c in conns.items() if isinstance(c, PostgresConnection)}),
             http=HttpAdapter({n: c for n, c in conns.items() if isinstance(c, HttpConnection)}),
             prometheus=PrometheusAdapter({n: c for n, c in conns.items() if isinstance(c, PrometheusConnection)}),
+            kubernetes=KubernetesAdapter({n: c for n, c in conns.items() if isinstance(c, KubernetesConnection)}),
+            temporal=TemporalTargetAdapter({n: c for n, c in conns.items() if isinstance(c, TemporalConnection)}),
+            redis=RedisAdapter({n: c for n, c in conns.items() if isinstance(c, RedisConnection)}),
         )
         for name, conn in conns.items():
             pingers: dict[str, Callable[[str], Awaitable[None]]] = {
                 "postgres": adapters.postgres.ping,
                 "http": adapters.http.ping,
                 "prometheus": adapters.prometheus.ping,
+                "kubernetes": adapters.kubernetes.ping,
+                "temporal": adapters.temporal.ping,
+                "redis": adapters.redis.ping,
             }
             adapters.pings[f"connection:{name}"] = _bind(pingers[conn.type], name)
         return adapters
 
     def registry(self) -> Registry:
-        return Registry([self.postgres.actions(), self.http.actions(), self.prometheus.actions()])
+        return Registry([a.actions() for a in self._all()])
+
+    def _all(self) -> tuple[PostgresAdapter | HttpAdapter | PrometheusAdapter | KubernetesAdapter
+                            | TemporalTargetAdapter | RedisAdapter, ...]:
+        return (self.postgres, self.http, self.prometheus, self.kubernetes, self.temporal, self.redis)
 
     async def close(self) -> None:
-        await asyncio.gather(self.postgres.close(), self.http.close(), self.prometheus.close())
+        await asyncio.gather(*(a.close() for a in self._all()))
 
 
 def _bind(ping: Callable[[str], Awaitable[None]], name: str) -> Callable[[], Awaitable[None]]:
