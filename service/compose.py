@@ -76,8 +76,12 @@ class Adapters:
     def registry(self) -> Registry:
         return Registry([a.actions() for a in self._all()])
 
-    def _all(self) -> tuple[PostgresAdapter | HttpAdapter | PrometheusAdapter | KubernetesAdapter
-                            | TemporalTargetAdapter | RedisAdapter, ...]:
+    def _all(
+        self,
+    ) -> tuple[
+        PostgresAdapter | HttpAdapter | PrometheusAdapter | KubernetesAdapter | TemporalTargetAdapter | RedisAdapter,
+        ...,
+    ]:
         return (self.postgres, self.http, self.prometheus, self.kubernetes, self.temporal, self.redis)
 
     async def close(self) -> None:

@@ -110,7 +110,11 @@ class RedisConnection(_Connection):
 
 
 Connection = Annotated[
-    PostgresConnection | HttpConnection | PrometheusConnection | KubernetesConnection | TemporalConnection
+    PostgresConnection
+    | HttpConnection
+    | PrometheusConnection
+    | KubernetesConnection
+    | TemporalConnection
     | RedisConnection,
     Field(discriminator="type"),
 ]

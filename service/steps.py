@@ -21,8 +21,20 @@ from service.steps_kubernetes import KUBERNETES_STEP, KUBERNETES_STEPS
 from service.steps_redis import REDIS_STEP, REDIS_STEPS
 from service.steps_temporal import TEMPORAL_STEP, TEMPORAL_STEPS
 
-__all__ = ["ACTIONS", "Approval", "Duration", "Effect", "Params", "Retry", "Step", "StepBase", "StepId", "Template",
-           "approval_of"]
+__all__ = [
+    "ACTIONS",
+    "Approval",
+    "Duration",
+    "Effect",
+    "Params",
+    "Retry",
+    "Step",
+    "StepBase",
+    "StepId",
+    "Template",
+    "approval_of",
+]
+
 
 class PostgresQueryParams(Params):
     """A read-only SQL query; values come in only through bound `params`."""
@@ -128,12 +140,10 @@ class PrometheusQuery(StepBase):
         return self.with_
 
 
-
 _SQL_HTTP_PROM = (PostgresQuery, PostgresExecute, HttpRequest, PrometheusQuery)
 STEP_TYPES: tuple[type[StepBase], ...] = (*_SQL_HTTP_PROM, *KUBERNETES_STEPS, *TEMPORAL_STEPS, *REDIS_STEPS)
 Step = Annotated[
-    PostgresQuery | PostgresExecute | HttpRequest | PrometheusQuery
-    | KUBERNETES_STEP | TEMPORAL_STEP | REDIS_STEP,
+    PostgresQuery | PostgresExecute | HttpRequest | PrometheusQuery | KUBERNETES_STEP | TEMPORAL_STEP | REDIS_STEP,
     Field(discriminator="action"),
 ]
 ACTIONS: dict[str, type[StepBase]] = {t.model_fields["action"].annotation.__args__[0]: t for t in STEP_TYPES}  # type: ignore[union-attr]

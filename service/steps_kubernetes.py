@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -10,12 +10,16 @@ from service.step_base import Approval, Duration, MaxTargets, Params, StepBase, 
 
 # Kubernetes' own validation rules, so an alert value can never be more than one name.
 Namespace = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
-Name = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$", max_length=253)]
+Name = Annotated[
+    str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$", max_length=253)
+]
 ContainerName = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
 LabelKey = Annotated[
     str,
-    Field(pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
-          max_length=316),
+    Field(
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+        max_length=316,
+    ),
 ]
 LabelValue = Annotated[str, Field(pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$", max_length=63)]
 Uid = Annotated[str, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
@@ -111,7 +115,7 @@ class _K8s(StepBase):
 
 class _K8sWrite(WriteStep):
     connection_type = "kubernetes"
-    default_approval = "none"
+    default_approval: ClassVar[Approval] = "none"
 
     @property
     def params(self) -> Params:
@@ -174,7 +178,18 @@ class RolloutUndo(_K8sWrite):
     with_: RolloutUndoParams = Field(alias="with")
 
 
-KUBERNETES_STEP = GetPods | PodLogs | GetDeployment | TopPods | DeletePods | EvictPods | Scale | RolloutRestart | SetEnv | RolloutUndo
+KUBERNETES_STEP = (
+    GetPods | PodLogs | GetDeployment | TopPods | DeletePods | EvictPods | Scale | RolloutRestart | SetEnv | RolloutUndo
+)
 KUBERNETES_STEPS: tuple[type[StepBase], ...] = (
-    GetPods, PodLogs, GetDeployment, TopPods, DeletePods, EvictPods, Scale, RolloutRestart, SetEnv, RolloutUndo,
+    GetPods,
+    PodLogs,
+    GetDeployment,
+    TopPods,
+    DeletePods,
+    EvictPods,
+    Scale,
+    RolloutRestart,
+    SetEnv,
+    RolloutUndo,
 )

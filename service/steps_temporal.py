@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, JsonValue
 
@@ -65,7 +65,8 @@ class ResetParams(TargetsParams):
     literal_fields = frozenset({"max_targets", "to"})
 
     to: Literal["last_workflow_task"] | int = Field(
-        default="last_workflow_task", description="last_workflow_task, or the event id of a WorkflowTaskCompleted")
+        default="last_workflow_task", description="last_workflow_task, or the event id of a WorkflowTaskCompleted"
+    )
 
 
 class StartParams(Params):
@@ -87,7 +88,7 @@ class _Temporal(StepBase):
 
 class _TemporalWrite(WriteStep):
     connection_type = "temporal"
-    default_approval = "none"
+    default_approval: ClassVar[Approval] = "none"
 
     @property
     def params(self) -> Params:
@@ -146,8 +147,27 @@ class Start(_TemporalWrite):
     with_: StartParams = Field(alias="with")
 
 
-TEMPORAL_STEP = (Describe | ListWorkflows | CountWorkflows | QueryWorkflow | HistoryInput | Signal | Cancel | Terminate
-                 | Reset | Start)
+TEMPORAL_STEP = (
+    Describe
+    | ListWorkflows
+    | CountWorkflows
+    | QueryWorkflow
+    | HistoryInput
+    | Signal
+    | Cancel
+    | Terminate
+    | Reset
+    | Start
+)
 TEMPORAL_STEPS: tuple[type[StepBase], ...] = (
-    Describe, ListWorkflows, CountWorkflows, QueryWorkflow, HistoryInput, Signal, Cancel, Terminate, Reset, Start,
+    Describe,
+    ListWorkflows,
+    CountWorkflows,
+    QueryWorkflow,
+    HistoryInput,
+    Signal,
+    Cancel,
+    Terminate,
+    Reset,
+    Start,
 )

@@ -49,8 +49,13 @@ def _glob_literal(value: object) -> str:
     return re.sub(r"([*?\[\]\\^])", r"\\\1", str(value))
 
 
-_FINALIZERS = {"none": None, "url": _url_segment, "promql": _promql_string, "visibility": _visibility_string,
-               "glob": _glob_literal}
+_FINALIZERS = {
+    "none": None,
+    "url": _url_segment,
+    "promql": _promql_string,
+    "visibility": _visibility_string,
+    "glob": _glob_literal,
+}
 
 
 @lru_cache(maxsize=8)

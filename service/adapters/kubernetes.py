@@ -50,12 +50,23 @@ def _pod(pod: Pod) -> dict[str, JsonValue]:
     meta = pod.metadata
     assert meta is not None  # noqa: S101 - the API always sends metadata
     return {
-        "namespace": meta.namespace, "name": meta.name, "uid": meta.uid, "labels": dict(meta.labels or {}),
-        "phase": pod.status.phase if pod.status else None, "node": pod.spec.nodeName if pod.spec else None,
+        "namespace": meta.namespace,
+        "name": meta.name,
+        "uid": meta.uid,
+        "labels": dict(meta.labels or {}),
+        "phase": pod.status.phase if pod.status else None,
+        "node": pod.spec.nodeName if pod.spec else None,
         "ready": bool(statuses) and all(s.ready for s in statuses),
         "restarts": sum(s.restartCount for s in statuses),
-        "containers": [{"name": s.name, "ready": s.ready, "restarts": s.restartCount,
-                        "waiting": s.state.waiting.reason if s.state and s.state.waiting else None} for s in statuses],
+        "containers": [
+            {
+                "name": s.name,
+                "ready": s.ready,
+                "restarts": s.restartCount,
+                "waiting": s.state.waiting.reason if s.state and s.state.waiting else None,
+            }
+            for s in statuses
+        ],
     }
 
 
@@ -63,30 +74,55 @@ def _deployment(d: Deployment) -> dict[str, JsonValue]:
     assert d.metadata is not None and d.spec is not None  # noqa: S101 - the API always sends them
     containers = d.spec.template.spec.containers if d.spec.template.spec else []
     return {
-        "namespace": d.metadata.namespace, "name": d.metadata.name, "uid": d.metadata.uid,
-        "replicas": d.spec.replicas, "paused": bool(d.spec.paused),
+        "namespace": d.metadata.namespace,
+        "name": d.metadata.name,
+        "uid": d.metadata.uid,
+        "replicas": d.spec.replicas,
+        "paused": bool(d.spec.paused),
         "ready_replicas": (d.status.readyReplicas or 0) if d.status else 0,
         "updated_replicas": (d.status.updatedReplicas or 0) if d.status else 0,
-        "revision": int((d.metadata.annotations or {}).get(REVISION, "0")),
-        "containers": [{"name": c.name, "image": c.image,
-                        "env": {e.name: e.value for e in (c.env or []) if e.value is not None}} for c in containers],
+        "revision": _revision(d.metadata.annotations),
+        "containers": [
+            {"name": c.name, "image": c.image, "env": {e.name: e.value for e in (c.env or []) if e.value is not None}}
+            for c in containers
+        ],
     }
+
+
+def _revision(annotations: Mapping[str, str] | None) -> int:
+    return int((annotations or {}).get(REVISION, "0"))
+
+
+def _container_env(d: Deployment, container: str) -> dict[str, str] | None:
+    spec = d.spec.template.spec if d.spec else None
+    for c in spec.containers if spec else []:
+        if c.name == container:
+            return {e.name: e.value for e in (c.env or []) if e.value is not None}
+    return None
 
 
 class KubernetesAdapter:
     """One lightkube client per connection; `transport` lets tests point it at an in-process server."""
 
-    def __init__(self, connections: Mapping[str, KubernetesConnection],
-                 transport: httpx2.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self, connections: Mapping[str, KubernetesConnection], transport: httpx2.AsyncBaseTransport | None = None
+    ) -> None:
         self._connections, self._transport = dict(connections), transport
         self._clients: dict[str, AsyncClient] = {}
 
     def actions(self) -> dict[str, Handler]:
-        return {"k8s.get_pods": self._get_pods, "k8s.pod_logs": self._pod_logs,
-                "k8s.get_deployment": self._get_deployment, "k8s.top_pods": self._top_pods,
-                "k8s.delete_pods": self._delete_pods, "k8s.evict_pods": self._evict_pods, "k8s.scale": self._scale,
-                "k8s.rollout_restart": self._rollout_restart, "k8s.set_env": self._set_env,
-                "k8s.rollout_undo": self._rollout_undo}
+        return {
+            "k8s.get_pods": self._get_pods,
+            "k8s.pod_logs": self._pod_logs,
+            "k8s.get_deployment": self._get_deployment,
+            "k8s.top_pods": self._top_pods,
+            "k8s.delete_pods": self._delete_pods,
+            "k8s.evict_pods": self._evict_pods,
+            "k8s.scale": self._scale,
+            "k8s.rollout_restart": self._rollout_restart,
+            "k8s.set_env": self._set_env,
+            "k8s.rollout_undo": self._rollout_undo,
+        }
 
     def _client(self, name: str) -> AsyncClient:
         client = self._clients.get(name)
@@ -95,10 +131,13 @@ class KubernetesAdapter:
             if conn is None:
                 raise ConfigError(f"no kubernetes connection named {name!r}")
             try:
-                config = (KubeConfig.from_file(conn.kubeconfig) if conn.kubeconfig
-                          else KubeConfig.from_service_account())
-                client = AsyncClient(config.get(context_name=conn.context), timeout=httpx2.Timeout(conn.timeout),
-                                     field_manager="remediate", transport=self._transport)
+                config = KubeConfig.from_file(conn.kubeconfig) if conn.kubeconfig else KubeConfig.from_service_account()
+                client = AsyncClient(
+                    config.get(context_name=conn.context),
+                    timeout=httpx2.Timeout(conn.timeout),
+                    field_manager="remediate",
+                    transport=self._transport,
+                )
             except (OSError, KeyError, ValueError) as exc:
                 raise ConfigError(f"kubernetes connection {name!r}: {exc}") from exc
             self._clients[name] = client
@@ -133,7 +172,8 @@ class KubernetesAdapter:
         pods: list[JsonValue] = []
         try:
             async for pod in self._client(request.connection).list(
-                    Pod, namespace=str(params.namespace), labels=dict(params.selector), chunk_size=params.max_pods):
+                Pod, namespace=str(params.namespace), labels=dict(params.selector), chunk_size=params.max_pods
+            ):
                 pods.append(_pod(pod))
                 if len(pods) > params.max_pods:
                     break
@@ -144,8 +184,10 @@ class KubernetesAdapter:
         truncated = len(pods) > params.max_pods
         pods = pods[: params.max_pods]
         selector = ",".join(f"{k}={v}" for k, v in params.selector.items())
-        return StepResult(data={"pods": pods, "count": len(pods), "truncated": truncated},
-                          summary=f"{len(pods)} pod(s) in {params.namespace} matching {selector}")
+        return StepResult(
+            data={"pods": pods, "count": len(pods), "truncated": truncated},
+            summary=f"{len(pods)} pod(s) in {params.namespace} matching {selector}",
+        )
 
     async def _pod_logs(self, request: StepRequest, params: Params) -> StepResult:
         assert isinstance(params, PodLogsParams)  # noqa: S101 - the registry validated it
@@ -153,9 +195,12 @@ class KubernetesAdapter:
         lines: list[JsonValue] = []
         try:
             async for line in self._client(request.connection).log(
-                    str(params.pod), namespace=str(params.namespace),
-                    container=str(params.container) if params.container else None, tail_lines=params.tail_lines,
-                    since=int(params.since.total_seconds()) if params.since else None):
+                str(params.pod),
+                namespace=str(params.namespace),
+                container=str(params.container) if params.container else None,
+                tail_lines=params.tail_lines,
+                since=int(params.since.total_seconds()) if params.since else None,
+            ):
                 text = line.rstrip("\n")
                 if pattern is None or pattern.search(text):
                     lines.append(text)
@@ -167,23 +212,36 @@ class KubernetesAdapter:
 
     async def _get_deployment(self, request: StepRequest, params: Params) -> StepResult:
         assert isinstance(params, DeploymentParams)  # noqa: S101 - the registry validated it
-        d = await self._call("get deployment", self._client(request.connection).get(
-            Deployment, str(params.name), namespace=str(params.namespace)))
+        d = await self._call(
+            "get deployment",
+            self._client(request.connection).get(Deployment, str(params.name), namespace=str(params.namespace)),
+        )
         data = _deployment(d)
-        return StepResult(data=data, summary=f"{params.namespace}/{params.name}: {data['ready_replicas']}/"
-                                             f"{data['replicas']} ready, revision {data['revision']}")
+        return StepResult(
+            data=data,
+            summary=f"{params.namespace}/{params.name}: {data['ready_replicas']}/"
+            f"{data['replicas']} ready, revision {data['revision']}",
+        )
 
     async def _top_pods(self, request: StepRequest, params: Params) -> StepResult:
         assert isinstance(params, Selector)  # noqa: S101 - the registry validated it
         try:
-            items = [m async for m in self._client(request.connection).list(
-                PodMetrics, namespace=str(params.namespace), labels=dict(params.selector))]
+            items = [
+                m
+                async for m in self._client(request.connection).list(
+                    PodMetrics, namespace=str(params.namespace), labels=dict(params.selector)
+                )
+            ]
         except ApiError as exc:
             if exc.status.code == 404:
-                raise PermanentStepError("the metrics API (metrics.k8s.io) is not available in this cluster; "
-                                         "install metrics-server or use prometheus.query") from exc
+                raise PermanentStepError(
+                    "the metrics API (metrics.k8s.io) is not available in this cluster; "
+                    "install metrics-server or use prometheus.query"
+                ) from exc
             raise _error(exc, "pod metrics") from exc
-        pods: list[JsonValue] = [{"name": m.metadata.name, "containers": m["containers"]} for m in items]
+        pods: list[JsonValue] = [
+            {"name": m.metadata.name if m.metadata else None, "containers": m["containers"]} for m in items
+        ]
         return StepResult(data={"pods": pods, "count": len(pods)}, summary=f"{len(pods)} pod(s) measured")
 
     # ---- writes ----------------------------------------------------------------------------------------------
@@ -203,25 +261,34 @@ class KubernetesAdapter:
         summary = f"{verb} {len(targets)} pod(s)" + (" (dry-run=All, nothing persisted)" if request.dry_run else "")
         if failures:
             raise PermanentStepError(f"{summary}: {failures} failed: {results}")
-        return StepResult(data={"results": results, "count": len(results), "dry_run": request.dry_run},
-                          summary=summary, targets=[str(r["target"]) for r in results if isinstance(r, dict)],
-                          dry_run=request.dry_run)
+        return StepResult(
+            data={"results": results, "count": len(results), "dry_run": request.dry_run},
+            summary=summary,
+            targets=[str(r["target"]) for r in results if isinstance(r, dict)],
+            dry_run=request.dry_run,
+        )
 
-    async def _one_pod(self, client: AsyncClient, ref: PodRef, params: PodsWriteParams, evict: bool,
-                       dry_run: bool) -> str:
+    async def _one_pod(
+        self, client: AsyncClient, ref: PodRef, params: PodsWriteParams, evict: bool, dry_run: bool
+    ) -> str:
         try:
             current = await client.get(Pod, ref.name, namespace=ref.namespace)
             if current.metadata is None or current.metadata.uid != ref.uid:
                 return "skipped: the pod was replaced since diagnosis (uid changed)"
             if evict:
-                options = DeleteOptions(preconditions=Preconditions(uid=ref.uid),
-                                        gracePeriodSeconds=params.grace_period_seconds)
-                await client.create(Pod.Eviction(metadata=ObjectMeta(name=ref.name, namespace=ref.namespace),
-                                             deleteOptions=options), name=ref.name, namespace=ref.namespace,
-                                    dry_run=dry_run)
+                options = DeleteOptions(
+                    preconditions=Preconditions(uid=ref.uid), gracePeriodSeconds=params.grace_period_seconds
+                )
+                await client.create(
+                    Pod.Eviction(metadata=ObjectMeta(name=ref.name, namespace=ref.namespace), deleteOptions=options),
+                    name=ref.name,
+                    namespace=ref.namespace,
+                    dry_run=dry_run,
+                )
                 return "would be evicted" if dry_run else "evicted"
-            await client.delete(Pod, ref.name, namespace=ref.namespace, grace_period=params.grace_period_seconds,
-                                dry_run=dry_run)
+            await client.delete(
+                Pod, ref.name, namespace=ref.namespace, grace_period=params.grace_period_seconds, dry_run=dry_run
+            )
             return "would be deleted" if dry_run else "deleted"
         except ApiError as exc:
             if exc.status.code == 404:
@@ -248,16 +315,26 @@ class KubernetesAdapter:
         previous = scale.spec.replicas if scale.spec else 0
         target = f"deployment {ns}/{name}"
         if previous == replicas:
-            return StepResult(data={"previous": previous, "replicas": replicas, "changed": False},
-                              summary=f"{target} already has {replicas} replica(s)", targets=[target])
+            return StepResult(
+                data={"previous": previous, "replicas": replicas, "changed": False},
+                summary=f"{target} already has {replicas} replica(s)",
+                targets=[target],
+            )
         # Compare-and-set: the resourceVersion read above makes a concurrent change fail with 409.
         scale.spec.replicas = replicas
-        await self._call(f"scale {target}", client.replace(scale, namespace=ns, dry_run=request.dry_run))
+        await self._call(f"scale {target}", client.replace(scale, name, namespace=ns, dry_run=request.dry_run))
         verb = "would scale" if request.dry_run else "scaled"
-        return StepResult(data={"previous": previous, "replicas": replicas, "changed": not request.dry_run,
-                                "dry_run": request.dry_run},
-                          summary=f"{verb} {target} from {previous} to {replicas}", targets=[target],
-                          dry_run=request.dry_run)
+        return StepResult(
+            data={
+                "previous": previous,
+                "replicas": replicas,
+                "changed": not request.dry_run,
+                "dry_run": request.dry_run,
+            },
+            summary=f"{verb} {target} from {previous} to {replicas}",
+            targets=[target],
+            dry_run=request.dry_run,
+        )
 
     async def _marked(self, client: AsyncClient, ns: str, name: str, key: str) -> tuple[Deployment, bool]:
         d = await self._call("get deployment", client.get(Deployment, name, namespace=ns))
@@ -273,33 +350,49 @@ class KubernetesAdapter:
         if d.spec and d.spec.paused:
             raise GuardViolation(f"{target} is paused; a restart would not roll out. Resume it first")
         if done:
-            return StepResult(data={"changed": False}, summary=f"{target} was already restarted by this run",
-                              targets=[target])
+            return StepResult(
+                data={"changed": False}, summary=f"{target} was already restarted by this run", targets=[target]
+            )
         now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
         patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now, MARK: key}}}}}
-        await self._call(f"restart {target}", client.patch(Deployment, name, patch, namespace=ns,
-                                                           patch_type=PatchType.STRATEGIC, dry_run=request.dry_run))
+        await self._call(
+            f"restart {target}",
+            client.patch(
+                Deployment, name, patch, namespace=ns, patch_type=PatchType.STRATEGIC, dry_run=request.dry_run
+            ),
+        )
         verb = "would restart" if request.dry_run else "restarted"
-        return StepResult(data={"changed": not request.dry_run, "restarted_at": now, "dry_run": request.dry_run},
-                          summary=f"{verb} {target}", targets=[target], dry_run=request.dry_run)
+        return StepResult(
+            data={"changed": not request.dry_run, "restarted_at": now, "dry_run": request.dry_run},
+            summary=f"{verb} {target}",
+            targets=[target],
+            dry_run=request.dry_run,
+        )
 
     async def _set_env(self, request: StepRequest, params: Params) -> StepResult:
         assert isinstance(params, SetEnvParams)  # noqa: S101 - the registry validated it
         client, ns, name = self._client(request.connection), str(params.namespace), str(params.name)
         target = f"deployment {ns}/{name} container {params.container}"
         d = await self._call("get deployment", client.get(Deployment, name, namespace=ns))
-        before = next((c for c in _deployment(d)["containers"] if c["name"] == params.container), None)  # type: ignore[union-attr,index]
+        before = _container_env(d, params.container)
         if before is None:
             raise PermanentStepError(f"{target}: no such container")
         env = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in params.env.items()}
         patch = set_env_patch(params.container, env)
-        await self._call(f"set env on {target}", client.patch(Deployment, name, patch, namespace=ns,
-                                                              patch_type=PatchType.STRATEGIC, dry_run=request.dry_run))
-        previous = {k: before["env"].get(k) for k in env}  # type: ignore[index,union-attr]
+        await self._call(
+            f"set env on {target}",
+            client.patch(
+                Deployment, name, patch, namespace=ns, patch_type=PatchType.STRATEGIC, dry_run=request.dry_run
+            ),
+        )
+        previous: dict[str, JsonValue] = {k: before.get(k) for k in env}
         verb = "would set" if request.dry_run else "set"
-        return StepResult(data={"previous": previous, "env": dict(env), "dry_run": request.dry_run},
-                          summary=f"{verb} {', '.join(f'{k}={v}' for k, v in env.items())} on {target}",
-                          targets=[target], dry_run=request.dry_run)
+        return StepResult(
+            data={"previous": previous, "env": dict(env), "dry_run": request.dry_run},
+            summary=f"{verb} {', '.join(f'{k}={v}' for k, v in env.items())} on {target}",
+            targets=[target],
+            dry_run=request.dry_run,
+        )
 
     async def _rollout_undo(self, request: StepRequest, params: Params) -> StepResult:
         assert isinstance(params, RolloutUndoParams)  # noqa: S101 - the registry validated it
@@ -307,13 +400,16 @@ class KubernetesAdapter:
         target, key = f"deployment {ns}/{name}", f"{request.run_id}/{request.step_id}"
         d, done = await self._marked(client, ns, name, key)
         if done:
-            return StepResult(data={"changed": False}, summary=f"{target} was already rolled back by this run",
-                              targets=[target])
-        current = _deployment(d)["revision"]
-        owned = [rs async for rs in client.list(ReplicaSet, namespace=ns)
-                 if any(o.uid == d.metadata.uid for o in (rs.metadata.ownerReferences or []))]  # type: ignore[union-attr]
-        by_revision = {int((rs.metadata.annotations or {}).get(REVISION, "0")): rs for rs in owned}  # type: ignore[union-attr]
-        wanted = params.to_revision or max((r for r in by_revision if r < current), default=0)  # type: ignore[operator]
+            return StepResult(
+                data={"changed": False}, summary=f"{target} was already rolled back by this run", targets=[target]
+            )
+        assert d.metadata is not None  # noqa: S101 - the API always sends metadata
+        current, uid = _revision(d.metadata.annotations), d.metadata.uid
+        by_revision: dict[int, ReplicaSet] = {}
+        async for rs in client.list(ReplicaSet, namespace=ns):
+            if rs.metadata and any(o.uid == uid for o in (rs.metadata.ownerReferences or [])):
+                by_revision[_revision(rs.metadata.annotations)] = rs
+        wanted = params.to_revision or max((r for r in by_revision if r < current), default=0)
         if wanted not in by_revision or wanted == current:
             raise PermanentStepError(f"{target}: no revision {wanted or 'before ' + str(current)} to roll back to")
         template = by_revision[wanted].spec.template.to_dict()  # type: ignore[union-attr]
@@ -321,18 +417,28 @@ class KubernetesAdapter:
         template["metadata"].setdefault("annotations", {})[MARK] = key
         # As `kubectl rollout undo` does: replace the whole pod template with the old revision's.
         patch = [{"op": "replace", "path": "/spec/template", "value": template}]
-        await self._call(f"roll back {target}", client.patch(Deployment, name, patch, namespace=ns,
-                                                             patch_type=PatchType.JSON, dry_run=request.dry_run))
+        await self._call(
+            f"roll back {target}",
+            client.patch(Deployment, name, patch, namespace=ns, patch_type=PatchType.JSON, dry_run=request.dry_run),
+        )
         verb = "would roll back" if request.dry_run else "rolled back"
-        return StepResult(data={"from_revision": current, "to_revision": wanted, "dry_run": request.dry_run},
-                          summary=f"{verb} {target} from revision {current} to {wanted}", targets=[target],
-                          dry_run=request.dry_run)
+        return StepResult(
+            data={"from_revision": current, "to_revision": wanted, "dry_run": request.dry_run},
+            summary=f"{verb} {target} from revision {current} to {wanted}",
+            targets=[target],
+            dry_run=request.dry_run,
+        )
 
 
 def set_env_patch(container: str, env: Mapping[str, str]) -> dict[str, Any]:
     """A strategic merge patch that sets variables on one container; other containers and variables survive."""
-    return {"spec": {"template": {"spec": {"containers": [
-        {"name": container, "env": [{"name": k, "value": v} for k, v in env.items()]}]}}}}
+    return {
+        "spec": {
+            "template": {
+                "spec": {"containers": [{"name": container, "env": [{"name": k, "value": v} for k, v in env.items()]}]}
+            }
+        }
+    }
 
 
 __all__ = ["KubernetesAdapter", "set_env_patch"]

@@ -65,9 +65,15 @@ class RedisAdapter:
         self._clients: dict[str, aioredis.Redis] = {}
 
     def actions(self) -> dict[str, Handler]:
-        return {"redis.scan": self._scan, "redis.get": self._get, "redis.ttl": self._ttl,
-                "bullmq.stalled": self._stalled, "bullmq.counts": self._counts, "redis.delete": self._delete,
-                "bullmq.recover_stalled": self._recover}
+        return {
+            "redis.scan": self._scan,
+            "redis.get": self._get,
+            "redis.ttl": self._ttl,
+            "bullmq.stalled": self._stalled,
+            "bullmq.counts": self._counts,
+            "redis.delete": self._delete,
+            "bullmq.recover_stalled": self._recover,
+        }
 
     def _client(self, name: str) -> aioredis.Redis:
         client = self._clients.get(name)
@@ -97,22 +103,26 @@ class RedisAdapter:
 
     async def _scan(self, request: StepRequest, params: Params) -> StepResult:
         assert isinstance(params, ScanParams)  # noqa: S101 - the registry validated it
-        client, keys, cursor = self._client(request.connection), [], 0
+        client, cursor = self._client(request.connection), 0
+        keys: list[str | None] = []
         while True:
             cursor, batch = await self._run("scan", client.scan(cursor, match=params.match, count=params.count))
             keys.extend(_text(k) for k in batch)
             if cursor == 0 or len(keys) > params.limit:
                 break
         truncated = len(keys) > params.limit
-        found: list[JsonValue] = sorted(k for k in keys if k is not None)[: params.limit]
-        return StepResult(data={"keys": found, "count": len(found), "truncated": truncated},
-                          summary=f"{len(found)} key(s) matching {params.match}" + (" (truncated)" if truncated else ""))
+        found: list[JsonValue] = [k for k in sorted(k for k in keys if k is not None)[: params.limit]]
+        return StepResult(
+            data={"keys": found, "count": len(found), "truncated": truncated},
+            summary=f"{len(found)} key(s) matching {params.match}" + (" (truncated)" if truncated else ""),
+        )
 
     async def _get(self, request: StepRequest, params: Params) -> StepResult:
         assert isinstance(params, KeyParams)  # noqa: S101 - the registry validated it
         value = _text(await self._run("get", self._client(request.connection).get(params.key)))
-        return StepResult(data={"key": params.key, "value": value, "exists": value is not None},
-                          summary=f"{params.key} = {value!r}")
+        return StepResult(
+            data={"key": params.key, "value": value, "exists": value is not None}, summary=f"{params.key} = {value!r}"
+        )
 
     async def _ttl(self, request: StepRequest, params: Params) -> StepResult:
         assert isinstance(params, KeyParams)  # noqa: S101 - the registry validated it
@@ -128,11 +138,22 @@ class RedisAdapter:
         for job_id in active:
             if await self._run("exists", client.exists(f"{base}:{job_id}:lock")):
                 continue
-            fields = {_text(k): _text(v) for k, v in (await self._run("hgetall", client.hgetall(f"{base}:{job_id}"))).items()}
-            jobs.append({"queue": str(params.queue), "id": job_id, "name": fields.get("name"),
-                         "processed_on": fields.get("processedOn"), "attempts_made": fields.get("attemptsMade")})
-        return StepResult(data={"jobs": jobs, "count": len(jobs), "active": len(active)},
-                          summary=f"{len(jobs)} stalled of {len(active)} active job(s) in {params.queue}")
+            fields = {
+                _text(k): _text(v) for k, v in (await self._run("hgetall", client.hgetall(f"{base}:{job_id}"))).items()
+            }
+            jobs.append(
+                {
+                    "queue": str(params.queue),
+                    "id": job_id,
+                    "name": fields.get("name"),
+                    "processed_on": fields.get("processedOn"),
+                    "attempts_made": fields.get("attemptsMade"),
+                }
+            )
+        return StepResult(
+            data={"jobs": jobs, "count": len(jobs), "active": len(active)},
+            summary=f"{len(jobs)} stalled of {len(active)} active job(s) in {params.queue}",
+        )
 
     async def _counts(self, request: StepRequest, params: Params) -> StepResult:
         assert isinstance(params, QueueParams)  # noqa: S101 - the registry validated it
@@ -157,9 +178,12 @@ class RedisAdapter:
                 deleted = await self._run("compare-and-delete", client.eval(COMPARE_AND_DELETE, 1, ref.key, ref.value))
                 outcome = "deleted" if deleted else "kept: the value changed since diagnosis (re-acquired)"
             results.append({"target": f"key {ref.key}", "outcome": outcome})
-        return StepResult(data={"results": results, "dry_run": request.dry_run},  # type: ignore[dict-item]
-                          summary=f"{'planned' if request.dry_run else 'compare-and-delete'} {len(targets)} key(s)",
-                          targets=[r["target"] for r in results], dry_run=request.dry_run)
+        return StepResult(
+            data={"results": results, "dry_run": request.dry_run},
+            summary=f"{'planned' if request.dry_run else 'compare-and-delete'} {len(targets)} key(s)",
+            targets=[r["target"] for r in results],
+            dry_run=request.dry_run,
+        )
 
     async def _recover(self, request: StepRequest, params: Params) -> StepResult:
         assert isinstance(params, RecoverParams)  # noqa: S101 - the registry validated it
@@ -171,13 +195,38 @@ class RedisAdapter:
                 stalled = not await self._run("exists", client.exists(f"{base}:{job.id}:lock"))
                 outcome = f"would move to {params.to}" if stalled else "would be kept: locked again"
             else:
-                keys = [f"{base}:active", f"{base}:wait", f"{base}:failed", f"{base}:{job.id}",
-                        f"{base}:{job.id}:lock", f"{base}:events"]
-                moved = _text(await self._run("recover", client.eval(
-                    RECOVER_STALLED, len(keys), *keys, job.id, params.to, params.reason, str(int(time.time() * 1000)))))
-                outcome = {"wait": "moved to wait", "failed": "moved to failed", "locked": "kept: locked again",
-                           "not_active": "kept: no longer active"}.get(moved or "", str(moved))
+                keys = [
+                    f"{base}:active",
+                    f"{base}:wait",
+                    f"{base}:failed",
+                    f"{base}:{job.id}",
+                    f"{base}:{job.id}:lock",
+                    f"{base}:events",
+                ]
+                moved = _text(
+                    await self._run(
+                        "recover",
+                        client.eval(
+                            RECOVER_STALLED,
+                            len(keys),
+                            *keys,
+                            job.id,
+                            params.to,
+                            params.reason,
+                            str(int(time.time() * 1000)),
+                        ),
+                    )
+                )
+                outcome = {
+                    "wait": "moved to wait",
+                    "failed": "moved to failed",
+                    "locked": "kept: locked again",
+                    "not_active": "kept: no longer active",
+                }.get(moved or "", str(moved))
             results.append({"target": f"job {job.queue}/{job.id}", "outcome": outcome})
-        return StepResult(data={"results": results, "dry_run": request.dry_run},  # type: ignore[dict-item]
-                          summary=f"{'planned' if request.dry_run else 'recovered'} {len(targets)} stalled job(s) "
-                                  f"to {params.to}", targets=[r["target"] for r in results], dry_run=request.dry_run)
+        return StepResult(
+            data={"results": results, "dry_run": request.dry_run},
+            summary=f"{'planned' if request.dry_run else 'recovered'} {len(targets)} stalled job(s) to {params.to}",
+            targets=[r["target"] for r in results],
+            dry_run=request.dry_run,
+        )

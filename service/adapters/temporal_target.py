@@ -37,7 +37,8 @@ _RETRYABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCSta
 
 
 def _json(value: Any) -> JsonValue:
-    return json.loads(json.dumps(value, default=str))
+    plain: JsonValue = json.loads(json.dumps(value, default=str))
+    return plain
 
 
 def _error(exc: RPCError, what: str) -> PermanentStepError | RetryableStepError:
@@ -57,10 +58,18 @@ class TemporalTargetAdapter:
         self._clients: dict[str, Client] = {}
 
     def actions(self) -> dict[str, Handler]:
-        return {"temporal.describe": self._describe, "temporal.list": self._list, "temporal.count": self._count,
-                "temporal.query": self._query, "temporal.history_input": self._history_input,
-                "temporal.signal": self._signal, "temporal.cancel": self._cancel,
-                "temporal.terminate": self._terminate, "temporal.reset": self._reset, "temporal.start": self._start}
+        return {
+            "temporal.describe": self._describe,
+            "temporal.list": self._list,
+            "temporal.count": self._count,
+            "temporal.query": self._query,
+            "temporal.history_input": self._history_input,
+            "temporal.signal": self._signal,
+            "temporal.cancel": self._cancel,
+            "temporal.terminate": self._terminate,
+            "temporal.reset": self._reset,
+            "temporal.start": self._start,
+        }
 
     async def _client(self, name: str) -> Client:
         client = self._clients.get(name)
@@ -70,11 +79,18 @@ class TemporalTargetAdapter:
                 raise ConfigError(f"no temporal connection named {name!r}")
             tls: bool | TLSConfig = conn.tls or conn.api_key is not None
             if conn.tls_ca_file or conn.tls_cert_file:
-                tls = TLSConfig(server_root_ca_cert=_read(conn.tls_ca_file), client_cert=_read(conn.tls_cert_file),
-                                client_private_key=_read(conn.tls_key_file))
+                tls = TLSConfig(
+                    server_root_ca_cert=_read(conn.tls_ca_file),
+                    client_cert=_read(conn.tls_cert_file),
+                    client_private_key=_read(conn.tls_key_file),
+                )
             try:
-                client = await Client.connect(conn.address, namespace=conn.namespace, tls=tls,
-                                              api_key=resolve_secret(conn.api_key) if conn.api_key else None)
+                client = await Client.connect(
+                    conn.address,
+                    namespace=conn.namespace,
+                    tls=tls,
+                    api_key=resolve_secret(conn.api_key) if conn.api_key else None,
+                )
             except RuntimeError as exc:
                 raise RetryableStepError(f"temporal {name}: cannot connect to {conn.address}: {exc}") from exc
             self._clients[name] = client
@@ -102,17 +118,33 @@ class TemporalTargetAdapter:
         assert isinstance(params, ExecutionParams)  # noqa: S101 - the registry validated it
         handle = await self._handle(request, str(params.workflow_id), str(params.run_id) if params.run_id else None)
         d = await self._rpc(f"describe {params.workflow_id}", handle.describe())
-        pending: list[JsonValue] = [{
-            "activity_id": a.activity_id, "type": a.activity_type.name, "attempt": a.attempt,
-            "state": a.state, "last_failure": a.last_failure.message if a.HasField("last_failure") else None,
-            "last_heartbeat": a.last_heartbeat_time.ToJsonString() if a.HasField("last_heartbeat_time") else None,
-        } for a in d.raw_description.pending_activities]
+        pending: list[JsonValue] = [
+            {
+                "activity_id": a.activity_id,
+                "type": a.activity_type.name,
+                "attempt": a.attempt,
+                "state": a.state,
+                "last_failure": a.last_failure.message if a.HasField("last_failure") else None,
+                "last_heartbeat": a.last_heartbeat_time.ToJsonString() if a.HasField("last_heartbeat_time") else None,
+            }
+            for a in d.raw_description.pending_activities
+        ]
         data: dict[str, JsonValue] = {
-            "workflow_id": d.id, "run_id": d.run_id, "type": d.workflow_type, "task_queue": d.task_queue,
-            "status": d.status.name if d.status else None, "start_time": _json(d.start_time),
-            "close_time": _json(d.close_time), "history_length": d.history_length, "pending_activities": pending}
-        return StepResult(data=data, summary=f"{d.id} ({d.workflow_type}) is {data['status']}, "
-                                             f"{d.history_length} events, {len(pending)} pending activit(ies)")
+            "workflow_id": d.id,
+            "run_id": d.run_id,
+            "type": d.workflow_type,
+            "task_queue": d.task_queue,
+            "status": d.status.name if d.status else None,
+            "start_time": _json(d.start_time),
+            "close_time": _json(d.close_time),
+            "history_length": d.history_length,
+            "pending_activities": pending,
+        }
+        return StepResult(
+            data=data,
+            summary=f"{d.id} ({d.workflow_type}) is {data['status']}, "
+            f"{d.history_length} events, {len(pending)} pending activit(ies)",
+        )
 
     async def _list(self, request: StepRequest, params: Params) -> StepResult:
         assert isinstance(params, ListParams)  # noqa: S101 - the registry validated it
@@ -120,13 +152,22 @@ class TemporalTargetAdapter:
         found: list[JsonValue] = []
         try:
             async for e in client.list_workflows(params.query, limit=params.limit):
-                found.append({"workflow_id": e.id, "run_id": e.run_id, "type": e.workflow_type,
-                              "status": e.status.name if e.status else None, "task_queue": e.task_queue,
-                              "start_time": _json(e.start_time)})
+                found.append(
+                    {
+                        "workflow_id": e.id,
+                        "run_id": e.run_id,
+                        "type": e.workflow_type,
+                        "status": e.status.name if e.status else None,
+                        "task_queue": e.task_queue,
+                        "start_time": _json(e.start_time),
+                    }
+                )
         except RPCError as exc:
             raise _error(exc, "list workflows") from exc
-        return StepResult(data={"workflows": found, "count": len(found)},
-                          summary=f"{len(found)} workflow(s) for {params.query!r} (limit {params.limit})")
+        return StepResult(
+            data={"workflows": found, "count": len(found)},
+            summary=f"{len(found)} workflow(s) for {params.query!r} (limit {params.limit})",
+        )
 
     async def _count(self, request: StepRequest, params: Params) -> StepResult:
         assert isinstance(params, CountParams)  # noqa: S101 - the registry validated it
@@ -143,18 +184,31 @@ class TemporalTargetAdapter:
     async def _history_input(self, request: StepRequest, params: Params) -> StepResult:
         assert isinstance(params, ExecutionParams)  # noqa: S101 - the registry validated it
         client = await self._client(request.connection)
-        handle = client.get_workflow_handle(str(params.workflow_id), run_id=str(params.run_id) if params.run_id else None)
+        handle = client.get_workflow_handle(
+            str(params.workflow_id), run_id=str(params.run_id) if params.run_id else None
+        )
         history = await self._rpc("fetch history", handle.fetch_history())
         started = history.events[0].workflow_execution_started_event_attributes
         args = await client.data_converter.decode(started.input.payloads) if started.HasField("input") else []
-        return StepResult(data={"workflow_type": started.workflow_type.name, "task_queue": started.task_queue.name,
-                                "args": _json(list(args)), "run_id": history.run_id},
-                          summary=f"original input of {params.workflow_id}: {len(args)} argument(s)")
+        return StepResult(
+            data={
+                "workflow_type": started.workflow_type.name,
+                "task_queue": started.task_queue.name,
+                "args": _json(list(args)),
+                "run_id": history.run_id,
+            },
+            summary=f"original input of {params.workflow_id}: {len(args)} argument(s)",
+        )
 
     # ---- writes ----------------------------------------------------------------------------------------------
 
-    async def _each(self, request: StepRequest, params: TargetsParams, verb: str,
-                    act: Callable[[WorkflowHandle[Any, Any], WorkflowRef], Awaitable[None]]) -> StepResult:
+    async def _each(
+        self,
+        request: StepRequest,
+        params: TargetsParams,
+        verb: str,
+        act: Callable[[WorkflowHandle[Any, Any], WorkflowRef], Awaitable[None]],
+    ) -> StepResult:
         targets: list[WorkflowRef] = list(bounded_targets(list(params.workflows), params.max_targets, "workflows"))  # type: ignore[arg-type]
         client, results, failures = await self._client(request.connection), [], 0
         for ref in targets:
@@ -177,8 +231,12 @@ class TemporalTargetAdapter:
         summary = f"{verb} {len(targets)} workflow(s)" + (" (dry-run: planned, not sent)" if request.dry_run else "")
         if failures:
             raise PermanentStepError(f"{summary}: {failures} failed: {results}")
-        return StepResult(data={"results": results, "dry_run": request.dry_run},  # type: ignore[dict-item]
-                          summary=summary, targets=[r["target"] for r in results], dry_run=request.dry_run)
+        return StepResult(
+            data={"results": results, "dry_run": request.dry_run},
+            summary=summary,
+            targets=[r["target"] for r in results],
+            dry_run=request.dry_run,
+        )
 
     def _reason(self, request: StepRequest, reason: str) -> str:
         # Whoever reads the target's history can find the run that acted on it.
@@ -189,6 +247,7 @@ class TemporalTargetAdapter:
 
         async def act(handle: WorkflowHandle[Any, Any], _: WorkflowRef) -> None:
             await handle.signal(params.signal, args=params.args)
+
         return await self._each(request, params, "signal", act)
 
     async def _cancel(self, request: StepRequest, params: Params) -> StepResult:
@@ -196,6 +255,7 @@ class TemporalTargetAdapter:
 
         async def act(handle: WorkflowHandle[Any, Any], _: WorkflowRef) -> None:
             await handle.cancel(reason=self._reason(request, params.reason))
+
         return await self._each(request, params, "cancel", act)
 
     async def _terminate(self, request: StepRequest, params: Params) -> StepResult:
@@ -203,6 +263,7 @@ class TemporalTargetAdapter:
 
         async def act(handle: WorkflowHandle[Any, Any], _: WorkflowRef) -> None:
             await handle.terminate(reason=self._reason(request, params.reason))
+
         return await self._each(request, params, "terminate", act)
 
     async def _reset(self, request: StepRequest, params: Params) -> StepResult:
@@ -211,31 +272,47 @@ class TemporalTargetAdapter:
 
         async def act(handle: WorkflowHandle[Any, Any], ref: WorkflowRef) -> None:
             event_id = params.to if isinstance(params.to, int) else await _last_completed_task(handle)
-            await client.workflow_service.reset_workflow_execution(ResetWorkflowExecutionRequest(
-                namespace=client.namespace, reason=self._reason(request, params.reason),
-                workflow_execution=WorkflowExecution(workflow_id=ref.workflow_id, run_id=ref.run_id),
-                workflow_task_finish_event_id=event_id,
-                request_id=f"{request.run_id}/{request.step_id}/{ref.workflow_id}"))  # the same reset only once
+            await client.workflow_service.reset_workflow_execution(
+                ResetWorkflowExecutionRequest(
+                    namespace=client.namespace,
+                    reason=self._reason(request, params.reason),
+                    workflow_execution=WorkflowExecution(workflow_id=ref.workflow_id, run_id=ref.run_id),
+                    workflow_task_finish_event_id=event_id,
+                    request_id=f"{request.run_id}/{request.step_id}/{ref.workflow_id}",
+                )
+            )  # the same reset only once
+
         return await self._each(request, params, "reset", act)
 
     async def _start(self, request: StepRequest, params: Params) -> StepResult:
         assert isinstance(params, StartParams)  # noqa: S101 - the registry validated it
         target = f"workflow {params.workflow_id} ({params.workflow_type} on {params.task_queue})"
         if request.dry_run:
-            return StepResult(data={"dry_run": True, "workflow_id": str(params.workflow_id)},
-                              summary=f"would start {target}", targets=[target], dry_run=True)
+            return StepResult(
+                data={"dry_run": True, "workflow_id": str(params.workflow_id)},
+                summary=f"would start {target}",
+                targets=[target],
+                dry_run=True,
+            )
         client = await self._client(request.connection)
         try:
-            handle = await client.start_workflow(str(params.workflow_type), args=list(params.args),
-                                                 id=str(params.workflow_id), task_queue=str(params.task_queue),
-                                                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL)
+            handle = await client.start_workflow(
+                str(params.workflow_type),
+                args=list(params.args),
+                id=str(params.workflow_id),
+                task_queue=str(params.task_queue),
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            )
             outcome, run_id = "started", handle.result_run_id
         except WorkflowAlreadyStartedError as exc:
             outcome, run_id = "already started (not started twice)", exc.run_id
         except RPCError as exc:
             raise _error(exc, f"start {target}") from exc
-        return StepResult(data={"workflow_id": str(params.workflow_id), "run_id": run_id, "outcome": outcome},
-                          summary=f"{outcome}: {target}", targets=[target])
+        return StepResult(
+            data={"workflow_id": str(params.workflow_id), "run_id": run_id, "outcome": outcome},
+            summary=f"{outcome}: {target}",
+            targets=[target],
+        )
 
 
 async def _last_completed_task(handle: WorkflowHandle[Any, Any]) -> int:

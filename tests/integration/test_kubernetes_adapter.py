@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -29,16 +30,21 @@ async def kube(tmp_path: Path) -> AsyncIterator[tuple[FakeKube, Registry]]:
     while not server.started:  # noqa: ASYNC110 - uvicorn has only a flag
         await asyncio.sleep(0.02)
     (tmp_path / "kubeconfig").write_text(fake.kubeconfig(f"http://127.0.0.1:{port}"))
-    adapter = KubernetesAdapter({"k8s": KubernetesConnection(type="kubernetes", kubeconfig=str(tmp_path / "kubeconfig"))})
+    adapter = KubernetesAdapter(
+        {"k8s": KubernetesConnection(type="kubernetes", kubeconfig=str(tmp_path / "kubeconfig"))}
+    )
     yield fake, Registry([adapter.actions()], require_all=False)
     await adapter.close()
     server.should_exit = True
     await task
 
 
-async def call(registry: Registry, action: str, dry_run: bool = False, step: str = "s", **params: object) -> StepResult:
-    return await registry.dispatch(StepRequest(run_id="run-1", step_id=step, action=action, connection="k8s",
-                                               params=params, dry_run=dry_run))  # type: ignore[arg-type]
+async def call(registry: Registry, action: str, dry_run: bool = False, step: str = "s", **params: Any) -> Any:
+    """Dispatch one step; the result is returned as a StepResult whose `data` tests may index freely."""
+    result: StepResult = await registry.dispatch(
+        StepRequest(run_id="run-1", step_id=step, action=action, connection="k8s", params=params, dry_run=dry_run)
+    )
+    return result
 
 
 async def test_get_pods_builds_an_exact_selector(kube: tuple[FakeKube, Registry]) -> None:
@@ -47,9 +53,12 @@ async def test_get_pods_builds_an_exact_selector(kube: tuple[FakeKube, Registry]
     fake.add_pod("llm", "exec-1", {"app": "orchestrator", "role": "executor"})
     fake.add_pod("llm", "api-1", {"app": "orchestrator", "role": "api"})
     result = await call(registry, "k8s.get_pods", namespace="llm", selector={"app": "orchestrator", "role": "executor"})
-    assert [p["name"] for p in result.data["pods"]] == ["exec-1"]  # type: ignore[index,union-attr]
-    assert ("GET", "/api/v1/namespaces/llm/pods", "limit=100&labelSelector=app%3Dorchestrator%2Crole%3Dexecutor") \
-        in fake.requests
+    assert [p["name"] for p in result.data["pods"]] == ["exec-1"]
+    assert (
+        "GET",
+        "/api/v1/namespaces/llm/pods",
+        "limit=100&labelSelector=app%3Dorchestrator%2Crole%3Dexecutor",
+    ) in fake.requests
 
 
 @pytest.mark.parametrize("hostile", ["a,b=c", "x!=y", "", " ", "a b", "*", "in (a,b)", "a" * 64, "ünï"])
@@ -74,7 +83,7 @@ async def test_delete_pods_uses_typed_targets_and_caps(kube: tuple[FakeKube, Reg
     dry = await call(registry, "k8s.delete_pods", dry_run=True, pods=refs[:2], max_targets=2)
     assert dry.dry_run and len(fake.pods) == 3 and any("dryRun=All" in q for _, _, q in fake.requests)
     done = await call(registry, "k8s.delete_pods", pods=refs[:2], max_targets=2)
-    assert [r["outcome"] for r in done.data["results"]] == ["deleted", "deleted"]  # type: ignore[index,union-attr]
+    assert [r["outcome"] for r in done.data["results"]] == ["deleted", "deleted"]
     assert list(fake.pods) == [("llm", "exec-2")]
 
 
@@ -83,9 +92,13 @@ async def test_a_replaced_pod_is_not_deleted(kube: tuple[FakeKube, Registry]) ->
     fake, registry = kube
     old = fake.add_pod("llm", "exec-0", {"app": "x"})
     fake.add_pod("llm", "exec-0", {"app": "x"})  # the controller replaced it
-    result = await call(registry, "k8s.delete_pods", max_targets=1,
-                        pods=[{"namespace": "llm", "name": "exec-0", "uid": old["metadata"]["uid"]}])
-    assert "uid changed" in result.data["results"][0]["outcome"]  # type: ignore[index,call-overload]
+    result = await call(
+        registry,
+        "k8s.delete_pods",
+        max_targets=1,
+        pods=[{"namespace": "llm", "name": "exec-0", "uid": old["metadata"]["uid"]}],
+    )
+    assert "uid changed" in result.data["results"][0]["outcome"]
     assert ("llm", "exec-0") in fake.pods
 
 
@@ -94,8 +107,12 @@ async def test_eviction_respects_disruption_budgets(kube: tuple[FakeKube, Regist
     fake, registry = kube
     a, b = fake.add_pod("llm", "a", {"app": "x"}), fake.add_pod("llm", "b", {"app": "x"})
     fake.eviction_blocked.add(("llm", "b"))
-    ref = lambda p: {"namespace": "llm", "name": p["metadata"]["name"], "uid": p["metadata"]["uid"]}  # noqa: E731
-    assert (await call(registry, "k8s.evict_pods", pods=[ref(a)], max_targets=1)).data["results"][0]["outcome"] == "evicted"  # type: ignore[index,call-overload]
+    def ref(p: dict[str, Any]) -> dict[str, str]:
+        return {"namespace": "llm", "name": p["metadata"]["name"], "uid": p["metadata"]["uid"]}
+
+    assert (await call(registry, "k8s.evict_pods", pods=[ref(a)], max_targets=1)).data["results"][0][
+        "outcome"
+    ] == "evicted"
     with pytest.raises(PermanentStepError, match="disruption budget"):
         await call(registry, "k8s.evict_pods", pods=[ref(b)], max_targets=1)
     assert list(fake.pods) == [("llm", "b")]
@@ -106,13 +123,23 @@ async def test_scale_records_the_previous_count_and_honours_bounds(kube: tuple[F
     fake, registry = kube
     fake.add_deployment("llm", "orchestrator", replicas=3)
     with pytest.raises(PermanentStepError, match="outside"):
-        await call(registry, "k8s.scale", namespace="llm", name="orchestrator", replicas=9, min_replicas=1,
-                   max_replicas=6)
-    dry = await call(registry, "k8s.scale", dry_run=True, namespace="llm", name="orchestrator", replicas=6,
-                     min_replicas=1, max_replicas=6)
+        await call(
+            registry, "k8s.scale", namespace="llm", name="orchestrator", replicas=9, min_replicas=1, max_replicas=6
+        )
+    dry = await call(
+        registry,
+        "k8s.scale",
+        dry_run=True,
+        namespace="llm",
+        name="orchestrator",
+        replicas=6,
+        min_replicas=1,
+        max_replicas=6,
+    )
     assert dry.data["previous"] == 3 and fake.deployments[("llm", "orchestrator")]["spec"]["replicas"] == 3
-    done = await call(registry, "k8s.scale", namespace="llm", name="orchestrator", replicas=6, min_replicas=1,
-                      max_replicas=6)
+    done = await call(
+        registry, "k8s.scale", namespace="llm", name="orchestrator", replicas=6, min_replicas=1, max_replicas=6
+    )
     assert done.data == {"previous": 3, "replicas": 6, "changed": True, "dry_run": False}
     assert fake.deployments[("llm", "orchestrator")]["spec"]["replicas"] == 6
 
@@ -135,12 +162,16 @@ async def test_set_env_keeps_sidecars_and_other_variables(kube: tuple[FakeKube, 
     """Setting one variable leaves the sidecar and the other variables in place."""
     fake, registry = kube
     fake.add_deployment("gl", "orchestrator", env={"LOG_LEVEL": "info", "MAX_CONCURRENT_NODES": "8"})
-    result = await call(registry, "k8s.set_env", namespace="gl", name="orchestrator", container="app",
-                        env={"MAX_CONCURRENT_NODES": 2})
+    result = await call(
+        registry, "k8s.set_env", namespace="gl", name="orchestrator", container="app", env={"MAX_CONCURRENT_NODES": 2}
+    )
     assert result.data["previous"] == {"MAX_CONCURRENT_NODES": "8"}
     containers = fake.deployments[("gl", "orchestrator")]["spec"]["template"]["spec"]["containers"]
     assert [c["name"] for c in containers] == ["app", "sidecar"]
-    assert containers[0]["env"] == [{"name": "LOG_LEVEL", "value": "info"}, {"name": "MAX_CONCURRENT_NODES", "value": "2"}]
+    assert containers[0]["env"] == [
+        {"name": "LOG_LEVEL", "value": "info"},
+        {"name": "MAX_CONCURRENT_NODES", "value": "2"},
+    ]
 
 
 def test_set_env_patch_matches_kubectl(tmp_path: Path) -> None:
@@ -149,14 +180,36 @@ def test_set_env_patch_matches_kubectl(tmp_path: Path) -> None:
     assert kubectl, "kubectl is required (it is part of this machine image; Debian: kubernetes-client)"
     dep = FakeKube().add_deployment("gl", "orchestrator", env={"A": "1", "MAX": "8"})
     (tmp_path / "d.json").write_text(json.dumps(dep))
-    ours = subprocess.run([kubectl, "patch", "--local", "-f", str(tmp_path / "d.json"), "--type", "strategic",
-                           "-p", json.dumps(set_env_patch("app", {"MAX": "2", "NEW": "x"})), "-o", "json"],
-                          capture_output=True, text=True, check=True).stdout
-    theirs = subprocess.run([kubectl, "set", "env", "--local", "-f", str(tmp_path / "d.json"), "-c", "app",
-                             "MAX=2", "NEW=x", "-o", "json"], capture_output=True, text=True, check=True).stdout
+    ours = subprocess.run(
+        [
+            kubectl,
+            "patch",
+            "--local",
+            "-f",
+            str(tmp_path / "d.json"),
+            "--type",
+            "strategic",
+            "-p",
+            json.dumps(set_env_patch("app", {"MAX": "2", "NEW": "x"})),
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    theirs = subprocess.run(
+        [kubectl, "set", "env", "--local", "-f", str(tmp_path / "d.json"), "-c", "app", "MAX=2", "NEW=x", "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
     def containers(out: str) -> list[tuple[str, str, list[dict[str, str]]]]:
         # kubectl set env also fills in `resources: {}`: compare what a patch can change.
-        return [(c["name"], c["image"], c.get("env", [])) for c in json.loads(out)["spec"]["template"]["spec"]["containers"]]
+        return [
+            (c["name"], c["image"], c.get("env", [])) for c in json.loads(out)["spec"]["template"]["spec"]["containers"]
+        ]
 
     assert containers(ours) == containers(theirs)
     assert [name for name, _, _ in containers(ours)] == ["app", "sidecar"]

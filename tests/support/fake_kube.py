@@ -19,8 +19,13 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 Obj = dict[str, Any]
-_LIST_MERGE_KEYS = {"containers": "name", "env": "name", "initContainers": "name", "volumes": "name",
-                    "ports": "containerPort"}
+_LIST_MERGE_KEYS = {
+    "containers": "name",
+    "env": "name",
+    "initContainers": "name",
+    "volumes": "name",
+    "ports": "containerPort",
+}
 
 
 def strategic_merge(target: Any, patch: Any) -> Any:
@@ -73,8 +78,18 @@ def json_patch(target: Obj, ops: list[Obj]) -> Obj:
 
 
 def _status(code: int, reason: str, message: str) -> JSONResponse:
-    return JSONResponse({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                         "message": message, "reason": reason, "code": code}, code)
+    return JSONResponse(
+        {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": reason,
+            "code": code,
+        },
+        code,
+    )
 
 
 @dataclass
@@ -93,31 +108,80 @@ class FakeKube:
     def _version(self) -> str:
         return str(next(self._versions))
 
-    def add_pod(self, namespace: str, name: str, labels: dict[str, str], ready: bool = True,
-                containers: tuple[str, ...] = ("app",)) -> Obj:
-        pod = {"apiVersion": "v1", "kind": "Pod",
-               "metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid4()), "labels": dict(labels),
-                            "resourceVersion": self._version()},
-               "spec": {"nodeName": "node-1", "containers": [{"name": c, "image": "img"} for c in containers]},
-               "status": {"phase": "Running", "containerStatuses": [
-                   {"name": c, "ready": ready, "restartCount": 0 if ready else 7, "image": "img", "imageID": "",
-                    "state": {"running": {}} if ready else {"waiting": {"reason": "CrashLoopBackOff"}}}
-                   for c in containers]}}
+    def add_pod(
+        self,
+        namespace: str,
+        name: str,
+        labels: dict[str, str],
+        ready: bool = True,
+        containers: tuple[str, ...] = ("app",),
+    ) -> Obj:
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "uid": str(uuid.uuid4()),
+                "labels": dict(labels),
+                "resourceVersion": self._version(),
+            },
+            "spec": {"nodeName": "node-1", "containers": [{"name": c, "image": "img"} for c in containers]},
+            "status": {
+                "phase": "Running",
+                "containerStatuses": [
+                    {
+                        "name": c,
+                        "ready": ready,
+                        "restartCount": 0 if ready else 7,
+                        "image": "img",
+                        "imageID": "",
+                        "state": {"running": {}} if ready else {"waiting": {"reason": "CrashLoopBackOff"}},
+                    }
+                    for c in containers
+                ],
+            },
+        }
         self.pods[(namespace, name)] = pod
         return pod
 
-    def add_deployment(self, namespace: str, name: str, replicas: int = 2, env: dict[str, str] | None = None,
-                       image: str = "app:v1", paused: bool = False) -> Obj:
-        template = {"metadata": {"labels": {"app": name}},
-                    "spec": {"containers": [
-                        {"name": "app", "image": image, "env": [{"name": k, "value": v} for k, v in (env or {}).items()]},
-                        {"name": "sidecar", "image": "proxy:1"}]}}
-        dep = {"apiVersion": "apps/v1", "kind": "Deployment",
-               "metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid4()), "generation": 1,
-                            "resourceVersion": self._version(), "annotations": {}},
-               "spec": {"replicas": replicas, "paused": paused, "selector": {"matchLabels": {"app": name}},
-                        "template": template},
-               "status": {"replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas}}
+    def add_deployment(
+        self,
+        namespace: str,
+        name: str,
+        replicas: int = 2,
+        env: dict[str, str] | None = None,
+        image: str = "app:v1",
+        paused: bool = False,
+    ) -> Obj:
+        template = {
+            "metadata": {"labels": {"app": name}},
+            "spec": {
+                "containers": [
+                    {"name": "app", "image": image, "env": [{"name": k, "value": v} for k, v in (env or {}).items()]},
+                    {"name": "sidecar", "image": "proxy:1"},
+                ]
+            },
+        }
+        dep = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "uid": str(uuid.uuid4()),
+                "generation": 1,
+                "resourceVersion": self._version(),
+                "annotations": {},
+            },
+            "spec": {
+                "replicas": replicas,
+                "paused": paused,
+                "selector": {"matchLabels": {"app": name}},
+                "template": template,
+            },
+            "status": {"replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas},
+        }
         self.deployments[(namespace, name)] = dep
         self._new_revision(dep)
         return dep
@@ -129,12 +193,25 @@ class FakeKube:
         template = copy.deepcopy(dep["spec"]["template"])
         template["metadata"].setdefault("labels", {})["pod-template-hash"] = f"h{revision}"
         self.replicasets[(ns, f"{name}-{revision}")] = {
-            "apiVersion": "apps/v1", "kind": "ReplicaSet",
-            "metadata": {"name": f"{name}-{revision}", "namespace": ns, "uid": str(uuid.uuid4()),
-                         "annotations": {"deployment.kubernetes.io/revision": str(revision)},
-                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name,
-                                              "uid": dep["metadata"]["uid"], "controller": True}]},
-            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": name}}, "template": template}}
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": {
+                "name": f"{name}-{revision}",
+                "namespace": ns,
+                "uid": str(uuid.uuid4()),
+                "annotations": {"deployment.kubernetes.io/revision": str(revision)},
+                "ownerReferences": [
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "Deployment",
+                        "name": name,
+                        "uid": dep["metadata"]["uid"],
+                        "controller": True,
+                    }
+                ],
+            },
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": name}}, "template": template},
+        }
 
     # ---- HTTP ------------------------------------------------------------------------------------------------
 
@@ -152,10 +229,14 @@ class FakeKube:
                 if sep != "=" or not key or any(c in term for c in "!()<> "):
                     return _status(400, "BadRequest", f"unable to parse requirement: {term!r}")
                 wanted[key] = value
-            items = [p for (pns, _), p in sorted(self.pods.items()) if pns == ns
-                     and all(p["metadata"]["labels"].get(k) == v for k, v in wanted.items())]
-            return JSONResponse({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"},
-                                 "items": items})
+            items = [
+                p
+                for (pns, _), p in sorted(self.pods.items())
+                if pns == ns and all(p["metadata"]["labels"].get(k) == v for k, v in wanted.items())
+            ]
+            return JSONResponse(
+                {"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": items}
+            )
 
         async def pod(request: Request) -> Response:
             await record(request)
@@ -163,9 +244,8 @@ class FakeKube:
             found = self.pods.get(key)
             if found is None:
                 return _status(404, "NotFound", f'pods "{key[1]}" not found')
-            if request.method == "DELETE":
-                if request.query_params.get("dryRun") != "All":
-                    del self.pods[key]
+            if request.method == "DELETE" and request.query_params.get("dryRun") != "All":
+                del self.pods[key]
             return JSONResponse(found)
 
         async def eviction(request: Request) -> Response:
@@ -179,8 +259,9 @@ class FakeKube:
             if uid and uid != found["metadata"]["uid"]:
                 return _status(409, "Conflict", "Precondition failed: UID in precondition does not match")
             if key in self.eviction_blocked:
-                return _status(429, "TooManyRequests",
-                               "Cannot evict pod as it would violate the pod's disruption budget.")
+                return _status(
+                    429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget."
+                )
             if request.query_params.get("dryRun") != "All":
                 del self.pods[key]
             return JSONResponse(body, 201)
@@ -227,16 +308,26 @@ class FakeKube:
             found = self.deployments.get(key)
             if found is None:
                 return _status(404, "NotFound", f'deployments.apps "{key[1]}" not found')
-            current = {"apiVersion": "autoscaling/v1", "kind": "Scale",
-                       "metadata": {"name": key[1], "namespace": key[0],
-                                    "resourceVersion": found["metadata"]["resourceVersion"]},
-                       "spec": {"replicas": found["spec"]["replicas"]}, "status": {"replicas": found["spec"]["replicas"]}}
+            current: Obj = {
+                "apiVersion": "autoscaling/v1",
+                "kind": "Scale",
+                "metadata": {
+                    "name": key[1],
+                    "namespace": key[0],
+                    "resourceVersion": found["metadata"]["resourceVersion"],
+                },
+                "spec": {"replicas": found["spec"]["replicas"]},
+                "status": {"replicas": found["spec"]["replicas"]},
+            }
             if request.method == "GET":
                 return JSONResponse(current)
             body = json.loads(await request.body())
             if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
-                return _status(409, "Conflict", "the object has been modified; please apply your changes to the "
-                                                "latest version and try again")
+                return _status(
+                    409,
+                    "Conflict",
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                )
             if request.query_params.get("dryRun") != "All":
                 found["spec"]["replicas"] = body["spec"]["replicas"]
                 found["metadata"]["resourceVersion"] = self._version()
@@ -252,28 +343,42 @@ class FakeKube:
             await record(request)
             if not self.metrics_enabled:
                 return _status(404, "NotFound", "the server could not find the requested resource")
-            items = [{"apiVersion": "metrics.k8s.io/v1beta1", "kind": "PodMetrics",
-                      "metadata": {"name": p["metadata"]["name"], "namespace": ns},
-                      "containers": [{"name": "app", "usage": {"cpu": "250m", "memory": "64Mi"}}]}
-                     for (ns, _), p in sorted(self.pods.items()) if ns == request.path_params["ns"]]
-            return JSONResponse({"apiVersion": "metrics.k8s.io/v1beta1", "kind": "PodMetricsList", "metadata": {},
-                                 "items": items})
+            items = [
+                {
+                    "apiVersion": "metrics.k8s.io/v1beta1",
+                    "kind": "PodMetrics",
+                    "metadata": {"name": p["metadata"]["name"], "namespace": ns},
+                    "containers": [{"name": "app", "usage": {"cpu": "250m", "memory": "64Mi"}}],
+                }
+                for (ns, _), p in sorted(self.pods.items())
+                if ns == request.path_params["ns"]
+            ]
+            return JSONResponse(
+                {"apiVersion": "metrics.k8s.io/v1beta1", "kind": "PodMetricsList", "metadata": {}, "items": items}
+            )
 
         base, apps = "/api/v1/namespaces/{ns}", "/apis/apps/v1/namespaces/{ns}"
-        return Starlette(routes=[
-            Route(f"{base}/pods", pods, methods=["GET"]),
-            Route(f"{base}/pods/{{name}}", pod, methods=["GET", "DELETE"]),
-            Route(f"{base}/pods/{{name}}/eviction", eviction, methods=["POST"]),
-            Route(f"{base}/pods/{{name}}/log", logs, methods=["GET"]),
-            Route(f"{apps}/deployments/{{name}}", deployment, methods=["GET", "PATCH"]),
-            Route(f"{apps}/deployments/{{name}}/scale", scale, methods=["GET", "PUT"]),
-            Route(f"{apps}/replicasets", replicasets, methods=["GET"]),
-            Route("/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods", metrics, methods=["GET"]),
-        ])
+        return Starlette(
+            routes=[
+                Route(f"{base}/pods", pods, methods=["GET"]),
+                Route(f"{base}/pods/{{name}}", pod, methods=["GET", "DELETE"]),
+                Route(f"{base}/pods/{{name}}/eviction", eviction, methods=["POST"]),
+                Route(f"{base}/pods/{{name}}/log", logs, methods=["GET"]),
+                Route(f"{apps}/deployments/{{name}}", deployment, methods=["GET", "PATCH"]),
+                Route(f"{apps}/deployments/{{name}}/scale", scale, methods=["GET", "PUT"]),
+                Route(f"{apps}/replicasets", replicasets, methods=["GET"]),
+                Route("/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods", metrics, methods=["GET"]),
+            ]
+        )
 
     def kubeconfig(self, server: str) -> str:
-        return json.dumps({"apiVersion": "v1", "kind": "Config", "current-context": "fake",
-                           "clusters": [{"name": "fake", "cluster": {"server": server}}],
-                           "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u",
-                                                                    "namespace": "default"}}],
-                           "users": [{"name": "u", "user": {"token": "fake-token"}}]})
+        return json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "fake",
+                "clusters": [{"name": "fake", "cluster": {"server": server}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u", "namespace": "default"}}],
+                "users": [{"name": "u", "user": {"token": "fake-token"}}],
+            }
+        )
