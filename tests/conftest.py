@@ -12,7 +12,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from service.devserver import start_dev_server
-from tests.support.servers import Postgres, Prometheus, scratch, start_postgres, start_prometheus
+from tests.support.servers import Postgres, Prometheus, Redis, scratch, start_postgres, start_prometheus, start_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -28,6 +28,13 @@ def postgres() -> Iterator[Postgres]:
 @pytest.fixture(scope="session")
 def prometheus() -> Iterator[Prometheus]:
     server = start_prometheus(scratch("prom"))
+    yield server
+    server.process.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[Redis]:
+    server = start_redis(scratch("redis"))
     yield server
     server.process.stop()
 

@@ -107,6 +107,7 @@ async def test_eviction_respects_disruption_budgets(kube: tuple[FakeKube, Regist
     fake, registry = kube
     a, b = fake.add_pod("llm", "a", {"app": "x"}), fake.add_pod("llm", "b", {"app": "x"})
     fake.eviction_blocked.add(("llm", "b"))
+
     def ref(p: dict[str, Any]) -> dict[str, str]:
         return {"namespace": "llm", "name": p["metadata"]["name"], "uid": p["metadata"]["uid"]}
 

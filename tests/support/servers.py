@@ -232,3 +232,41 @@ receivers:
 
 def scratch(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"remediate-{prefix}-"))
+
+
+@dataclass
+class Redis:
+    port: int
+    process: Process
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+def start_redis(root: Path) -> Redis:
+    binary = need("redis-server")
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    # KEYS is renamed away: a test run proves no action ever uses it.
+    process = spawn(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(root),
+            "--rename-command",
+            "KEYS",
+            "",
+        ],
+        root / "redis.log",
+    )
+    wait_port(port)
+    return Redis(port, process)
