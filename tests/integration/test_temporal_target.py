@@ -36,7 +36,7 @@ async def target(temporal_client: Client, temporal_env_address: str) -> AsyncIte
     await adapter.close()
 
 
-async def call(registry: Registry, action: str, dry_run: bool = False, **params: Any) -> Any:
+async def call(registry: Registry, action: str, *, dry_run: bool = False, **params: Any) -> Any:
     result: StepResult = await registry.dispatch(
         StepRequest(
             run_id="wms-stuck/fp/1", step_id="fix", action=action, connection="wms", params=params, dry_run=dry_run
