@@ -83,7 +83,9 @@ async def test_list_count_query_and_original_input(target: tuple[Client, Registr
     assert listed.data["count"] == 2  # the limit holds
     answer = await call(registry, "temporal.query", workflow_id=refs[0]["workflow_id"], query="status")
     assert answer.data["result"] == "awaiting pick confirmation"
-    original = await call(registry, "temporal.history_input", **refs[1])
+    original = await call(
+        registry, "temporal.history_input", workflow_id=refs[1]["workflow_id"], run_id=refs[1]["run_id"]
+    )
     assert original.data["args"] == ["order-1", 3] and original.data["workflow_type"] == "AwaitsPickConfirmation"
 
 
@@ -127,7 +129,7 @@ async def test_reset_and_restart_with_the_original_input(target: tuple[Client, R
     await call(registry, "temporal.reset", workflows=[a], max_targets=1, reason="replay after fix")
     described = await call(registry, "temporal.describe", workflow_id=a["workflow_id"])
     assert described.data["run_id"] != a["run_id"] and described.data["status"] == "RUNNING"
-    original = await call(registry, "temporal.history_input", **a)
+    original = await call(registry, "temporal.history_input", workflow_id=a["workflow_id"], run_id=a["run_id"])
     new_id = f"{a['workflow_id']}-restart"
     params = {
         "workflow_type": original.data["workflow_type"],
