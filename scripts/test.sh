@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 packages=(postgresql redis-server prometheus prometheus-alertmanager)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+# kubectl cross-checks our patch bodies offline; the machine image ships one, Debian's is the fallback.
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
