@@ -4,18 +4,25 @@ from __future__ import annotations
 
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from service.activities import StepActivities
 from service.workflows import RemediationWorkflow
+
+# Deterministic libraries the workflow uses. Jinja2 imports parts of itself lazily while compiling, which the
+# sandbox would otherwise re-import and refuse (it creates locks); ours are pure and need no per-run re-import.
+PASSTHROUGH = ("jinja2", "markupsafe", "pydantic", "pydantic_core", "annotated_types", "ruamel", "service")
 
 
 def create_worker(
     client: Client, task_queue: str, activities: StepActivities, max_concurrent_activities: int = 100
 ) -> Worker:
+    runner = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH))
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[RemediationWorkflow],
         activities=[activities.run_step],
         max_concurrent_activities=max_concurrent_activities,
+        workflow_runner=runner,
     )

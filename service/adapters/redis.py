@@ -113,7 +113,7 @@ class RedisAdapter:
         truncated = len(keys) > params.limit
         found: list[JsonValue] = [k for k in sorted(k for k in keys if k is not None)[: params.limit]]
         return StepResult(
-            data={"keys": found, "count": len(found), "truncated": truncated},
+            data={"matches": found, "count": len(found), "truncated": truncated},
             summary=f"{len(found)} key(s) matching {params.match}" + (" (truncated)" if truncated else ""),
         )
 

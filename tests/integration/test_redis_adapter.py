@@ -154,4 +154,4 @@ async def test_scan_pattern_values_match_literally(rds: tuple[aioredis.Redis, Re
     await client.set(f"lock:{marker}:zzz-other", "1")
     pattern = render("lock:" + marker + ":{{ v }}", {"v": label}, escape="glob")
     result = await call(registry, "redis.scan", match=pattern, limit=10)
-    assert result.data["keys"] == [f"lock:{marker}:{label}"]
+    assert result.data["matches"] == [f"lock:{marker}:{label}"]

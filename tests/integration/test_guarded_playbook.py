@@ -1,0 +1,149 @@
+"""A playbook mixing Kubernetes and Redis actions, run through Temporal: typed targets survive the trip."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+import redis.asyncio as aioredis
+import uvicorn
+from temporalio.client import Client
+
+from service import templating
+from service.engine import RunState
+from service.policy import Mode
+from tests.support.fake_kube import FakeKube
+from tests.support.servers import Redis, free_port
+from tests.support.stack import TOKEN, running_stack
+
+PLAYBOOK = """
+name: agent-stuck
+match: {alertname: AgentStuck}
+inputs:
+  agent: "{{ alert.labels.agent_id }}"
+  lock: "gl:orchestrator:lock:{{ alert.labels.execution_id }}"
+diagnose:
+  - id: agents
+    action: k8s.get_pods
+    connection: cluster
+    with: {namespace: greenlang, selector: {agent-id: "{{ inputs.agent }}"}}
+  - id: lock
+    action: redis.get
+    connection: cache
+    with: {key: "{{ inputs.lock }}"}
+act:
+  - id: restart-agent
+    action: k8s.delete_pods
+    connection: cluster
+    approval: none
+    when: "steps.agents.pods | rejectattr('ready') | list | length > 0"
+    with:
+      pods: "{{ steps.agents.pods | rejectattr('ready') | list }}"
+      max_targets: 2
+  - id: release-lock
+    action: redis.delete
+    connection: cache
+    approval: none
+    when: "steps.lock.exists"
+    with:
+      keys: [{key: "{{ inputs.lock }}", value: "{{ steps.lock.value }}"}]
+      max_targets: 1
+"""
+
+
+@pytest.fixture
+async def world(
+    tmp_path: Path, redis_server: Redis, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[FakeKube, aioredis.Redis, Path]]:
+    fake, port = FakeKube(), free_port()
+    server = uvicorn.Server(uvicorn.Config(fake.app(), host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn has only a flag
+        await asyncio.sleep(0.02)
+    (tmp_path / "kubeconfig").write_text(fake.kubeconfig(f"http://127.0.0.1:{port}"))
+    monkeypatch.setenv("CACHE_URL", redis_server.url)
+    (tmp_path / "config.yaml").write_text(
+        f"connections:\n  cluster: {{type: kubernetes, kubeconfig: {tmp_path / 'kubeconfig'}}}\n"
+        "  cache: {type: redis, url: 'env:CACHE_URL'}\n"
+    )
+    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "playbooks" / "agent.yaml").write_text(PLAYBOOK)
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    yield fake, client, tmp_path
+    await client.aclose()
+    server.should_exit = True
+    await task
+
+
+async def run_alert(temporal_client: Client, base: Path, mode: Mode, execution: str) -> RunState:
+    alert = {
+        "status": "firing",
+        "labels": {"alertname": "AgentStuck", "agent_id": "a7", "execution_id": execution},
+        "startsAt": datetime.now(UTC).isoformat(),
+        "fingerprint": uuid.uuid4().hex[:16],
+    }
+    message: dict[str, Any] = {"version": "4", "status": "firing", "alerts": [alert]}
+    async with (
+        running_stack(
+            temporal_client, base / "config.yaml", base / "playbooks", mode, task_queue=f"g-{uuid.uuid4().hex[:8]}"
+        ) as stack,
+        httpx2.AsyncClient(base_url=stack.url, headers={"Authorization": f"Bearer {TOKEN}"}) as http,
+    ):
+        # Forget every template compiled at load time: the workflow must compile inside Temporal's sandbox.
+        templating._compiled_expression.cache_clear()
+        templating._compiled_template.cache_clear()
+        assert (await http.post("/alertmanager", json=message)).json()["started"] == 1
+        run_id = f"agent-stuck/{alert['fingerprint']}/{int(datetime.fromisoformat(alert['startsAt']).timestamp())}"
+        return await temporal_client.get_workflow_handle(run_id, result_type=RunState).result()
+
+
+async def test_live_run_deletes_only_the_unready_agent_and_releases_the_stale_lock(
+    temporal_client: Client, world: tuple[FakeKube, aioredis.Redis, Path]
+) -> None:
+    """Exactly the crash-looping pod of agent a7 is deleted and the lock seen at diagnosis is released."""
+    fake, cache, base = world
+    fake.add_pod("greenlang", "agent-a7-1", {"agent-id": "a7"}, ready=False)
+    fake.add_pod("greenlang", "agent-a7-2", {"agent-id": "a7"}, ready=True)
+    fake.add_pod("greenlang", "agent-a8-1", {"agent-id": "a8"}, ready=False)
+    await cache.set("gl:orchestrator:lock:exec-1", "agent-a7-1")
+    state = await run_alert(temporal_client, base, Mode.AUTO, "exec-1")
+    assert state.status == "succeeded", state.reason
+    assert sorted(name for _, name in fake.pods) == ["agent-a7-2", "agent-a8-1"]
+    assert await cache.exists("gl:orchestrator:lock:exec-1") == 0
+    restart = next(s for s in state.steps if s.id == "restart-agent")
+    assert len(restart.targets) == 1 and restart.targets[0].startswith("pod greenlang/agent-a7-1 uid ")
+
+
+async def test_dry_run_plans_the_same_targets_and_changes_nothing(
+    temporal_client: Client, world: tuple[FakeKube, aioredis.Redis, Path]
+) -> None:
+    """Dry-run names the same pod (server-side dryRun=All) and the lock, and both are still there after."""
+    fake, cache, base = world
+    fake.add_pod("greenlang", "agent-a7-1", {"agent-id": "a7"}, ready=False)
+    await cache.set("gl:orchestrator:lock:exec-2", "agent-a7-1")
+    state = await run_alert(temporal_client, base, Mode.DRY_RUN, "exec-2")
+    assert state.status == "succeeded"
+    steps = {s.id: s for s in state.steps}
+    assert steps["restart-agent"].status == "dry_run" and steps["release-lock"].status == "dry_run"
+    assert steps["restart-agent"].result["results"][0]["outcome"] == "would be deleted"  # type: ignore[index,call-overload]
+    assert ("greenlang", "agent-a7-1") in fake.pods and await cache.get("gl:orchestrator:lock:exec-2") == "agent-a7-1"
+
+
+async def test_healthy_agents_mean_no_write(
+    temporal_client: Client, world: tuple[FakeKube, aioredis.Redis, Path]
+) -> None:
+    """With every agent pod ready and no lock, both writes are skipped and nothing is sent."""
+    fake, _, base = world
+    fake.add_pod("greenlang", "agent-a7-1", {"agent-id": "a7"}, ready=True)
+    state = await run_alert(temporal_client, base, Mode.AUTO, "exec-3")
+    assert state.status == "succeeded" and {s.id: s.status for s in state.steps if s.phase == "act"} == {
+        "restart-agent": "skipped",
+        "release-lock": "skipped",
+    }
+    assert not any(method == "DELETE" for method, _, _ in fake.requests)
