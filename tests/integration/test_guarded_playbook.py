@@ -85,7 +85,7 @@ async def run_alert(temporal_client: Client, base: Path, mode: Mode, execution: 
     alert = {
         "status": "firing",
         "labels": {"alertname": "AgentStuck", "agent_id": "a7", "execution_id": execution},
-        "startsAt": datetime.now(UTC).isoformat(),
+        "startsAt": starts.isoformat(),
         "fingerprint": uuid.uuid4().hex[:16],
     }
     message: dict[str, Any] = {"version": "4", "status": "firing", "alerts": [alert]}
@@ -99,8 +99,9 @@ async def run_alert(temporal_client: Client, base: Path, mode: Mode, execution: 
         templating._compiled_expression.cache_clear()
         templating._compiled_template.cache_clear()
         assert (await http.post("/alertmanager", json=message)).json()["started"] == 1
-        run_id = f"agent-stuck/{alert['fingerprint']}/{int(datetime.fromisoformat(alert['startsAt']).timestamp())}"
-        return await temporal_client.get_workflow_handle(run_id, result_type=RunState).result()
+        run_id = f"agent-stuck/{alert['fingerprint']}/{int(starts.timestamp())}"
+        state: RunState = await temporal_client.get_workflow_handle(run_id, result_type=RunState).result()
+        return state
 
 
 async def test_live_run_deletes_only_the_unready_agent_and_releases_the_stale_lock(
