@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +81,8 @@ async def world(
 
 
 async def run_alert(temporal_client: Client, base: Path, mode: Mode, execution: str) -> RunState:
-    alert = {
+    starts = datetime.now(UTC)
+    alert: dict[str, Any] = {
         "status": "firing",
         "labels": {"alertname": "AgentStuck", "agent_id": "a7", "execution_id": execution},
         "startsAt": starts.isoformat(),
