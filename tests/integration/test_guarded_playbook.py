@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
