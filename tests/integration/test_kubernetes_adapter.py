@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 import uvicorn
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from service.adapters.kubernetes import MARK, RESTARTED_AT, KubernetesAdapter, set_env_patch
 from service.config import KubernetesConnection
 from service.engine import StepRequest, StepResult
 from service.errors import GuardViolation, PermanentStepError, StepError
 from service.registry import Registry
+from service.templating import render
 from tests.support.fake_kube import FakeKube
 from tests.support.servers import free_port
 
@@ -244,3 +250,52 @@ async def test_reads_logs_deployment_and_metrics(kube: tuple[FakeKube, Registry]
     fake.metrics_enabled = True
     top = await call(registry, "k8s.top_pods", namespace="gl", selector={"agent-id": "a1"})
     assert top.data["count"] == 1
+
+
+HOSTILE = st.one_of(
+    st.text(max_size=80),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "a,b",
+            "app!=x",
+            "x in (a,b)",
+            "*",
+            "a=b",
+            "-x",
+            "x-",
+            "a" * 64,
+            "ünïcødé",
+            "{{ 7*7 }}",
+            "'; drop table pods; --",
+            "a\nb",
+            "a%2Cb",
+        ]
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=HOSTILE, name=HOSTILE)
+async def test_hostile_label_values_never_widen_a_selector_or_a_name(
+    kube: tuple[FakeKube, Registry], value: str, name: str
+) -> None:
+    """A rendered alert value is either refused before any request, or sent as exactly one selector value/name."""
+    fake, registry = kube
+    fake.requests.clear()
+    selector = render({"app": "{{ alert.labels.v }}"}, {"alert": {"labels": {"v": value}}})
+    try:
+        await call(registry, "k8s.get_pods", namespace="llm", selector=selector)
+    except PermanentStepError:
+        assert fake.requests == []  # refused: nothing reached the API
+    else:
+        [(_, _, query)] = fake.requests
+        assert parse_qs(query)["labelSelector"] == [f"app={value}"]
+        assert re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?", value)
+    fake.requests.clear()
+    with contextlib.suppress(PermanentStepError):
+        await call(registry, "k8s.get_deployment", namespace="llm", name=name)
+    if fake.requests:
+        [(_, path, _)] = fake.requests
+        assert path == f"/apis/apps/v1/namespaces/llm/deployments/{name}"
