@@ -25,6 +25,16 @@ def _short(value: JsonValue, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def blast_radius(record: StepRecord) -> str:
+    """How many things a write touches and the cap the playbook set for it."""
+    caps = [f"{name} {record.params[name]}" for name in ("max_targets", "max_rows") if name in record.params]
+    if "min_replicas" in record.params:
+        caps.append(f"replicas within [{record.params['min_replicas']}, {record.params['max_replicas']}]")
+    rowcount = (record.result or {}).get("rowcount")
+    touched = f"{rowcount} row(s)" if rowcount is not None else f"{len(record.targets)} target(s)"
+    return f"{touched}; cap: {', '.join(caps) or 'one target'}"
+
+
 def format_step(record: StepRecord) -> list[str]:
     lines = [
         f"  {_MARK.get(record.status, '?')} [{record.phase}] {record.id}: {record.action} "
@@ -34,6 +44,8 @@ def format_step(record: StepRecord) -> list[str]:
         lines.append(f"      with: {_short(record.params)}")
     if record.summary:
         lines.append(f"      {record.summary}")
+    if record.effect == "write" and record.status in ("dry_run", "ok", "planned"):
+        lines.append(f"      blast radius: {blast_radius(record)}")
     if record.targets:
         shown = ", ".join(record.targets[:20]) + (
             f" … and {len(record.targets) - 20} more" if len(record.targets) > 20 else ""

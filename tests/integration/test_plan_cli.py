@@ -30,6 +30,7 @@ def test_plan_prints_targets_and_writes_nothing(
     assert "1 matching playbook(s): stuck-jobs" in out
     assert '"rows": [{"id": 11}, {"id": 12}]' in out
     assert "would change 2 row(s) (max_rows 50); rolled back" in out and "targets (2): row 11, row 12" in out
+    assert "blast radius: 2 row(s); cap: max_rows 50" in out
     assert job_states(jobs_db) == {11: "running", 12: "running", 13: "running"} and update_counts(jobs_db) == {}
 
 
