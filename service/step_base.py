@@ -95,7 +95,11 @@ class StepBase(BaseModel):
 
     @property
     def params(self) -> Params:
-        raise NotImplementedError
+        """The step's `with` block; every action declares it as the field `with_`."""
+        params = self.__dict__.get("with_")
+        if not isinstance(params, Params):
+            raise TypeError(f"{type(self).__name__} declares no `with` parameters")
+        return params
 
 
 def approval_of(step: StepBase) -> Approval:

@@ -88,10 +88,6 @@ class PostgresQuery(StepBase):
     action: Literal["postgres.query"]
     with_: PostgresQueryParams = Field(alias="with")
 
-    @property
-    def params(self) -> Params:
-        return self.with_
-
 
 class PostgresExecute(StepBase):
     connection_type = "postgres"
@@ -102,10 +98,6 @@ class PostgresExecute(StepBase):
     @property
     def effect(self) -> Effect:
         return "write"
-
-    @property
-    def params(self) -> Params:
-        return self.with_
 
 
 class HttpRequest(StepBase):
@@ -125,19 +117,11 @@ class HttpRequest(StepBase):
     def effect(self) -> Effect:
         return "read" if self.with_.method == "GET" else "write"
 
-    @property
-    def params(self) -> Params:
-        return self.with_
-
 
 class PrometheusQuery(StepBase):
     connection_type = "prometheus"
     action: Literal["prometheus.query"]
     with_: PrometheusQueryParams = Field(alias="with")
-
-    @property
-    def params(self) -> Params:
-        return self.with_
 
 
 _SQL_HTTP_PROM = (PostgresQuery, PostgresExecute, HttpRequest, PrometheusQuery)

@@ -108,18 +108,10 @@ class RolloutUndoParams(DeploymentParams):
 class _K8s(StepBase):
     connection_type = "kubernetes"
 
-    @property
-    def params(self) -> Params:
-        return self.with_  # type: ignore[attr-defined,no-any-return]
-
 
 class _K8sWrite(WriteStep):
     connection_type = "kubernetes"
     default_approval: ClassVar[Approval] = "none"
-
-    @property
-    def params(self) -> Params:
-        return self.with_  # type: ignore[attr-defined,no-any-return]
 
 
 class GetPods(_K8s):

@@ -72,17 +72,9 @@ class RecoverParams(Params):
 class _Redis(StepBase):
     connection_type = "redis"
 
-    @property
-    def params(self) -> Params:
-        return self.with_  # type: ignore[attr-defined,no-any-return]
-
 
 class _RedisWrite(WriteStep):
     connection_type = "redis"
-
-    @property
-    def params(self) -> Params:
-        return self.with_  # type: ignore[attr-defined,no-any-return]
 
 
 class Scan(_Redis):

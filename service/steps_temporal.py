@@ -81,18 +81,10 @@ class StartParams(Params):
 class _Temporal(StepBase):
     connection_type = "temporal"
 
-    @property
-    def params(self) -> Params:
-        return self.with_  # type: ignore[attr-defined,no-any-return]
-
 
 class _TemporalWrite(WriteStep):
     connection_type = "temporal"
     default_approval: ClassVar[Approval] = "none"
-
-    @property
-    def params(self) -> Params:
-        return self.with_  # type: ignore[attr-defined,no-any-return]
 
 
 class Describe(_Temporal):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -12,14 +11,13 @@ from typing import Any
 import httpx2
 import pytest
 import redis.asyncio as aioredis
-import uvicorn
 from temporalio.client import Client
 
 from service import templating
 from service.engine import RunState
 from service.policy import Mode
 from tests.support.fake_kube import FakeKube
-from tests.support.servers import Redis, free_port
+from tests.support.servers import Redis, serving
 from tests.support.stack import TOKEN, running_stack
 
 PLAYBOOK = """
@@ -61,24 +59,19 @@ act:
 async def world(
     tmp_path: Path, redis_server: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[FakeKube, aioredis.Redis, Path]]:
-    fake, port = FakeKube(), free_port()
-    server = uvicorn.Server(uvicorn.Config(fake.app(), host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn has only a flag
-        await asyncio.sleep(0.02)
-    (tmp_path / "kubeconfig").write_text(fake.kubeconfig(f"http://127.0.0.1:{port}"))
-    monkeypatch.setenv("CACHE_URL", redis_server.url)
-    (tmp_path / "config.yaml").write_text(
-        f"connections:\n  cluster: {{type: kubernetes, kubeconfig: {tmp_path / 'kubeconfig'}}}\n"
-        "  cache: {type: redis, url: 'env:CACHE_URL'}\n"
-    )
-    (tmp_path / "playbooks").mkdir()
-    (tmp_path / "playbooks" / "agent.yaml").write_text(PLAYBOOK)
-    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-    yield fake, client, tmp_path
-    await client.aclose()
-    server.should_exit = True
-    await task
+    fake = FakeKube()
+    async with serving(fake.app()) as url:
+        (tmp_path / "kubeconfig").write_text(fake.kubeconfig(url))
+        monkeypatch.setenv("CACHE_URL", redis_server.url)
+        (tmp_path / "config.yaml").write_text(
+            f"connections:\n  cluster: {{type: kubernetes, kubeconfig: {tmp_path / 'kubeconfig'}}}\n"
+            "  cache: {type: redis, url: 'env:CACHE_URL'}\n"
+        )
+        (tmp_path / "playbooks").mkdir()
+        (tmp_path / "playbooks" / "agent.yaml").write_text(PLAYBOOK)
+        client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+        yield fake, client, tmp_path
+        await client.aclose()
 
 
 async def run_alert(temporal_client: Client, base: Path, mode: Mode, execution: str) -> RunState:

@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -18,7 +17,7 @@ from service.config import HttpAuth, HttpConnection, PrometheusConnection
 from service.engine import StepRequest
 from service.errors import PermanentStepError
 from service.registry import Registry
-from tests.support.servers import Prometheus, free_port
+from tests.support.servers import Prometheus, serving
 
 
 class Target:
@@ -43,23 +42,14 @@ class Target:
 
 @pytest.fixture
 async def target(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Target, Registry]]:
-    recorder, port = Target(), free_port()
-    server = uvicorn.Server(uvicorn.Config(recorder.app(), host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn has only a flag
-        await asyncio.sleep(0.02)
+    recorder = Target()
     monkeypatch.setenv("TARGET_TOKEN", "s3cret")
-    adapter = HttpAdapter(
-        {
-            "api": HttpConnection(
-                type="http", base_url=f"http://127.0.0.1:{port}/base", auth=HttpAuth(bearer="env:TARGET_TOKEN")
-            )
-        }
-    )
-    yield recorder, Registry([adapter.actions()], require_all=False)
-    await adapter.close()
-    server.should_exit = True
-    await task
+    async with serving(recorder.app()) as url:
+        adapter = HttpAdapter(
+            {"api": HttpConnection(type="http", base_url=f"{url}/base", auth=HttpAuth(bearer="env:TARGET_TOKEN"))}
+        )
+        yield recorder, Registry([adapter.actions()], require_all=False)
+        await adapter.close()
 
 
 def _req(dry_run: bool = False, **params: object) -> StepRequest:

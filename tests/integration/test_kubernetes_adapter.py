@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import re
@@ -14,7 +13,6 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,24 +23,18 @@ from service.errors import GuardViolation, PermanentStepError, StepError
 from service.registry import Registry
 from service.templating import render
 from tests.support.fake_kube import FakeKube
-from tests.support.servers import free_port
+from tests.support.servers import serving
 
 
 @pytest.fixture
 async def kube(tmp_path: Path) -> AsyncIterator[tuple[FakeKube, Registry]]:
-    fake, port = FakeKube(), free_port()
-    server = uvicorn.Server(uvicorn.Config(fake.app(), host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn has only a flag
-        await asyncio.sleep(0.02)
-    (tmp_path / "kubeconfig").write_text(fake.kubeconfig(f"http://127.0.0.1:{port}"))
-    adapter = KubernetesAdapter(
-        {"k8s": KubernetesConnection(type="kubernetes", kubeconfig=str(tmp_path / "kubeconfig"))}
-    )
-    yield fake, Registry([adapter.actions()], require_all=False)
-    await adapter.close()
-    server.should_exit = True
-    await task
+    fake = FakeKube()
+    async with serving(fake.app()) as url:
+        (tmp_path / "kubeconfig").write_text(fake.kubeconfig(url))
+        connection = KubernetesConnection(type="kubernetes", kubeconfig=str(tmp_path / "kubeconfig"))
+        adapter = KubernetesAdapter({"k8s": connection})
+        yield fake, Registry([adapter.actions()], require_all=False)
+        await adapter.close()
 
 
 async def call(registry: Registry, action: str, dry_run: bool = False, step: str = "s", **params: Any) -> Any:
