@@ -1,20 +1,24 @@
-"""The single step activity: dispatch through the registry and translate errors for Temporal."""
+"""The activities: one step runner dispatching through the registry, and the approval notifier."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from service.engine import RUN_STEP, StepRequest, StepResult
-from service.errors import ConfigError, StepError
+from service.approvals import Notice, Notifier, Posted
+from service.engine import NOTIFY_GATE, RUN_STEP, StepRequest, StepResult
+from service.errors import ConfigError, NotifyError, StepError
 from service.registry import Registry
 
 
 class StepActivities:
-    """Holds the registry; one instance per worker."""
+    """Holds the registry and the notifier; one instance per worker."""
 
-    def __init__(self, registry: Registry) -> None:
-        self._registry = registry
+    def __init__(self, registry: Registry, notifier: Notifier) -> None:
+        self._registry, self._notifier = registry, notifier
 
     @activity.defn(name=RUN_STEP)
     async def run_step(self, request: StepRequest) -> StepResult:
@@ -24,3 +28,15 @@ class StepActivities:
             raise ApplicationError(f"configuration: {exc}", type="ConfigError", non_retryable=True) from exc
         except StepError as exc:
             raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=not exc.retryable) from exc
+
+    @activity.defn(name=NOTIFY_GATE)
+    async def notify_gate(self, notice: Notice) -> Posted:
+        try:
+            return await self._notifier.publish(notice)
+        except NotifyError as exc:
+            raise ApplicationError(
+                str(exc), type="NotifyError", non_retryable=not exc.retryable, next_retry_delay=exc.retry_after
+            ) from exc
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [self.run_step, self.notify_gate]

@@ -18,6 +18,7 @@ from service.adapters.kubernetes import KubernetesAdapter
 from service.adapters.postgres import PostgresAdapter
 from service.adapters.prometheus import PrometheusAdapter
 from service.adapters.redis import RedisAdapter
+from service.adapters.slack import SlackNotifier
 from service.adapters.temporal import TemporalRuns
 from service.adapters.temporal_target import TemporalTargetAdapter
 from service.config import (
@@ -111,9 +112,22 @@ def build_app(settings: Settings, playbooks: list[Playbook], client: Client, ada
     )
     if not auth.enabled:
         log.warning("no REMEDIATE_WEBHOOK_TOKEN or basic credentials: the webhook accepts anyone")
-    receiver = Receiver(playbooks, runs, settings.mode, SeenRuns(settings.dedupe_cache_size))
+    config = settings.connections()
+    receiver = Receiver(
+        playbooks,
+        runs,
+        settings.mode,
+        SeenRuns(settings.dedupe_cache_size),
+        approvers=config.resolve_approvers,
+        channel=settings.slack_channel,
+    )
+    secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     return create_app(
-        receiver, auth, max_body_bytes=settings.max_body_bytes, pings={"temporal": runs.ping, **adapters.pings}
+        receiver,
+        auth,
+        max_body_bytes=settings.max_body_bytes,
+        pings={"temporal": runs.ping, **adapters.pings},
+        slack_signing_secret=secret,
     )
 
 
@@ -130,7 +144,12 @@ async def serve(
     """Run the web server and/or the worker until cancelled."""
     tasks: list[asyncio.Task[None]] = []
     if worker:
-        temporal_worker = create_worker(client, settings.task_queue, StepActivities(adapters.registry()))
+        notifier = SlackNotifier(
+            settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None,
+            settings.slack_channel,
+            settings.slack_api_url,
+        )
+        temporal_worker = create_worker(client, settings.task_queue, StepActivities(adapters.registry(), notifier))
         tasks.append(asyncio.create_task(temporal_worker.run()))
     server: uvicorn.Server | None = None
     if web:

@@ -126,6 +126,8 @@ class ConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     connections: dict[str, Connection] = Field(default_factory=dict)
+    approvers: list[str] = Field(default_factory=list, description="Default approvers: user ids or group names.")
+    approver_groups: dict[str, list[str]] = Field(default_factory=dict, description="Group name -> user ids.")
 
     @field_validator("connections")
     @classmethod
@@ -137,6 +139,15 @@ class ConfigFile(BaseModel):
 
     def kinds(self) -> dict[str, str]:
         return {name: conn.type for name, conn in self.connections.items()}
+
+    def resolve_approvers(self, names: list[str]) -> list[str]:
+        """User ids allowed to decide: the playbook's list (or the default), with group names expanded."""
+        resolved: list[str] = []
+        for name in names or self.approvers:
+            for user in self.approver_groups.get(name, [name]):
+                if user not in resolved:
+                    resolved.append(user)
+        return resolved
 
 
 def load_config_file(path: Path | None) -> ConfigFile:
@@ -175,6 +186,8 @@ class Settings(BaseSettings):
     dedupe_cache_size: int = Field(default=100_000, ge=0)
     slack_bot_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("SLACK_BOT_TOKEN"))
     slack_signing_secret: SecretStr | None = Field(default=None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET"))
+    slack_channel: str | None = Field(default=None, description="Channel id for approval requests.")
+    slack_api_url: str = "https://slack.com/api"
     sentry_dsn: str | None = Field(default=None, validation_alias=AliasChoices("SENTRY_DSN"))
 
     @property

@@ -9,6 +9,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from service.alerts import Alert
+from service.approvals import Gate, GateRequest, PlannedWrite
 from service.errors import StepError, TemplateError
 from service.playbook import Playbook
 from service.policy import Mode
@@ -33,6 +34,7 @@ RunStatus = Literal[
 StepStatus = Literal["pending", "running", "ok", "failed", "skipped", "planned", "dry_run", "not_run"]
 Phase = Literal["diagnose", "act", "verify"]
 RUN_STEP = "run_step"  # the one activity every step runs through
+NOTIFY_GATE = "notify_gate"  # posts or updates an approval request
 
 
 class StepRequest(BaseModel):
@@ -87,6 +89,8 @@ class RunInput(BaseModel):
     playbook: Playbook
     alert: Alert
     mode: Mode
+    approvers: list[str] = Field(default_factory=list, description="Resolved user ids allowed to decide.")
+    approval_channel: str | None = None
 
 
 class RunState(BaseModel):
@@ -104,16 +108,33 @@ class RunState(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     steps: list[StepRecord] = Field(default_factory=list)
+    gate: Gate | None = None
 
     @property
     def dry_run(self) -> bool:
         return self.mode == Mode.DRY_RUN
 
 
+def blast_radius(record: StepRecord) -> str:
+    """How many things a write touches and the cap the playbook set for it."""
+    caps = [f"{name} {record.params[name]}" for name in ("max_targets", "max_rows") if name in record.params]
+    if "min_replicas" in record.params:
+        caps.append(f"replicas within [{record.params['min_replicas']}, {record.params['max_replicas']}]")
+    rowcount = (record.result or {}).get("rowcount")
+    touched = f"{rowcount} row(s)" if rowcount is not None else f"{len(record.targets)} target(s)"
+    return f"{touched}; cap: {', '.join(caps) or 'one target'}"
+
+
 class Executor(Protocol):
     """Runs one step somewhere (a Temporal activity, or in-process for `remediate plan`)."""
 
     async def __call__(self, step: StepBase, request: StepRequest) -> StepResult: ...
+
+
+class GateKeeper(Protocol):
+    """Publishes a gate and returns once it is decided, expired or resolved (a durable wait in the workflow)."""
+
+    async def __call__(self, gate: Gate) -> None: ...
 
 
 class Clock(Protocol):
@@ -168,9 +189,15 @@ class Run:
     """One run of one playbook for one alert; `state` is always current for queries."""
 
     def __init__(
-        self, run: RunInput, execute: Executor, clock: Clock, resolved: Callable[[], bool] = lambda: False
+        self,
+        run: RunInput,
+        execute: Executor,
+        clock: Clock,
+        resolved: Callable[[], bool] = lambda: False,
+        gatekeeper: GateKeeper | None = None,
     ) -> None:
         self.run, self.execute, self.clock, self.resolved = run, execute, clock, resolved
+        self.gatekeeper = gatekeeper
         self.state = new_state(run)
         self.context: dict[str, Any] = {"alert": alert_variables(run.alert), "inputs": {}, "steps": {}}
 
@@ -206,13 +233,10 @@ class Run:
         if mode == Mode.DRY_RUN:
             await self._dry_run(planned)
             return
-        gated = [s.id for s in planned if mode == Mode.APPROVE or approval_of(s) == "required"]
+        gated = [s for s in planned if mode == Mode.APPROVE or approval_of(s) == "required"]
         if gated:
-            raise _Stop(
-                "blocked_by_policy",
-                f"step(s) {', '.join(gated)} need an approval and approval gates "
-                "are not enabled in this version; nothing was written",
-            )
+            approved = await self._approve(planned, gated)
+            planned = await self._rediagnose(approved)
         self.state.status = "acting"
         for index, write in enumerate(planned):
             if self.resolved():
@@ -229,6 +253,79 @@ class Run:
             await self._read(step)
         self.state.status = "succeeded"
         self.state.reason = f"{len(planned)} write(s) done; verify passed" if planned else "nothing to do"
+
+    async def _approve(self, planned: list[StepBase], gated: list[StepBase]) -> dict[str, list[str]]:
+        """Preview every write in its dry-run form, open the gate, wait; returns the approved targets per step."""
+        if self.gatekeeper is None or not self.run.approvers:
+            raise _Stop(
+                "blocked_by_policy",
+                f"step(s) {', '.join(s.id for s in gated)} need an approval, but "
+                "no approvers are configured for this playbook; nothing was written",
+            )
+        for step in planned:
+            await self._write(step, dry_run=True)
+        records = [self._record(s.id) for s in planned]
+        playbook = self.run.playbook
+        timeout = playbook.approval_timeout
+        request = GateRequest(
+            run_id=self.run.run_id,
+            playbook=playbook.name,
+            alertname=self.run.alert.alertname,
+            labels=dict(self.run.alert.labels),
+            diagnosis=[f"{r.id}: {r.summary}" for r in self.state.steps if r.phase == "diagnose" and r.summary],
+            writes=[
+                PlannedWrite(
+                    step=r.id,
+                    action=r.action,
+                    summary=r.summary,
+                    targets=list(r.targets),
+                    blast_radius=blast_radius(r),
+                    gated=s in gated,
+                )
+                for s, r in zip(planned, records, strict=True)
+            ],
+            approvers=list(self.run.approvers),
+            min_approvals=max([playbook.min_approvals, *(getattr(s, "min_approvals", None) or 1 for s in gated)]),
+            expires_at=self.clock.now() + timeout,
+        )
+        gate = Gate(request=request)
+        self.state.gate, self.state.status = gate, "awaiting_approval"
+        await self.gatekeeper(gate)
+        if gate.status == "rejected":
+            raise _Stop("rejected", f"rejected by {gate.rejected_by}; nothing was written")
+        if gate.status == "expired":
+            raise _Stop("expired", f"no decision within {timeout}; nothing was written")
+        if gate.status == "resolved" or self.resolved():
+            self.state.resolved = True
+            raise _Stop("resolved_before_action", "the alert resolved while waiting for approval; nothing was written")
+        return {r.id: list(r.targets) for r in records}
+
+    async def _rediagnose(self, approved: dict[str, list[str]]) -> list[StepBase]:
+        """Diagnose again after approval; act only on approved targets that are still broken."""
+        self.state.status = "diagnosing"
+        self.context["steps"] = {}
+        for step in self.run.playbook.diagnose:
+            await self._read(step)
+        planned: list[StepBase] = []
+        for step in self.run.playbook.act:
+            if not self._plan(step):
+                continue
+            await self._write(step, dry_run=True)
+            record = self._record(step.id)
+            unapproved = sorted(set(record.targets) - set(approved.get(step.id, [])))
+            if unapproved:
+                raise _Stop(
+                    "blocked_by_policy",
+                    f"after approval, step {step.id!r} would also touch "
+                    f"{', '.join(unapproved[:5])}, which nobody approved; nothing was written",
+                )
+            if approved.get(step.id) and not record.targets:
+                record.status, record.summary = "skipped", "no longer needed: re-diagnosis found it fixed"
+                continue
+            planned.append(step)
+        if not planned:
+            raise _Stop("resolved_before_action", "re-diagnosis after approval found nothing left to fix")
+        return planned
 
     async def _dry_run(self, planned: list[StepBase]) -> None:
         for step in planned:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 
 class RemediateError(Exception):
@@ -60,3 +61,15 @@ class GuardViolation(PermanentStepError):
 
 class TemporalUnavailable(RemediateError):
     """Temporal could not be reached; the webhook answers 503 so Alertmanager retries."""
+
+
+class NotifyError(RemediateError):
+    """Posting or updating an approval request failed; `retry_after` comes from a 429's Retry-After."""
+
+    def __init__(self, message: str, retryable: bool = True, retry_after: timedelta | None = None) -> None:
+        super().__init__(message)
+        self.retryable, self.retry_after = retryable, retry_after
+
+
+class RunNotOpen(RemediateError):
+    """A decision was sent to a run that is finished or does not exist."""

@@ -6,6 +6,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +26,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from service.alerts import Alert
 from service.errors import PlaybookError, Problem, TemplateError
 from service.policy import Mode
-from service.steps import ACTIONS, Step, StepBase
+from service.steps import ACTIONS, Duration, Step, StepBase
 from service.templating import check_expression, check_template, is_template, iter_strings
 
 _MATCHER = re.compile(r"^\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op>=~|!~|!=|=)\s*(?P<value>.*?)\s*$")
@@ -117,6 +118,12 @@ class Playbook(BaseModel):
     diagnose: list[Step] = Field(default_factory=list)
     act: list[Step] = Field(default_factory=list)
     verify: list[Step] = Field(default_factory=list)
+    approvers: list[str] = Field(
+        default_factory=list, description="Slack user ids or group names; empty means the configured default."
+    )
+    min_approvals: int = Field(default=1, ge=1, le=5)
+    approval_timeout: Duration = Field(default=timedelta(minutes=15), description="Unanswered gates expire.")
+    approval_channel: str | None = Field(default=None, description="Slack channel id; default from configuration.")
 
     def steps(self) -> list[tuple[str, StepBase]]:
         return [

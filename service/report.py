@@ -6,7 +6,7 @@ import json
 
 from pydantic import JsonValue
 
-from service.engine import RunState, StepRecord
+from service.engine import RunState, StepRecord, blast_radius
 
 _MARK = {
     "ok": "✓",
@@ -23,16 +23,6 @@ _MARK = {
 def _short(value: JsonValue, limit: int = 400) -> str:
     text = json.dumps(value, default=str, sort_keys=True)
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def blast_radius(record: StepRecord) -> str:
-    """How many things a write touches and the cap the playbook set for it."""
-    caps = [f"{name} {record.params[name]}" for name in ("max_targets", "max_rows") if name in record.params]
-    if "min_replicas" in record.params:
-        caps.append(f"replicas within [{record.params['min_replicas']}, {record.params['max_replicas']}]")
-    rowcount = (record.result or {}).get("rowcount")
-    touched = f"{rowcount} row(s)" if rowcount is not None else f"{len(record.targets)} target(s)"
-    return f"{touched}; cap: {', '.join(caps) or 'one target'}"
 
 
 def format_step(record: StepRecord) -> list[str]:

@@ -112,6 +112,7 @@ class WriteStep(StepBase):
     """A step that changes something: it may say `approval:` and always runs at most once per run."""
 
     approval: Approval | None = None
+    min_approvals: int | None = Field(default=None, ge=1, le=5, description="Raise the playbook's min_approvals.")
 
     @property
     def effect(self) -> Effect:

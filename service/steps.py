@@ -15,6 +15,7 @@ from service.step_base import (
     StepBase,
     StepId,
     Template,
+    WriteStep,
     approval_of,
 )
 from service.steps_kubernetes import KUBERNETES_STEP, KUBERNETES_STEPS
@@ -89,15 +90,10 @@ class PostgresQuery(StepBase):
     with_: PostgresQueryParams = Field(alias="with")
 
 
-class PostgresExecute(StepBase):
+class PostgresExecute(WriteStep):
     connection_type = "postgres"
     action: Literal["postgres.execute"]
     with_: PostgresExecuteParams = Field(alias="with")
-    approval: Approval | None = None
-
-    @property
-    def effect(self) -> Effect:
-        return "write"
 
 
 class HttpRequest(StepBase):
@@ -106,6 +102,7 @@ class HttpRequest(StepBase):
     action: Literal["http.request"]
     with_: HttpRequestParams = Field(alias="with")
     approval: Approval | None = None
+    min_approvals: int | None = Field(default=None, ge=1, le=5)
 
     @model_validator(mode="after")
     def _approval_only_for_writes(self) -> HttpRequest:

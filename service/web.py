@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from service.adapters.temporal import TemporalRuns
 from service.alerts import Alert, WebhookMessage, run_id
+from service.decisions import decision_routes
 from service.engine import RunInput
 from service.errors import RemediateError, TemporalUnavailable
 from service.playbook import Playbook
@@ -107,14 +108,30 @@ class Metrics:
 class Receiver:
     """Turns one webhook message into run starts and `resolved` signals."""
 
-    def __init__(self, playbooks: Sequence[Playbook], runs: TemporalRuns, ceiling: Mode, seen: SeenRuns) -> None:
+    def __init__(
+        self,
+        playbooks: Sequence[Playbook],
+        runs: TemporalRuns,
+        ceiling: Mode,
+        seen: SeenRuns,
+        approvers: Callable[[list[str]], list[str]] = list,
+        channel: str | None = None,
+    ) -> None:
         self.playbooks, self.runs, self.ceiling, self.seen = list(playbooks), runs, ceiling, seen
+        self.approvers, self.channel = approvers, channel
 
     async def _start(self, playbook: Playbook, alert: Alert) -> str:
         key = run_id(playbook.name, alert)
         if key in self.seen:
             return "duplicates"
-        run = RunInput(run_id=key, playbook=playbook, alert=alert, mode=effective_mode(self.ceiling, playbook.mode))
+        run = RunInput(
+            run_id=key,
+            playbook=playbook,
+            alert=alert,
+            mode=effective_mode(self.ceiling, playbook.mode),
+            approvers=self.approvers(playbook.approvers),
+            approval_channel=playbook.approval_channel or self.channel,
+        )
         started = await self.runs.start(run)
         self.seen.add(key)
         return "started" if started else "duplicates"
@@ -172,6 +189,7 @@ def create_app(
     max_body_bytes: int = 1_048_576,
     pings: dict[str, Ping] | None = None,
     metrics: Metrics | None = None,
+    slack_signing_secret: str | None = None,
 ) -> Starlette:
     """Compose the web app from its parts; nothing global, nothing at import time."""
     metrics = metrics or Metrics()
@@ -260,6 +278,7 @@ def create_app(
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/api/v1/runs", runs_list, methods=["GET"]),
+            *decision_routes(receiver.runs, auth.allows, slack_signing_secret),
             Route("/api/v1/runs/{run_id:path}", run_show, methods=["GET"]),
         ]
     )

@@ -22,7 +22,7 @@ def create_worker(
         client,
         task_queue=task_queue,
         workflows=[RemediationWorkflow],
-        activities=[activities.run_step],
+        activities=activities.all(),
         max_concurrent_activities=max_concurrent_activities,
         workflow_runner=runner,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -12,8 +13,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from service.approvals import Decision, DecisionRecord
 from service.engine import RunInput, RunState
-from service.errors import TemporalUnavailable
+from service.errors import RunNotOpen, TemporalUnavailable
 from service.workflows import RemediationWorkflow
 
 RPC_TIMEOUT = timedelta(seconds=5)  # well inside Alertmanager's webhook timeout, so it sees our 503
@@ -91,6 +93,28 @@ class TemporalRuns:
         except RuntimeError as exc:
             raise _translate(exc, f"signalling {run_id}") from exc
         return True
+
+    async def decide(self, run_id: str, decision: Decision) -> None:
+        """Hand an approve/reject to the run; the run decides whether it counts."""
+        try:
+            await self.client.get_workflow_handle(run_id).signal(
+                RemediationWorkflow.decide, decision, rpc_timeout=RPC_TIMEOUT
+            )
+        except RPCError as exc:
+            if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+                raise RunNotOpen(f"run {run_id} is not waiting for anything (finished or unknown)") from exc
+            raise _translate(exc, f"deciding {run_id}") from exc
+
+    async def decision(self, run_id: str, decision_id: str, within: float = 3.0) -> DecisionRecord | None:
+        """The recorded fate of one decision, once the run has processed it (None if not yet)."""
+        deadline = asyncio.get_running_loop().time() + within
+        while True:
+            state = await self.state(run_id)
+            records = state.gate.decisions if state and state.gate else []
+            found = next((d for d in records if d.decision_id == decision_id), None)
+            if found or asyncio.get_running_loop().time() > deadline:
+                return found
+            await asyncio.sleep(0.1)
 
     async def ping(self) -> None:
         try:

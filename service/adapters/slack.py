@@ -1,0 +1,171 @@
+"""Slack: approval requests as Block Kit messages, and request signature verification (v0)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import httpx2
+
+from service.approvals import Gate, Notice, Posted
+from service.errors import NotifyError
+
+SIGNATURE_WINDOW = 300  # seconds, as Slack recommends against replays
+_CLOSED = {
+    "approved": "✅ Approved",
+    "rejected": "⛔ Rejected",
+    "expired": "⌛ Expired: nobody decided in time",
+    "resolved": "🟢 The alert resolved: nothing will be done",
+}
+
+
+def verify_signature(
+    secret: str, timestamps: Sequence[str], signatures: Sequence[str], body: bytes, now: float
+) -> bool:
+    """Slack signature v0: HMAC-SHA256 over `v0:{ts}:{raw body}`, within 5 minutes, compared in constant time."""
+    if len(timestamps) != 1 or len(signatures) != 1 or not timestamps[0].isdigit():
+        return False
+    if abs(now - int(timestamps[0])) > SIGNATURE_WINDOW:
+        return False
+    base = b"v0:" + timestamps[0].encode() + b":" + body
+    expected = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode(), signatures[0].encode())
+
+
+def _mrkdwn(text: str) -> dict[str, str]:
+    return {"type": "mrkdwn", "text": text[:2900]}
+
+
+def approval_blocks(gate: Gate, outcome: str = "") -> list[dict[str, Any]]:
+    """The message: what fired, what was found, each planned write with targets and blast radius, who decides."""
+    r = gate.request
+    labels = ", ".join(f"{k}={v}" for k, v in sorted(r.labels.items()) if k != "alertname")
+    expires = int(r.expires_at.timestamp())
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": f"Approval needed: {r.playbook}"[:150]}},
+        {"type": "section", "text": _mrkdwn(f"*{r.alertname}* {labels}\nRun `{r.run_id}`")},
+        {"type": "section", "text": _mrkdwn("*Diagnosis*\n" + "\n".join(f"• {d}" for d in r.diagnosis[:10]))},
+    ]
+    for w in r.writes:
+        shown = ", ".join(w.targets[:10]) + (f" … and {len(w.targets) - 10} more" if len(w.targets) > 10 else "")
+        gate_note = "" if w.gated else " _(no approval needed on its own; runs after this gate)_"
+        blocks.append(
+            {
+                "type": "section",
+                "text": _mrkdwn(
+                    f"*{w.step}* `{w.action}`{gate_note}\n{w.summary}\n"
+                    f"Targets: {shown or 'none'}\nBlast radius: {w.blast_radius}"
+                ),
+            }
+        )
+    approvers = " ".join(f"<@{a}>" if a.startswith(("U", "W")) else a for a in r.approvers)
+    blocks.append(
+        {
+            "type": "context",
+            "elements": [
+                _mrkdwn(
+                    f"Approvers: {approvers} · needs {r.min_approvals} · expires "
+                    f"<!date^{expires}^{{date_short_pretty}} {{time}}|{r.expires_at.isoformat()}>"
+                )
+            ],
+        }
+    )
+    refused = [d for d in gate.decisions if d.outcome == "refused"]
+    notes = [f"<@{d.user}> refused: {d.reason}" for d in refused[-3:]]
+    if gate.approved_by and gate.status == "open":
+        notes.append("Approved so far by " + ", ".join(f"<@{u}>" for u in gate.approved_by))
+    if gate.notice:
+        notes.append(gate.notice)
+    if notes:
+        blocks.append({"type": "context", "elements": [_mrkdwn("\n".join(notes))]})
+    if gate.status == "open":
+        value = json.dumps({"run": r.run_id, "gate": r.gate})
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": "decision",
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": "approve",
+                        "style": "primary",
+                        "value": value,
+                        "text": {"type": "plain_text", "text": "Approve"},
+                    },
+                    {
+                        "type": "button",
+                        "action_id": "reject",
+                        "style": "danger",
+                        "value": value,
+                        "text": {"type": "plain_text", "text": "Reject"},
+                        "confirm": {
+                            "title": {"type": "plain_text", "text": "Reject this remediation?"},
+                            "text": _mrkdwn("Nothing will be written and the run ends as rejected."),
+                            "confirm": {"type": "plain_text", "text": "Reject"},
+                            "deny": {"type": "plain_text", "text": "Cancel"},
+                            "style": "danger",
+                        },
+                    },
+                ],
+            }
+        )
+    else:
+        who = {
+            "approved": " by " + ", ".join(f"<@{u}>" for u in gate.approved_by),
+            "rejected": f" by <@{gate.rejected_by}>",
+        }.get(gate.status, "")
+        blocks.append(
+            {
+                "type": "section",
+                "text": _mrkdwn(f"*{_CLOSED[gate.status]}{who}*" + (f"\nOutcome: {outcome}" if outcome else "")),
+            }
+        )
+    return blocks
+
+
+class SlackNotifier:
+    """Posts a gate with chat.postMessage and keeps it current with chat.update."""
+
+    def __init__(
+        self,
+        token: str | None,
+        default_channel: str | None,
+        api_url: str = "https://slack.com/api",
+        transport: httpx2.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._token, self._channel = token, default_channel
+        self._client = httpx2.AsyncClient(base_url=api_url.rstrip("/"), timeout=10.0, transport=transport)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def publish(self, notice: Notice) -> Posted:
+        gate = notice.gate
+        channel = gate.slack_channel or notice.channel or self._channel
+        if not self._token or not channel:
+            return Posted()
+        text = f"Approval needed: {gate.request.playbook} for {gate.request.alertname} ({gate.status})"
+        body: dict[str, Any] = {"channel": channel, "text": text, "blocks": approval_blocks(gate, notice.outcome)}
+        method = "chat.update" if gate.slack_ts else "chat.postMessage"
+        if gate.slack_ts:
+            body["ts"] = gate.slack_ts
+        try:
+            response = await self._client.post(
+                f"/{method}", json=body, headers={"Authorization": f"Bearer {self._token}"}
+            )
+        except httpx2.HTTPError as exc:
+            raise NotifyError(f"{method}: {exc}") from exc
+        if response.status_code == 429:
+            wait = int(response.headers.get("retry-after", "1") or 1)
+            raise NotifyError(f"{method}: rate limited", retry_after=timedelta(seconds=wait))
+        if response.status_code >= 500:
+            raise NotifyError(f"{method}: Slack answered {response.status_code}")
+        payload = response.json()
+        if not payload.get("ok"):
+            error = str(payload.get("error", "unknown"))
+            raise NotifyError(f"{method}: {error}", retryable=error in ("ratelimited", "internal_error"))
+        return Posted(channel=str(payload.get("channel", channel)), ts=str(payload.get("ts", gate.slack_ts or "")))

@@ -1,0 +1,150 @@
+"""Approval gates as a pure state machine: who may decide, how many must agree, and what a late click changes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, Field
+
+Verdict = Literal["approve", "reject"]
+GateStatus = Literal["open", "approved", "rejected", "expired", "resolved"]
+
+
+class Decision(BaseModel):
+    """One click or API call; `decision_id` makes replays and retries count once."""
+
+    gate: str = "act"
+    verdict: Verdict
+    user: str = Field(min_length=1, max_length=200)
+    decision_id: str = Field(min_length=1, max_length=300)
+    source: Literal["slack", "api", "cli"] = "api"
+    comment: str = Field(default="", max_length=1000)
+
+
+class DecisionRecord(BaseModel):
+    """What happened to one decision, for the audit trail and the Slack message."""
+
+    decision_id: str
+    user: str
+    verdict: Verdict
+    source: str
+    outcome: Literal["counted", "refused", "duplicate", "ignored"]
+    reason: str = ""
+    at: datetime | None = None
+
+
+class PlannedWrite(BaseModel):
+    """One write as the approver sees it."""
+
+    step: str
+    action: str
+    summary: str
+    targets: list[str] = Field(default_factory=list)
+    blast_radius: str = ""
+    gated: bool = True
+
+
+class GateRequest(BaseModel):
+    """Everything an approval request shows; the same data goes to Slack, the API and the CLI."""
+
+    run_id: str
+    gate: str = "act"
+    playbook: str
+    alertname: str
+    labels: dict[str, str]
+    diagnosis: list[str]
+    writes: list[PlannedWrite]
+    approvers: list[str]
+    min_approvals: int
+    expires_at: datetime
+
+
+class Gate(BaseModel):
+    """State of one gate; `apply` is the only way it changes."""
+
+    request: GateRequest
+    status: GateStatus = "open"
+    approved_by: list[str] = Field(default_factory=list)
+    rejected_by: str | None = None
+    decisions: list[DecisionRecord] = Field(default_factory=list)
+    slack_channel: str | None = None
+    slack_ts: str | None = None
+    notice: str = ""
+
+    def _seen(self, decision_id: str) -> bool:
+        return any(d.decision_id == decision_id for d in self.decisions)
+
+    def apply(self, decision: Decision, at: datetime | None = None) -> DecisionRecord:
+        """Count, refuse or ignore one decision; never reopen a closed gate."""
+
+        def record(outcome: Literal["counted", "refused", "duplicate", "ignored"], reason: str = "") -> DecisionRecord:
+            entry = DecisionRecord(
+                decision_id=decision.decision_id,
+                user=decision.user,
+                verdict=decision.verdict,
+                source=decision.source,
+                outcome=outcome,
+                reason=reason,
+                at=at,
+            )
+            self.decisions.append(entry)
+            return entry
+
+        if self._seen(decision.decision_id):
+            return DecisionRecord(
+                decision_id=decision.decision_id,
+                user=decision.user,
+                verdict=decision.verdict,
+                source=decision.source,
+                outcome="duplicate",
+                reason="already received",
+                at=at,
+            )
+        if decision.gate != self.request.gate:
+            return record("ignored", f"no gate {decision.gate!r} in this run")
+        if self.status != "open":
+            return record("ignored", f"the gate is already {self.status}")
+        if decision.user not in self.request.approvers:
+            return record("refused", f"{decision.user} is not an approver for this run")
+        if decision.verdict == "reject":
+            self.status, self.rejected_by = "rejected", decision.user
+            return record("counted", "rejected")
+        if decision.user in self.approved_by:
+            return record("duplicate", "this approver has already approved")
+        self.approved_by.append(decision.user)
+        if len(self.approved_by) >= self.request.min_approvals:
+            self.status = "approved"
+        return record("counted", f"{len(self.approved_by)} of {self.request.min_approvals} approval(s)")
+
+    def close(self, status: Literal["expired", "resolved"]) -> None:
+        if self.status == "open":
+            self.status = status
+
+
+class Notice(BaseModel):
+    """Publish or update a gate's message; `outcome` is set once the run has ended."""
+
+    gate: Gate
+    channel: str | None = None
+    outcome: str = ""
+
+
+class Posted(BaseModel):
+    """Where the request was posted; an empty `ts` means it was shown nowhere."""
+
+    channel: str = ""
+    ts: str = ""
+
+
+class Notifier(Protocol):
+    """Where approval requests are shown (Slack, or nowhere); implemented by an adapter."""
+
+    async def publish(self, notice: Notice) -> Posted: ...
+
+
+class NoNotifier:
+    """Used when Slack is not configured: decisions come through the API and the CLI only."""
+
+    async def publish(self, notice: Notice) -> Posted:
+        return Posted()

@@ -1,0 +1,120 @@
+"""HTTP routes for approval decisions: Slack interactions and the authenticated run API."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from urllib.parse import parse_qs
+
+from pydantic import BaseModel, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from service.adapters.slack import verify_signature
+from service.adapters.temporal import TemporalRuns
+from service.approvals import Decision, Verdict
+from service.errors import RunNotOpen, TemporalUnavailable
+
+SLACK_BODY_LIMIT = 64 * 1024
+
+
+class ApiDecision(BaseModel):
+    """Body of POST /api/v1/runs/{id}/approve|reject: who decides, and optionally for which gate."""
+
+    approver: str = Field(min_length=1, max_length=200)
+    gate: str = "act"
+    comment: str = Field(default="", max_length=1000)
+    decision_id: str | None = Field(default=None, max_length=300, description="Retries with the same id count once.")
+
+
+def decision_routes(
+    runs: TemporalRuns,
+    authorized: Callable[[str | None], bool],
+    signing_secret: str | None,
+    clock: Callable[[], float] = time.time,
+) -> list[Route]:
+    """The routes; `clock` is injectable so tests can move the signature window."""
+
+    async def slack_interactions(request: Request) -> Response:
+        body = await request.body()
+        # Verify on the raw bytes before anything is parsed.
+        if (
+            not signing_secret
+            or len(body) > SLACK_BODY_LIMIT
+            or not verify_signature(
+                signing_secret,
+                request.headers.getlist("x-slack-request-timestamp"),
+                request.headers.getlist("x-slack-signature"),
+                body,
+                clock(),
+            )
+        ):
+            return JSONResponse({"error": "bad Slack signature"}, 401)
+        try:
+            payload = json.loads(parse_qs(body.decode()).get("payload", ["{}"])[0])
+            user = payload["user"]["id"]
+            decisions = [
+                (action["action_id"], json.loads(action["value"]), action.get("action_ts", ""))
+                for action in payload.get("actions", [])
+                if action.get("action_id") in ("approve", "reject")
+            ]
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"error": "not a block_actions payload"}, 400)
+        for verdict, value, action_ts in decisions:
+            decision = Decision(
+                gate=str(value.get("gate", "act")),
+                verdict=verdict,
+                user=str(user),
+                source="slack",
+                decision_id=f"slack:{user}:{action_ts}",
+            )
+            try:
+                await runs.decide(str(value["run"]), decision)
+            except RunNotOpen:
+                continue  # a click on an old message: the run's own message already says how it ended
+            except TemporalUnavailable:
+                return JSONResponse({"error": "Temporal unavailable"}, 503)
+        return Response(status_code=200)  # Slack wants an answer within 3 s; the run updates the message
+
+    async def api_decision(request: Request, verdict: Verdict) -> Response:
+        if not authorized(request.headers.get("authorization")):
+            return JSONResponse({"error": "unauthorized"}, 401)
+        try:
+            body = ApiDecision.model_validate_json(await request.body())
+        except ValidationError as exc:
+            return JSONResponse({"error": f"bad decision: {exc.errors(include_url=False)[0]['msg']}"}, 400)
+        run_id = request.path_params["run_id"]
+        decision = Decision(
+            gate=body.gate,
+            verdict=verdict,
+            user=body.approver,
+            source="api",
+            comment=body.comment,
+            decision_id=body.decision_id or f"api:{uuid.uuid4()}",
+        )
+        try:
+            await runs.decide(run_id, decision)
+            record = await runs.decision(run_id, decision.decision_id)
+        except RunNotOpen as exc:
+            return JSONResponse({"error": str(exc)}, 409)
+        except TemporalUnavailable as exc:
+            return JSONResponse({"error": str(exc)}, 503)
+        if record is None:
+            return JSONResponse({"decision_id": decision.decision_id, "outcome": "pending"}, 202)
+        code = {"counted": 200, "duplicate": 200, "refused": 403, "ignored": 409}[record.outcome]
+        return Response(record.model_dump_json(), code, media_type="application/json")
+
+    async def approve(request: Request) -> Response:
+        return await api_decision(request, "approve")
+
+    async def reject(request: Request) -> Response:
+        return await api_decision(request, "reject")
+
+    return [
+        Route("/slack/interactions", slack_interactions, methods=["POST"]),
+        Route("/api/v1/runs/{run_id:path}/approve", approve, methods=["POST"]),
+        Route("/api/v1/runs/{run_id:path}/reject", reject, methods=["POST"]),
+    ]
