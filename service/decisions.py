@@ -34,9 +34,8 @@ def decision_routes(
     runs: TemporalRuns,
     authorized: Callable[[str | None], bool],
     signing_secret: str | None,
-    clock: Callable[[], float] = time.time,
 ) -> list[Route]:
-    """The routes; `clock` is injectable so tests can move the signature window."""
+    """The routes for Slack's interactivity URL and the run API's approve/reject."""
 
     async def slack_interactions(request: Request) -> Response:
         body = await request.body()
@@ -49,7 +48,7 @@ def decision_routes(
                 request.headers.getlist("x-slack-request-timestamp"),
                 request.headers.getlist("x-slack-signature"),
                 body,
-                clock(),
+                time.time(),  # looked up per request, so a frozen clock in tests applies
             )
         ):
             return JSONResponse({"error": "bad Slack signature"}, 401)
