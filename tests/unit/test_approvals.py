@@ -8,7 +8,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from service.approvals import Decision, Gate, GateRequest
+from service.approvals import Decision, Gate, GateRequest, Verdict
 
 APPROVERS = ["U_ALICE", "U_BOB"]
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
@@ -30,8 +30,8 @@ def gate(min_approvals: int = 1) -> Gate:
     )
 
 
-def decide(user: str, verdict: str = "approve", decision_id: str | None = None, gate_id: str = "act") -> Decision:
-    return Decision(gate=gate_id, verdict=verdict, user=user, decision_id=decision_id or f"{user}:{verdict}")  # type: ignore[arg-type]
+def decide(user: str, verdict: Verdict = "approve", decision_id: str | None = None, gate_id: str = "act") -> Decision:
+    return Decision(gate=gate_id, verdict=verdict, user=user, decision_id=decision_id or f"{user}:{verdict}")
 
 
 def test_an_allowed_approver_opens_the_gate() -> None:
@@ -52,9 +52,11 @@ def test_two_approvals_need_two_people() -> None:
     """With min_approvals 2, the same person clicking twice is one approval."""
     g = gate(2)
     g.apply(decide("U_ALICE", decision_id="c1"))
-    assert g.apply(decide("U_ALICE", decision_id="c2")).outcome == "duplicate" and g.status == "open"
+    assert g.apply(decide("U_ALICE", decision_id="c2")).outcome == "duplicate"
+    assert g.status == "open"
     g.apply(decide("U_BOB"))
-    assert g.status == "approved" and g.approved_by == ["U_ALICE", "U_BOB"]
+    assert g.approved_by == ["U_ALICE", "U_BOB"]
+    assert g.status == "approved"  # type: ignore[comparison-overlap]  # mypy keeps the narrowing across apply()
 
 
 def test_replays_count_once_and_late_decisions_change_nothing() -> None:

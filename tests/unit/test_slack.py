@@ -18,7 +18,7 @@ from service.adapters.temporal import TemporalRuns
 from service.approvals import Decision, Gate, GateRequest, PlannedWrite
 from service.decisions import decision_routes
 
-SECRET = "8f742231b10e8888abcd99yyyzzz85a5"  # noqa: S105 - a test signing secret
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 NOW = 1_795_400_000
 
 
