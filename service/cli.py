@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import logging
+import os
 import signal
 import sys
 import threading
+import uuid
 from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +22,7 @@ from pydantic import ValidationError
 from service import dev
 from service.adapters.temporal import TemporalRuns, connect
 from service.alerts import Alert, WebhookMessage, run_id
+from service.approvals import Decision
 from service.compose import Adapters, load_all, serve
 from service.config import Settings
 from service.engine import Executor, Run, RunInput, StepRequest, StepResult
@@ -128,6 +132,26 @@ async def _runs(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def _decide(args: argparse.Namespace, settings: Settings) -> int:
+    runs = TemporalRuns(await connect(settings.temporal_address, settings.temporal_namespace), settings.task_queue)
+    user = args.as_user or os.environ.get("REMEDIATE_APPROVER") or getpass.getuser()
+    decision = Decision(
+        gate=args.gate,
+        verdict="approve" if args.command == "approve" else "reject",
+        user=user,
+        source="cli",
+        comment=args.comment,
+        decision_id=f"cli:{uuid.uuid4()}",
+    )
+    await runs.decide(args.run_id, decision)
+    record = await runs.decision(args.run_id, decision.decision_id, within=5.0)
+    if record is None:
+        print(f"{args.command} sent for {args.run_id}; the run has not processed it yet")
+        return 0
+    print(f"{args.command} by {user}: {record.outcome}" + (f" ({record.reason})" if record.reason else ""))
+    return 0 if record.outcome in ("counted", "duplicate") else 1
+
+
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     config, playbooks = load_all(settings)
     client = await connect(settings.temporal_address, settings.temporal_namespace)
@@ -162,6 +186,12 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--alert", required=True, help="a webhook message or a single alert (JSON)")
     plan.add_argument("--playbooks", help="playbook directory (default: REMEDIATE_PLAYBOOKS)")
     sub.add_parser("schema", help="JSON Schema of the playbook format")
+    for verdict in ("approve", "reject"):
+        decide = sub.add_parser(verdict, help=f"{verdict} a run waiting at an approval gate")
+        decide.add_argument("run_id")
+        decide.add_argument("--gate", default="act")
+        decide.add_argument("--as", dest="as_user", help="approver id (default: $REMEDIATE_APPROVER, then $USER)")
+        decide.add_argument("--comment", default="")
     runs = sub.add_parser("runs", help="list and show runs")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True)
     runs_list = runs_sub.add_parser("list")
@@ -181,7 +211,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _lint(args, settings)
         if args.command == "schema":
             return _schema(args, settings)
-        command = {"plan": _plan, "runs": _runs, "serve": _serve, "dev": dev.run}[args.command]
+        command = {
+            "plan": _plan,
+            "runs": _runs,
+            "serve": _serve,
+            "dev": dev.run,
+            "approve": _decide,
+            "reject": _decide,
+        }[args.command]
         return asyncio.run(_until_terminated(command(args, settings)))
     except PlaybookError as exc:
         print(exc, file=sys.stderr)

@@ -168,7 +168,7 @@ def load_config_file(path: Path | None) -> ConfigFile:
 class Settings(BaseSettings):
     """Every setting of the service; documented one by one in docs/configuration.md."""
 
-    model_config = SettingsConfigDict(env_prefix="REMEDIATE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="REMEDIATE_", extra="ignore", populate_by_name=True)
 
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client
 
@@ -36,6 +37,7 @@ async def running_stack(
     web: bool = True,
     worker: bool = True,
     port: int | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Stack]:
     """Start the composed service (exactly what `remediate serve` runs) and stop it afterwards."""
     port = port or free_port()
@@ -46,6 +48,7 @@ async def running_stack(
         listen=f"127.0.0.1:{port}",
         task_queue=task_queue,
         webhook_token=TOKEN,
+        **overrides,
     )
     cfg, books = load_all(settings)
     ready = asyncio.Event()

@@ -1,0 +1,390 @@
+"""Approval gates through the real Temporal dev server, Postgres and a local Slack endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx2
+import psycopg
+import pytest
+from temporalio.client import Client
+
+from service.adapters.temporal import TemporalRuns
+from service.cli import main
+from service.engine import RunState
+from service.policy import Mode
+from tests.conftest import ROOT, job_states, seed_jobs, update_counts
+from tests.support.fake_slack import FakeSlack
+from tests.support.servers import serving
+from tests.support.stack import TOKEN, running_stack
+
+SIGNING = "signing-secret-for-tests"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@dataclass
+class World:
+    base: Path
+    slack: FakeSlack
+    slack_url: str
+    client: Client
+    dsn: str
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "slack_bot_token": "xoxb-test",
+            "slack_signing_secret": SIGNING,
+            "slack_channel": "C_OPS",
+            "slack_api_url": f"{self.slack_url}/api",
+        }
+
+
+def playbook(timeout: str = "30s", min_approvals: int = 1) -> str:
+    text = (ROOT / "playbooks" / "stuck-jobs.yaml").read_text().replace("    approval: none\n", "")
+    return text + f"approvers: [oncall]\nmin_approvals: {min_approvals}\napproval_timeout: {timeout}\n"
+
+
+@pytest.fixture
+async def world(tmp_path: Path, temporal_client: Client, jobs_db: str) -> AsyncIterator[World]:
+    slack = FakeSlack()
+    (tmp_path / "config.yaml").write_text(
+        "connections: {jobs-db: {type: postgres, dsn: 'env:JOBS_DB_DSN'}}\n"
+        "approvers: [oncall]\napprover_groups: {oncall: [U_ALICE, U_BOB]}\n"
+    )
+    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "playbooks" / "stuck-jobs.yaml").write_text(playbook())
+    async with serving(slack.app()) as url:
+        yield World(tmp_path, slack, url, temporal_client, jobs_db)
+
+
+def alert(status: str = "firing", fingerprint: str | None = None, starts: str | None = None) -> dict[str, Any]:
+    return {
+        "version": "4",
+        "status": status,
+        "alerts": [
+            {
+                "status": status,
+                "labels": {"alertname": "JobsStuck", "queue": "q1", "severity": "critical"},
+                "startsAt": starts or datetime.now(UTC).isoformat(),
+                "fingerprint": fingerprint or uuid.uuid4().hex[:16],
+            }
+        ],
+    }
+
+
+def run_id_of(message: dict[str, Any]) -> str:
+    a = message["alerts"][0]
+    return f"stuck-jobs/{a['fingerprint']}/{int(datetime.fromisoformat(a['startsAt']).timestamp())}"
+
+
+async def wait_for(runs: TemporalRuns, run_id: str, status: str, within: float = 20) -> RunState:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        state = await runs.state(run_id)
+        if state is not None and state.status == status:
+            return state
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{run_id} never reached {status}: {state}")
+
+
+def slack_click(user: str, run_id: str, verdict: str = "approve") -> tuple[bytes, dict[str, str]]:
+    payload = {
+        "type": "block_actions",
+        "user": {"id": user},
+        "actions": [
+            {
+                "action_id": verdict,
+                "action_ts": f"{time.time():.6f}",
+                "value": json.dumps({"run": run_id, "gate": "act"}),
+            }
+        ],
+    }
+    raw = urlencode({"payload": json.dumps(payload)}).encode()
+    ts = str(int(time.time()))
+    signature = "v0=" + hmac.new(SIGNING.encode(), f"v0:{ts}:".encode() + raw, hashlib.sha256).hexdigest()
+    return raw, {
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": signature,
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+
+
+def queue() -> str:
+    return f"appr-{uuid.uuid4().hex[:8]}"
+
+
+async def test_slack_approval_after_a_refused_click_acts_once(world: World) -> None:
+    """The request names the rows; an outsider's click is refused visibly; an approver's click leads to one write."""
+    seed_jobs(world.dsn, stuck=[1, 2], fresh=[3])
+    async with (
+        running_stack(
+            world.client,
+            world.base / "config.yaml",
+            world.base / "playbooks",
+            Mode.AUTO,
+            task_queue=queue(),
+            **world.settings(),
+        ) as stack,
+        httpx2.AsyncClient(base_url=stack.url) as http,
+    ):
+        message = alert()
+        run_id = run_id_of(message)
+        await http.post("/alertmanager", json=message, headers=AUTH)
+        runs = TemporalRuns(world.client, "")
+        state = await wait_for(runs, run_id, "awaiting_approval")
+        assert job_states(world.dsn) == {1: "running", 2: "running", 3: "running"}
+        for _ in range(50):
+            if world.slack.messages("chat.postMessage"):
+                break
+            await asyncio.sleep(0.1)
+        [posted] = world.slack.messages("chat.postMessage")
+        assert posted["channel"] == "C_OPS" and "row 1, row 2" in json.dumps(posted["blocks"])
+        raw, headers = slack_click("U_MALLORY", run_id)
+        assert (await http.post("/slack/interactions", content=raw, headers=headers)).status_code == 200
+        raw, headers = slack_click("U_ALICE", run_id)
+        started = time.monotonic()
+        assert (await http.post("/slack/interactions", content=raw, headers=headers)).status_code == 200
+        assert time.monotonic() - started < 3
+        state = await wait_for(runs, run_id, "succeeded")
+    assert update_counts(world.dsn) == {1: 1, 2: 1}
+    assert state.gate is not None and [d.outcome for d in state.gate.decisions] == ["refused", "counted"]
+    updates = json.dumps(world.slack.messages("chat.update"))
+    assert "U_MALLORY" in updates and "not an approver" in updates and "Approved" in updates
+    assert "Outcome: succeeded: 1 write(s) done; verify passed" in updates
+
+
+async def test_api_reject_writes_nothing_and_later_approvals_change_nothing(world: World) -> None:
+    """A rejection through the API ends the run; an approval after it is ignored with 409."""
+    seed_jobs(world.dsn, stuck=[1])
+    async with (
+        running_stack(
+            world.client,
+            world.base / "config.yaml",
+            world.base / "playbooks",
+            Mode.AUTO,
+            task_queue=queue(),
+            **world.settings(),
+        ) as stack,
+        httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
+    ):
+        message = alert()
+        run_id = run_id_of(message)
+        await http.post("/alertmanager", json=message)
+        runs = TemporalRuns(world.client, "")
+        await wait_for(runs, run_id, "awaiting_approval")
+        refused = await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_MALLORY"})
+        assert refused.status_code == 403 and refused.json()["outcome"] == "refused"
+        rejected = await http.post(f"/api/v1/runs/{run_id}/reject", json={"approver": "U_BOB", "decision_id": "d-1"})
+        assert rejected.status_code == 200 and rejected.json()["outcome"] == "counted"
+        again = await http.post(f"/api/v1/runs/{run_id}/reject", json={"approver": "U_BOB", "decision_id": "d-1"})
+        assert again.json()["outcome"] in ("duplicate", "counted")
+        state = await wait_for(runs, run_id, "rejected")
+        late = await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_ALICE"})
+        assert late.status_code == 409
+    assert state.reason.startswith("rejected by U_BOB") and update_counts(world.dsn) == {}
+
+
+async def test_an_unanswered_gate_expires_and_writes_nothing(world: World) -> None:
+    """With a 2 s approval_timeout and no decision, the run ends expired and no row changes."""
+    (world.base / "playbooks" / "stuck-jobs.yaml").write_text(playbook(timeout="2s"))
+    seed_jobs(world.dsn, stuck=[1])
+    async with (
+        running_stack(
+            world.client,
+            world.base / "config.yaml",
+            world.base / "playbooks",
+            Mode.AUTO,
+            task_queue=queue(),
+            **world.settings(),
+        ) as stack,
+        httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
+    ):
+        message = alert()
+        await http.post("/alertmanager", json=message)
+        state = await wait_for(TemporalRuns(world.client, ""), run_id_of(message), "expired")
+    assert update_counts(world.dsn) == {} and state.gate is not None and state.gate.status == "expired"
+    assert "Expired" in json.dumps(world.slack.messages("chat.update"))
+
+
+async def test_a_resolved_alert_cancels_the_pending_approval(world: World) -> None:
+    """Alertmanager's resolved notification ends the wait; the message says so and nothing is written."""
+    seed_jobs(world.dsn, stuck=[1])
+    async with (
+        running_stack(
+            world.client,
+            world.base / "config.yaml",
+            world.base / "playbooks",
+            Mode.AUTO,
+            task_queue=queue(),
+            **world.settings(),
+        ) as stack,
+        httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
+    ):
+        message = alert()
+        run_id = run_id_of(message)
+        await http.post("/alertmanager", json=message)
+        runs = TemporalRuns(world.client, "")
+        await wait_for(runs, run_id, "awaiting_approval")
+        a = message["alerts"][0]
+        assert (await http.post("/alertmanager", json=alert("resolved", a["fingerprint"], a["startsAt"]))).json()[
+            "resolved"
+        ] == 1
+        state = await wait_for(runs, run_id, "resolved_before_action")
+    assert update_counts(world.dsn) == {} and state.resolved
+    assert "The alert resolved" in json.dumps(world.slack.messages("chat.update"))
+
+
+async def test_after_approval_only_what_is_still_broken_is_fixed(world: World) -> None:
+    """Rows fixed by someone else while waiting are left alone; if nothing is left, the run says so."""
+    seed_jobs(world.dsn, stuck=[1, 2])
+    async with (
+        running_stack(
+            world.client,
+            world.base / "config.yaml",
+            world.base / "playbooks",
+            Mode.AUTO,
+            task_queue=queue(),
+            **world.settings(),
+        ) as stack,
+        httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
+    ):
+        message = alert()
+        run_id = run_id_of(message)
+        await http.post("/alertmanager", json=message)
+        runs = TemporalRuns(world.client, "")
+        await wait_for(runs, run_id, "awaiting_approval")
+        with psycopg.connect(world.dsn, autocommit=True) as conn:
+            conn.execute("update jobs set status = 'done' where id = 1")  # an operator fixed job 1 by hand
+        await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_ALICE"})
+        await wait_for(runs, run_id, "succeeded")
+        second = alert()
+        with psycopg.connect(world.dsn, autocommit=True) as conn:
+            conn.execute("insert into jobs values (9, 'q1', 'running', 'w', now() - interval '1 hour')")
+        await http.post("/alertmanager", json=second)
+        await wait_for(runs, run_id_of(second), "awaiting_approval")
+        with psycopg.connect(world.dsn, autocommit=True) as conn:
+            conn.execute("update jobs set status = 'done' where id = 9")
+        await http.post(f"/api/v1/runs/{run_id_of(second)}/approve", json={"approver": "U_BOB"})
+        fixed = await wait_for(runs, run_id_of(second), "resolved_before_action")
+    assert update_counts(world.dsn) == {1: 1, 2: 1, 9: 1}  # 1 and 9 by the operator, 2 by the run
+    assert job_states(world.dsn)[2] == "pending" and "nothing left to fix" in fixed.reason
+
+
+async def test_slack_down_still_accepts_decisions_from_the_cli(
+    world: World, monkeypatch: pytest.MonkeyPatch, temporal_env_address: str
+) -> None:
+    """With Slack answering 429 and then 500 for good, the run shows the failure and `remediate approve` works."""
+    world.slack.answers = [429]
+    seed_jobs(world.dsn, stuck=[1])
+    async with (
+        running_stack(
+            world.client,
+            world.base / "config.yaml",
+            world.base / "playbooks",
+            Mode.AUTO,
+            task_queue=queue(),
+            **world.settings(),
+        ) as stack,
+        httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
+    ):
+        message = alert()
+        run_id = run_id_of(message)
+        await http.post("/alertmanager", json=message)
+        runs = TemporalRuns(world.client, "")
+        await wait_for(runs, run_id, "awaiting_approval")
+        for _ in range(50):
+            if world.slack.messages("chat.postMessage"):
+                break
+            await asyncio.sleep(0.1)
+        assert [name for name, _ in world.slack.calls][:2] == ["chat.postMessage:429", "chat.postMessage"]
+        monkeypatch.setenv("REMEDIATE_TEMPORAL_ADDRESS", temporal_env_address)
+        world.slack.always = 500
+        assert await asyncio.to_thread(main, ["approve", run_id, "--as", "U_ALICE"]) == 0
+        state = await wait_for(runs, run_id, "succeeded", within=40)
+    assert update_counts(world.dsn) == {1: 1} and state.gate is not None
+    assert state.gate.decisions[0].source == "cli"
+
+
+async def test_two_approvers_when_the_playbook_asks(world: World) -> None:
+    """min_approvals 2: one approval keeps waiting, the second distinct approver lets the run act."""
+    (world.base / "playbooks" / "stuck-jobs.yaml").write_text(playbook(min_approvals=2))
+    seed_jobs(world.dsn, stuck=[1])
+    async with (
+        running_stack(
+            world.client,
+            world.base / "config.yaml",
+            world.base / "playbooks",
+            Mode.AUTO,
+            task_queue=queue(),
+            **world.settings(),
+        ) as stack,
+        httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
+    ):
+        message = alert()
+        run_id = run_id_of(message)
+        await http.post("/alertmanager", json=message)
+        runs = TemporalRuns(world.client, "")
+        await wait_for(runs, run_id, "awaiting_approval")
+        await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_ALICE"})
+        await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_ALICE"})
+        assert (await runs.state(run_id)).status == "awaiting_approval"  # type: ignore[union-attr]
+        await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_BOB"})
+        await wait_for(runs, run_id, "succeeded")
+    assert update_counts(world.dsn) == {1: 1}
+
+
+async def test_a_worker_restart_while_waiting_loses_nothing_and_acts_once(world: World) -> None:
+    """The worker stops while the run waits; a new worker picks it up, and after approval it acts exactly once."""
+    seed_jobs(world.dsn, stuck=[1])
+    task_queue = queue()
+    config, books = world.base / "config.yaml", world.base / "playbooks"
+    message = alert()
+    run_id = run_id_of(message)
+    runs = TemporalRuns(world.client, "")
+    async with (
+        running_stack(world.client, config, books, Mode.AUTO, task_queue=task_queue, **world.settings()) as stack,
+        httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
+    ):
+        await http.post("/alertmanager", json=message)
+        await wait_for(runs, run_id, "awaiting_approval")
+    async with (
+        running_stack(world.client, config, books, Mode.AUTO, task_queue=task_queue, **world.settings()) as stack,
+        httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
+    ):
+        assert (await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_BOB"})).status_code == 200
+        await wait_for(runs, run_id, "succeeded")
+    assert update_counts(world.dsn) == {1: 1}
+
+
+async def test_approve_mode_gates_even_writes_marked_approval_none(world: World) -> None:
+    """In mode approve every write waits, including one the playbook marks `approval: none`."""
+    (world.base / "playbooks" / "stuck-jobs.yaml").write_text(
+        (ROOT / "playbooks" / "stuck-jobs.yaml").read_text() + "approvers: [oncall]\n"
+    )
+    seed_jobs(world.dsn, stuck=[1])
+    async with (
+        running_stack(
+            world.client,
+            world.base / "config.yaml",
+            world.base / "playbooks",
+            Mode.APPROVE,
+            task_queue=queue(),
+            **world.settings(),
+        ) as stack,
+        httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
+    ):
+        message = alert()
+        await http.post("/alertmanager", json=message)
+        await wait_for(TemporalRuns(world.client, ""), run_id_of(message), "awaiting_approval")
+    assert update_counts(world.dsn) == {}
