@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from service.alerts import Alert
+from service.approvals import Decision, Gate
 from service.engine import Run, RunInput, StepRequest, StepResult
 from service.errors import PermanentStepError
 from service.playbook import load_playbooks
@@ -121,8 +122,8 @@ async def test_mode_off_is_recorded_not_dropped() -> None:
     assert run.state.status == "blocked_by_policy" and script.requests == []
 
 
-async def test_required_approval_blocks_every_write_in_auto() -> None:
-    """Until approval gates exist, a write that needs approval blocks the act phase entirely."""
+async def test_required_approval_without_approvers_blocks_every_write() -> None:
+    """A write that needs approval, in a run with no approvers, blocks the act phase entirely."""
     playbook = PLAYBOOK.model_copy(update={"act": [PLAYBOOK.act[0].model_copy(update={"approval": "required"})]})
     script = Script([1])
     run = Run(RunInput(run_id="r", playbook=playbook, alert=ALERT, mode=Mode.AUTO), script, Clock())
@@ -155,3 +156,54 @@ async def test_a_failing_step_fails_the_run_with_its_error() -> None:
 def test_service_mode_is_a_ceiling(ceiling: Mode, own: Mode | None, expected: Mode) -> None:
     """A playbook's mode can only lower the service mode."""
     assert effective_mode(ceiling, own) == expected
+
+
+class Growing(Script):
+    """Diagnosis finds more stuck rows the second time (after approval) than the approver saw."""
+
+    def __init__(self, first: list[int], second: list[int]) -> None:
+        super().__init__(first)
+        self.rounds = [first, second]
+
+    async def __call__(self, step: StepBase, request: StepRequest) -> StepResult:
+        if request.step_id == "stuck":
+            self.stuck = self.rounds.pop(0) if len(self.rounds) > 1 else self.rounds[0]
+        if request.step_id == "requeue":
+            self.requests.append(request)
+            return StepResult(
+                data={"rowcount": len(self.stuck)}, targets=[f"row {i}" for i in self.stuck], dry_run=request.dry_run
+            )
+        return await super().__call__(step, request)
+
+
+async def _approved_run(script: Script) -> Run:
+    async def approve_at_once(gate: Gate) -> None:
+        gate.apply(Decision(verdict="approve", user="U_ALICE", decision_id="d"))
+
+    playbook = PLAYBOOK.model_copy(update={"act": [PLAYBOOK.act[0].model_copy(update={"approval": "required"})]})
+    run = Run(
+        RunInput(run_id="r", playbook=playbook, alert=ALERT, mode=Mode.AUTO, approvers=["U_ALICE"]),
+        script,
+        Clock(),
+        gatekeeper=approve_at_once,
+    )
+    await run.execute_run()
+    return run
+
+
+async def test_after_approval_a_grown_plan_is_not_acted_on() -> None:
+    """If re-diagnosis finds targets nobody approved, the run writes nothing and says which."""
+    script = Growing([1, 2], [1, 2, 3])
+    run = await _approved_run(script)
+    assert run.state.status == "blocked_by_policy" and "row 3" in run.state.reason
+    assert all(r.dry_run for r in script.requests if r.step_id == "requeue")
+
+
+async def test_after_approval_the_write_runs_once_on_what_is_still_broken() -> None:
+    """Approved targets that are still broken get one real write; the gate records the approval."""
+    script = Growing([1, 2], [2])
+    run = await _approved_run(script)
+    real = [r for r in script.requests if r.step_id == "requeue" and not r.dry_run]
+    assert run.state.status == "succeeded" and len(real) == 1
+    assert real[0].params["params"] == {"ids": [2]}
+    assert run.state.gate is not None and run.state.gate.status == "approved"
