@@ -9,6 +9,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -124,25 +125,33 @@ def queue() -> str:
     return f"appr-{uuid.uuid4().hex[:8]}"
 
 
-async def test_slack_approval_after_a_refused_click_acts_once(world: World) -> None:
-    """The request names the rows; an outsider's click is refused visibly; an approver's click leads to one write."""
-    seed_jobs(world.dsn, stuck=[1, 2], fresh=[3])
+@asynccontextmanager
+async def waiting_run(
+    world: World, mode: Mode = Mode.AUTO, task_queue: str | None = None, message: dict[str, Any] | None = None
+) -> AsyncIterator[tuple[httpx2.AsyncClient, TemporalRuns, str]]:
+    """The service running, one alert delivered, and its run waiting at the gate."""
+    message = message or alert()
     async with (
         running_stack(
             world.client,
             world.base / "config.yaml",
             world.base / "playbooks",
-            Mode.AUTO,
-            task_queue=queue(),
+            mode,
+            task_queue=task_queue or queue(),
             **world.settings(),
         ) as stack,
-        httpx2.AsyncClient(base_url=stack.url) as http,
+        httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
     ):
-        message = alert()
-        run_id = run_id_of(message)
-        await http.post("/alertmanager", json=message, headers=AUTH)
+        await http.post("/alertmanager", json=message)
         runs = TemporalRuns(world.client, "")
-        state = await wait_for(runs, run_id, "awaiting_approval")
+        await wait_for(runs, run_id_of(message), "awaiting_approval")
+        yield http, runs, run_id_of(message)
+
+
+async def test_slack_approval_after_a_refused_click_acts_once(world: World) -> None:
+    """The request names the rows; an outsider's click is refused visibly; an approver's click leads to one write."""
+    seed_jobs(world.dsn, stuck=[1, 2], fresh=[3])
+    async with waiting_run(world) as (http, runs, run_id):
         assert job_states(world.dsn) == {1: "running", 2: "running", 3: "running"}
         for _ in range(50):
             if world.slack.messages("chat.postMessage"):
@@ -167,22 +176,7 @@ async def test_slack_approval_after_a_refused_click_acts_once(world: World) -> N
 async def test_api_reject_writes_nothing_and_later_approvals_change_nothing(world: World) -> None:
     """A rejection through the API ends the run; an approval after it is ignored with 409."""
     seed_jobs(world.dsn, stuck=[1])
-    async with (
-        running_stack(
-            world.client,
-            world.base / "config.yaml",
-            world.base / "playbooks",
-            Mode.AUTO,
-            task_queue=queue(),
-            **world.settings(),
-        ) as stack,
-        httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
-    ):
-        message = alert()
-        run_id = run_id_of(message)
-        await http.post("/alertmanager", json=message)
-        runs = TemporalRuns(world.client, "")
-        await wait_for(runs, run_id, "awaiting_approval")
+    async with waiting_run(world) as (http, runs, run_id):
         refused = await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_MALLORY"})
         assert refused.status_code == 403 and refused.json()["outcome"] == "refused"
         rejected = await http.post(f"/api/v1/runs/{run_id}/reject", json={"approver": "U_BOB", "decision_id": "d-1"})
@@ -199,20 +193,8 @@ async def test_an_unanswered_gate_expires_and_writes_nothing(world: World) -> No
     """With a 2 s approval_timeout and no decision, the run ends expired and no row changes."""
     (world.base / "playbooks" / "stuck-jobs.yaml").write_text(playbook(timeout="2s"))
     seed_jobs(world.dsn, stuck=[1])
-    async with (
-        running_stack(
-            world.client,
-            world.base / "config.yaml",
-            world.base / "playbooks",
-            Mode.AUTO,
-            task_queue=queue(),
-            **world.settings(),
-        ) as stack,
-        httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
-    ):
-        message = alert()
-        await http.post("/alertmanager", json=message)
-        state = await wait_for(TemporalRuns(world.client, ""), run_id_of(message), "expired")
+    async with waiting_run(world) as (_, runs, run_id):
+        state = await wait_for(runs, run_id, "expired")
     assert update_counts(world.dsn) == {} and state.gate is not None and state.gate.status == "expired"
     assert "Expired" in json.dumps(world.slack.messages("chat.update"))
 
@@ -220,63 +202,33 @@ async def test_an_unanswered_gate_expires_and_writes_nothing(world: World) -> No
 async def test_a_resolved_alert_cancels_the_pending_approval(world: World) -> None:
     """Alertmanager's resolved notification ends the wait; the message says so and nothing is written."""
     seed_jobs(world.dsn, stuck=[1])
-    async with (
-        running_stack(
-            world.client,
-            world.base / "config.yaml",
-            world.base / "playbooks",
-            Mode.AUTO,
-            task_queue=queue(),
-            **world.settings(),
-        ) as stack,
-        httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
-    ):
-        message = alert()
-        run_id = run_id_of(message)
-        await http.post("/alertmanager", json=message)
-        runs = TemporalRuns(world.client, "")
-        await wait_for(runs, run_id, "awaiting_approval")
+    message = alert()
+    async with waiting_run(world, message=message) as (http, runs, run_id):
         a = message["alerts"][0]
-        assert (await http.post("/alertmanager", json=alert("resolved", a["fingerprint"], a["startsAt"]))).json()[
-            "resolved"
-        ] == 1
+        resolved = await http.post("/alertmanager", json=alert("resolved", a["fingerprint"], a["startsAt"]))
+        assert resolved.json()["resolved"] == 1
         state = await wait_for(runs, run_id, "resolved_before_action")
     assert update_counts(world.dsn) == {} and state.resolved
     assert "The alert resolved" in json.dumps(world.slack.messages("chat.update"))
 
 
+def run_sql(dsn: str, statement: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(statement)
+
+
 async def test_after_approval_only_what_is_still_broken_is_fixed(world: World) -> None:
     """Rows fixed by someone else while waiting are left alone; if nothing is left, the run says so."""
     seed_jobs(world.dsn, stuck=[1, 2])
-    async with (
-        running_stack(
-            world.client,
-            world.base / "config.yaml",
-            world.base / "playbooks",
-            Mode.AUTO,
-            task_queue=queue(),
-            **world.settings(),
-        ) as stack,
-        httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
-    ):
-        message = alert()
-        run_id = run_id_of(message)
-        await http.post("/alertmanager", json=message)
-        runs = TemporalRuns(world.client, "")
-        await wait_for(runs, run_id, "awaiting_approval")
-        with psycopg.connect(world.dsn, autocommit=True) as conn:
-            conn.execute("update jobs set status = 'done' where id = 1")  # an operator fixed job 1 by hand
+    async with waiting_run(world) as (http, runs, run_id):
+        run_sql(world.dsn, "update jobs set status = 'done' where id = 1")  # an operator fixed job 1 by hand
         await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_ALICE"})
         await wait_for(runs, run_id, "succeeded")
-        second = alert()
-        with psycopg.connect(world.dsn, autocommit=True) as conn:
-            conn.execute("insert into jobs values (9, 'q1', 'running', 'w', now() - interval '1 hour')")
-        await http.post("/alertmanager", json=second)
-        await wait_for(runs, run_id_of(second), "awaiting_approval")
-        with psycopg.connect(world.dsn, autocommit=True) as conn:
-            conn.execute("update jobs set status = 'done' where id = 9")
-        await http.post(f"/api/v1/runs/{run_id_of(second)}/approve", json={"approver": "U_BOB"})
-        fixed = await wait_for(runs, run_id_of(second), "resolved_before_action")
+    run_sql(world.dsn, "insert into jobs values (9, 'q1', 'running', 'w', now() - interval '1 hour')")
+    async with waiting_run(world) as (http, runs, run_id):
+        run_sql(world.dsn, "update jobs set status = 'done' where id = 9")
+        await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_BOB"})
+        fixed = await wait_for(runs, run_id, "resolved_before_action")
     assert update_counts(world.dsn) == {1: 1, 2: 1, 9: 1}  # 1 and 9 by the operator, 2 by the run
     assert job_states(world.dsn)[2] == "pending" and "nothing left to fix" in fixed.reason
 
@@ -287,22 +239,7 @@ async def test_slack_down_still_accepts_decisions_from_the_cli(
     """With Slack answering 429 and then 500 for good, the run shows the failure and `remediate approve` works."""
     world.slack.answers = [429]
     seed_jobs(world.dsn, stuck=[1])
-    async with (
-        running_stack(
-            world.client,
-            world.base / "config.yaml",
-            world.base / "playbooks",
-            Mode.AUTO,
-            task_queue=queue(),
-            **world.settings(),
-        ) as stack,
-        httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
-    ):
-        message = alert()
-        run_id = run_id_of(message)
-        await http.post("/alertmanager", json=message)
-        runs = TemporalRuns(world.client, "")
-        await wait_for(runs, run_id, "awaiting_approval")
+    async with waiting_run(world) as (_, runs, run_id):
         for _ in range(50):
             if world.slack.messages("chat.postMessage"):
                 break
@@ -320,22 +257,7 @@ async def test_two_approvers_when_the_playbook_asks(world: World) -> None:
     """min_approvals 2: one approval keeps waiting, the second distinct approver lets the run act."""
     (world.base / "playbooks" / "stuck-jobs.yaml").write_text(playbook(min_approvals=2))
     seed_jobs(world.dsn, stuck=[1])
-    async with (
-        running_stack(
-            world.client,
-            world.base / "config.yaml",
-            world.base / "playbooks",
-            Mode.AUTO,
-            task_queue=queue(),
-            **world.settings(),
-        ) as stack,
-        httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
-    ):
-        message = alert()
-        run_id = run_id_of(message)
-        await http.post("/alertmanager", json=message)
-        runs = TemporalRuns(world.client, "")
-        await wait_for(runs, run_id, "awaiting_approval")
+    async with waiting_run(world) as (http, runs, run_id):
         await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_ALICE"})
         await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_ALICE"})
         assert (await runs.state(run_id)).status == "awaiting_approval"  # type: ignore[union-attr]
@@ -348,18 +270,17 @@ async def test_a_worker_restart_while_waiting_loses_nothing_and_acts_once(world:
     """The worker stops while the run waits; a new worker picks it up, and after approval it acts exactly once."""
     seed_jobs(world.dsn, stuck=[1])
     task_queue = queue()
-    config, books = world.base / "config.yaml", world.base / "playbooks"
-    message = alert()
-    run_id = run_id_of(message)
-    runs = TemporalRuns(world.client, "")
+    async with waiting_run(world, task_queue=task_queue) as (_, runs, run_id):
+        pass  # the whole service, worker included, stops here with the run waiting
     async with (
-        running_stack(world.client, config, books, Mode.AUTO, task_queue=task_queue, **world.settings()) as stack,
-        httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
-    ):
-        await http.post("/alertmanager", json=message)
-        await wait_for(runs, run_id, "awaiting_approval")
-    async with (
-        running_stack(world.client, config, books, Mode.AUTO, task_queue=task_queue, **world.settings()) as stack,
+        running_stack(
+            world.client,
+            world.base / "config.yaml",
+            world.base / "playbooks",
+            Mode.AUTO,
+            task_queue=task_queue,
+            **world.settings(),
+        ) as stack,
         httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
     ):
         assert (await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_BOB"})).status_code == 200
@@ -373,18 +294,6 @@ async def test_approve_mode_gates_even_writes_marked_approval_none(world: World)
         (ROOT / "playbooks" / "stuck-jobs.yaml").read_text() + "approvers: [oncall]\n"
     )
     seed_jobs(world.dsn, stuck=[1])
-    async with (
-        running_stack(
-            world.client,
-            world.base / "config.yaml",
-            world.base / "playbooks",
-            Mode.APPROVE,
-            task_queue=queue(),
-            **world.settings(),
-        ) as stack,
-        httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
-    ):
-        message = alert()
-        await http.post("/alertmanager", json=message)
-        await wait_for(TemporalRuns(world.client, ""), run_id_of(message), "awaiting_approval")
+    async with waiting_run(world, Mode.APPROVE):
+        pass
     assert update_counts(world.dsn) == {}
