@@ -230,3 +230,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except asyncio.CancelledError:
         return 143
+
+
+def entry() -> None:
+    """Console entry point: run, flush, and leave without interpreter teardown.
+
+    Temporal's Rust core keeps native threads that may call into Python while the interpreter finalizes, which
+    aborts short-lived client processes now and then (temporalio/sdk-python#300). Everything that needs closing
+    has been closed inside `main` by now.
+    """
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
