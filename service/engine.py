@@ -14,7 +14,7 @@ from service.errors import StepError, TemplateError
 from service.playbook import Playbook
 from service.policy import Mode
 from service.steps import Approval, Effect, StepBase, approval_of
-from service.templating import condition, render
+from service.templating import condition, evaluate, render
 
 RunStatus = Literal[
     "received",
@@ -117,7 +117,9 @@ class RunState(BaseModel):
 
 def blast_radius(record: StepRecord) -> str:
     """How many things a write touches and the cap the playbook set for it."""
-    caps = [f"{name} {record.params[name]}" for name in ("max_targets", "max_rows") if name in record.params]
+    caps = [
+        f"{name} {record.params[name]}" for name in ("max_targets", "max_rows", "max_items") if name in record.params
+    ]
     if "min_replicas" in record.params:
         caps.append(f"replicas within [{record.params['min_replicas']}, {record.params['max_replicas']}]")
     rowcount = (record.result or {}).get("rowcount")
@@ -354,7 +356,8 @@ class Run:
         if not self._when(step):
             record.status, record.summary = "skipped", f"when is false: {step.when}"
             return False
-        record.params = self._render(step)
+        # A for_each write renders once per item, when it runs.
+        record.params = {} if getattr(step, "for_each", None) else self._render(step)
         record.status = "planned"
         return True
 
@@ -428,6 +431,42 @@ class Run:
         if not dry_run and not self._when(step):
             record.status, record.summary = "skipped", f"when is false: {step.when}"
             return
-        record.params = self._render(step)
-        await self._call(step, record, self._request(step, record.params, dry_run=dry_run))
+        if getattr(step, "for_each", None):
+            await self._write_each(step, record, dry_run)
+        else:
+            record.params = self._render(step)
+            await self._call(step, record, self._request(step, record.params, dry_run=dry_run))
         record.status = "dry_run" if dry_run else "ok"
+
+    async def _write_each(self, step: StepBase, record: StepRecord, dry_run: bool) -> None:
+        """One call per item of a bounded list; each has its own idempotency key `<step>[<index>]`."""
+        source, cap = getattr(step, "for_each", ""), getattr(step, "max_items", 0)
+        try:
+            items = evaluate(source, self.context)
+        except TemplateError as exc:
+            raise _Stop("failed", f"step {step.id!r} for_each: {exc}") from exc
+        if not isinstance(items, list) or not items or len(items) > cap:
+            size = len(items) if isinstance(items, list) else "not a list"
+            record.status = "failed"
+            raise _Stop(
+                "failed",
+                f"step {step.id!r} for_each gave {size} item(s); it needs 1 to {cap} "
+                "(an empty list is never read as 'all')",
+            )
+        results: list[JsonValue] = []
+        targets: list[str] = []
+        for index, item in enumerate(items):
+            self.context["item"] = item
+            try:
+                params = self._render(step)
+            finally:
+                self.context.pop("item", None)
+            request = self._request(step, params, dry_run=dry_run)
+            request.step_id = f"{step.id}[{index}]"
+            result = await self._call(step, record, request)
+            results.append(result.data)
+            targets.extend(result.targets)
+        record.params = {"for_each": source, "max_items": cap, "items": len(items)}
+        record.result, record.targets = {"results": results, "count": len(results)}, targets
+        record.summary = f"{'planned' if dry_run else 'ran'} for {len(items)} item(s) (max_items {cap})"
+        self.context["steps"][step.id] = record.result

@@ -241,8 +241,8 @@ def _semantic_problems(file: LoadedFile, playbook: Playbook, connections: Mappin
                     f"connection {step.connection!r} is {kind}; "
                     f"{step.action} needs a {step.connection_type} connection",
                 )
-        for field in ("when", "expect"):
-            source = getattr(step, field)
+        for field in ("when", "expect", "for_each"):
+            source = getattr(step, field, None)
             if source is not None:
                 try:
                     check_expression(source)

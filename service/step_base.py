@@ -7,7 +7,16 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    model_validator,
+)
 
 from service.errors import GuardViolation
 from service.templating import Escape, is_template
@@ -113,6 +122,16 @@ class WriteStep(StepBase):
 
     approval: Approval | None = None
     min_approvals: int | None = Field(default=None, ge=1, le=5, description="Raise the playbook's min_approvals.")
+    for_each: str | None = Field(
+        default=None, description="Expression giving a list; the step runs once per item, as `item` in templates."
+    )
+    max_items: int | None = Field(default=None, ge=1, le=1000, description="Required with for_each.")
+
+    @model_validator(mode="after")
+    def _for_each_is_capped(self) -> WriteStep:
+        if self.for_each is not None and self.max_items is None:
+            raise ValueError("for_each needs max_items: a write never runs over an uncapped list")
+        return self
 
     @property
     def effect(self) -> Effect:

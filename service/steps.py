@@ -96,18 +96,16 @@ class PostgresExecute(WriteStep):
     with_: PostgresExecuteParams = Field(alias="with")
 
 
-class HttpRequest(StepBase):
+class HttpRequest(WriteStep):
     connection_type = "http"
     default_approval = "none"
     action: Literal["http.request"]
     with_: HttpRequestParams = Field(alias="with")
-    approval: Approval | None = None
-    min_approvals: int | None = Field(default=None, ge=1, le=5)
 
     @model_validator(mode="after")
-    def _approval_only_for_writes(self) -> HttpRequest:
-        if self.approval is not None and self.with_.method == "GET":
-            raise ValueError("approval applies only to writes; a GET request is a read")
+    def _write_fields_only_for_writes(self) -> HttpRequest:
+        if self.with_.method == "GET" and (self.approval, self.for_each, self.min_approvals) != (None, None, None):
+            raise ValueError("approval, min_approvals and for_each apply only to writes; a GET request is a read")
         return self
 
     @property

@@ -207,3 +207,33 @@ async def test_after_approval_the_write_runs_once_on_what_is_still_broken() -> N
     assert run.state.status == "succeeded" and len(real) == 1
     assert real[0].params["params"] == {"ids": [2]}
     assert run.state.gate is not None and run.state.gate.status == "approved"
+
+
+async def test_for_each_runs_once_per_item_with_its_own_key() -> None:
+    """A for_each write calls once per diagnosed row, with `item` in templates and keys `<step>[<i>]`."""
+    step = PLAYBOOK.act[0].model_copy(
+        update={
+            "for_each": "steps.stuck.rows",
+            "max_items": 5,
+            "with_": PLAYBOOK.act[0].with_.model_copy(update={"params": {"ids": "{{ [item.id] }}"}}),
+        }
+    )
+    playbook = PLAYBOOK.model_copy(update={"act": [step]})
+    script = Script([4, 5])
+    run = Run(RunInput(run_id="r", playbook=playbook, alert=ALERT, mode=Mode.AUTO), script, Clock())
+    await run.execute_run()
+    calls = [(r.step_id, r.params["params"]) for r in script.requests if r.step_id.startswith("requeue")]
+    assert calls == [("requeue[0]", {"ids": [4]}), ("requeue[1]", {"ids": [5]})]
+    assert run.state.status == "succeeded"
+
+
+async def test_for_each_refuses_an_empty_or_oversized_list() -> None:
+    """No items is never 'all', and more items than max_items runs nothing."""
+    step = PLAYBOOK.act[0].model_copy(update={"for_each": "steps.stuck.rows", "max_items": 1, "when": None})
+    playbook = PLAYBOOK.model_copy(update={"act": [step]})
+    for stuck in ([], [1, 2]):
+        script = Script(stuck)
+        run = Run(RunInput(run_id="r", playbook=playbook, alert=ALERT, mode=Mode.AUTO), script, Clock())
+        await run.execute_run()
+        assert run.state.status == "failed" and "for_each gave" in run.state.reason
+        assert [r for r in script.requests if r.step_id.startswith("requeue")] == []
