@@ -18,10 +18,21 @@ from service.policy import Mode
 
 SAMPLE = Path(__file__).parent / "samples" / "selftest-alert.json"
 DEV_CONFIG = """\
-# remediate dev: embedded connections (REMEDIATE_CONFIG replaces them)
+# remediate dev: embedded connections (REMEDIATE_CONFIG replaces them). Only `remediate` (the service itself) is
+# reachable out of the box; the others name the systems the shipped playbooks expect, through env references.
+approvers: [dev]
 connections:
   remediate: {{type: http, base_url: "http://{listen}"}}
   jobs-db: {{type: postgres, dsn: "env:JOBS_DB_DSN"}}
+  llm-orchestrator-db: {{type: postgres, dsn: "env:LLM_ORCHESTRATOR_DSN"}}
+  llm-orchestrator-api: {{type: http, base_url: "http://llm-orchestrator.invalid"}}
+  greenlang-api: {{type: http, base_url: "http://orchestrator-service.invalid:8080"}}
+  greenlang-redis: {{type: redis, url: "env:GREENLANG_REDIS_URL"}}
+  wms-temporal: {{type: temporal, address: "temporal-frontend.invalid:7233", namespace: wms}}
+  flovyn-db: {{type: postgres, dsn: "env:FLOVYN_DSN"}}
+  maestro-db: {{type: postgres, dsn: "env:MAESTRO_DSN"}}
+  maestro-redis: {{type: redis, url: "env:MAESTRO_REDIS_URL"}}
+  cluster: {{type: kubernetes, kubeconfig: "{home}/.kube/config"}}
 """
 
 
@@ -49,7 +60,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     updates: dict[str, object] = {"mode": Mode.DRY_RUN, "playbooks": _playbooks_dir(settings)}
     if settings.config is None:
         config_file = Path(tempfile.mkdtemp(prefix="remediate-dev-")) / "config.yaml"
-        config_file.write_text(DEV_CONFIG.format(listen=settings.listen), encoding="utf-8")
+        config_file.write_text(DEV_CONFIG.format(listen=settings.listen, home=Path.home()), encoding="utf-8")
         updates["config"] = config_file
     dev_settings = settings.model_copy(update=updates)
     config, playbooks = load_all(dev_settings)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
@@ -229,44 +229,86 @@ class Run:
         for step in playbook.diagnose:
             await self._read(step)
         self.state.status = "planned"
-        planned: list[StepBase] = [step for step in playbook.act if self._plan(step)]
+        for step in playbook.act:
+            self._plan(step)
         if self.resolved():
             raise _Stop("resolved_before_action", "the alert resolved before any write was made")
         if mode == Mode.DRY_RUN:
-            await self._dry_run(planned)
+            await self._dry_run()
             return
-        gated = [s for s in planned if mode == Mode.APPROVE or approval_of(s) == "required"]
-        if gated:
-            approved = await self._approve(planned, gated)
-            planned = await self._rediagnose(approved)
-        self.state.status = "acting"
-        for index, write in enumerate(planned):
-            if self.resolved():
-                self.state.resolved = True
-                for later in planned[index:]:
-                    self._record(later.id).status = "not_run"
-                raise _Stop(
-                    "resolved_before_action",
-                    f"the alert resolved before step {write.id!r}; remaining writes were skipped",
-                )
-            await self._write(write)
+        done = await self._act()
         self.state.status = "verifying"
         for step in playbook.verify:
             await self._read(step)
         self.state.status = "succeeded"
-        self.state.reason = f"{len(planned)} write(s) done; verify passed" if planned else "nothing to do"
+        self.state.reason = f"{done} write(s) done; verify passed" if done else "nothing to do; verify passed"
 
-    async def _approve(self, planned: list[StepBase], gated: list[StepBase]) -> dict[str, list[str]]:
-        """Preview every write in its dry-run form, open the gate, wait; returns the approved targets per step."""
+    def _needs_approval(self, step: StepBase) -> bool:
+        return self.run.mode == Mode.APPROVE or approval_of(step) == "required"
+
+    async def _act(self) -> int:
+        """Writes in order, each `when` decided at its turn; the first write that needs approval opens the gate."""
+        act, approved, done = self.run.playbook.act, False, 0
+        self.state.status = "acting"
+        for index, step in enumerate(act):
+            if self.resolved():
+                self.state.resolved = True
+                for later in act[index:]:
+                    self._record(later.id).status = "not_run"
+                raise _Stop(
+                    "resolved_before_action",
+                    f"the alert resolved before step {step.id!r}; remaining writes were skipped",
+                )
+            if not self._when(step):
+                self._record(step.id).status = "skipped"
+                self._record(step.id).summary = f"when is false: {step.when}"
+                continue
+            if not approved and self._needs_approval(step):
+                previewed = await self._approve(act[index:])
+                await self._rediagnose(act[index:], previewed)
+                approved = True
+                if not self._when(step):
+                    self._record(step.id).status = "skipped"
+                    self._record(step.id).summary = "no longer needed after re-diagnosis"
+                    continue
+            await self._write(step)
+            done += 1
+        return done
+
+    def _when_soft(self, step: StepBase) -> bool:
+        """For previews: a condition on results a dry run cannot produce counts as 'may run'."""
+        if step.when is None:
+            return True
+        try:
+            return condition(step.when, self.context)
+        except TemplateError:
+            return True
+
+    async def _preview(self, steps: Sequence[StepBase]) -> list[StepBase]:
+        """Run each write that may run in its dry-run form, so targets and blast radius are known."""
+        previewed: list[StepBase] = []
+        for step in steps:
+            if not self._when_soft(step):
+                self._record(step.id).status = "skipped"
+                self._record(step.id).summary = f"when is false: {step.when}"
+                continue
+            await self._write(step, dry_run=True)
+            previewed.append(step)
+        return previewed
+
+    async def _approve(self, steps: Sequence[StepBase]) -> dict[str, list[str]]:
+        """Preview the remaining writes, open the gate, wait; returns the approved targets per step."""
+        gated = [s for s in steps if self._needs_approval(s)]
         if self.gatekeeper is None or not self.run.approvers:
             raise _Stop(
                 "blocked_by_policy",
                 f"step(s) {', '.join(s.id for s in gated)} need an approval, but "
-                "no approvers are configured for this playbook; nothing was written",
+                "no approvers are configured for this playbook; nothing more was written",
             )
-        for step in planned:
-            await self._write(step, dry_run=True)
-        records = [self._record(s.id) for s in planned]
+        previewed = await self._preview(steps)
+        for step in steps:
+            self.context["steps"].pop(step.id, None)  # preview results must not steer the live writes
+        records = [self._record(s.id) for s in previewed]
         playbook = self.run.playbook
         timeout = playbook.approval_timeout
         request = GateRequest(
@@ -282,9 +324,9 @@ class Run:
                     summary=r.summary,
                     targets=list(r.targets),
                     blast_radius=blast_radius(r),
-                    gated=s in gated,
+                    gated=self._needs_approval(s),
                 )
-                for s, r in zip(planned, records, strict=True)
+                for s, r in zip(previewed, records, strict=True)
             ],
             approvers=list(self.run.approvers),
             min_approvals=max([playbook.min_approvals, *(getattr(s, "min_approvals", None) or 1 for s in gated)]),
@@ -294,51 +336,48 @@ class Run:
         self.state.gate, self.state.status = gate, "awaiting_approval"
         await self.gatekeeper(gate)
         if gate.status == "rejected":
-            raise _Stop("rejected", f"rejected by {gate.rejected_by}; nothing was written")
+            raise _Stop("rejected", f"rejected by {gate.rejected_by}; nothing more was written")
         if gate.status == "expired":
-            raise _Stop("expired", f"no decision within {timeout}; nothing was written")
+            raise _Stop("expired", f"no decision within {timeout}; nothing more was written")
         if gate.status == "resolved" or self.resolved():
             self.state.resolved = True
-            raise _Stop("resolved_before_action", "the alert resolved while waiting for approval; nothing was written")
+            raise _Stop(
+                "resolved_before_action", "the alert resolved while waiting for approval; nothing more was written"
+            )
         return {r.id: list(r.targets) for r in records}
 
-    async def _rediagnose(self, approved: dict[str, list[str]]) -> list[StepBase]:
-        """Diagnose again after approval; act only on approved targets that are still broken."""
+    async def _rediagnose(self, steps: Sequence[StepBase], approved: dict[str, list[str]]) -> None:
+        """Diagnose again after approval; refuse targets nobody approved; stop if nothing is left to fix."""
         self.state.status = "diagnosing"
-        self.context["steps"] = {}
-        for step in self.run.playbook.diagnose:
-            await self._read(step)
-        planned: list[StepBase] = []
-        for step in self.run.playbook.act:
-            if not self._plan(step):
-                continue
-            await self._write(step, dry_run=True)
-            record = self._record(step.id)
-            unapproved = sorted(set(record.targets) - set(approved.get(step.id, [])))
+        for read in self.run.playbook.diagnose:
+            await self._read(read)
+        still = []
+        for write in await self._preview(steps):
+            record = self._record(write.id)
+            unapproved = sorted(set(record.targets) - set(approved.get(write.id, [])))
             if unapproved:
                 raise _Stop(
                     "blocked_by_policy",
-                    f"after approval, step {step.id!r} would also touch "
-                    f"{', '.join(unapproved[:5])}, which nobody approved; nothing was written",
+                    f"after approval, step {write.id!r} would also touch "
+                    f"{', '.join(unapproved[:5])}, which nobody approved; nothing more was written",
                 )
-            if approved.get(step.id) and not record.targets:
-                record.status, record.summary = "skipped", "no longer needed: re-diagnosis found it fixed"
-                continue
-            planned.append(step)
-        if not planned:
+            if not (approved.get(write.id) and not record.targets):
+                still.append(write)
+        for write in steps:
+            self.context["steps"].pop(write.id, None)
+        if not still:
             raise _Stop("resolved_before_action", "re-diagnosis after approval found nothing left to fix")
-        return planned
+        self.state.status = "acting"
 
-    async def _dry_run(self, planned: list[StepBase]) -> None:
-        for step in planned:
-            await self._write(step, dry_run=True)
+    async def _dry_run(self) -> None:
+        previewed = await self._preview(self.run.playbook.act)
         for step in self.run.playbook.verify:
             self._record(step.id).status = "not_run"
             self._record(step.id).summary = "dry-run: nothing was changed, so there is nothing to verify"
         self.state.status = "succeeded"
         self.state.reason = (
-            f"dry-run: {len(planned)} write(s) planned, none made"
-            if planned
+            f"dry-run: {len(previewed)} write(s) planned, none made"
+            if previewed
             else "dry-run: diagnosis found nothing to do"
         )
 
@@ -351,15 +390,19 @@ class Run:
             self._record(step.id).status = "failed"
             raise _Stop("failed", f"step {step.id!r} when: {exc}") from exc
 
-    def _plan(self, step: StepBase) -> bool:
+    def _plan(self, step: StepBase) -> None:
+        """Mark what diagnosis suggests; conditions on earlier writes are decided when their turn comes."""
         record = self._record(step.id)
-        if not self._when(step):
+        if not self._when_soft(step):
             record.status, record.summary = "skipped", f"when is false: {step.when}"
-            return False
-        # A for_each write renders once per item, when it runs.
-        record.params = {} if getattr(step, "for_each", None) else self._render(step)
+            return
         record.status = "planned"
-        return True
+        if getattr(step, "for_each", None):
+            return  # rendered once per item, when it runs
+        try:
+            record.params = self._render(step)
+        except _Stop:
+            record.status, record.summary = "planned", "parameters depend on earlier writes"
 
     def _render(self, step: StepBase) -> dict[str, JsonValue]:
         params = step.params
@@ -428,9 +471,6 @@ class Run:
 
     async def _write(self, step: StepBase, dry_run: bool = False) -> None:
         record = self._record(step.id)
-        if not dry_run and not self._when(step):
-            record.status, record.summary = "skipped", f"when is false: {step.when}"
-            return
         if getattr(step, "for_each", None):
             await self._write_each(step, record, dry_run)
         else:

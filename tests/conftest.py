@@ -61,13 +61,18 @@ create trigger jobs_updated after update on jobs for each row execute function c
 """
 
 
-@pytest.fixture
-def jobs_db(postgres: Postgres, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh database with the example's `jobs` table; every row update is counted in job_updates."""
+def new_database(postgres: Postgres) -> str:
+    """A fresh, empty database on the session's Postgres server."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(postgres.dsn, autocommit=True) as conn:
         conn.execute(f'create database "{name}"')
-    dsn = postgres.dsn.rsplit("/", 1)[0] + f"/{name}"
+    return postgres.dsn.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
+def jobs_db(postgres: Postgres, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh database with the example's `jobs` table; every row update is counted in job_updates."""
+    dsn = new_database(postgres)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(JOBS_SCHEMA)
     monkeypatch.setenv("JOBS_DB_DSN", dsn)

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from service.cli import main
+from service.config import load_config_file
+from service.dev import DEV_CONFIG
 from service.errors import PlaybookError
 from service.playbook import Playbook, load_file, load_playbooks
 
@@ -94,7 +96,8 @@ def test_committed_schema_is_in_sync() -> None:
     assert committed == Playbook.model_json_schema(by_alias=True)
 
 
-def test_shipped_playbooks_lint_against_the_dev_connections() -> None:
-    """Every shipped playbook loads with the connection kinds `remediate dev` provides."""
-    playbooks = load_playbooks([ROOT / "playbooks"], {"jobs-db": "postgres", "remediate": "http"})
-    assert {p.name for p in playbooks} >= {"stuck-jobs", "selftest"}
+def test_shipped_playbooks_lint_against_the_dev_connections(tmp_path: Path) -> None:
+    """Every shipped playbook loads with the connections `remediate dev` embeds."""
+    (tmp_path / "dev.yaml").write_text(DEV_CONFIG.format(listen="127.0.0.1:8080", home=tmp_path))
+    playbooks = load_playbooks([ROOT / "playbooks"], load_config_file(tmp_path / "dev.yaml").kinds())
+    assert {p.name for p in playbooks} >= {"stuck-jobs", "selftest", "workflow-stuck"}
