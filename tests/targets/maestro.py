@@ -53,8 +53,8 @@ def queue(redis_url: str) -> dict[str, list[str]]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
         return {
-            "active": sorted(client.lrange(f"{BASE}:active", 0, -1)),
-            "wait": sorted(client.lrange(f"{BASE}:wait", 0, -1)),
+            "active": sorted(str(v) for v in client.lrange(f"{BASE}:active", 0, -1)),
+            "wait": sorted(str(v) for v in client.lrange(f"{BASE}:wait", 0, -1)),
         }
     finally:
         client.close()
