@@ -97,14 +97,10 @@ class GreenLang:
 
         async def checkpoints(request: Request) -> Response:
             e = found(request)
-            return JSONResponse(
-                {
-                    "checkpoints": [
-                        {"node_id": n, "status": "saved", "created_at": _iso(e.started)}
-                        for n in (e.checkpoints if e else [])
-                    ]
-                }
-            )
+            if e is None:
+                return JSONResponse({"checkpoints": []})
+            saved = [{"node_id": n, "status": "saved", "created_at": _iso(e.started)} for n in e.checkpoints]
+            return JSONResponse({"checkpoints": saved})
 
         async def metrics_api(request: Request) -> Response:
             return JSONResponse(
