@@ -29,9 +29,9 @@ EnvName = Annotated[str, Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", max_leng
 class PodRef(TargetRef):
     """One pod, exactly: namespace, name and the uid seen at diagnosis."""
 
-    namespace: Namespace
-    name: Name
-    uid: Uid
+    namespace: Namespace | Template
+    name: Name | Template
+    uid: Uid | Template
 
 
 class Selector(Params):

@@ -24,8 +24,8 @@ class KeyValue(TargetRef):
 class JobRef(TargetRef):
     """One BullMQ job of one queue."""
 
-    queue: QueueName
-    id: JobId
+    queue: QueueName | Template
+    id: JobId | Template
 
 
 class ScanParams(Params):

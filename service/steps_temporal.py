@@ -16,8 +16,8 @@ Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")]
 class WorkflowRef(TargetRef):
     """One workflow execution, exactly: the id and the run id seen at diagnosis."""
 
-    workflow_id: WorkflowId
-    run_id: RunId
+    workflow_id: WorkflowId | Template
+    run_id: RunId | Template
 
 
 class ExecutionParams(Params):
