@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 from service.cli import main
-from tests.conftest import DATA, job_states, seed_jobs, update_counts
+from tests.conftest import DATA, ROOT, job_states, new_database, seed_jobs, update_counts
+from tests.e2e.harness import connections_config
+from tests.support.servers import Postgres, Redis
+from tests.targets import maestro
 
 
 def test_plan_prints_targets_and_writes_nothing(
@@ -44,3 +47,41 @@ def test_plan_on_the_sample_alert_with_no_match(
         == 0
     )
     assert "0 matching playbook(s): none" in capsys.readouterr().out
+
+
+def test_plan_on_a_runbook_example_is_readable(
+    postgres: Postgres,
+    redis_server: Redis,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`remediate plan` on playbooks/examples/maestro-stuck-runs.json names the stalled jobs and stuck runs."""
+    dsn = new_database(postgres)
+    import redis as sync_redis
+
+    sync_redis.Redis.from_url(redis_server.url).flushdb()
+    maestro.seed(dsn, redis_server.url, stuck=["RUN-1"], healthy=["RUN-3"])
+    monkeypatch.setenv("MAESTRO_DSN", dsn)
+    monkeypatch.setenv("MAESTRO_REDIS_URL", redis_server.url)
+    (tmp_path / "config.yaml").write_text(connections_config())
+    monkeypatch.setenv("REMEDIATE_CONFIG", str(tmp_path / "config.yaml"))
+    assert (
+        main(
+            [
+                "plan",
+                "--alert",
+                str(ROOT / "playbooks" / "examples" / "maestro-stuck-runs.json"),
+                "--playbooks",
+                str(ROOT / "playbooks"),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "1 matching playbook(s): maestro-stuck-runs" in out
+    assert "targets (1): job queue/RUN-1" in out and "targets (1): row RUN-1" in out
+    assert (
+        "blast radius: 1 target(s); cap: max_targets 100" in out and "blast radius: 1 row(s); cap: max_rows 50" in out
+    )
+    assert maestro.changes(dsn) == [] and maestro.queue(redis_server.url)["active"] == ["RUN-1", "RUN-3"]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from service.alerts import WebhookMessage
 from service.cli import main
 from service.config import load_config_file
 from service.dev import DEV_CONFIG
@@ -101,3 +102,27 @@ def test_shipped_playbooks_lint_against_the_dev_connections(tmp_path: Path) -> N
     (tmp_path / "dev.yaml").write_text(DEV_CONFIG.format(listen="127.0.0.1:8080", home=tmp_path))
     playbooks = load_playbooks([ROOT / "playbooks"], load_config_file(tmp_path / "dev.yaml").kinds())
     assert {p.name for p in playbooks} >= {"stuck-jobs", "selftest", "workflow-stuck"}
+
+
+def test_each_example_alert_matches_exactly_its_playbook(tmp_path: Path) -> None:
+    """playbooks/examples/<name>.json starts exactly the playbook <name>, so `remediate plan` on it is meaningful."""
+    (tmp_path / "dev.yaml").write_text(DEV_CONFIG.format(listen="127.0.0.1:8080", home=tmp_path))
+    playbooks = load_playbooks([ROOT / "playbooks"], load_config_file(tmp_path / "dev.yaml").kinds())
+    examples = sorted((ROOT / "playbooks" / "examples").glob("*.json"))
+    assert {e.stem for e in examples} >= {p.name for p in playbooks} - {"selftest"}
+    for example in examples:
+        message = WebhookMessage.model_validate_json(example.read_text())
+        assert [p.name for p in playbooks if p.matches(message.alerts[0])] == [example.stem], example.name
+
+
+def test_every_shipped_rule_names_a_shipped_playbook() -> None:
+    """Each alert rule in deploy/prometheus/rules links a playbook that exists and a doc that exists."""
+    from ruamel.yaml import YAML
+
+    names = {p.stem for p in (ROOT / "playbooks").glob("*.yaml")}
+    for rule_file in (ROOT / "deploy" / "prometheus" / "rules").glob("*.yaml"):
+        for group in YAML(typ="safe", pure=True).load(rule_file.read_text())["groups"]:
+            for rule in group["rules"]:
+                assert rule["labels"]["playbook"] in names, rule["alert"]
+                doc = rule["annotations"]["runbook_url"].rsplit("/", 1)[-1]
+                assert (ROOT / "docs" / "playbooks" / doc).is_file(), doc
