@@ -147,3 +147,65 @@ async def test_history_near_the_limit_terminates_only_after_approval_then_restar
     assert (await world.client.data_converter.decode(started.input.payloads)) == [{"timers": 500}]
     await restarted.terminate("test cleanup")
     assert state.gate is not None and state.gate.approved_by == ["U_ONCALL"]
+
+
+async def test_a_workflow_stuck_on_a_failing_activity_is_cancelled_not_terminated(world: World) -> None:
+    """Section 9 / option C: with an activity failing again and again, the run cancels the workflow."""
+    wid = f"order-fulfillment-ORD-{uuid.uuid4().hex[:5]}"
+    handle = await world.client.start_workflow(
+        "OrderFulfillmentWorkflow", {"orderId": "ORD-1"}, id=wid, task_queue=world.queue
+    )
+    for _ in range(100):
+        pending = (await handle.describe()).raw_description.pending_activities
+        if pending and pending[0].attempt >= 5:
+            break
+        await asyncio.sleep(0.1)
+    world.exporter.stuck[wid] = {"workflow_type": "OrderFulfillmentWorkflow"}
+    async with running(world, Mode.AUTO) as p:
+        [state] = await p.runs()
+    assert state.status == "succeeded", state.reason
+    assert {s.id: s.status for s in state.steps if s.phase == "act"}["cancel"] == "ok"
+    assert await status(world, wid) == WorkflowExecutionStatus.CANCELED
+
+
+async def test_bulk_termination_is_capped_and_gated(world: World) -> None:
+    """Section 10: a runaway type's running executions are terminated only after approval, each named, capped."""
+    ids = []
+    for i in range(3):
+        handle = await world.client.start_workflow(
+            "ReprocessingOrchestrationWorkflow",
+            {"timers": 1},
+            id=f"runaway-{i}-{uuid.uuid4().hex[:5]}",
+            task_queue=world.queue,
+        )
+        ids.append(handle.id)
+    other = await planning(world)
+    world.exporter.stuck.clear()
+    for _ in range(50):  # visibility is eventually consistent
+        found = [
+            e
+            async for e in world.client.list_workflows(
+                "WorkflowType = 'ReprocessingOrchestrationWorkflow' AND ExecutionStatus = 'Running'"
+            )
+        ]
+        if {e.id for e in found} >= set(ids):
+            break
+        await asyncio.sleep(0.2)
+    async with running(world, Mode.AUTO) as p:
+        p.fire(
+            {
+                "alertname": "WmsWorkflowRunaway",
+                "workflow_type": "ReprocessingOrchestrationWorkflow",
+                "namespace": "wms",
+            }
+        )
+        [waiting] = await p.runs(status="awaiting_approval")
+        assert [await status(world, i) for i in ids] == [WorkflowExecutionStatus.RUNNING] * 3
+        assert waiting.gate is not None and "cap: max_targets 100" in waiting.gate.request.writes[0].blast_radius
+        await p.approve(waiting.run_id)
+        [state] = await p.runs(status="succeeded")
+    assert [await status(world, i) for i in ids] == [WorkflowExecutionStatus.TERMINATED] * 3
+    assert await status(world, other) == WorkflowExecutionStatus.RUNNING
+    history = await world.client.get_workflow_handle(ids[0]).fetch_history()
+    reason = history.events[-1].workflow_execution_terminated_event_attributes.reason
+    assert reason.startswith(f"remediate run {state.run_id} step terminate-all: Emergency stop")
