@@ -9,9 +9,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from service.approvals import Notice, Notifier, Posted
-from service.engine import NOTIFY_GATE, RUN_STEP, StepRequest, StepResult
 from service.errors import ConfigError, NotifyError, StepError
 from service.registry import Registry
+from service.runs import NOTIFY_GATE, RUN_STEP, StepRequest, StepResult
 
 
 class StepActivities:

@@ -25,12 +25,13 @@ from service.alerts import Alert, WebhookMessage, run_id
 from service.approvals import Decision
 from service.compose import Adapters, load_all, serve
 from service.config import Settings
-from service.engine import Executor, Run, RunInput, StepRequest, StepResult
+from service.engine import Run
 from service.errors import ConfigError, PermanentStepError, PlaybookError, RemediateError
 from service.playbook import Playbook, load_playbooks, matching
 from service.policy import Mode
 from service.registry import Registry
 from service.report import format_state
+from service.runs import Executor, RunInput, StepRequest, StepResult
 from service.steps import StepBase
 
 

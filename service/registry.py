@@ -6,8 +6,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from pydantic import ValidationError
 
-from service.engine import StepRequest, StepResult
 from service.errors import ConfigError, PermanentStepError
+from service.runs import StepRequest, StepResult
 from service.steps import ACTIONS, Params
 
 Handler = Callable[[StepRequest, Params], Awaitable[StepResult]]

@@ -6,7 +6,7 @@ import json
 
 from pydantic import JsonValue
 
-from service.engine import RunState, StepRecord, blast_radius
+from service.runs import RunState, StepRecord, blast_radius
 
 _MARK = {
     "ok": "✓",

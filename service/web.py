@@ -20,10 +20,10 @@ from starlette.routing import Route
 from service.adapters.temporal import TemporalRuns
 from service.alerts import Alert, WebhookMessage, run_id
 from service.decisions import decision_routes
-from service.engine import RunInput
 from service.errors import RemediateError, TemporalUnavailable
 from service.playbook import Playbook
 from service.policy import Mode, effective_mode
+from service.runs import RunInput
 
 log = logging.getLogger("remediate.web")
 Ping = Callable[[], Awaitable[None]]

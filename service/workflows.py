@@ -11,8 +11,9 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from service.approvals import Decision, DecisionRecord, Gate, Notice, Posted
-    from service.engine import NOTIFY_GATE, RUN_STEP, Run, RunInput, RunState, StepRequest, StepResult
+    from service.engine import Run
     from service.errors import PermanentStepError
+    from service.runs import NOTIFY_GATE, RUN_STEP, RunInput, RunState, StepRequest, StepResult
     from service.steps import StepBase
 
 # Slack may be down or rate-limited: keep trying for a while, without holding up the wait for a decision.

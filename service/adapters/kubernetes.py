@@ -17,9 +17,9 @@ from lightkube.types import PatchType
 from pydantic import JsonValue
 
 from service.config import KubernetesConnection
-from service.engine import StepRequest, StepResult
 from service.errors import ConfigError, GuardViolation, PermanentStepError, RetryableStepError
 from service.registry import Handler
+from service.runs import StepRequest, StepResult
 from service.step_base import Params, bounded_targets
 from service.steps_kubernetes import (
     DeploymentParams,

@@ -16,9 +16,9 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import JsonValue
 
 from service.config import PostgresConnection, resolve_secret
-from service.engine import StepRequest, StepResult
 from service.errors import ConfigError, GuardViolation, PermanentStepError, RetryableStepError
 from service.registry import Handler
+from service.runs import StepRequest, StepResult
 from service.steps import Params, PostgresExecuteParams, PostgresQueryParams
 
 _RETURNING = re.compile(r"\breturning\b", re.IGNORECASE)

@@ -9,9 +9,9 @@ import httpx2
 from pydantic import JsonValue
 
 from service.config import PrometheusConnection, resolve_secret
-from service.engine import StepRequest, StepResult
 from service.errors import ConfigError, PermanentStepError, RetryableStepError
 from service.registry import Handler
+from service.runs import StepRequest, StepResult
 from service.steps import Params, PrometheusQueryParams
 
 

@@ -13,9 +13,9 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from service.config import RedisConnection, resolve_secret
-from service.engine import StepRequest, StepResult
 from service.errors import ConfigError, PermanentStepError, RetryableStepError
 from service.registry import Handler
+from service.runs import StepRequest, StepResult
 from service.step_base import Params, bounded_targets
 from service.steps_redis import (
     DeleteParams,

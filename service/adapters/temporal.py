@@ -14,8 +14,8 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from service.approvals import Decision, DecisionRecord
-from service.engine import RunInput, RunState
 from service.errors import RunNotOpen, TemporalUnavailable
+from service.runs import RunInput, RunState
 from service.workflows import RemediationWorkflow
 
 RPC_TIMEOUT = timedelta(seconds=5)  # well inside Alertmanager's webhook timeout, so it sees our 503

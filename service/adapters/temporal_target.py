@@ -17,9 +17,9 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from service.config import TemporalConnection, resolve_secret
-from service.engine import StepRequest, StepResult
 from service.errors import ConfigError, PermanentStepError, RetryableStepError
 from service.registry import Handler
+from service.runs import StepRequest, StepResult
 from service.step_base import Params, bounded_targets
 from service.steps_temporal import (
     CountParams,

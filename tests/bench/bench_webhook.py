@@ -30,9 +30,9 @@ import httpx2
 from service.adapters.temporal import TemporalRuns
 from service.alerts import WebhookMessage
 from service.devserver import start_dev_server
-from service.engine import RunInput
 from service.playbook import load_playbooks
 from service.policy import Mode
+from service.runs import RunInput
 from tests.support.servers import free_port, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,8 +16,8 @@ from ruamel.yaml import YAML
 from temporalio.client import Client
 
 from service.adapters.temporal import TemporalRuns
-from service.engine import RunState
 from service.policy import Mode
+from service.runs import RunState
 from tests.conftest import ROOT
 from tests.support.servers import Alertmanager, free_port, scratch, start_alertmanager, start_prometheus
 from tests.support.stack import TOKEN, running_stack

@@ -13,8 +13,8 @@ from temporalio.client import Client
 
 from service.adapters.temporal import TemporalRuns, connect
 from service.devserver import start_dev_server
-from service.engine import RunState
 from service.policy import Mode
+from service.runs import RunState
 from tests.conftest import DATA, job_states, seed_jobs, update_counts
 from tests.support.servers import Alertmanager, free_port, scratch, start_alertmanager
 from tests.support.stack import TOKEN, running_stack

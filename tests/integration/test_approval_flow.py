@@ -23,8 +23,8 @@ from temporalio.client import Client
 
 from service.adapters.temporal import TemporalRuns
 from service.cli import main
-from service.engine import RunState
 from service.policy import Mode
+from service.runs import RunState
 from tests.conftest import ROOT, job_states, seed_jobs, update_counts
 from tests.support.fake_slack import FakeSlack
 from tests.support.servers import serving

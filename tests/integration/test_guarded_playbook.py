@@ -14,8 +14,8 @@ import redis.asyncio as aioredis
 from temporalio.client import Client
 
 from service import templating
-from service.engine import RunState
 from service.policy import Mode
+from service.runs import RunState
 from tests.support.fake_kube import FakeKube
 from tests.support.servers import Redis, serving
 from tests.support.stack import TOKEN, running_stack

@@ -14,9 +14,9 @@ from starlette.routing import Route
 from service.adapters.http import HttpAdapter
 from service.adapters.prometheus import PrometheusAdapter
 from service.config import HttpAuth, HttpConnection, PrometheusConnection
-from service.engine import StepRequest
 from service.errors import PermanentStepError
 from service.registry import Registry
+from service.runs import StepRequest
 from tests.support.servers import Prometheus, serving
 
 

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from service.adapters.kubernetes import MARK, RESTARTED_AT, KubernetesAdapter, set_env_patch
 from service.config import KubernetesConnection
-from service.engine import StepRequest, StepResult
 from service.errors import GuardViolation, PermanentStepError, StepError
 from service.registry import Registry
+from service.runs import StepRequest, StepResult
 from service.templating import render
 from tests.support.fake_kube import FakeKube
 from tests.support.servers import serving

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from service.adapters.postgres import PostgresAdapter
 from service.config import PostgresConnection
-from service.engine import StepRequest
 from service.errors import GuardViolation, PermanentStepError, StepError
 from service.registry import Registry
+from service.runs import StepRequest
 from tests.conftest import job_states, seed_jobs, update_counts
 
 STUCK = "select id from jobs where status = 'running' and queue = %(queue)s order by id"

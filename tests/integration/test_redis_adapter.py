@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from service.adapters.redis import RedisAdapter
 from service.config import RedisConnection
-from service.engine import StepRequest, StepResult
 from service.errors import GuardViolation
 from service.registry import Registry
+from service.runs import StepRequest, StepResult
 from service.templating import render
 from tests.support.servers import Redis
 

@@ -13,9 +13,9 @@ from temporalio.worker import Worker
 
 from service.adapters.temporal_target import TemporalTargetAdapter
 from service.config import TemporalConnection
-from service.engine import StepRequest, StepResult
 from service.errors import GuardViolation, PermanentStepError
 from service.registry import Registry
+from service.runs import StepRequest, StepResult
 from tests.support.target_workflows import AwaitsPickConfirmation, LongHistory, StuckOnCarrier, flaky_carrier_call
 
 

@@ -9,10 +9,11 @@ import pytest
 
 from service.alerts import Alert
 from service.approvals import Decision, Gate
-from service.engine import Run, RunInput, StepRequest, StepResult
+from service.engine import Run
 from service.errors import PermanentStepError
 from service.playbook import load_playbooks
 from service.policy import Mode, effective_mode
+from service.runs import RunInput, StepRequest, StepResult
 from service.steps import StepBase
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,0 +1,142 @@
+"""What a run is made of: step requests and results, the audit records, the run's input and state."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from service.alerts import Alert
+from service.approvals import Gate
+from service.playbook import Playbook
+from service.policy import Mode
+from service.steps import Approval, Effect, StepBase
+
+RunStatus = Literal[
+    "received",
+    "diagnosing",
+    "planned",
+    "awaiting_approval",
+    "acting",
+    "verifying",
+    "succeeded",
+    "failed",
+    "rejected",
+    "expired",
+    "resolved_before_action",
+    "blocked_by_policy",
+    "cancelled",
+]
+StepStatus = Literal["pending", "running", "ok", "failed", "skipped", "planned", "dry_run", "not_run"]
+Phase = Literal["diagnose", "act", "verify"]
+RUN_STEP = "run_step"  # the one activity every step runs through
+NOTIFY_GATE = "notify_gate"  # posts or updates an approval request
+
+
+class StepRequest(BaseModel):
+    """What an activity gets: rendered parameters and names, never secrets."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    step_id: str
+    action: str
+    connection: str
+    params: dict[str, JsonValue]
+    dry_run: bool = False
+    timeout_seconds: float = 30.0
+
+
+class StepResult(BaseModel):
+    """What a step produced: `data` becomes `steps.<id>` for later templates."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: dict[str, JsonValue] = Field(default_factory=dict)
+    summary: str = ""
+    targets: list[str] = Field(default_factory=list)
+    dry_run: bool = False
+
+
+class StepRecord(BaseModel):
+    """The audit line of one step in one run."""
+
+    id: str
+    phase: Phase
+    action: str
+    effect: Effect
+    connection: str
+    status: StepStatus = "pending"
+    approval: Approval | None = None
+    params: dict[str, JsonValue] = Field(default_factory=dict)
+    summary: str = ""
+    result: dict[str, JsonValue] | None = None
+    targets: list[str] = Field(default_factory=list)
+    error: str | None = None
+    attempts: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class RunInput(BaseModel):
+    """Everything a run needs, pinned at start: the playbook as it was, the alert, the mode."""
+
+    run_id: str
+    playbook: Playbook
+    alert: Alert
+    mode: Mode
+    approvers: list[str] = Field(default_factory=list, description="Resolved user ids allowed to decide.")
+    approval_channel: str | None = None
+
+
+class RunState(BaseModel):
+    """A run as operators see it; returned by the workflow's query and as its result."""
+
+    run_id: str
+    playbook: str
+    alertname: str
+    fingerprint: str
+    labels: dict[str, str]
+    mode: Mode
+    status: RunStatus = "received"
+    reason: str = ""
+    resolved: bool = False
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    steps: list[StepRecord] = Field(default_factory=list)
+    gate: Gate | None = None
+
+    @property
+    def dry_run(self) -> bool:
+        return self.mode == Mode.DRY_RUN
+
+
+def blast_radius(record: StepRecord) -> str:
+    """How many things a write touches and the cap the playbook set for it."""
+    caps = [
+        f"{name} {record.params[name]}" for name in ("max_targets", "max_rows", "max_items") if name in record.params
+    ]
+    if "min_replicas" in record.params:
+        caps.append(f"replicas within [{record.params['min_replicas']}, {record.params['max_replicas']}]")
+    rowcount = (record.result or {}).get("rowcount")
+    touched = f"{rowcount} row(s)" if rowcount is not None else f"{len(record.targets)} target(s)"
+    return f"{touched}; cap: {', '.join(caps) or 'one target'}"
+
+
+class Executor(Protocol):
+    """Runs one step somewhere (a Temporal activity, or in-process for `remediate plan`)."""
+
+    async def __call__(self, step: StepBase, request: StepRequest) -> StepResult: ...
+
+
+class GateKeeper(Protocol):
+    """Publishes a gate and returns once it is decided, expired or resolved (a durable wait in the workflow)."""
+
+    async def __call__(self, gate: Gate) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+    async def sleep(self, seconds: float) -> None: ...
