@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from service.alerts import Alert
 from service.approvals import Gate
+from service.errors import PermanentStepError
 from service.playbook import Playbook
 from service.policy import Mode
 from service.steps import Approval, Effect, StepBase
@@ -57,6 +58,20 @@ class StepResult(BaseModel):
     summary: str = ""
     targets: list[str] = Field(default_factory=list)
     dry_run: bool = False
+
+
+def per_target(outcomes: list[tuple[str, str]], summary: str, dry_run: bool) -> StepResult:
+    """What every multi-target write returns: one {target, outcome} per target; any `failed: …` fails the step."""
+    results: list[JsonValue] = [{"target": target, "outcome": outcome} for target, outcome in outcomes]
+    failed = sum(outcome.startswith("failed") for _, outcome in outcomes)
+    if failed:
+        raise PermanentStepError(f"{summary}: {failed} failed: {results}")
+    return StepResult(
+        data={"results": results, "count": len(results), "dry_run": dry_run},
+        summary=summary,
+        targets=[target for target, _ in outcomes],
+        dry_run=dry_run,
+    )
 
 
 class StepRecord(BaseModel):

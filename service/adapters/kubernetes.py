@@ -19,7 +19,7 @@ from pydantic import JsonValue
 from service.config import KubernetesConnection
 from service.errors import ConfigError, GuardViolation, PermanentStepError, RetryableStepError
 from service.registry import Handler
-from service.runs import StepRequest, StepResult
+from service.runs import StepRequest, StepResult, per_target
 from service.step_base import Params, bounded_targets
 from service.steps_kubernetes import (
     DeploymentParams,
@@ -165,6 +165,15 @@ class KubernetesAdapter:
         except httpx2.HTTPError as exc:
             raise RetryableStepError(f"{what}: {exc}") from exc
 
+    async def _patch(
+        self, request: StepRequest, what: str, name: str, ns: str, patch: Any, kind: PatchType = PatchType.STRATEGIC
+    ) -> None:
+        """Patch a deployment; in dry-run the API server validates it with dryRun=All and persists nothing."""
+        client = self._client(request.connection)
+        await self._call(
+            what, client.patch(Deployment, name, patch, namespace=ns, patch_type=kind, dry_run=request.dry_run)
+        )
+
     # ---- reads -----------------------------------------------------------------------------------------------
 
     async def _get_pods(self, request: StepRequest, params: Params) -> StepResult:
@@ -250,23 +259,16 @@ class KubernetesAdapter:
         assert isinstance(params, PodsWriteParams)  # noqa: S101 - the registry validated it
         targets: list[PodRef] = list(bounded_targets(list(params.pods), params.max_targets, "pods"))  # type: ignore[arg-type]
         client = self._client(request.connection)
-        results: list[JsonValue] = []
-        failures = 0
-        for ref in targets:
-            target = f"pod {ref.namespace}/{ref.name} uid {ref.uid}"
-            outcome = await self._one_pod(client, ref, params, evict, request.dry_run)
-            failures += outcome.startswith("failed")
-            results.append({"target": target, "outcome": outcome})
+        outcomes = [
+            (
+                f"pod {ref.namespace}/{ref.name} uid {ref.uid}",
+                await self._one_pod(client, ref, params, evict, request.dry_run),
+            )
+            for ref in targets
+        ]
         verb = "evict" if evict else "delete"
         summary = f"{verb} {len(targets)} pod(s)" + (" (dry-run=All, nothing persisted)" if request.dry_run else "")
-        if failures:
-            raise PermanentStepError(f"{summary}: {failures} failed: {results}")
-        return StepResult(
-            data={"results": results, "count": len(results), "dry_run": request.dry_run},
-            summary=summary,
-            targets=[str(r["target"]) for r in results if isinstance(r, dict)],
-            dry_run=request.dry_run,
-        )
+        return per_target(outcomes, summary, request.dry_run)
 
     async def _one_pod(
         self, client: AsyncClient, ref: PodRef, params: PodsWriteParams, evict: bool, dry_run: bool
@@ -355,12 +357,7 @@ class KubernetesAdapter:
             )
         now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
         patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now, MARK: key}}}}}
-        await self._call(
-            f"restart {target}",
-            client.patch(
-                Deployment, name, patch, namespace=ns, patch_type=PatchType.STRATEGIC, dry_run=request.dry_run
-            ),
-        )
+        await self._patch(request, f"restart {target}", name, ns, patch)
         verb = "would restart" if request.dry_run else "restarted"
         return StepResult(
             data={"changed": not request.dry_run, "restarted_at": now, "dry_run": request.dry_run},
@@ -379,12 +376,7 @@ class KubernetesAdapter:
             raise PermanentStepError(f"{target}: no such container")
         env = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in params.env.items()}
         patch = set_env_patch(params.container, env)
-        await self._call(
-            f"set env on {target}",
-            client.patch(
-                Deployment, name, patch, namespace=ns, patch_type=PatchType.STRATEGIC, dry_run=request.dry_run
-            ),
-        )
+        await self._patch(request, f"set env on {target}", name, ns, patch)
         previous: dict[str, JsonValue] = {k: before.get(k) for k in env}
         verb = "would set" if request.dry_run else "set"
         return StepResult(
@@ -417,10 +409,7 @@ class KubernetesAdapter:
         template["metadata"].setdefault("annotations", {})[MARK] = key
         # As `kubectl rollout undo` does: replace the whole pod template with the old revision's.
         patch = [{"op": "replace", "path": "/spec/template", "value": template}]
-        await self._call(
-            f"roll back {target}",
-            client.patch(Deployment, name, patch, namespace=ns, patch_type=PatchType.JSON, dry_run=request.dry_run),
-        )
+        await self._patch(request, f"roll back {target}", name, ns, patch, PatchType.JSON)
         verb = "would roll back" if request.dry_run else "rolled back"
         return StepResult(
             data={"from_revision": current, "to_revision": wanted, "dry_run": request.dry_run},

@@ -15,7 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeout
 from service.config import RedisConnection, resolve_secret
 from service.errors import ConfigError, PermanentStepError, RetryableStepError
 from service.registry import Handler
-from service.runs import StepRequest, StepResult
+from service.runs import StepRequest, StepResult, per_target
 from service.step_base import Params, bounded_targets
 from service.steps_redis import (
     DeleteParams,
@@ -169,7 +169,7 @@ class RedisAdapter:
     async def _delete(self, request: StepRequest, params: Params) -> StepResult:
         assert isinstance(params, DeleteParams)  # noqa: S101 - the registry validated it
         targets: list[KeyValue] = list(bounded_targets(list(params.keys), params.max_targets, "keys"))  # type: ignore[arg-type]
-        client, results = self._client(request.connection), []
+        client, outcomes = self._client(request.connection), []
         for ref in targets:
             if request.dry_run:
                 current = _text(await self._run("get", client.get(ref.key)))
@@ -177,18 +177,14 @@ class RedisAdapter:
             else:
                 deleted = await self._run("compare-and-delete", client.eval(COMPARE_AND_DELETE, 1, ref.key, ref.value))
                 outcome = "deleted" if deleted else "kept: the value changed since diagnosis (re-acquired)"
-            results.append({"target": f"key {ref.key}", "outcome": outcome})
-        return StepResult(
-            data={"results": results, "dry_run": request.dry_run},
-            summary=f"{'planned' if request.dry_run else 'compare-and-delete'} {len(targets)} key(s)",
-            targets=[r["target"] for r in results],
-            dry_run=request.dry_run,
-        )
+            outcomes.append((f"key {ref.key}", outcome))
+        verb = "planned" if request.dry_run else "compare-and-delete"
+        return per_target(outcomes, f"{verb} {len(targets)} key(s)", request.dry_run)
 
     async def _recover(self, request: StepRequest, params: Params) -> StepResult:
         assert isinstance(params, RecoverParams)  # noqa: S101 - the registry validated it
         targets: list[JobRef] = list(bounded_targets(list(params.jobs), params.max_targets, "jobs"))  # type: ignore[arg-type]
-        client, results = self._client(request.connection), []
+        client, outcomes = self._client(request.connection), []
         for job in targets:
             base = f"{params.prefix}:{job.queue}"
             if request.dry_run:
@@ -223,10 +219,6 @@ class RedisAdapter:
                     "locked": "kept: locked again",
                     "not_active": "kept: no longer active",
                 }.get(moved or "", str(moved))
-            results.append({"target": f"job {job.queue}/{job.id}", "outcome": outcome})
-        return StepResult(
-            data={"results": results, "dry_run": request.dry_run},
-            summary=f"{'planned' if request.dry_run else 'recovered'} {len(targets)} stalled job(s) to {params.to}",
-            targets=[r["target"] for r in results],
-            dry_run=request.dry_run,
-        )
+            outcomes.append((f"job {job.queue}/{job.id}", outcome))
+        verb = "planned" if request.dry_run else "recovered"
+        return per_target(outcomes, f"{verb} {len(targets)} stalled job(s) to {params.to}", request.dry_run)

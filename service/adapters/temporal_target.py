@@ -19,7 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 from service.config import TemporalConnection, resolve_secret
 from service.errors import ConfigError, PermanentStepError, RetryableStepError
 from service.registry import Handler
-from service.runs import StepRequest, StepResult
+from service.runs import StepRequest, StepResult, per_target
 from service.step_base import Params, bounded_targets
 from service.steps_temporal import (
     CountParams,
@@ -210,7 +210,8 @@ class TemporalTargetAdapter:
         act: Callable[[WorkflowHandle[Any, Any], WorkflowRef], Awaitable[None]],
     ) -> StepResult:
         targets: list[WorkflowRef] = list(bounded_targets(list(params.workflows), params.max_targets, "workflows"))  # type: ignore[arg-type]
-        client, results, failures = await self._client(request.connection), [], 0
+        client = await self._client(request.connection)
+        outcomes: list[tuple[str, str]] = []
         for ref in targets:
             handle = client.get_workflow_handle(ref.workflow_id, run_id=ref.run_id)
             target = f"workflow {ref.workflow_id} run {ref.run_id}"
@@ -226,17 +227,9 @@ class TemporalTargetAdapter:
                     outcome = f"{verb}ed" if not verb.endswith("e") else f"{verb}d"
             except RPCError as exc:
                 outcome = "skipped: not found" if exc.status == RPCStatusCode.NOT_FOUND else f"failed: {exc.message}"
-            failures += outcome.startswith("failed")
-            results.append({"target": target, "outcome": outcome})
+            outcomes.append((target, outcome))
         summary = f"{verb} {len(targets)} workflow(s)" + (" (dry-run: planned, not sent)" if request.dry_run else "")
-        if failures:
-            raise PermanentStepError(f"{summary}: {failures} failed: {results}")
-        return StepResult(
-            data={"results": results, "dry_run": request.dry_run},
-            summary=summary,
-            targets=[r["target"] for r in results],
-            dry_run=request.dry_run,
-        )
+        return per_target(outcomes, summary, request.dry_run)
 
     def _reason(self, request: StepRequest, reason: str) -> str:
         # Whoever reads the target's history can find the run that acted on it.
