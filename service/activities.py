@@ -1,9 +1,12 @@
-"""The activities: one step runner dispatching through the registry, and the approval notifier."""
+"""The activities: one step runner dispatching through the registry, the approval notifier, attempt counting."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
-from typing import Any
+from contextlib import suppress
+from typing import Any, Protocol
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -11,23 +14,76 @@ from temporalio.exceptions import ApplicationError
 from service.approvals import Notice, Notifier, Posted
 from service.errors import ConfigError, NotifyError, StepError
 from service.registry import Registry
-from service.runs import NOTIFY_GATE, RUN_STEP, StepRequest, StepResult
+from service.runs import NOTIFY_GATE, PRIOR_ATTEMPTS, RUN_STEP, PriorAttempts, StepRequest, StepResult
+
+log = logging.getLogger("remediate.worker")
+
+
+class AttemptCounter(Protocol):
+    """Counts earlier failed executions of a run id (the service's own Temporal, through visibility)."""
+
+    async def prior_attempts(self, run_id: str) -> PriorAttempts: ...
+
+
+class PausePoints:
+    """Named points where a worker stops for a while, for crash drills; inert unless REMEDIATE_PAUSE_AT names one.
+
+    The spec is a comma-separated list of `before:<step>` or `after:<step>`, each optionally `=<seconds>`
+    (default: until the process is killed). Only a step's first attempt pauses, so a replacement worker with
+    the same setting goes on. `after` is the point where a write has been applied and not yet reported.
+    """
+
+    def __init__(self, spec: str | None = None) -> None:
+        self._points: dict[tuple[str, str], float] = {}
+        for part in (spec or "").split(","):
+            point, _, seconds = part.strip().partition("=")
+            when, _, step = point.partition(":")
+            if when in ("before", "after") and step:
+                self._points[(when, step)] = float(seconds) if seconds else 1e9
+
+    async def at(self, when: str, request: StepRequest) -> None:
+        step = request.step_id.partition("[")[0]
+        seconds = self._points.get((when, step))
+        if seconds is None or request.attempt > 1:
+            return
+        log.warning("paused %s:%s of %s (REMEDIATE_PAUSE_AT)", when, step, request.run_id)
+        await asyncio.sleep(seconds)
 
 
 class StepActivities:
-    """Holds the registry and the notifier; one instance per worker."""
+    """Holds the registry, the notifier and the attempt counter; one instance per worker."""
 
-    def __init__(self, registry: Registry, notifier: Notifier) -> None:
-        self._registry, self._notifier = registry, notifier
+    def __init__(
+        self,
+        registry: Registry,
+        notifier: Notifier,
+        attempts: AttemptCounter | None = None,
+        pauses: PausePoints | None = None,
+    ) -> None:
+        self._registry, self._notifier, self._attempts = registry, notifier, attempts
+        self._pauses = pauses or PausePoints()
 
     @activity.defn(name=RUN_STEP)
     async def run_step(self, request: StepRequest) -> StepResult:
+        attempt = activity.info().attempt
+        request = request.model_copy(update={"attempt": attempt})
+        await self._pauses.at("before", request)
+        beating = asyncio.create_task(_heartbeat())
         try:
-            return await self._registry.dispatch(request)
+            result = await self._registry.dispatch(request)
         except ConfigError as exc:
             raise ApplicationError(f"configuration: {exc}", type="ConfigError", non_retryable=True) from exc
         except StepError as exc:
             raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=not exc.retryable) from exc
+        finally:
+            beating.cancel()
+            with suppress(asyncio.CancelledError):
+                await beating
+        await self._pauses.at("after", request)
+        if attempt > 1:
+            done = result.note or "retried with the same idempotency key"
+            result.note = f"attempt {attempt}: an earlier attempt did not finish (worker lost or transient); {done}"
+        return result
 
     @activity.defn(name=NOTIFY_GATE)
     async def notify_gate(self, notice: Notice) -> Posted:
@@ -38,5 +94,20 @@ class StepActivities:
                 str(exc), type="NotifyError", non_retryable=not exc.retryable, next_retry_delay=exc.retry_after
             ) from exc
 
+    @activity.defn(name=PRIOR_ATTEMPTS)
+    async def prior_attempts(self, run_id: str) -> PriorAttempts:
+        if self._attempts is None:
+            return PriorAttempts()
+        return await self._attempts.prior_attempts(run_id)
+
     def all(self) -> list[Callable[..., Any]]:
-        return [self.run_step, self.notify_gate]
+        return [self.run_step, self.notify_gate, self.prior_attempts]
+
+
+async def _heartbeat() -> None:
+    """Heartbeat while a step runs, so a worker that dies is noticed within the heartbeat timeout."""
+    timeout = activity.info().heartbeat_timeout
+    interval = max(timeout.total_seconds() / 3, 0.5) if timeout else 5.0
+    while True:
+        activity.heartbeat()
+        await asyncio.sleep(interval)

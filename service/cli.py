@@ -155,28 +155,63 @@ async def _decide(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     config, playbooks = load_all(settings)
-    client = await connect(settings.temporal_address, settings.temporal_namespace)
     host, port = settings.listen_host_port
+    shape = "web only" if args.web_only else "worker only" if args.worker_only else "web + worker"
     print(
-        f"remediate: {len(playbooks)} playbook(s), mode ceiling {settings.mode}, "
-        f"Temporal {settings.temporal_address}/{settings.temporal_namespace}, listening on {host}:{port}"
+        f"remediate serve ({shape}): {len(playbooks)} playbook(s), mode ceiling {settings.mode}, "
+        f"Temporal {settings.temporal_address}/{settings.temporal_namespace}, listening on {host}:{port}",
+        flush=True,
     )
-    await serve(settings, client, playbooks, Adapters.build(config), web=not args.worker_only, worker=not args.web_only)
+    await serve(
+        settings,
+        playbooks,
+        Adapters.build(config),
+        web=not args.worker_only,
+        worker=not args.web_only,
+        stop=_stop_on_signals(settings.shutdown_grace),
+    )
+    print("remediate serve: stopped", flush=True)
     return 0
 
 
+def _stop_on_signals(grace: float) -> asyncio.Event:
+    """SIGTERM or SIGINT asks for a graceful stop; a second one stops at once."""
+    stop = asyncio.Event()
+    task = asyncio.current_task()
+
+    def on_signal() -> None:
+        if stop.is_set() and task is not None:
+            task.cancel()
+            return
+        logging.getLogger("remediate").info("stopping: draining work in flight (up to %.0fs)", grace)
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+    return stop
+
+
 async def _until_terminated(work: Coroutine[Any, Any, int]) -> int:
-    """SIGTERM cancels the work, so `finally` blocks run (the dev server is stopped, pools are closed)."""
+    """SIGTERM cancels short commands, so `finally` blocks run (pools are closed)."""
     task = asyncio.current_task()
     if task is not None and threading.current_thread() is threading.main_thread():
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     return await work
 
 
+async def _dev(args: argparse.Namespace, settings: Settings) -> int:
+    return await dev.run(args, settings, _stop_on_signals(settings.shutdown_grace))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remediate", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("dev", help="local Temporal dev server + worker + web, shipped playbooks, dry-run")
+    dev_p = sub.add_parser("dev", help="local Temporal dev server + worker + web, shipped playbooks, dry-run")
+    dev_p.add_argument(
+        "--playbooks", action="append", metavar="DIR", help="a playbook directory to add to the shipped ones (repeat)"
+    )
     serve_p = sub.add_parser("serve", help="web + worker against configured services")
     only = serve_p.add_mutually_exclusive_group()
     only.add_argument("--web-only", action="store_true")
@@ -212,14 +247,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _lint(args, settings)
         if args.command == "schema":
             return _schema(args, settings)
-        command = {
-            "plan": _plan,
-            "runs": _runs,
-            "serve": _serve,
-            "dev": dev.run,
-            "approve": _decide,
-            "reject": _decide,
-        }[args.command]
+        if args.command == "serve":
+            return asyncio.run(_serve(args, settings))
+        if args.command == "dev":
+            return asyncio.run(_dev(args, settings))
+        command = {"plan": _plan, "runs": _runs, "approve": _decide, "reject": _decide}[args.command]
         return asyncio.run(_until_terminated(command(args, settings)))
     except PlaybookError as exc:
         print(exc, file=sys.stderr)

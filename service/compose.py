@@ -6,20 +6,22 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
 from temporalio.client import Client
+from temporalio.worker import Worker
 
-from service.activities import StepActivities
+from service.activities import PausePoints, StepActivities
 from service.adapters.http import HttpAdapter
 from service.adapters.kubernetes import KubernetesAdapter
 from service.adapters.postgres import PostgresAdapter
 from service.adapters.prometheus import PrometheusAdapter
 from service.adapters.redis import RedisAdapter
 from service.adapters.slack import SlackNotifier
-from service.adapters.temporal import TemporalRuns
+from service.adapters.temporal import TemporalRuns, connect, connect_eager
 from service.adapters.temporal_target import TemporalTargetAdapter
 from service.config import (
     ConfigFile,
@@ -31,9 +33,11 @@ from service.config import (
     Settings,
     TemporalConnection,
 )
+from service.lifecycle import QuietServer, WorkerHealth, run_worker
 from service.playbook import Playbook, load_playbooks
 from service.registry import Registry
-from service.web import Receiver, SeenRuns, WebAuth, create_app
+from service.runs import Durability
+from service.web import Metrics, Receiver, SeenRuns, WebAuth, create_app, health_routes
 from service.worker import create_worker
 
 log = logging.getLogger("remediate")
@@ -99,17 +103,37 @@ def _bind(ping: Callable[[str], Awaitable[None]], name: str) -> Callable[[], Awa
 def load_all(settings: Settings, playbooks_dir: Path | None = None) -> tuple[ConfigFile, list[Playbook]]:
     """Config and playbooks, validated together: an unknown connection stops start-up."""
     config = settings.connections()
-    playbooks = load_playbooks([playbooks_dir or settings.playbooks], config.kinds())
+    playbooks = load_playbooks([playbooks_dir] if playbooks_dir else settings.playbook_dirs(), config.kinds())
     return config, playbooks
 
 
-def build_app(settings: Settings, playbooks: list[Playbook], client: Client, adapters: Adapters) -> Starlette:
-    runs = TemporalRuns(client, settings.task_queue)
-    auth = WebAuth(
+def durability(settings: Settings, config: ConfigFile) -> Durability:
+    """What every run started here carries about retries: which connections keep a ledger, the timeouts."""
+    return Durability(
+        ledgers=sorted(n for n, c in config.connections.items() if isinstance(c, PostgresConnection) and c.ledger),
+        heartbeat_timeout=settings.heartbeat_timeout,
+        max_attempts=settings.max_attempts_per_occurrence,
+        attempt_backoff=settings.attempt_backoff,
+    )
+
+
+def web_auth(settings: Settings) -> WebAuth:
+    return WebAuth(
         token=settings.webhook_token.get_secret_value() if settings.webhook_token else None,
         username=settings.webhook_username,
         password=settings.webhook_password.get_secret_value() if settings.webhook_password else None,
     )
+
+
+def build_app(
+    settings: Settings,
+    playbooks: list[Playbook],
+    client: Client,
+    adapters: Adapters,
+    worker_problem: Callable[[], str | None] | None = None,
+) -> Starlette:
+    runs = TemporalRuns(client, settings.task_queue)
+    auth = web_auth(settings)
     if not auth.enabled:
         log.warning("no REMEDIATE_WEBHOOK_TOKEN or basic credentials: the webhook accepts anyone")
     config = settings.connections()
@@ -117,9 +141,10 @@ def build_app(settings: Settings, playbooks: list[Playbook], client: Client, ada
         playbooks,
         runs,
         settings.mode,
-        SeenRuns(settings.dedupe_cache_size),
+        SeenRuns(settings.dedupe_cache_size, settings.dedupe_ttl),
         approvers=config.resolve_approvers,
         channel=settings.slack_channel,
+        durability=durability(settings, config),
     )
     secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     return create_app(
@@ -128,42 +153,97 @@ def build_app(settings: Settings, playbooks: list[Playbook], client: Client, ada
         max_body_bytes=settings.max_body_bytes,
         pings={"temporal": runs.ping, **adapters.pings},
         slack_signing_secret=secret,
+        worker_problem=worker_problem,
     )
+
+
+def build_health_app(adapters: Adapters, worker_problem: Callable[[], str | None]) -> Starlette:
+    """A worker-only process answers probes too: liveness, readiness of its worker and connections, metrics."""
+    return Starlette(routes=health_routes(dict(adapters.pings), Metrics().registry, worker_problem))
+
+
+def worker_factory(settings: Settings, adapters: Adapters) -> Callable[[Client], Worker]:
+    notifier = SlackNotifier(
+        settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None,
+        settings.slack_channel,
+        settings.slack_api_url,
+    )
+    pauses = PausePoints(settings.pause_at)
+
+    def build(client: Client) -> Worker:
+        activities = StepActivities(
+            adapters.registry(), notifier, attempts=TemporalRuns(client, settings.task_queue), pauses=pauses
+        )
+        return create_worker(
+            client, settings.task_queue, activities, graceful_shutdown=timedelta(seconds=settings.shutdown_grace)
+        )
+
+    return build
 
 
 async def serve(
     settings: Settings,
-    client: Client,
     playbooks: list[Playbook],
     adapters: Adapters,
     *,
+    client: Client | None = None,
     web: bool = True,
     worker: bool = True,
+    stop: asyncio.Event | None = None,
     ready: asyncio.Event | None = None,
 ) -> None:
-    """Run the web server and/or the worker until cancelled."""
+    """Run the web server and/or the worker until `stop` is set (then drain) or the task is cancelled."""
+    stop = stop or asyncio.Event()
+    address, namespace = settings.temporal_address, settings.temporal_namespace
     tasks: list[asyncio.Task[None]] = []
-    if worker:
-        notifier = SlackNotifier(
-            settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None,
-            settings.slack_channel,
-            settings.slack_api_url,
+    health = WorkerHealth() if worker else None
+    if worker and health is not None:
+        tasks.append(
+            asyncio.create_task(
+                run_worker(
+                    client,
+                    lambda: connect_eager(address, namespace),
+                    worker_factory(settings, adapters),
+                    address,
+                    stop,
+                    health,
+                )
+            )
         )
-        temporal_worker = create_worker(client, settings.task_queue, StepActivities(adapters.registry(), notifier))
-        tasks.append(asyncio.create_task(temporal_worker.run()))
-    server: uvicorn.Server | None = None
+    problem = health.problem if health is not None else None
     if web:
-        host, port = settings.listen_host_port
-        app = build_app(settings, playbooks, client, adapters)
-        server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off", access_log=False)
+        app = build_app(settings, playbooks, client or await connect(address, namespace), adapters, problem)
+    else:
+        assert problem is not None  # noqa: S101 - serve runs the web side, the worker, or both
+        app = build_health_app(adapters, problem)
+    host, port = settings.listen_host_port
+    server = QuietServer(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            timeout_graceful_shutdown=max(int(settings.shutdown_grace), 1),
         )
-        tasks.append(asyncio.create_task(server.serve()))
+    )
+    web_task = asyncio.create_task(server.serve())
+
+    async def stop_web() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    tasks += [web_task, asyncio.create_task(stop_web())]
     try:
         if ready is not None:
-            while server is not None and not server.started:  # noqa: ASYNC110 - uvicorn has only a flag
+            while not server.started and not web_task.done():  # noqa: ASYNC110 - uvicorn has only a flag
                 await asyncio.sleep(0.05)
+            if web_task.done():
+                web_task.result()  # the port was taken, or the like: fail now, loudly
             ready.set()
+        await web_task
+        stop.set()
         await asyncio.gather(*tasks)
     finally:
         for task in tasks:

@@ -50,6 +50,11 @@ class PostgresConnection(_Connection):
     dsn: SecretRef
     statement_timeout: float = Field(default=30.0, gt=0, description="Seconds; applied to every statement.")
     pool_size: int = Field(default=4, ge=1, le=50)
+    ledger: str | None = Field(
+        default=None,
+        pattern=r"^[a-z_][a-z0-9_]{0,62}\.[a-z_][a-z0-9_]{0,62}$",
+        description="schema.table of the idempotency ledger; unset means writes are sent at most once.",
+    )
 
 
 class HttpAuth(_Connection):
@@ -189,6 +194,12 @@ class Settings(BaseSettings):
     slack_channel: str | None = Field(default=None, description="Channel id for approval requests.")
     slack_api_url: str = "https://slack.com/api"
     sentry_dsn: str | None = Field(default=None, validation_alias=AliasChoices("SENTRY_DSN"))
+    shutdown_grace: float = Field(default=30.0, ge=0, description="Seconds in-flight work gets after SIGTERM.")
+    heartbeat_timeout: float = Field(default=10.0, ge=1, description="Seconds without a heartbeat: worker lost.")
+    max_attempts_per_occurrence: int = Field(default=3, ge=1, le=20)
+    attempt_backoff: float = Field(default=60.0, ge=0, description="Seconds before a failed occurrence's retry.")
+    dedupe_ttl: float = Field(default=60.0, ge=0, description="Seconds a known run id answers re-deliveries.")
+    pause_at: str | None = Field(default=None, description="Crash drills only: named pause points.")
 
     @property
     def listen_host_port(self) -> tuple[str, int]:
@@ -199,3 +210,7 @@ class Settings(BaseSettings):
 
     def connections(self) -> ConfigFile:
         return load_config_file(self.config)
+
+    def playbook_dirs(self) -> list[Path]:
+        """REMEDIATE_PLAYBOOKS holds one directory or several, separated like PATH."""
+        return [Path(part) for part in str(self.playbooks).split(os.pathsep) if part]

@@ -6,20 +6,23 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ruamel.yaml import YAML
+
 from service.compose import Adapters, load_all, serve
-from service.config import Settings
+from service.config import ConfigFile, Settings, load_config_file
 from service.devserver import start_dev_server
 from service.errors import ConfigError
 from service.policy import Mode
 
 SAMPLE = Path(__file__).parent / "samples" / "selftest-alert.json"
 DEV_CONFIG = """\
-# remediate dev: embedded connections (REMEDIATE_CONFIG replaces them). Only `remediate` (the service itself) is
-# reachable out of the box; the others name the systems the shipped playbooks expect, through env references.
+# remediate dev: embedded connections (REMEDIATE_CONFIG adds to them and wins on a name). Only `remediate` (the
+# service itself) is reachable out of the box; the others name the systems the shipped playbooks expect.
 approvers: [dev]
 connections:
   remediate: {{type: http, base_url: "http://{listen}"}}
@@ -36,13 +39,43 @@ connections:
 """
 
 
-def _playbooks_dir(settings: Settings) -> Path:
-    if settings.playbooks.is_dir():
-        return settings.playbooks
-    shipped = Path(__file__).resolve().parent.parent / "playbooks"
-    if shipped.is_dir():
-        return shipped
-    raise ConfigError(f"no playbook directory at {settings.playbooks}; set REMEDIATE_PLAYBOOKS")
+SHIPPED = Path(__file__).resolve().parent.parent / "playbooks"
+
+
+def playbook_dirs(settings: Settings, extra: list[str]) -> list[Path]:
+    """The shipped playbooks, plus the user's directories (REMEDIATE_PLAYBOOKS and --playbooks), each once."""
+    wanted = [SHIPPED, *(d for d in settings.playbook_dirs() if d.is_dir()), *(Path(e) for e in extra)]
+    dirs: list[Path] = []
+    for d in wanted:
+        if not d.is_dir():
+            raise ConfigError(f"no playbook directory at {d}")
+        if d.resolve() not in [x.resolve() for x in dirs]:
+            dirs.append(d)
+    return dirs
+
+
+def dev_config(settings: Settings) -> ConfigFile:
+    """The embedded connections, with the user's REMEDIATE_CONFIG added on top (a name there wins)."""
+    embedded = ConfigFile.model_validate(
+        YAML(typ="safe", pure=True).load(DEV_CONFIG.format(listen=settings.listen, home=Path.home()))
+    )
+    if settings.config is None:
+        return embedded
+    user = load_config_file(settings.config)
+    return ConfigFile(
+        connections={**embedded.connections, **user.connections},
+        approvers=user.approvers or embedded.approvers,
+        approver_groups={**embedded.approver_groups, **user.approver_groups},
+    )
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def sample_message() -> str:
@@ -54,28 +87,53 @@ def sample_message() -> str:
     return json.dumps(message)
 
 
-async def run(args: argparse.Namespace, settings: Settings) -> int:
-    host_port = settings.temporal_address.rpartition(":")
-    temporal_port = int(host_port[2]) if host_port[2].isdigit() else 7233
-    updates: dict[str, object] = {"mode": Mode.DRY_RUN, "playbooks": _playbooks_dir(settings)}
-    if settings.config is None:
-        config_file = Path(tempfile.mkdtemp(prefix="remediate-dev-")) / "config.yaml"
-        config_file.write_text(DEV_CONFIG.format(listen=settings.listen, home=Path.home()), encoding="utf-8")
-        updates["config"] = config_file
-    dev_settings = settings.model_copy(update=updates)
+async def run(args: argparse.Namespace, settings: Settings, stop: asyncio.Event) -> int:
+    port_text = settings.temporal_address.rpartition(":")[2]
+    temporal_port = int(port_text) if port_text.isdigit() else 7233
+    web_host, web_port = settings.listen_host_port
+    for what, where, port, variable in (
+        ("the Temporal dev server", "127.0.0.1", temporal_port, "REMEDIATE_TEMPORAL_ADDRESS"),
+        ("the web server", web_host, web_port, "REMEDIATE_LISTEN"),
+    ):
+        # Never attach to whatever already listens there: that would look like success and be something else.
+        if not port_free(where, port):
+            raise ConfigError(f"port {port} for {what} is already in use; stop what holds it or set {variable}")
+    config_file = Path(tempfile.mkdtemp(prefix="remediate-dev-")) / "config.yaml"
+    config_file.write_text(dev_config(settings).model_dump_json(exclude_defaults=True), encoding="utf-8")
+    dirs = playbook_dirs(settings, list(getattr(args, "playbooks", None) or []))
+    dev_settings = settings.model_copy(
+        update={
+            "playbooks": Path(os.pathsep.join(str(d) for d in dirs)),
+            "config": config_file,
+            "temporal_address": f"127.0.0.1:{temporal_port}",
+        }
+    )
     config, playbooks = load_all(dev_settings)
+    mode = settings.mode
     print(f"remediate dev: starting the Temporal dev server on 127.0.0.1:{temporal_port} …", flush=True)
     env = await start_dev_server(port=temporal_port, namespace=settings.temporal_namespace)
     try:
         ready = asyncio.Event()
-        server = asyncio.create_task(serve(dev_settings, env.client, playbooks, Adapters.build(config), ready=ready))
-        await ready.wait()
+        server = asyncio.create_task(
+            serve(dev_settings, playbooks, Adapters.build(config), client=env.client, ready=ready, stop=stop)
+        )
+        waiting = asyncio.create_task(ready.wait())
+        await asyncio.wait({server, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if server.done():
+            waiting.cancel()
+            server.result()
         auth = ""
         if settings.webhook_token:
             auth = " -H 'Authorization: Bearer '\"$REMEDIATE_WEBHOOK_TOKEN\""
+        warning = (
+            ""
+            if mode == Mode.DRY_RUN
+            else f"\n  !! mode {mode} (from REMEDIATE_MODE): writes WILL be made on the configured connections !!\n"
+        )
         print(
             f"""
-remediate dev is up: {len(playbooks)} playbook(s) ({", ".join(p.name for p in playbooks)}), mode dry-run.
+remediate dev is up: {len(playbooks)} playbook(s) ({", ".join(p.name for p in playbooks)}), mode {mode}.{warning}
+  playbooks: {", ".join(str(d) for d in dirs)}
   webhook:  POST http://{settings.listen}/alertmanager
   runs:     remediate runs list   (REMEDIATE_TEMPORAL_ADDRESS=127.0.0.1:{temporal_port})
 
@@ -88,7 +146,6 @@ Then: remediate runs list && remediate runs show <id>      (Ctrl-C stops everyth
 """,
             flush=True,
         )
-        os.environ.setdefault("REMEDIATE_TEMPORAL_ADDRESS", f"127.0.0.1:{temporal_port}")
         await server
     finally:
         await env.shutdown()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -38,6 +40,12 @@ def alert_variables(alert: Alert) -> dict[str, JsonValue]:
         "startsAt": alert.startsAt.isoformat(),
         "generatorURL": alert.generatorURL,
     }
+
+
+def item_key(item: JsonValue) -> str:
+    """A for_each item's part of the idempotency key: its content, so a retry that sees the list reordered or
+    shortened still finds the writes already applied."""
+    return hashlib.sha256(json.dumps(item, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def new_state(run: RunInput) -> RunState:
@@ -88,6 +96,12 @@ class Run:
 
     def _record(self, step_id: str) -> StepRecord:
         return next(r for r in self.state.steps if r.id == step_id)
+
+    def stop_before_start(self, status: RunStatus, reason: str) -> RunState:
+        """End the run before its first step (a policy said no); recorded like any other outcome."""
+        self.state.started_at = self.state.finished_at = self.clock.now()
+        self.state.status, self.state.reason = status, reason
+        return self.state
 
     async def execute_run(self) -> RunState:
         self.state.started_at = self.clock.now()
@@ -322,6 +336,7 @@ class Run:
             record.status, record.error, record.finished_at = "failed", str(exc), self.clock.now()
             raise _Stop("failed", f"step {step.id!r} failed: {exc}") from exc
         record.result, record.summary, record.targets = result.data, result.summary, result.targets
+        record.note = result.note or record.note
         record.finished_at = self.clock.now()
         self.context["steps"][step.id] = result.data
         return result
@@ -378,14 +393,14 @@ class Run:
             )
         results: list[JsonValue] = []
         targets: list[str] = []
-        for index, item in enumerate(items):
+        for item in items:
             self.context["item"] = item
             try:
                 params = self._render(step)
             finally:
                 self.context.pop("item", None)
             request = self._request(step, params, dry_run=dry_run)
-            request.step_id = f"{step.id}[{index}]"
+            request.step_id = f"{step.id}[{item_key(item)}]"
             result = await self._call(step, record, request)
             results.append(result.data)
             targets.extend(result.targets)

@@ -33,6 +33,7 @@ StepStatus = Literal["pending", "running", "ok", "failed", "skipped", "planned",
 Phase = Literal["diagnose", "act", "verify"]
 RUN_STEP = "run_step"  # the one activity every step runs through
 NOTIFY_GATE = "notify_gate"  # posts or updates an approval request
+PRIOR_ATTEMPTS = "prior_attempts"  # how often this occurrence was already attempted
 
 
 class StepRequest(BaseModel):
@@ -47,6 +48,12 @@ class StepRequest(BaseModel):
     params: dict[str, JsonValue]
     dry_run: bool = False
     timeout_seconds: float = 30.0
+    attempt: int = Field(default=1, ge=1, description="Set by the activity: Temporal's attempt number.")
+
+    @property
+    def key(self) -> str:
+        """The idempotency key of this call: `<run id>/<step id>[<item>]`, the same on every retry."""
+        return f"{self.run_id}/{self.step_id}"
 
 
 class StepResult(BaseModel):
@@ -58,6 +65,7 @@ class StepResult(BaseModel):
     summary: str = ""
     targets: list[str] = Field(default_factory=list)
     dry_run: bool = False
+    note: str = Field(default="", description="How a retried call was made safe, for the run record.")
 
 
 def per_target(outcomes: list[tuple[str, str]], summary: str, dry_run: bool) -> StepResult:
@@ -89,9 +97,21 @@ class StepRecord(BaseModel):
     result: dict[str, JsonValue] | None = None
     targets: list[str] = Field(default_factory=list)
     error: str | None = None
+    note: str = ""
     attempts: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
+
+
+class Durability(BaseModel):
+    """How a run survives lost workers and failures: heartbeats, safe retries of writes, attempts per occurrence."""
+
+    ledgers: list[str] = Field(
+        default_factory=list, description="Postgres connections with a ledger: their writes may be retried."
+    )
+    heartbeat_timeout: float = Field(default=10.0, ge=1, description="Seconds; a silent worker is lost after this.")
+    max_attempts: int = Field(default=3, ge=1, description="Executions one occurrence may have after failures.")
+    attempt_backoff: float = Field(default=60.0, ge=0, description="Seconds; doubled for every earlier failure.")
 
 
 class RunInput(BaseModel):
@@ -103,6 +123,7 @@ class RunInput(BaseModel):
     mode: Mode
     approvers: list[str] = Field(default_factory=list, description="Resolved user ids allowed to decide.")
     approval_channel: str | None = None
+    durability: Durability = Field(default_factory=Durability)
 
 
 class RunState(BaseModel):
@@ -116,6 +137,7 @@ class RunState(BaseModel):
     mode: Mode
     status: RunStatus = "received"
     reason: str = ""
+    attempt: int = 1
     resolved: bool = False
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -137,6 +159,13 @@ def blast_radius(record: StepRecord) -> str:
     rowcount = (record.result or {}).get("rowcount")
     touched = f"{rowcount} row(s)" if rowcount is not None else f"{len(record.targets)} target(s)"
     return f"{touched}; cap: {', '.join(caps) or 'one target'}"
+
+
+class PriorAttempts(BaseModel):
+    """Earlier executions of one occurrence that ended without success."""
+
+    count: int = 0
+    last_closed_at: datetime | None = None
 
 
 class Executor(Protocol):

@@ -98,6 +98,10 @@ class StepBase(BaseModel):
     def effect(self) -> Effect:
         return "read"
 
+    def retries_safely(self, ledgers: Sequence[str]) -> bool:
+        """Whether a retry after a lost worker can never apply a write twice (reads; marks, uids, request ids)."""
+        return True
+
     def safe_default_approval(self) -> Approval:
         """The approval a write needs when the playbook does not say; destructive actions say `required`."""
         return self.default_approval

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from pydantic import Field, JsonValue, model_validator
@@ -63,7 +64,7 @@ HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 class HttpRequestParams(Params):
     """A request to a configured base URL; templated path values become encoded segments."""
 
-    literal_fields = frozenset({"method", "expect_status"})
+    literal_fields = frozenset({"method", "expect_status", "idempotent"})
     escapes = {"path": "url"}
 
     method: HttpMethod = "GET"
@@ -73,6 +74,10 @@ class HttpRequestParams(Params):
     body: JsonValue = None
     expect_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(
         default_factory=list, description="Accepted status codes; empty means any 2xx."
+    )
+    idempotent: bool = Field(
+        default=False,
+        description="The target honours the Idempotency-Key header, so a write may be retried after a lost worker.",
     )
 
 
@@ -95,12 +100,18 @@ class PostgresExecute(WriteStep):
     action: Literal["postgres.execute"]
     with_: PostgresExecuteParams = Field(alias="with")
 
+    def retries_safely(self, ledgers: Sequence[str]) -> bool:
+        return self.connection in ledgers  # the ledger row commits with the write, so a retry finds it
+
 
 class HttpRequest(WriteStep):
     connection_type = "http"
     default_approval = "none"
     action: Literal["http.request"]
     with_: HttpRequestParams = Field(alias="with")
+
+    def retries_safely(self, ledgers: Sequence[str]) -> bool:
+        return self.with_.idempotent
 
     @model_validator(mode="after")
     def _write_fields_only_for_writes(self) -> HttpRequest:

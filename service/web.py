@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 from base64 import b64decode
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,7 +24,7 @@ from service.decisions import decision_routes
 from service.errors import RemediateError, TemporalUnavailable
 from service.playbook import Playbook
 from service.policy import Mode, effective_mode
-from service.runs import RunInput
+from service.runs import Durability, RunInput
 
 log = logging.getLogger("remediate.web")
 Ping = Callable[[], Awaitable[None]]
@@ -66,21 +67,29 @@ class WebAuth:
 
 
 class SeenRuns:
-    """A bounded memory of run ids known to exist, so re-deliveries skip the Temporal round trip."""
+    """A bounded, short memory of run ids known to exist, so re-deliveries skip the Temporal round trip.
 
-    def __init__(self, size: int) -> None:
-        self._size, self._ids = size, OrderedDict[str, None]()
+    Entries expire after `ttl` seconds: a run that failed meanwhile may then be started again by a later
+    delivery (Temporal's id policy and the workflow's attempt limit decide).
+    """
+
+    def __init__(self, size: int, ttl: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._size, self._ttl, self._clock = size, ttl, clock
+        self._ids = OrderedDict[str, float]()
 
     def __contains__(self, key: str) -> bool:
-        if key in self._ids:
-            self._ids.move_to_end(key)
-            return True
-        return False
+        expires = self._ids.get(key)
+        if expires is None:
+            return False
+        if expires < self._clock():
+            del self._ids[key]
+            return False
+        return True
 
     def add(self, key: str) -> None:
-        if self._size <= 0:
+        if self._size <= 0 or self._ttl <= 0:
             return
-        self._ids[key] = None
+        self._ids[key] = self._clock() + self._ttl
         self._ids.move_to_end(key)
         while len(self._ids) > self._size:
             self._ids.popitem(last=False)
@@ -116,9 +125,11 @@ class Receiver:
         seen: SeenRuns,
         approvers: Callable[[list[str]], list[str]] = list,
         channel: str | None = None,
+        durability: Durability | None = None,
     ) -> None:
         self.playbooks, self.runs, self.ceiling, self.seen = list(playbooks), runs, ceiling, seen
         self.approvers, self.channel = approvers, channel
+        self.durability = durability or Durability()
 
     async def _start(self, playbook: Playbook, alert: Alert) -> str:
         key = run_id(playbook.name, alert)
@@ -131,6 +142,7 @@ class Receiver:
             mode=effective_mode(self.ceiling, playbook.mode),
             approvers=self.approvers(playbook.approvers),
             approval_channel=playbook.approval_channel or self.channel,
+            durability=self.durability,
         )
         started = await self.runs.start(run)
         self.seen.add(key)
@@ -182,6 +194,40 @@ def _reason(exc: ValidationError) -> str:
     return "not an Alertmanager v4 webhook message: " + "; ".join(parts)
 
 
+def health_routes(
+    pings: dict[str, Ping], registry: CollectorRegistry, worker_problem: Callable[[], str | None] | None = None
+) -> list[Route]:
+    """Liveness, readiness (Temporal, this process's worker, every connection) and metrics."""
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        checks: dict[str, str] = {}
+        if worker_problem is not None:
+            checks["worker"] = worker_problem() or "ok"
+
+        async def check(name: str, ping: Ping) -> None:
+            try:
+                await asyncio.wait_for(ping(), timeout=5)
+                checks[name] = "ok"
+            except (RemediateError, OSError, TimeoutError) as exc:
+                checks[name] = f"failed: {exc}"
+
+        await asyncio.gather(*(check(name, ping) for name, ping in pings.items()))
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, 200 if ready else 503)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]
+
+
 def create_app(
     receiver: Receiver,
     auth: WebAuth,
@@ -190,6 +236,7 @@ def create_app(
     pings: dict[str, Ping] | None = None,
     metrics: Metrics | None = None,
     slack_signing_secret: str | None = None,
+    worker_problem: Callable[[], str | None] | None = None,
 ) -> Starlette:
     """Compose the web app from its parts; nothing global, nothing at import time."""
     metrics = metrics or Metrics()
@@ -220,26 +267,6 @@ def create_app(
         for outcome, n in counts.items():
             metrics.alerts.labels(outcome).inc(n)
         return JSONResponse(counts)
-
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def readyz(request: Request) -> Response:
-        checks: dict[str, str] = {}
-
-        async def check(name: str, ping: Ping) -> None:
-            try:
-                await asyncio.wait_for(ping(), timeout=5)
-                checks[name] = "ok"
-            except (RemediateError, OSError, TimeoutError) as exc:
-                checks[name] = f"failed: {exc}"
-
-        await asyncio.gather(*(check(name, ping) for name, ping in pings.items()))
-        ready = all(v == "ok" for v in checks.values())
-        return JSONResponse({"ready": ready, "checks": checks}, 200 if ready else 503)
-
-    async def metrics_endpoint(request: Request) -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def runs_list(request: Request) -> Response:
         if not auth.allows(request.headers.get("authorization")):
@@ -274,9 +301,7 @@ def create_app(
     return Starlette(
         routes=[
             Route("/alertmanager", alertmanager, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            *health_routes(pings, metrics.registry, worker_problem),
             Route("/api/v1/runs", runs_list, methods=["GET"]),
             *decision_routes(receiver.runs, auth.allows, slack_signing_secret),
             Route("/api/v1/runs/{run_id:path}", run_show, methods=["GET"]),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -15,7 +17,11 @@ PASSTHROUGH = ("jinja2", "markupsafe", "pydantic", "pydantic_core", "annotated_t
 
 
 def create_worker(
-    client: Client, task_queue: str, activities: StepActivities, max_concurrent_activities: int = 100
+    client: Client,
+    task_queue: str,
+    activities: StepActivities,
+    max_concurrent_activities: int = 100,
+    graceful_shutdown: timedelta = timedelta(seconds=30),
 ) -> Worker:
     runner = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH))
     return Worker(
@@ -25,4 +31,5 @@ def create_worker(
         activities=activities.all(),
         max_concurrent_activities=max_concurrent_activities,
         workflow_runner=runner,
+        graceful_shutdown_timeout=graceful_shutdown,  # activities in flight finish after SIGTERM, within this
     )

@@ -13,7 +13,16 @@ with workflow.unsafe.imports_passed_through():
     from service.approvals import Decision, DecisionRecord, Gate, Notice, Posted
     from service.engine import Run
     from service.errors import PermanentStepError
-    from service.runs import NOTIFY_GATE, RUN_STEP, RunInput, RunState, StepRequest, StepResult
+    from service.runs import (
+        NOTIFY_GATE,
+        PRIOR_ATTEMPTS,
+        RUN_STEP,
+        PriorAttempts,
+        RunInput,
+        RunState,
+        StepRequest,
+        StepResult,
+    )
     from service.steps import StepBase
 
 # Slack may be down or rate-limited: keep trying for a while, without holding up the wait for a decision.
@@ -23,6 +32,8 @@ NOTIFY_RETRY = RetryPolicy(
     maximum_interval=timedelta(minutes=1),
     maximum_attempts=10,
 )
+NON_RETRYABLE = ["PermanentStepError", "GuardViolation", "ConfigError"]
+WRITE_ATTEMPTS = 6  # a lost worker or a restarting target, for writes whose retry is safe
 
 
 class _WorkflowClock:
@@ -33,37 +44,29 @@ class _WorkflowClock:
         await workflow.sleep(seconds)
 
 
-def retry_policy(step: StepBase, dry_run: bool) -> RetryPolicy:
-    """Reads retry transient errors; a write is sent once unless the playbook asks for more."""
+def retry_policy(step: StepBase, dry_run: bool, ledgers: list[str]) -> RetryPolicy:
+    """Reads retry transient errors; a write is retried only where a retry cannot apply it twice."""
+    if step.effect == "write" and not dry_run and not step.retries_safely(ledgers):
+        # At most once: no ledger, or a target that does not honour Idempotency-Key.
+        return RetryPolicy(maximum_attempts=1, non_retryable_error_types=NON_RETRYABLE)
     if step.retry is not None:
         attempts, interval, backoff = step.retry.attempts, step.retry.interval, step.retry.backoff
     elif step.effect == "read" or dry_run:
         attempts, interval, backoff = 3, timedelta(seconds=1), 2.0
     else:
-        attempts, interval, backoff = 1, timedelta(seconds=1), 1.0
+        attempts, interval, backoff = WRITE_ATTEMPTS, timedelta(seconds=1), 2.0
     return RetryPolicy(
         maximum_attempts=attempts,
         initial_interval=interval,
         backoff_coefficient=max(backoff, 1.0),
-        non_retryable_error_types=["PermanentStepError", "GuardViolation", "ConfigError"],
+        maximum_interval=timedelta(seconds=30),
+        non_retryable_error_types=NON_RETRYABLE,
     )
 
 
-async def _execute_activity(step: StepBase, request: StepRequest) -> StepResult:
-    try:
-        result: StepResult = await workflow.execute_activity(
-            RUN_STEP,
-            request,
-            result_type=StepResult,
-            start_to_close_timeout=timedelta(seconds=request.timeout_seconds),
-            retry_policy=retry_policy(step, request.dry_run),
-            summary=f"{step.id}: {step.action}",
-        )
-    except ActivityError as exc:
-        cause = exc.cause
-        message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
-        raise PermanentStepError(message) from exc
-    return result
+def _cause(exc: ActivityError) -> str:
+    cause = exc.cause
+    return cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
 
 
 @workflow.defn(name="RemediationWorkflow")
@@ -81,15 +84,72 @@ class RemediationWorkflow:
     async def run(self, run: RunInput) -> RunState:
         self._input = run
         self._run = Run(
-            run, _execute_activity, _WorkflowClock(), resolved=lambda: self._resolved, gatekeeper=self._gatekeeper
+            run, self._execute_activity, _WorkflowClock(), resolved=lambda: self._resolved, gatekeeper=self._gatekeeper
         )
+        prior = await self._prior_attempts(run)
+        self._run.state.attempt = prior.count + 1
+        if prior.count >= run.durability.max_attempts:
+            state = self._run.stop_before_start(
+                "blocked_by_policy",
+                f"this occurrence already failed {prior.count} time(s); not attempted again "
+                f"(REMEDIATE_MAX_ATTEMPTS_PER_OCCURRENCE={run.durability.max_attempts})",
+            )
+            return state
+        await self._back_off(run, prior)
         state = await self._run.execute_run()
         gate = state.gate
         if gate is not None:
             await asyncio.gather(*self._notify_tasks)  # the request must exist before its outcome is shown
             if gate.slack_ts:
                 await self._notify(gate, outcome=f"{state.status}: {state.reason}")
+        if state.status == "failed":
+            # A failed execution lets a later delivery of the same occurrence start it again (bounded above).
+            raise ApplicationError(f"run failed: {state.reason}", state, type="RunFailed", non_retryable=True)
         return state
+
+    async def _prior_attempts(self, run: RunInput) -> PriorAttempts:
+        """Earlier failed executions of this occurrence, from visibility (a local activity: no extra task)."""
+        try:
+            prior: PriorAttempts = await workflow.execute_local_activity(
+                PRIOR_ATTEMPTS,
+                run.run_id,
+                result_type=PriorAttempts,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+            )
+        except ActivityError as exc:
+            workflow.logger.warning("cannot count earlier attempts of %s: %s", run.run_id, _cause(exc))
+            return PriorAttempts()
+        return prior
+
+    async def _back_off(self, run: RunInput, prior: PriorAttempts) -> None:
+        if not prior.count or prior.last_closed_at is None:
+            return
+        not_before = prior.last_closed_at + timedelta(seconds=run.durability.attempt_backoff * 2 ** (prior.count - 1))
+        wait = (not_before - workflow.now()).total_seconds()
+        if wait > 0:
+            assert self._run is not None  # noqa: S101 - set above
+            self._run.state.reason = f"attempt {prior.count + 1} waits {wait:.0f}s after the last failure"
+            await workflow.sleep(wait)
+            self._run.state.reason = ""
+
+    async def _execute_activity(self, step: StepBase, request: StepRequest) -> StepResult:
+        assert self._input is not None  # noqa: S101 - set before any step runs
+        durability = self._input.durability
+        heartbeat = timedelta(seconds=durability.heartbeat_timeout)
+        try:
+            result: StepResult = await workflow.execute_activity(
+                RUN_STEP,
+                request,
+                result_type=StepResult,
+                start_to_close_timeout=timedelta(seconds=request.timeout_seconds) + heartbeat,
+                heartbeat_timeout=heartbeat,
+                retry_policy=retry_policy(step, request.dry_run, durability.ledgers),
+                summary=f"{step.id}: {step.action}",
+            )
+        except ActivityError as exc:
+            raise PermanentStepError(_cause(exc)) from exc
+        return result
 
     async def _gatekeeper(self, gate: Gate) -> None:
         for early in self._early:
@@ -120,11 +180,7 @@ class RemediationWorkflow:
                 summary="approval request",
             )
         except ActivityError as exc:
-            cause = exc.cause
-            gate.notice = (
-                f"Slack: {cause.message if isinstance(cause, ApplicationError) else exc}; "
-                "decide through the API or `remediate approve`"
-            )
+            gate.notice = f"Slack: {_cause(exc)}; decide through the API or `remediate approve`"
             return
         if posted.ts:
             gate.slack_channel, gate.slack_ts = posted.channel, posted.ts

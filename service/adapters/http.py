@@ -80,6 +80,12 @@ class HttpAdapter:
         assert isinstance(params, HttpRequestParams)  # noqa: S101 - the registry validated it
         conn, client = self._client(request.connection)
         target = f"{params.method} {conn.base_url.rstrip('/')}{params.path}"
+        write = params.method != "GET"
+        if write and request.attempt > 1 and not params.idempotent and not request.dry_run:
+            raise PermanentStepError(
+                f"{target}: attempt {request.attempt} of a write to a target not marked `idempotent: true`; "
+                "the earlier attempt may have been applied, so it is not sent again (at most once)"
+            )
         if params.method != "GET" and request.dry_run:
             return StepResult(
                 data={
@@ -94,16 +100,18 @@ class HttpAdapter:
                 dry_run=True,
             )
         try:
+            # Every write carries its key; a target that honours it applies a retried request once.
+            headers = {**params.headers, "Idempotency-Key": request.key} if write else params.headers
             response = await client.request(
                 params.method,
                 params.path,
                 params=_query(params.query),
-                headers=params.headers,
+                headers=headers,
                 json=params.body if params.body is not None else None,
                 timeout=request.timeout_seconds,
             )
         except httpx2.TimeoutException as exc:
-            if params.method == "GET":
+            if not write or params.idempotent:
                 raise RetryableStepError(f"{target}: timed out") from exc
             raise PermanentStepError(f"{target}: timed out; the request may have been applied") from exc
         except httpx2.ConnectError as exc:
@@ -123,6 +131,7 @@ class HttpAdapter:
             if response.status_code >= 500 and params.method == "GET":
                 raise RetryableStepError(problem)
             raise PermanentStepError(problem)
+        note = "" if not write or params.idempotent else "at most once: the target is not marked idempotent"
         return StepResult(
-            data=data, summary=f"{target} -> {response.status_code}", targets=[] if params.method == "GET" else [target]
+            data=data, summary=f"{target} -> {response.status_code}", targets=[target] if write else [], note=note
         )

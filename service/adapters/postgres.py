@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
@@ -12,6 +13,7 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from pydantic import JsonValue
 
@@ -59,6 +61,26 @@ def _with_returning(statement: str) -> str:
     return text
 
 
+def ledger_sql(ledger: str) -> str:
+    """The idempotency ledger: one row per applied write, committed in the write's own transaction."""
+    schema, table = ledger.split(".")
+    return (
+        f"create schema if not exists {schema};\n"
+        f"create table if not exists {schema}.{table} (\n"
+        "  key text primary key,          -- <run id>/<step id>[<item>]: the same on every retry\n"
+        "  statement_sha256 text not null,\n"
+        "  rowcount integer,\n"
+        "  rows jsonb,\n"
+        "  applied_at timestamptz not null default now()\n"
+        ");\n"
+    )
+
+
+def _ledger(name: str) -> sql.Composed:
+    schema, table = name.split(".")
+    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+
+
 def _row_key(row: JsonValue) -> str:
     if isinstance(row, dict):
         key = row.get("id", next(iter(row.values()), None))
@@ -90,6 +112,8 @@ class PostgresAdapter:
                 open=False,
                 kwargs={"autocommit": True, "application_name": "remediate"},
                 timeout=10.0,
+                # A target that restarted leaves dead connections in the pool: check before handing one out.
+                check=AsyncConnectionPool.check_connection,
             )
             await pool.open()
             self._pools[name] = pool
@@ -104,6 +128,22 @@ class PostgresAdapter:
         pool = await self._pool(name)
         async with pool.connection() as conn:
             await conn.execute("select 1")
+
+    async def migrate(self, name: str) -> str:
+        """Create the connection's ledger table (idempotent); returns the SQL that was run."""
+        conn = self._connections.get(name)
+        if conn is None:
+            raise ConfigError(f"no postgres connection named {name!r}")
+        if conn.ledger is None:
+            raise ConfigError(f"connection {name!r} sets no `ledger:` (for example ledger: remediate.ledger)")
+        statements = ledger_sql(conn.ledger)
+        pool = await self._pool(name)
+        try:
+            async with pool.connection() as c:
+                await c.execute(statements.encode())  # our own DDL, no parameters: the simple protocol is fine
+        except psycopg.Error as exc:
+            raise ConfigError(f"postgres {name}: creating the ledger failed: {exc}") from exc
+        return statements
 
     def _timeout_ms(self, name: str, request: StepRequest) -> int:
         conn = self._connections[name]
@@ -136,8 +176,15 @@ class PostgresAdapter:
 
     async def _execute(self, request: StepRequest, params: Params) -> StepResult:
         assert isinstance(params, PostgresExecuteParams)  # noqa: S101 - the registry validated it
+        ledger = self._connections[request.connection].ledger if request.connection in self._connections else None
+        if request.attempt > 1 and ledger is None and not request.dry_run:
+            raise PermanentStepError(
+                f"attempt {request.attempt} of a write on {request.connection}, which has no ledger: the earlier "
+                "attempt may have committed, so it is not sent again (at most once; see `remediate migrate`)"
+            )
         pool = await self._pool(request.connection)
         statement = _with_returning(params.sql)
+        digest = hashlib.sha256(params.sql.encode()).hexdigest()
         changed: list[JsonValue] = []
         sent = False
         try:
@@ -147,6 +194,10 @@ class PostgresAdapter:
                         sql.Literal(self._timeout_ms(request.connection, request))
                     )
                 )
+                if ledger is not None:
+                    applied = await _claim(conn, ledger, request.key, digest, request.dry_run)
+                    if applied is not None:
+                        raise _AlreadyApplied(applied)
                 async with conn.cursor(row_factory=dict_row) as cur:
                     sent = True
                     await cur.execute(statement, params.params)
@@ -160,12 +211,20 @@ class PostgresAdapter:
                     )
                 if request.dry_run:
                     raise psycopg.Rollback(tx)
+                if ledger is not None:
+                    await conn.execute(
+                        sql.SQL("update {} set rowcount = %s, rows = %s where key = %s").format(_ledger(ledger)),
+                        [count, Jsonb(changed[:ROWS_RECORDED]), request.key],
+                    )
+        except _AlreadyApplied as done:
+            return _from_ledger(done.row, params, request)
         except GuardViolation:
             raise
         except psycopg.OperationalError as exc:
-            if sent and not request.dry_run:
+            if sent and not request.dry_run and ledger is None:
                 # The statement may have committed before the connection broke: never send it again.
                 raise PermanentStepError(f"postgres {request.connection}: outcome unknown: {exc}") from exc
+            # Nothing was sent, or the ledger will tell a retry whether this attempt committed.
             raise RetryableStepError(f"postgres {request.connection}: {exc}") from exc
         except psycopg.Error as exc:
             raise PermanentStepError(f"postgres {request.connection}: {exc}") from exc
@@ -176,4 +235,50 @@ class PostgresAdapter:
             + ("; rolled back" if request.dry_run else ""),
             targets=[f"row {_row_key(r)}" for r in changed[:ROWS_RECORDED]],
             dry_run=request.dry_run,
+            note="" if ledger or request.dry_run else f"at most once: connection {request.connection} has no ledger",
         )
+
+
+class _AlreadyApplied(Exception):
+    """The ledger holds this write's key: an earlier attempt committed it."""
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        super().__init__("already applied")
+        self.row = row
+
+
+async def _claim(
+    conn: psycopg.AsyncConnection[Any], ledger: str, key: str, digest: str, dry_run: bool
+) -> dict[str, Any] | None:
+    """Claim the key in this transaction, or return the row of the attempt that already committed it.
+
+    The insert takes the key's index lock: a concurrent attempt waits here until this one commits or rolls back.
+    """
+    table = _ledger(ledger)
+    if not dry_run:
+        claimed = await conn.execute(
+            sql.SQL("insert into {} (key, statement_sha256) values (%s, %s) on conflict (key) do nothing").format(
+                table
+            ),
+            [key, digest],
+        )
+        if claimed.rowcount == 1:
+            return None
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(sql.SQL("select rowcount, rows, applied_at from {} where key = %s").format(table), [key])
+        row = await cur.fetchone()
+    if row is None and not dry_run:
+        raise RetryableStepError(f"ledger key {key} conflicted but is not readable yet")
+    return row
+
+
+def _from_ledger(row: dict[str, Any], params: PostgresExecuteParams, request: StepRequest) -> StepResult:
+    rows = _rows(list(row.get("rows") or []))
+    count = int(row.get("rowcount") or 0)
+    return StepResult(
+        data={"rowcount": count, "rows": rows, "dry_run": request.dry_run, "already_applied": True},
+        summary=f"already applied at {_json(row.get('applied_at'))}: {count} row(s) (max_rows {params.max_rows})",
+        targets=[f"row {_row_key(r)}" for r in rows],
+        dry_run=request.dry_run,
+        note="already applied; result from the ledger",
+    )

@@ -7,18 +7,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from service.approvals import Decision, DecisionRecord
 from service.errors import RunNotOpen, TemporalUnavailable
-from service.runs import RunInput, RunState
+from service.runs import PriorAttempts, RunInput, RunState
 from service.workflows import RemediationWorkflow
 
 RPC_TIMEOUT = timedelta(seconds=5)  # well inside Alertmanager's webhook timeout, so it sees our 503
+QUERY_TIMEOUT = timedelta(seconds=3)  # a query needs a worker: without one, say so instead of hanging
 _UNAVAILABLE = {
     RPCStatusCode.UNAVAILABLE,
     RPCStatusCode.DEADLINE_EXCEEDED,
@@ -33,6 +34,14 @@ async def connect(address: str, namespace: str) -> Client:
     """A lazy client: the web server starts even while Temporal is down, and answers 503 until it is back."""
     try:
         return await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter, lazy=True)
+    except RuntimeError as exc:
+        raise TemporalUnavailable(f"cannot connect to Temporal at {address}: {exc}") from exc
+
+
+async def connect_eager(address: str, namespace: str) -> Client:
+    """A connected client, as a worker needs; raises TemporalUnavailable while Temporal cannot be reached."""
+    try:
+        return await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter)
     except RuntimeError as exc:
         raise TemporalUnavailable(f"cannot connect to Temporal at {address}: {exc}") from exc
 
@@ -69,7 +78,9 @@ class TemporalRuns:
                 id=run.run_id,
                 task_queue=self.task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                # A run that ended `failed` fails its execution, so a later delivery may start the occurrence again;
+                # the workflow itself bounds how often (max attempts, back-off).
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
                 memo={"playbook": run.playbook.name, "alertname": run.alert.alertname, "mode": run.mode.value},
                 static_summary=f"{run.playbook.name} for {run.alert.alertname} ({run.mode.value})",
                 rpc_timeout=RPC_TIMEOUT,
@@ -109,7 +120,10 @@ class TemporalRuns:
         """The recorded fate of one decision, once the run has processed it (None if not yet)."""
         deadline = asyncio.get_running_loop().time() + within
         while True:
-            state = await self.state(run_id)
+            try:
+                state = await self.state(run_id)
+            except TemporalUnavailable:
+                return None  # no worker answers now: the decision is recorded in history and counts when one does
             records = state.gate.decisions if state and state.gate else []
             found = next((d for d in records if d.decision_id == decision_id), None)
             if found or asyncio.get_running_loop().time() > deadline:
@@ -142,19 +156,53 @@ class TemporalRuns:
             raise _translate(exc, "listing runs") from exc
         return runs
 
+    async def prior_attempts(self, run_id: str) -> PriorAttempts:
+        """Closed executions of this run id that did not succeed (the workflow bounds retries with this)."""
+        query = f"WorkflowId = '{_quoted(run_id)}' AND ExecutionStatus != 'Running' AND ExecutionStatus != 'Completed'"
+        count, last = 0, None
+        try:
+            async for execution in self.client.list_workflows(query, rpc_timeout=RPC_TIMEOUT):
+                count += 1
+                if execution.close_time and (last is None or execution.close_time > last):
+                    last = execution.close_time
+        except (RPCError, RuntimeError) as exc:
+            raise _translate(exc, f"counting attempts of {run_id}") from exc
+        return PriorAttempts(count=count, last_closed_at=last)
+
     async def state(self, run_id: str) -> RunState | None:
-        """The run's state: its result once closed, else its live query answer."""
+        """The run's state: its result once closed (a failed run carries it in its failure), else a live query."""
         handle: WorkflowHandle[RemediationWorkflow, RunState] = self.client.get_workflow_handle_for(
             RemediationWorkflow.run, run_id
         )
         try:
-            description = await handle.describe()
+            description = await handle.describe(rpc_timeout=RPC_TIMEOUT)
             if description.status == WorkflowExecutionStatus.COMPLETED:
-                return await handle.result()
+                return await handle.result(rpc_timeout=RPC_TIMEOUT)
+            if description.status == WorkflowExecutionStatus.FAILED:
+                return await _failed_state(handle)
             if description.status == WorkflowExecutionStatus.RUNNING:
-                return await handle.query(RemediationWorkflow.state)
+                return await handle.query(RemediationWorkflow.state, rpc_timeout=QUERY_TIMEOUT)
             return None
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 return None
+            if exc.status == RPCStatusCode.DEADLINE_EXCEEDED:
+                raise TemporalUnavailable(
+                    f"run {run_id} is open but no worker answered within {QUERY_TIMEOUT.seconds}s; is a worker running?"
+                ) from exc
             raise _translate(exc, f"reading {run_id}") from exc
+
+
+async def _failed_state(handle: WorkflowHandle[RemediationWorkflow, RunState]) -> RunState | None:
+    try:
+        await handle.result(rpc_timeout=RPC_TIMEOUT)
+    except WorkflowFailureError as exc:
+        cause = exc.cause
+        if isinstance(cause, ApplicationError) and cause.type == "RunFailed" and cause.details:
+            return RunState.model_validate(cause.details[0])
+    return None
+
+
+def _quoted(text: str) -> str:
+    # Visibility strings have no escape for quotes; run ids never hold them, but never let one end the literal.
+    return text.replace("'", "").replace("\\", "")

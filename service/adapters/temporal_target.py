@@ -8,9 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import JsonValue
-from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.common.v1 import Payloads, WorkflowExecution
 from temporalio.api.enums.v1 import EventType
-from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
+from temporalio.api.workflowservice.v1 import (
+    RequestCancelWorkflowExecutionRequest,
+    ResetWorkflowExecutionRequest,
+    SignalWorkflowExecutionRequest,
+)
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -237,17 +241,37 @@ class TemporalTargetAdapter:
 
     async def _signal(self, request: StepRequest, params: Params) -> StepResult:
         assert isinstance(params, SignalParams)  # noqa: S101 - the registry validated it
+        client = await self._client(request.connection)
 
-        async def act(handle: WorkflowHandle[Any, Any], _: WorkflowRef) -> None:
-            await handle.signal(params.signal, args=params.args)
+        async def act(handle: WorkflowHandle[Any, Any], ref: WorkflowRef) -> None:
+            # The server drops a second signal with the same request id: a retry after a lost worker sends it once.
+            await client.workflow_service.signal_workflow_execution(
+                SignalWorkflowExecutionRequest(
+                    namespace=client.namespace,
+                    workflow_execution=WorkflowExecution(workflow_id=ref.workflow_id, run_id=ref.run_id),
+                    signal_name=params.signal,
+                    input=Payloads(payloads=await client.data_converter.encode(list(params.args))),
+                    identity=client.identity,
+                    request_id=_request_id(request, ref),
+                )
+            )
 
         return await self._each(request, params, "signal", act)
 
     async def _cancel(self, request: StepRequest, params: Params) -> StepResult:
         assert isinstance(params, TargetsParams)  # noqa: S101 - the registry validated it
+        client = await self._client(request.connection)
 
-        async def act(handle: WorkflowHandle[Any, Any], _: WorkflowRef) -> None:
-            await handle.cancel(reason=self._reason(request, params.reason))
+        async def act(handle: WorkflowHandle[Any, Any], ref: WorkflowRef) -> None:
+            await client.workflow_service.request_cancel_workflow_execution(
+                RequestCancelWorkflowExecutionRequest(
+                    namespace=client.namespace,
+                    workflow_execution=WorkflowExecution(workflow_id=ref.workflow_id, run_id=ref.run_id),
+                    identity=client.identity,
+                    request_id=_request_id(request, ref),
+                    reason=self._reason(request, params.reason),
+                )
+            )
 
         return await self._each(request, params, "cancel", act)
 
@@ -271,7 +295,7 @@ class TemporalTargetAdapter:
                     reason=self._reason(request, params.reason),
                     workflow_execution=WorkflowExecution(workflow_id=ref.workflow_id, run_id=ref.run_id),
                     workflow_task_finish_event_id=event_id,
-                    request_id=f"{request.run_id}/{request.step_id}/{ref.workflow_id}",
+                    request_id=_request_id(request, ref),
                 )
             )  # the same reset only once
 
@@ -306,6 +330,11 @@ class TemporalTargetAdapter:
             summary=f"{outcome}: {target}",
             targets=[target],
         )
+
+
+def _request_id(request: StepRequest, ref: WorkflowRef) -> str:
+    """The idempotency key per target, as the request id Temporal de-duplicates on."""
+    return f"{request.key}/{ref.workflow_id}/{ref.run_id}"
 
 
 async def _last_completed_task(handle: WorkflowHandle[Any, Any]) -> int:

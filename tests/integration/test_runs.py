@@ -161,7 +161,7 @@ async def test_webhook_contract_errors(temporal_client: Client, jobs_db: str) ->
         assert other.json() == {"started": 0, "duplicates": 0, "resolved": 0, "unmatched": 1}
         assert (await http.get("/healthz")).json() == {"status": "ok"}
         ready = (await http.get("/readyz")).json()
-        assert ready["checks"] == {"temporal": "ok", "connection:jobs-db": "ok"}
+        assert ready["checks"] == {"worker": "ok", "temporal": "ok", "connection:jobs-db": "ok"}
         assert "remediate_webhook_alerts_total" in (await http.get("/metrics")).text
 
 

@@ -51,8 +51,10 @@ async def running_stack(
         **overrides,
     )
     cfg, books = load_all(settings)
-    ready = asyncio.Event()
-    task = asyncio.create_task(serve(settings, client, books, Adapters.build(cfg), web=web, worker=worker, ready=ready))
+    ready, stop = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(
+        serve(settings, books, Adapters.build(cfg), client=client, web=web, worker=worker, ready=ready, stop=stop)
+    )
     waiter = asyncio.create_task(ready.wait())
     done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
@@ -60,5 +62,9 @@ async def running_stack(
     try:
         yield Stack(f"http://127.0.0.1:{port}", settings, client)
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        stop.set()  # as SIGTERM does: drain, then stop
+        try:
+            await asyncio.wait_for(task, timeout=15)
+        except TimeoutError:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

@@ -6,10 +6,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pydantic import JsonValue
 
 from service.alerts import Alert
 from service.approvals import Decision, Gate
-from service.engine import Run
+from service.engine import Run, item_key
 from service.errors import PermanentStepError
 from service.playbook import load_playbooks
 from service.policy import Mode, effective_mode
@@ -211,7 +212,7 @@ async def test_after_approval_the_write_runs_once_on_what_is_still_broken() -> N
 
 
 async def test_for_each_runs_once_per_item_with_its_own_key() -> None:
-    """A for_each write calls once per diagnosed row, with `item` in templates and keys `<step>[<i>]`."""
+    """A for_each write calls once per diagnosed row, with `item` in templates and keys `<step>[<item digest>]`."""
     step = PLAYBOOK.act[0].model_copy(
         update={
             "for_each": "steps.stuck.rows",
@@ -224,8 +225,15 @@ async def test_for_each_runs_once_per_item_with_its_own_key() -> None:
     run = Run(RunInput(run_id="r", playbook=playbook, alert=ALERT, mode=Mode.AUTO), script, Clock())
     await run.execute_run()
     calls = [(r.step_id, r.params["params"]) for r in script.requests if r.step_id.startswith("requeue")]
-    assert calls == [("requeue[0]", {"ids": [4]}), ("requeue[1]", {"ids": [5]})]
+    rows: list[JsonValue] = [{"id": 4}, {"id": 5}]
+    assert calls == [(f"requeue[{item_key(rows[0])}]", {"ids": [4]}), (f"requeue[{item_key(rows[1])}]", {"ids": [5]})]
     assert run.state.status == "succeeded"
+
+
+def test_item_keys_follow_the_item_not_its_position() -> None:
+    """A retry that sees the list in another order or shortened keys each item as before, so nothing repeats."""
+    assert item_key({"id": 4, "queue": "q1"}) == item_key({"queue": "q1", "id": 4})
+    assert item_key({"id": 4}) != item_key({"id": 5})
 
 
 async def test_for_each_refuses_an_empty_or_oversized_list() -> None:
