@@ -20,11 +20,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from service import dev
+from service.adapters.postgres import ledger_sql
 from service.adapters.temporal import TemporalRuns, connect
 from service.alerts import Alert, WebhookMessage, run_id
 from service.approvals import Decision
 from service.compose import Adapters, load_all, serve
-from service.config import Settings
+from service.config import PostgresConnection, Settings
 from service.engine import Run
 from service.errors import ConfigError, PermanentStepError, PlaybookError, RemediateError
 from service.playbook import Playbook, load_playbooks, matching
@@ -113,6 +114,25 @@ async def _plan(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         await adapters.close()
     return worst
+
+
+async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    config = settings.connections()
+    conn = config.connections.get(args.connection)
+    if not isinstance(conn, PostgresConnection):
+        raise ConfigError(f"{args.connection!r} is not a postgres connection in {settings.config or 'no config file'}")
+    if conn.ledger is None:
+        raise ConfigError(f"connection {args.connection!r} sets no `ledger:` (for example ledger: remediate.ledger)")
+    if args.print_sql:
+        print(ledger_sql(conn.ledger), end="")
+        return 0
+    adapters = Adapters.build(config)
+    try:
+        await adapters.postgres.migrate(args.connection)
+    finally:
+        await adapters.close()
+    print(f"ledger {conn.ledger} is ready on {args.connection}: its writes are now retried safely after a lost worker")
+    return 0
 
 
 async def _runs(args: argparse.Namespace, settings: Settings) -> int:
@@ -222,6 +242,9 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--alert", required=True, help="a webhook message or a single alert (JSON)")
     plan.add_argument("--playbooks", help="playbook directory (default: REMEDIATE_PLAYBOOKS)")
     sub.add_parser("schema", help="JSON Schema of the playbook format")
+    migrate = sub.add_parser("migrate", help="create the idempotency ledger on a Postgres connection")
+    migrate.add_argument("connection", help="a postgres connection that sets `ledger:`")
+    migrate.add_argument("--print-sql", action="store_true", help="print the SQL for a DBA instead of running it")
     for verdict in ("approve", "reject"):
         decide = sub.add_parser(verdict, help=f"{verdict} a run waiting at an approval gate")
         decide.add_argument("run_id")
@@ -251,7 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_serve(args, settings))
         if args.command == "dev":
             return asyncio.run(_dev(args, settings))
-        command = {"plan": _plan, "runs": _runs, "approve": _decide, "reject": _decide}[args.command]
+        commands = {"plan": _plan, "runs": _runs, "approve": _decide, "reject": _decide, "migrate": _migrate}
+        command = commands[args.command]
         return asyncio.run(_until_terminated(command(args, settings)))
     except PlaybookError as exc:
         print(exc, file=sys.stderr)

@@ -83,6 +83,7 @@ async def run_worker(
         running = asyncio.create_task(worker.run())
         stopping = asyncio.create_task(stop.wait())
         health.state, health.detail = "polling", ""
+        log.info("worker: polling on Temporal at %s", address)
         try:
             await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:

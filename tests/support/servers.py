@@ -199,11 +199,21 @@ class Alertmanager:
         httpx2.post(f"{self.url}/api/v2/alerts", json=alerts, timeout=5).raise_for_status()
 
 
-def start_alertmanager(root: Path, webhook_url: str, token: str) -> Alertmanager:
+def start_alertmanager(root: Path, webhook_url: str | Sequence[str], token: str) -> Alertmanager:
+    """Alertmanager delivering every notification to each webhook URL (several: one per web replica)."""
     binary = need("prometheus-alertmanager")
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     (root / "token").write_text(token)
+    webhooks = "".join(
+        f"""
+      - url: {url}
+        send_resolved: true
+        max_alerts: 50
+        http_config:
+          authorization: {{type: Bearer, credentials_file: {root / "token"}}}"""
+        for url in ([webhook_url] if isinstance(webhook_url, str) else webhook_url)
+    )
     (root / "alertmanager.yml").write_text(f"""
 route:
   receiver: remediate
@@ -213,12 +223,7 @@ route:
   repeat_interval: 1h
 receivers:
   - name: remediate
-    webhook_configs:
-      - url: {webhook_url}
-        send_resolved: true
-        max_alerts: 50
-        http_config:
-          authorization: {{type: Bearer, credentials_file: {root / "token"}}}
+    webhook_configs:{webhooks}
 """)
     process = spawn(
         [

@@ -62,3 +62,25 @@ class LongHistory:
         # Concurrent timers: one workflow task adds `timers` started events, and their firing as many again.
         await asyncio.gather(*(workflow.sleep(0.01) for _ in range(timers)))
         await workflow.wait_condition(lambda: False)
+
+
+@workflow.defn
+class Pokeable:
+    """Waits for `poke`, then stays open a while so that a duplicate signal would be counted; returns the count."""
+
+    def __init__(self) -> None:
+        self.pokes = 0
+
+    @workflow.run
+    async def run(self) -> int:
+        await workflow.wait_condition(lambda: self.pokes > 0)
+        await workflow.sleep(6)
+        return self.pokes
+
+    @workflow.signal
+    def poke(self, by: str) -> None:
+        self.pokes += 1
+
+    @workflow.query(name="pokes")
+    def count(self) -> int:
+        return self.pokes
