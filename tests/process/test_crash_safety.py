@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -26,6 +25,7 @@ from tests.support.crash import (
     cluster_config,
     crash_round,
     pokeable_worker,
+    reach,
     start_cluster_alertmanager,
     write_playbooks,
 )
@@ -57,10 +57,11 @@ async def cluster(
             dsn,
         )
         # The ledger, created the way an operator does it.
-        migrate = subprocess.run(
-            [REMEDIATE, "migrate", "jobs-db"], env={**os.environ, **env}, capture_output=True, text=True
+        migrate = await asyncio.create_subprocess_exec(
+            REMEDIATE, "migrate", "jobs-db", env={**os.environ, **env}, stderr=asyncio.subprocess.PIPE
         )
-        assert migrate.returncode == 0, migrate.stderr
+        _, err = await migrate.communicate()
+        assert migrate.returncode == 0, err
         cluster = Cluster(temporal_client, dsn, api, env, root / "logs", target_queue=target_queue)
         webs = [cluster.web(), cluster.web()]
         for web in webs:
@@ -132,8 +133,7 @@ async def test_sigterm_lets_a_write_in_flight_finish_then_exits_zero(cluster: Cl
     await worker.wait_ready()
     target = await cluster.arm("pg", slow=True, gated=False)
     cluster.fire(target)
-    while not await cluster.in_flight(target):
-        await asyncio.sleep(0.05)
+    await reach(cluster, worker, target, "in_flight")
     began = time.monotonic()
     assert await worker.terminate() == 0, worker.text()[-2000:]
     drained = time.monotonic() - began

@@ -35,19 +35,19 @@ class ServiceProcess:
     def text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
-    async def wait_log(self, needle: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
+    async def wait_log(self, needle: str, within: float = 30.0) -> None:
+        deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             if needle in self.text():
                 return
             if self.proc.poll() is not None:
                 break
             await asyncio.sleep(0.05)
-        raise AssertionError(f"{self.name}: {needle!r} not logged within {timeout}s:\n{self.text()[-3000:]}")
+        raise AssertionError(f"{self.name}: {needle!r} not logged within {within}s:\n{self.text()[-3000:]}")
 
-    async def wait_ready(self, timeout: float = 60.0) -> None:
+    async def wait_ready(self, within: float = 60.0) -> None:
         """Until /readyz answers 200 (the worker polls, Temporal answers, connections answer)."""
-        deadline, last = time.monotonic() + timeout, ""
+        deadline, last = time.monotonic() + within, ""
         async with httpx2.AsyncClient(timeout=2) as http:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
@@ -60,17 +60,17 @@ class ServiceProcess:
                 except httpx2.HTTPError as exc:
                     last = str(exc)
                 await asyncio.sleep(0.1)
-        raise AssertionError(f"{self.name} not ready after {timeout}s: {last}\n{self.text()[-3000:]}")
+        raise AssertionError(f"{self.name} not ready after {within}s: {last}\n{self.text()[-3000:]}")
 
-    async def terminate(self, timeout: float = 60.0) -> int:
+    async def terminate(self, within: float = 60.0) -> int:
         """SIGTERM, as systemd and Kubernetes stop it; returns the exit code once it has exited."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while self.proc.poll() is None:
             if time.monotonic() > deadline:
                 self.proc.kill()
-                raise AssertionError(f"{self.name} did not exit within {timeout}s of SIGTERM:\n{self.text()[-3000:]}")
+                raise AssertionError(f"{self.name} did not exit within {within}s of SIGTERM:\n{self.text()[-3000:]}")
             await asyncio.sleep(0.05)
         return self.proc.returncode
 
