@@ -67,10 +67,11 @@ class StepActivities:
     async def run_step(self, request: StepRequest) -> StepResult:
         attempt = activity.info().attempt
         request = request.model_copy(update={"attempt": attempt})
-        await self._pauses.at("before", request)
         beating = asyncio.create_task(_heartbeat())
         try:
+            await self._pauses.at("before", request)
             result = await self._registry.dispatch(request)
+            await self._pauses.at("after", request)
         except ConfigError as exc:
             raise ApplicationError(f"configuration: {exc}", type="ConfigError", non_retryable=True) from exc
         except StepError as exc:
@@ -79,7 +80,6 @@ class StepActivities:
             beating.cancel()
             with suppress(asyncio.CancelledError):
                 await beating
-        await self._pauses.at("after", request)
         if attempt > 1:
             done = result.note or "retried with the same idempotency key"
             result.note = f"attempt {attempt}: an earlier attempt did not finish (worker lost or transient); {done}"

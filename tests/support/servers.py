@@ -86,6 +86,7 @@ class Postgres:
     port: int
     data: Path
     pg_ctl: str
+    options: str = ""
 
     @property
     def dsn(self) -> str:
@@ -95,6 +96,26 @@ class Postgres:
         subprocess.run(
             _as_postgres([self.pg_ctl, "-D", str(self.data), "-m", "immediate", "stop"]),
             check=False,
+            capture_output=True,
+        )
+
+    def start(self) -> None:
+        """Start it again on the same port and data (pg_ctl keeps the options of the first start)."""
+        subprocess.run(
+            _as_postgres(
+                [
+                    self.pg_ctl,
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(self.data.parent / "postgres.log"),
+                    "-w",
+                    "-o",
+                    self.options,
+                    "start",
+                ]
+            ),
+            check=True,
             capture_output=True,
         )
 
@@ -119,24 +140,11 @@ def start_postgres(root: Path) -> Postgres:
         check=True,
         capture_output=True,
     )
-    subprocess.run(
-        _as_postgres(
-            [
-                pg_ctl,
-                "-D",
-                str(data),
-                "-l",
-                str(root / "postgres.log"),
-                "-w",
-                "-o",
-                f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
-                "start",
-            ]
-        ),
-        check=True,
-        capture_output=True,
+    server = Postgres(
+        port, data, pg_ctl, f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
     )
-    return Postgres(port, data, pg_ctl)
+    server.start()
+    return server
 
 
 @dataclass
@@ -294,3 +302,38 @@ async def serving(app: Starlette) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+@dataclass
+class TemporalDevServer:
+    """`temporal server start-dev` as its own process with a database file, so it can be stopped and started."""
+
+    port: int
+    db: Path
+    log: Path
+    process: Process | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        from service.devserver import temporal_binary
+
+        args = [temporal_binary(), "server", "start-dev", "--port", str(self.port), "--db-filename", str(self.db)]
+        args += [
+            "--headless",
+            "--http-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+            "--log-level",
+            "warn",
+        ]
+        self.process = spawn(args, self.log)
+        wait_port(self.port, timeout=60)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+            self.process = None
