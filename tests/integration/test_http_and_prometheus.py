@@ -25,12 +25,14 @@ class Target:
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, str, str, str | None]] = []
+        self.keys: list[str | None] = []
 
     def app(self) -> Starlette:
         async def anything(request: Request) -> Response:
             self.seen.append(
                 (request.method, request.url.path, request.url.query, request.headers.get("authorization"))
             )
+            self.keys.append(request.headers.get("idempotency-key"))
             if request.url.path.endswith("/redirect"):
                 return RedirectResponse("http://example.invalid/", 302)
             if request.url.path.endswith("/fail"):
@@ -89,6 +91,21 @@ async def test_redirects_are_not_followed_and_unexpected_status_fails(target: tu
     accepted = await registry.dispatch(_req(method="POST", path="/fail", expect_status=[409]))
     assert accepted.data["status"] == 409
     assert [s[0] for s in recorder.seen] == ["GET", "POST", "POST"]
+
+
+async def test_writes_carry_their_idempotency_key_and_only_idempotent_ones_are_retried(
+    target: tuple[Target, Registry],
+) -> None:
+    """Every write sends Idempotency-Key <run>/<step>; attempt 2 goes out only when the step says `idempotent`."""
+    recorder, registry = target
+    await registry.dispatch(_req(method="GET", path="/jobs/1"))
+    await registry.dispatch(_req(method="POST", path="/jobs/1/cancel"))
+    retry = _req(method="POST", path="/jobs/1/cancel").model_copy(update={"attempt": 2})
+    with pytest.raises(PermanentStepError, match="not marked `idempotent: true`"):
+        await registry.dispatch(retry)
+    retry.params["idempotent"] = True
+    await registry.dispatch(retry)
+    assert recorder.keys == [None, "r/s", "r/s"]
 
 
 @pytest.fixture

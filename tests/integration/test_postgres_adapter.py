@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -109,3 +110,57 @@ async def test_hostile_values_stay_data(registry: Registry, jobs_db: str, value:
     """Quotes, semicolons, `%s` and template syntax in a label reach Postgres only as a bound value."""
     result = await registry.dispatch(_req("postgres.query", sql="select %(v)s::text as v", params={"v": value}))
     assert result.data["rows"] == [{"v": value}]
+
+
+@pytest.fixture
+async def ledgered(jobs_db: str) -> AsyncIterator[tuple[PostgresAdapter, Registry]]:
+    adapter = PostgresAdapter(
+        {"jobs-db": PostgresConnection(type="postgres", dsn="env:JOBS_DB_DSN", ledger="remediate.ledger")}
+    )
+    await adapter.migrate("jobs-db")
+    await adapter.migrate("jobs-db")  # creating it twice is harmless
+    yield adapter, Registry([adapter.actions()], require_all=False)
+    await adapter.close()
+
+
+async def test_a_retried_write_finds_its_key_in_the_ledger_and_changes_nothing_more(
+    ledgered: tuple[PostgresAdapter, Registry], jobs_db: str
+) -> None:
+    """Attempt 2 of the same key returns attempt 1's recorded rows; the rows were updated once."""
+    _, registry = ledgered
+    seed_jobs(jobs_db, stuck=[1, 2])
+    first = await registry.dispatch(_req("postgres.execute", sql=REQUEUE, params={"ids": [1, 2]}, max_rows=5))
+    seed_jobs(jobs_db, stuck=[3])  # a new stuck row must not be swept up by the retry
+    retry = _req("postgres.execute", sql=REQUEUE.replace("any(%(ids)s)", "any(%(ids)s) or id = 3"), max_rows=5)
+    retry.params["params"] = {"ids": [1, 2]}
+    second = await registry.dispatch(retry.model_copy(update={"attempt": 2}))
+    assert first.targets == second.targets == ["row 1", "row 2"]
+    assert second.data["already_applied"] is True and second.note == "already applied; result from the ledger"
+    assert update_counts(jobs_db) == {1: 1, 2: 1}
+    assert job_states(jobs_db)[3] == "running"
+
+
+async def test_concurrent_attempts_of_one_write_apply_it_once(
+    ledgered: tuple[PostgresAdapter, Registry], jobs_db: str
+) -> None:
+    """Two attempts at once (a slow worker and its replacement): the ledger key serialises them, one writes."""
+    _, registry = ledgered
+    seed_jobs(jobs_db, stuck=[1])
+    request = _req(
+        "postgres.execute",
+        sql=REQUEUE.replace("where", "where pg_sleep(0.5) is not null and"),
+        params={"ids": [1]},
+        max_rows=5,
+    )
+    results = await asyncio.gather(*(registry.dispatch(request) for _ in range(2)))
+    assert sorted(bool(r.data.get("already_applied")) for r in results) == [False, True]
+    assert update_counts(jobs_db) == {1: 1}
+
+
+async def test_without_a_ledger_a_second_attempt_is_refused(registry: Registry, jobs_db: str) -> None:
+    """No ledger: the earlier attempt may have committed, so attempt 2 is not sent (at most once)."""
+    seed_jobs(jobs_db, stuck=[1])
+    request = _req("postgres.execute", sql=REQUEUE, params={"ids": [1]}, max_rows=5).model_copy(update={"attempt": 2})
+    with pytest.raises(PermanentStepError, match="no ledger"):
+        await registry.dispatch(request)
+    assert update_counts(jobs_db) == {}

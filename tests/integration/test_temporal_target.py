@@ -16,7 +16,13 @@ from service.config import TemporalConnection
 from service.errors import GuardViolation, PermanentStepError
 from service.registry import Registry
 from service.runs import StepRequest, StepResult
-from tests.support.target_workflows import AwaitsPickConfirmation, LongHistory, StuckOnCarrier, flaky_carrier_call
+from tests.support.target_workflows import (
+    AwaitsPickConfirmation,
+    LongHistory,
+    Pokeable,
+    StuckOnCarrier,
+    flaky_carrier_call,
+)
 
 
 @pytest.fixture
@@ -25,7 +31,7 @@ async def target(temporal_client: Client, temporal_env_address: str) -> AsyncIte
     worker = Worker(
         temporal_client,
         task_queue=queue,
-        workflows=[AwaitsPickConfirmation, StuckOnCarrier, LongHistory],
+        workflows=[AwaitsPickConfirmation, StuckOnCarrier, LongHistory, Pokeable],
         activities=[flaky_carrier_call],
     )
     adapter = TemporalTargetAdapter(
@@ -161,3 +167,14 @@ async def test_visibility_query_values_cannot_break_out(target: tuple[Client, Re
     _, registry, _ = target
     with pytest.raises(PermanentStepError, match="rendered parameters are invalid"):
         await call(registry, "temporal.describe", workflow_id="bad\nid")
+
+
+async def test_a_retried_signal_reaches_the_workflow_once(target: tuple[Client, Registry, str]) -> None:
+    """The same step sent twice (a retry after a lost worker) carries the same request id: the server keeps one."""
+    client, registry, queue = target
+    handle = await client.start_workflow(Pokeable.run, id=f"poke-{uuid.uuid4().hex[:6]}", task_queue=queue)
+    ref = {"workflow_id": handle.id, "run_id": handle.result_run_id or ""}
+    for _ in range(2):
+        result = await call(registry, "temporal.signal", workflows=[ref], signal="poke", args=["a"], max_targets=1)
+        assert result.data["results"][0]["outcome"] == "signaled"  # still running: sent both times
+    assert await handle.result() == 1
