@@ -42,11 +42,23 @@ def _lint(args: argparse.Namespace, settings: Settings) -> int:
     if kinds is None:
         print("note: no REMEDIATE_CONFIG, so connection names are not checked", file=sys.stderr)
     try:
-        playbooks = load_playbooks([Path(p) for p in args.paths or [settings.playbooks]], kinds)
+        playbooks = load_playbooks([Path(p) for p in args.paths] or settings.playbook_dirs(), kinds)
     except PlaybookError as exc:
         for problem in exc.problems:
             print(problem)
         return 1
+    if kinds is not None:
+        ledgers = [n for n, c in config.connections.items() if isinstance(c, PostgresConnection) and c.ledger]
+        for playbook in playbooks:
+            for phase, step in playbook.steps():
+                if phase == "act" and not step.retries_safely(ledgers):
+                    why = (
+                        f"connection {step.connection} has no ledger (set `ledger:`, then `remediate migrate "
+                        f"{step.connection}`)"
+                        if step.connection_type == "postgres"
+                        else "the request is not marked `idempotent: true`"
+                    )
+                    print(f"note: {playbook.name}: step {step.id} is sent at most once after a lost worker: {why}")
     print(f"{len(playbooks)} playbook(s) OK")
     return 0
 
