@@ -132,6 +132,8 @@ def build_app(
     adapters: Adapters,
     worker_problem: Callable[[], str | None] | None = None,
 ) -> Starlette:
+    """The web side. Its readiness is Temporal's, plus this process's worker and its connections when it runs one:
+    a web-only replica never talks to the targets."""
     runs = TemporalRuns(client, settings.task_queue)
     auth = web_auth(settings)
     if not auth.enabled:
@@ -151,7 +153,7 @@ def build_app(
         receiver,
         auth,
         max_body_bytes=settings.max_body_bytes,
-        pings={"temporal": runs.ping, **adapters.pings},
+        pings={"temporal": runs.ping, **(adapters.pings if worker_problem is not None else {})},
         slack_signing_secret=secret,
         worker_problem=worker_problem,
     )

@@ -121,7 +121,7 @@ class TemporalRuns:
         deadline = asyncio.get_running_loop().time() + within
         while True:
             try:
-                state = await self.state(run_id)
+                state = await self.state(run_id, query_timeout=timedelta(seconds=1))
             except TemporalUnavailable:
                 return None  # no worker answers now: the decision is recorded in history and counts when one does
             records = state.gate.decisions if state and state.gate else []
@@ -169,7 +169,7 @@ class TemporalRuns:
             raise _translate(exc, f"counting attempts of {run_id}") from exc
         return PriorAttempts(count=count, last_closed_at=last)
 
-    async def state(self, run_id: str) -> RunState | None:
+    async def state(self, run_id: str, query_timeout: timedelta = QUERY_TIMEOUT) -> RunState | None:
         """The run's state: its result once closed (a failed run carries it in its failure), else a live query."""
         handle: WorkflowHandle[RemediationWorkflow, RunState] = self.client.get_workflow_handle_for(
             RemediationWorkflow.run, run_id
@@ -180,17 +180,23 @@ class TemporalRuns:
                 return await handle.result(rpc_timeout=RPC_TIMEOUT)
             if description.status == WorkflowExecutionStatus.FAILED:
                 return await _failed_state(handle)
-            if description.status == WorkflowExecutionStatus.RUNNING:
-                return await handle.query(RemediationWorkflow.state, rpc_timeout=QUERY_TIMEOUT)
-            return None
+            if description.status != WorkflowExecutionStatus.RUNNING:
+                return None
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 return None
-            if exc.status == RPCStatusCode.DEADLINE_EXCEEDED:
-                raise TemporalUnavailable(
-                    f"run {run_id} is open but no worker answered within {QUERY_TIMEOUT.seconds}s; is a worker running?"
-                ) from exc
             raise _translate(exc, f"reading {run_id}") from exc
+        try:
+            # The client retries a query on its own; the overall wait is bounded here.
+            return await asyncio.wait_for(
+                handle.query(RemediationWorkflow.state, rpc_timeout=query_timeout), query_timeout.total_seconds()
+            )
+        except (RPCError, TimeoutError) as exc:
+            # Temporal answered the describe just now: a query that fails now has no worker to answer it.
+            raise TemporalUnavailable(
+                f"run {run_id} is open but no worker answered within {query_timeout.total_seconds():.0f}s "
+                f"({exc.message if isinstance(exc, RPCError) else 'timed out'}); is a worker running?"
+            ) from exc
 
 
 async def _failed_state(handle: WorkflowHandle[RemediationWorkflow, RunState]) -> RunState | None:

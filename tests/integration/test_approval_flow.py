@@ -288,6 +288,44 @@ async def test_a_worker_restart_while_waiting_loses_nothing_and_acts_once(world:
     assert update_counts(world.dsn) == {1: 1}
 
 
+async def test_approving_while_no_worker_runs_answers_202_at_once_and_counts_later(world: World) -> None:
+    """With only the web side up, an approval is recorded in the run's history and answered 202 within seconds;
+    reading the run says no worker answered; once a worker is back, the approval counts and the run acts once."""
+    seed_jobs(world.dsn, stuck=[1])
+    task_queue = queue()
+    async with waiting_run(world, task_queue=task_queue) as (_, runs, run_id):
+        pass
+    async with (
+        running_stack(
+            world.client,
+            world.base / "config.yaml",
+            world.base / "playbooks",
+            Mode.AUTO,
+            task_queue=task_queue,
+            worker=False,
+            **world.settings(),
+        ) as stack,
+        httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
+    ):
+        began = time.monotonic()
+        reply = await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_BOB"})
+        assert reply.status_code == 202 and reply.json()["outcome"] == "pending", reply.text
+        assert time.monotonic() - began < 5
+        shown = await http.get(f"/api/v1/runs/{run_id}")
+        assert shown.status_code == 503 and "no worker answered" in shown.json()["error"]
+    async with running_stack(
+        world.client,
+        world.base / "config.yaml",
+        world.base / "playbooks",
+        Mode.AUTO,
+        task_queue=task_queue,
+        web=False,
+        **world.settings(),
+    ):
+        await wait_for(runs, run_id, "succeeded")
+    assert update_counts(world.dsn) == {1: 1}
+
+
 async def test_approve_mode_gates_even_writes_marked_approval_none(world: World) -> None:
     """In mode approve every write waits, including one the playbook marks `approval: none`."""
     (world.base / "playbooks" / "stuck-jobs.yaml").write_text(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import httpx2
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, seed_jobs, update_counts
 from tests.support.servers import free_port, wait_http
 
 
@@ -61,3 +62,100 @@ def test_dev_prints_a_curl_whose_alert_becomes_a_listed_dry_run(tmp_path: Path) 
     finally:
         dev.terminate()
         dev.wait(20)
+
+
+def test_dev_refuses_ports_that_are_taken(tmp_path: Path) -> None:
+    """`remediate dev` never attaches to whatever already listens on its Temporal or web port: it says so, exit 2."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        for variable, value in (
+            ("REMEDIATE_TEMPORAL_ADDRESS", f"127.0.0.1:{taken}"),
+            ("REMEDIATE_LISTEN", f"127.0.0.1:{taken}"),
+        ):
+            env = {**os.environ, "REMEDIATE_LISTEN": f"127.0.0.1:{free_port()}"}
+            env["REMEDIATE_TEMPORAL_ADDRESS"] = f"127.0.0.1:{free_port()}"
+            env[variable] = value
+            done = subprocess.run(
+                [sys.executable, "-m", "service", "dev"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+            )
+            assert done.returncode == 2, done.stdout + done.stderr
+            assert f"port {taken}" in done.stderr and "already in use" in done.stderr and variable in done.stderr
+
+
+USER_PLAYBOOK = """
+name: my-jobs
+match: {alertname: MyJobsStuck}
+diagnose:
+  - id: stuck
+    action: postgres.query
+    connection: my-db
+    with: {sql: "select id from jobs where status = 'running' order by id"}
+act:
+  - id: requeue
+    action: postgres.execute
+    connection: my-db
+    when: "steps.stuck.rows | length > 0"
+    approval: none
+    with:
+      sql: update jobs set status = 'pending' where id = any(%(ids)s)
+      params: {ids: "{{ steps.stuck.rows | map(attribute='id') | list }}"}
+      max_rows: 5
+"""
+
+
+def test_dev_takes_a_users_playbooks_and_connections_and_honours_mode_auto(tmp_path: Path, jobs_db: str) -> None:
+    """A playbook directory (--playbooks) and a config that adds its connection join the shipped defaults; with
+    REMEDIATE_MODE=auto the banner says loudly that writes will be made, and the user's playbook writes."""
+    seed_jobs(jobs_db, stuck=[1])
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "my-jobs.yaml").write_text(USER_PLAYBOOK)
+    (tmp_path / "config.yaml").write_text('connections:\n  my-db: {type: postgres, dsn: "env:MY_DB_DSN"}\n')
+    web, temporal = free_port(), free_port()
+    env = {
+        **os.environ,
+        "REMEDIATE_LISTEN": f"127.0.0.1:{web}",
+        "REMEDIATE_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal}",
+        "REMEDIATE_CONFIG": str(tmp_path / "config.yaml"),
+        "REMEDIATE_MODE": "auto",
+        "MY_DB_DSN": jobs_db,
+    }
+    log = tmp_path / "dev.log"
+    with log.open("wb") as out:
+        dev = subprocess.Popen(
+            [sys.executable, "-m", "service", "dev", "--playbooks", str(tmp_path / "mine")],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_http(f"http://127.0.0.1:{web}/healthz", timeout=60)
+        for _ in range(50):
+            if "Send a sample alert" in log.read_text():
+                break
+            time.sleep(0.1)
+        banner = log.read_text()
+        assert "my-jobs" in banner and "selftest" in banner and "writes WILL be made" in banner, banner
+        message = {
+            "version": "4",
+            "status": "firing",
+            "alerts": [
+                {
+                    "status": "firing",
+                    "labels": {"alertname": "MyJobsStuck"},
+                    "startsAt": "2026-11-23T10:00:00Z",
+                    "fingerprint": "abc123",
+                }
+            ],
+        }
+        assert httpx2.post(f"http://127.0.0.1:{web}/alertmanager", json=message).json()["started"] == 1
+        for _ in range(100):
+            if update_counts(jobs_db) == {1: 1}:
+                break
+            time.sleep(0.2)
+        assert update_counts(jobs_db) == {1: 1}
+    finally:
+        dev.terminate()
+        assert dev.wait(30) == 0, log.read_text()[-2000:]
