@@ -12,10 +12,18 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from service.devserver import start_dev_server
+from tests.support.processes import reap
 from tests.support.servers import Postgres, Prometheus, Redis, scratch, start_postgres, start_prometheus, start_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def reap_service_processes() -> Iterator[None]:
+    """`remediate` processes a failed test did not stop are killed when the session ends."""
+    yield
+    reap()
 
 
 @pytest.fixture(scope="session")

@@ -176,10 +176,16 @@ class RedisAdapter:
                 outcome = "would be deleted" if current == ref.value else "would be kept: value changed"
             else:
                 deleted = await self._run("compare-and-delete", client.eval(COMPARE_AND_DELETE, 1, ref.key, ref.value))
-                outcome = "deleted" if deleted else "kept: the value changed since diagnosis (re-acquired)"
+                outcome = "deleted" if deleted else await self._not_deleted(client, ref.key)
             outcomes.append((f"key {ref.key}", outcome))
         verb = "planned" if request.dry_run else "compare-and-delete"
         return per_target(outcomes, f"{verb} {len(targets)} key(s)", request.dry_run)
+
+    async def _not_deleted(self, client: aioredis.Redis, key: str) -> str:
+        # Gone already (an earlier attempt deleted it) reads differently from a lock someone holds again.
+        if not await self._run("exists", client.exists(key)):
+            return "already gone"
+        return "kept: the value changed since diagnosis (re-acquired)"
 
     async def _recover(self, request: StepRequest, params: Params) -> StepResult:
         assert isinstance(params, RecoverParams)  # noqa: S101 - the registry validated it

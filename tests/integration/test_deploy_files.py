@@ -184,5 +184,9 @@ async def test_systemd_unit_exec_start_serves_and_stops_cleanly_on_sigterm(
     env["REMEDIATE_TASK_QUEUE"] = f"unit-{uuid.uuid4().hex[:8]}"
     assert Path(REMEDIATE).name == Path(exec_start[0]).name
     service = start("systemd", exec_start[1:], env, tmp_path, port=int(env["REMEDIATE_LISTEN"].rsplit(":", 1)[1]))
-    await service.wait_ready()
+    try:
+        await service.wait_ready()
+    except AssertionError:
+        service.kill()
+        raise
     assert await service.terminate(within=stop_timeout) == 0, service.text()[-2000:]

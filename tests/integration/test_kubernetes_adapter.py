@@ -291,3 +291,27 @@ async def test_hostile_label_values_never_widen_a_selector_or_a_name(
     if fake.requests:
         [(_, path, _)] = fake.requests
         assert path == f"/apis/apps/v1/namespaces/llm/deployments/{name}"
+
+
+async def test_a_retried_write_after_it_completed_changes_nothing_more(kube: tuple[FakeKube, Registry]) -> None:
+    """Each write sent twice with the same run and step (a retry after a lost worker): the second changes
+    nothing: no new rollout (generation), no second scale, no pod touched twice."""
+    fake, registry = kube
+    fake.add_deployment("ns", "d", env={"A": "0"})
+    pods = [fake.add_pod("ns", f"p{i}", {"app": "a"}) for i in range(2)]
+    refs = [{"namespace": "ns", "name": p["metadata"]["name"], "uid": p["metadata"]["uid"]} for p in pods]
+    writes: list[tuple[str, dict[str, Any]]] = [
+        ("k8s.rollout_restart", {"namespace": "ns", "name": "d"}),
+        ("k8s.set_env", {"namespace": "ns", "name": "d", "container": "app", "env": {"A": "1"}}),
+        ("k8s.scale", {"namespace": "ns", "name": "d", "replicas": 4, "min_replicas": 1, "max_replicas": 5}),
+        ("k8s.delete_pods", {"pods": refs[:1], "max_targets": 1}),
+        ("k8s.evict_pods", {"pods": refs[1:], "max_targets": 1}),
+    ]
+    for action, params in writes:
+        await call(registry, action, step=action, **params)
+    generation = fake.deployments[("ns", "d")]["metadata"]["generation"]
+    replicas = fake.deployments[("ns", "d")]["spec"]["replicas"]
+    retried = [await call(registry, action, step=action, **params) for action, params in writes]
+    assert fake.deployments[("ns", "d")]["metadata"]["generation"] == generation and replicas == 4
+    assert retried[0].data == {"changed": False} and retried[2].data["changed"] is False
+    assert [r.data["results"][0]["outcome"] for r in retried[3:]] == ["skipped: already gone"] * 2

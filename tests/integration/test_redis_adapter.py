@@ -155,3 +155,21 @@ async def test_scan_pattern_values_match_literally(rds: tuple[aioredis.Redis, Re
     pattern = render("lock:" + marker + ":{{ v }}", {"v": label}, escape="glob")
     result = await call(registry, "redis.scan", match=pattern, limit=10)
     assert result.data["matches"] == [f"lock:{marker}:{label}"]
+
+
+async def test_a_retried_write_after_it_completed_changes_nothing_more(rds: tuple[aioredis.Redis, Registry]) -> None:
+    """The same compare-and-delete and stalled-job recovery sent again (a retry after a lost worker) are no-ops."""
+    client, registry = rds
+    await client.set("gl:lock:exec-1", "agent-7")
+    key = [{"key": "gl:lock:exec-1", "value": "agent-7"}]
+    first = await call(registry, "redis.delete", keys=key, max_targets=1)
+    again = await call(registry, "redis.delete", keys=key, max_targets=1)
+    assert [r["outcome"] for r in (first.data["results"][0], again.data["results"][0])] == ["deleted", "already gone"]
+    base = "bull:q"
+    await client.rpush(f"{base}:active", "9")
+    await client.hset(f"{base}:9", mapping={"name": "run", "data": "{}", "processedOn": "1", "attemptsMade": "0"})
+    jobs = [{"queue": "q", "id": "9"}]
+    await call(registry, "bullmq.recover_stalled", jobs=jobs, max_targets=1)
+    retried = await call(registry, "bullmq.recover_stalled", jobs=jobs, max_targets=1)
+    assert retried.data["results"][0]["outcome"] == "kept: no longer active"
+    assert await client.lrange(f"{base}:wait", 0, -1) == ["9"] and await client.hget(f"{base}:9", "stc") == "1"

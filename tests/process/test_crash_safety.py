@@ -27,6 +27,7 @@ from tests.support.crash import (
     pokeable_worker,
     reach,
     start_cluster_alertmanager,
+    webhook_message,
     write_playbooks,
 )
 from tests.support.processes import REMEDIATE
@@ -84,20 +85,7 @@ async def test_six_concurrent_deliveries_over_both_web_replicas_make_one_run(clu
     worker = cluster.worker()
     await worker.wait_ready()
     target = await cluster.arm("pg", slow=False, gated=False)
-    message = {
-        "version": "4",
-        "status": "firing",
-        "receiver": "remediate",
-        "groupKey": "g",
-        "alerts": [
-            {
-                "status": "firing",
-                "labels": target.labels,
-                "startsAt": "2026-11-23T10:00:00Z",
-                "fingerprint": uuid.uuid4().hex[:16],
-            }
-        ],
-    }
+    message = webhook_message(target.labels, uuid.uuid4().hex[:16], "2026-11-23T10:00:00Z")
     async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}) as http:
         replies = await asyncio.gather(
             *(http.post(f"{cluster.webs[i % 2].url}/alertmanager", json=message) for i in range(6))

@@ -18,6 +18,7 @@ from temporalio.client import Client
 from service.adapters.temporal import TemporalRuns, connect
 from service.runs import RunState
 from tests.conftest import DATA, JOBS_SCHEMA, job_states, seed_jobs, update_counts
+from tests.support.crash import webhook_message
 from tests.support.processes import REMEDIATE, ServiceProcess, start
 from tests.support.servers import (
     TemporalDevServer,
@@ -49,20 +50,7 @@ def env_for(address: str, queue: str, config: Path, dsn: str, **extra: str) -> d
 
 
 def firing(queue: str, fingerprint: str, starts: str) -> dict[str, object]:
-    return {
-        "version": "4",
-        "status": "firing",
-        "receiver": "remediate",
-        "groupKey": "g",
-        "alerts": [
-            {
-                "status": "firing",
-                "labels": {"alertname": "JobsStuck", "queue": queue, "severity": "critical"},
-                "startsAt": starts,
-                "fingerprint": fingerprint,
-            }
-        ],
-    }
+    return webhook_message({"alertname": "JobsStuck", "queue": queue, "severity": "critical"}, fingerprint, starts)
 
 
 async def finished(client: Client, queue: str, want: int, within: float = 60) -> list[RunState]:

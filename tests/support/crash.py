@@ -121,6 +121,12 @@ verify:
 """
 
 
+def webhook_message(labels: dict[str, str], fingerprint: str, starts: str) -> dict[str, object]:
+    """One firing alert as Alertmanager's webhook sends it."""
+    alert = {"status": "firing", "labels": labels, "startsAt": starts, "fingerprint": fingerprint}
+    return {"version": "4", "status": "firing", "receiver": "remediate", "groupKey": "g", "alerts": [alert]}
+
+
 def write_playbooks(into: Path) -> Path:
     """Each write kind twice: acting on its own, and behind an approval gate."""
     into.mkdir(parents=True, exist_ok=True)

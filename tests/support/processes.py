@@ -17,6 +17,15 @@ import httpx2
 from tests.support.servers import free_port
 
 REMEDIATE = str(Path(sys.executable).parent / "remediate")  # the console script, as deploy/ runs it
+STARTED: list[subprocess.Popen[bytes]] = []  # every process a test started, so the session can reap leftovers
+
+
+def reap() -> None:
+    """Kill whatever a failed test left running."""
+    for proc in STARTED:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 @dataclass
@@ -92,4 +101,5 @@ def start(
     log = logs / f"{name}.log"
     with log.open("ab") as out:
         proc = subprocess.Popen([REMEDIATE, *args], env=full, stdout=out, stderr=subprocess.STDOUT)
+    STARTED.append(proc)
     return ServiceProcess(name, proc, log, port)
