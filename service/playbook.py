@@ -7,9 +7,11 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+import re2
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -26,7 +28,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from service.alerts import Alert
 from service.errors import PlaybookError, Problem, TemplateError
 from service.policy import Mode
-from service.steps import ACTIONS, Duration, Step, StepBase
+from service.steps import ACTIONS, Duration, Step, StepBase, WriteStep
 from service.templating import check_expression, check_template, is_template, iter_strings
 
 _MATCHER = re.compile(r"^\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op>=~|!~|!=|=)\s*(?P<value>.*?)\s*$")
@@ -59,9 +61,10 @@ class LabelMatcher:
         op: MatchOp = match["op"]  # type: ignore[assignment]
         if op in ("=~", "!~"):
             try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"bad regex in matcher {text!r}: {exc}") from exc
+                anchored(value)
+            except re2.error as exc:
+                message = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+                raise ValueError(f"bad regex in matcher {text!r} (RE2, as Alertmanager): {message}") from exc
         return cls(match["name"], op, value)
 
     def matches(self, labels: Mapping[str, str]) -> bool:
@@ -70,8 +73,16 @@ class LabelMatcher:
             return actual == self.value
         if self.op == "!=":
             return actual != self.value
-        found = re.fullmatch(self.value, actual) is not None
+        found = anchored(self.value).search(actual) is not None
         return found if self.op == "=~" else not found
+
+
+@lru_cache(maxsize=4096)
+def anchored(pattern: str) -> re2._Regexp[str]:
+    """Compile a matcher regex as Alertmanager does: RE2 (linear time, no backreferences), anchored at both ends."""
+    options = re2.Options()
+    options.log_errors = False  # a bad pattern is reported as a lint problem, not on stderr
+    return re2.compile(f"^(?:{pattern})$", options)
 
 
 class Match(BaseModel):
@@ -224,12 +235,6 @@ def _semantic_problems(file: LoadedFile, playbook: Playbook, connections: Mappin
         if step.id in seen:
             at((*base, "id"), f"step id {step.id!r} is used twice; ids are unique across phases")
         seen.add(step.id)
-        want = "write" if phase == "act" else "read"
-        if step.effect != want:
-            at(
-                (*base, "action"),
-                f"{phase} step {step.id!r}: {step.action} is a {step.effect}; {phase} takes only {want} steps",
-            )
         if connections is not None:
             kind = connections.get(step.connection)
             if kind is None:
@@ -264,16 +269,46 @@ def _semantic_problems(file: LoadedFile, playbook: Playbook, connections: Mappin
     return problems
 
 
+def _phase_problems(file: LoadedFile) -> dict[Path_, Problem]:
+    """Reads in diagnose/verify and writes in act, checked before the model so this reason comes first."""
+    found: dict[Path_, Problem] = {}
+    data = file.data if isinstance(file.data, dict) else {}
+    for phase in ("diagnose", "act", "verify"):
+        steps = data.get(phase)
+        for index, raw in enumerate(steps if isinstance(steps, list) else []):
+            step_type = ACTIONS.get(raw.get("action")) if isinstance(raw, dict) else None
+            if step_type is None:
+                continue
+            effect = "write" if issubclass(step_type, WriteStep) else "read"
+            if raw["action"] == "http.request":
+                method = (raw.get("with") or {}).get("method", "GET") if isinstance(raw.get("with"), dict) else "GET"
+                effect = "read" if method == "GET" else "write"
+            want = "write" if phase == "act" else "read"
+            if effect != want:
+                line, col = _locate((phase, index, "action"), file.data, file.positions)
+                found[(phase, index)] = Problem(
+                    str(file.path),
+                    line + 1,
+                    col + 1,
+                    f"{phase} step {raw.get('id')!r}: {raw['action']} is a {effect}; {phase} takes only {want} steps",
+                )
+    return found
+
+
 def load_file(path: Path, connections: Mapping[str, str] | None = None) -> tuple[Playbook | None, list[Problem]]:
     """Load one playbook; any problem means no playbook at all from that file."""
     file, problems = _read(path)
     if file is None:
         return None, problems
+    misplaced = _phase_problems(file)
+    problems.extend(misplaced.values())
     try:
         playbook = Playbook.model_validate(file.data)
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
             loc, message = error["loc"], error["msg"]
+            if tuple(loc[:2]) in misplaced:
+                continue  # the step is in the wrong phase: that is the reason worth reading
             if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
                 loc = (*loc, "action")
                 message = (
@@ -286,7 +321,7 @@ def load_file(path: Path, connections: Mapping[str, str] | None = None) -> tuple
             where = ".".join(str(p) for p in error["loc"] if not (isinstance(p, str) and "." in p))
             problems.append(Problem(str(path), line + 1, col + 1, f"{where}: {message}"))
         return None, problems
-    problems = _semantic_problems(file, playbook, connections)
+    problems.extend(_semantic_problems(file, playbook, connections))
     return (None, problems) if problems else (playbook, [])
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, JsonValue, model_validator
 
+from service import sql_check
 from service.step_base import (
     Approval,
     Duration,
@@ -34,28 +35,58 @@ __all__ = [
     "StepBase",
     "StepId",
     "Template",
+    "WriteStep",
     "approval_of",
 ]
 
 
+def _checked_sql(sql: str, kind: Literal["query", "execute"], params: dict[str, JsonValue]) -> None:
+    names, problems = sql_check.check(sql, kind)
+    if problems:
+        raise ValueError("; ".join(str(p) for p in problems))
+    missing, unused = sorted(set(names) - set(params)), sorted(set(params) - set(names))
+    if missing or unused:
+        raise ValueError(
+            "placeholders and params must match: "
+            + "; ".join(
+                part
+                for part in (
+                    f"no param for %({', '.join(missing)})s" if missing else "",
+                    f"params not in the SQL: {', '.join(unused)}" if unused else "",
+                )
+                if part
+            )
+        )
+
+
 class PostgresQueryParams(Params):
-    """A read-only SQL query; values come in only through bound `params`."""
+    """A read-only SQL query: one plain SELECT (checked with PostgreSQL's parser); values only as bound `params`."""
 
     literal_fields = frozenset({"sql", "max_rows"})
 
-    sql: str = Field(min_length=1, description="SQL text; no templates, use %(name)s placeholders.")
+    sql: str = Field(min_length=1, description="One SELECT; no templates, use %(name)s placeholders.")
     params: dict[str, JsonValue] = Field(default_factory=dict)
     max_rows: int = Field(default=1000, ge=1, le=100_000, description="Rows returned at most.")
 
+    @model_validator(mode="after")
+    def _one_select(self) -> PostgresQueryParams:
+        _checked_sql(self.sql, "query", self.params)
+        return self
+
 
 class PostgresExecuteParams(Params):
-    """A data-changing SQL statement with a mandatory row cap."""
+    """One INSERT, UPDATE or DELETE (UPDATE and DELETE with a WHERE), with a mandatory row cap."""
 
     literal_fields = frozenset({"sql", "max_rows"})
 
-    sql: str = Field(min_length=1, description="SQL text; no templates, use %(name)s placeholders.")
+    sql: str = Field(min_length=1, description="One INSERT/UPDATE/DELETE; no templates, use %(name)s placeholders.")
     params: dict[str, JsonValue] = Field(default_factory=dict)
     max_rows: int = Field(ge=1, le=100_000, description="More changed rows than this rolls back and fails.")
+
+    @model_validator(mode="after")
+    def _one_write(self) -> PostgresExecuteParams:
+        _checked_sql(self.sql, "execute", self.params)
+        return self
 
 
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]

@@ -13,7 +13,17 @@ from service.workflows import RemediationWorkflow
 
 # Deterministic libraries the workflow uses. Jinja2 imports parts of itself lazily while compiling, which the
 # sandbox would otherwise re-import and refuse (it creates locks); ours are pure and need no per-run re-import.
-PASSTHROUGH = ("jinja2", "markupsafe", "pydantic", "pydantic_core", "annotated_types", "ruamel", "service")
+PASSTHROUGH = (
+    "jinja2",
+    "markupsafe",
+    "pydantic",
+    "pydantic_core",
+    "annotated_types",
+    "ruamel",
+    "pglast",
+    "re2",
+    "service",
+)
 
 
 def create_worker(

@@ -161,7 +161,8 @@ class PostgresAdapter:
                     )
                 )
                 async with conn.cursor(row_factory=dict_row) as cur:
-                    await cur.execute(params.sql, params.params)
+                    # Prepared, so the extended protocol: a second statement could not run even past the checks.
+                    await cur.execute(params.sql, params.params, prepare=True)
                     fetched = await cur.fetchmany(params.max_rows + 1)
         except psycopg.OperationalError as exc:
             raise RetryableStepError(f"postgres {request.connection}: {exc}") from exc
@@ -200,7 +201,7 @@ class PostgresAdapter:
                         raise _AlreadyApplied(applied)
                 async with conn.cursor(row_factory=dict_row) as cur:
                     sent = True
-                    await cur.execute(statement, params.params)
+                    await cur.execute(statement, params.params, prepare=True)
                     count = cur.rowcount
                     if cur.description is not None:
                         changed = _rows(await cur.fetchall())

@@ -39,7 +39,7 @@ from tests.targets.jobs_api import JobsApi
 
 async def drill(rounds: int, per_kind: int) -> dict[tuple[str, str], Counter[str]]:
     root = scratch("faults")
-    pg = start_postgres(root / "pg")
+    pg = start_postgres(scratch("faults-pg"))
     env_server = await start_dev_server()
     address = env_server.client.service_client.config.target_host
     table: dict[tuple[str, str], Counter[str]] = {}

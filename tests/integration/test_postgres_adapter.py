@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -48,10 +49,12 @@ async def test_query_returns_rows_with_bound_parameters(registry: Registry, jobs
 
 
 async def test_query_runs_in_a_read_only_transaction(registry: Registry, jobs_db: str) -> None:
-    """A diagnose query cannot write, even if its SQL tries to."""
+    """A diagnose query cannot write, even through a function the SQL checker cannot see into."""
     seed_jobs(jobs_db, stuck=[1])
+    with psycopg.connect(jobs_db, autocommit=True) as conn:
+        conn.execute("create function sneaky() returns int language sql as $$ update jobs set status = 'x'; select 1 $$")
     with pytest.raises(PermanentStepError, match="read-only"):
-        await registry.dispatch(_req("postgres.query", sql="update jobs set status = 'x' returning id"))
+        await registry.dispatch(_req("postgres.query", sql="select sneaky()"))
     assert job_states(jobs_db) == {1: "running"}
 
 
