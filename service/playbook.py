@@ -276,7 +276,7 @@ def _phase_problems(file: LoadedFile) -> dict[Path_, Problem]:
     for phase in ("diagnose", "act", "verify"):
         steps = data.get(phase)
         for index, raw in enumerate(steps if isinstance(steps, list) else []):
-            step_type = ACTIONS.get(raw.get("action")) if isinstance(raw, dict) else None
+            step_type = ACTIONS.get(str(raw.get("action"))) if isinstance(raw, dict) else None
             if step_type is None:
                 continue
             effect = "write" if issubclass(step_type, WriteStep) else "read"

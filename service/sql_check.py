@@ -95,7 +95,7 @@ def _function_problems(tree: Any) -> Iterable[SqlProblem]:
     for node in _walk(tree):
         if not isinstance(node, ast.FuncCall):
             continue
-        name = node.funcname[-1].sval.lower()
+        name = (node.funcname or ())[-1].sval.lower() if node.funcname else ""
         why = REFUSED_FUNCTIONS.get(name) or next((w for p, w in REFUSED_PREFIXES.items() if name.startswith(p)), None)
         if name == "set_config" and not _literal_true(node.args, 2):
             why = "set_config(…, false) outlives the transaction; use true (SET LOCAL), or nothing"

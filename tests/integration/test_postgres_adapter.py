@@ -52,7 +52,9 @@ async def test_query_runs_in_a_read_only_transaction(registry: Registry, jobs_db
     """A diagnose query cannot write, even through a function the SQL checker cannot see into."""
     seed_jobs(jobs_db, stuck=[1])
     with psycopg.connect(jobs_db, autocommit=True) as conn:
-        conn.execute("create function sneaky() returns int language sql as $$ update jobs set status = 'x'; select 1 $$")
+        conn.execute(
+            "create function sneaky() returns int language sql as $$ update jobs set status = 'x'; select 1 $$"
+        )
     with pytest.raises(PermanentStepError, match="read-only"):
         await registry.dispatch(_req("postgres.query", sql="select sneaky()"))
     assert job_states(jobs_db) == {1: "running"}
