@@ -137,7 +137,7 @@ class PostgresExecute(WriteStep):
 
 class HttpRequest(WriteStep):
     connection_type = "http"
-    default_approval = "none"
+    default_approval = "required"  # a write to an API is destructive like any other: say `approval: none` to act
     action: Literal["http.request"]
     with_: HttpRequestParams = Field(alias="with")
 

@@ -27,8 +27,12 @@ Escape = Literal["none", "url", "promql", "visibility", "glob"]
 
 
 def _url_segment(value: object) -> str:
-    # Every value rendered into a URL path becomes one encoded segment: '../x' or '?a=b' stay data.
-    return quote(str(value), safe="")
+    # Every value rendered into a URL path becomes one encoded segment: '?a=b' stays data. A value that would be
+    # no segment, a step up, or more than one segment once a server decodes it is refused outright.
+    text = str(value)
+    if text in ("", ".", "..") or any(c in text for c in "/\\"):
+        raise TemplateError(f"value {text!r} cannot be one URL path segment (empty, '.', '..' or a separator)")
+    return quote(text, safe="")
 
 
 def _promql_string(value: object) -> str:

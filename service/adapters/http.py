@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from urllib.parse import unquote
 
 import httpx2
 from pydantic import JsonValue
 
 from service.config import HttpConnection, resolve_secret
-from service.errors import ConfigError, PermanentStepError, RetryableStepError
+from service.errors import ConfigError, GuardViolation, PermanentStepError, RetryableStepError
 from service.registry import Handler
 from service.runs import StepRequest, StepResult
 from service.steps import HttpRequestParams, Params
@@ -76,10 +77,25 @@ class HttpAdapter:
         except httpx2.HTTPError as exc:
             raise RetryableStepError(f"http {name}: {exc}") from exc
 
+    def _url(self, conn: HttpConnection, client: httpx2.AsyncClient, method: str, path: str) -> httpx2.URL:
+        """The URL exactly as the client will send it, refused unless it stays under the connection's base URL."""
+        url = client.build_request(method, path).url
+        base = httpx2.URL(conn.base_url)
+        prefix = base.path.rstrip("/") + "/"
+        segments = [unquote(s) for s in url.raw_path.decode("ascii", "replace").split("?")[0].split("/")[1:]]
+        if (
+            (url.scheme, url.host, url.port) != (base.scheme, base.host, base.port)
+            or not (url.path + "/").startswith(prefix)
+            or any(s in (".", "..") for s in segments)
+        ):
+            raise GuardViolation(f"{method} {url} is not under {conn.base_url}; nothing was sent")
+        return url
+
     async def _request(self, request: StepRequest, params: Params) -> StepResult:
         assert isinstance(params, HttpRequestParams)  # noqa: S101 - the registry validated it
         conn, client = self._client(request.connection)
-        target = f"{params.method} {conn.base_url.rstrip('/')}{params.path}"
+        url = self._url(conn, client, params.method, params.path)
+        target = f"{params.method} {url.copy_with(query=None)}"
         write = params.method != "GET"
         if write and request.attempt > 1 and not params.idempotent and not request.dry_run:
             raise PermanentStepError(
@@ -91,7 +107,7 @@ class HttpAdapter:
                 data={
                     "dry_run": True,
                     "method": params.method,
-                    "url": target.split(" ", 1)[1],
+                    "url": str(url),
                     "query": dict(params.query),
                     "body": params.body,
                 },
@@ -104,7 +120,7 @@ class HttpAdapter:
             headers = {**params.headers, "Idempotency-Key": request.key} if write else params.headers
             response = await client.request(
                 params.method,
-                params.path,
+                url,
                 params=_query(params.query),
                 headers=headers,
                 json=params.body if params.body is not None else None,

@@ -48,8 +48,12 @@ def test_hostile_label_values_are_never_rendered_as_templates(value: str) -> Non
 
 @given(st.text(max_size=100))
 def test_url_path_values_become_one_encoded_segment(value: str) -> None:
-    """A value in a URL path can never add segments, a query or a fragment."""
-    path = render("/api/{{ alert.labels.x }}/cancel", {"alert": {"labels": {"x": value}}}, escape="url")
+    """A value in a URL path can never add segments, a query or a fragment: it is one segment, or refused."""
+    try:
+        path = render("/api/{{ alert.labels.x }}/cancel", {"alert": {"labels": {"x": value}}}, escape="url")
+    except TemplateError:
+        assert value in ("", ".", "..") or "/" in value or "\\" in value
+        return
     assert isinstance(path, str)
     middle = path[len("/api/") : -len("/cancel")]
     assert "/" not in middle and "?" not in middle and "#" not in middle
