@@ -2,32 +2,38 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable
-from urllib.parse import parse_qs
 
 from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service.adapters.slack import verify_signature
+from service.adapters.slack import parse_interaction, verify_signature
 from service.adapters.temporal import TemporalRuns
 from service.approvals import Decision, Verdict
-from service.errors import RunNotOpen, TemporalUnavailable
+from service.bodies import BodyRefused, read_body
+from service.errors import RunNotOpen, RunUnknown, TemporalUnavailable
 
 SLACK_BODY_LIMIT = 64 * 1024
+API_BODY_LIMIT = 16 * 1024
 
 
 class ApiDecision(BaseModel):
     """Body of POST /api/v1/runs/{id}/approve|reject: who decides, and optionally for which gate."""
 
     approver: str = Field(min_length=1, max_length=200)
-    gate: str = "act"
+    gate: str = Field(default="act", min_length=1, max_length=64, pattern=r"^[a-z0-9_-]+$")
     comment: str = Field(default="", max_length=1000)
-    decision_id: str | None = Field(default=None, max_length=300, description="Retries with the same id count once.")
+    decision_id: str | None = Field(
+        default=None, min_length=1, max_length=200, description="Retries with the same id count once."
+    )
+
+
+def _refused(exc: BodyRefused) -> Response:
+    return JSONResponse({"error": exc.reason}, exc.status)
 
 
 def decision_routes(
@@ -38,40 +44,33 @@ def decision_routes(
     """The routes for Slack's interactivity URL and the run API's approve/reject."""
 
     async def slack_interactions(request: Request) -> Response:
-        body = await request.body()
+        try:
+            body = await read_body(request, SLACK_BODY_LIMIT)
+        except BodyRefused as exc:
+            return _refused(exc)
         # Verify on the raw bytes before anything is parsed.
-        if (
-            not signing_secret
-            or len(body) > SLACK_BODY_LIMIT
-            or not verify_signature(
-                signing_secret,
-                request.headers.getlist("x-slack-request-timestamp"),
-                request.headers.getlist("x-slack-signature"),
-                body,
-                time.time(),  # looked up per request, so a frozen clock in tests applies
-            )
+        if not signing_secret or not verify_signature(
+            signing_secret,
+            request.headers.getlist("x-slack-request-timestamp"),
+            request.headers.getlist("x-slack-signature"),
+            body,
+            time.time(),  # looked up per request, so a frozen clock in tests applies
         ):
             return JSONResponse({"error": "bad Slack signature"}, 401)
         try:
-            payload = json.loads(parse_qs(body.decode()).get("payload", ["{}"])[0])
-            user = payload["user"]["id"]
-            decisions = [
-                (action["action_id"], json.loads(action["value"]), action.get("action_ts", ""))
-                for action in payload.get("actions", [])
-                if action.get("action_id") in ("approve", "reject")
-            ]
-        except (ValueError, KeyError, TypeError):
-            return JSONResponse({"error": "not a block_actions payload"}, 400)
-        for verdict, value, action_ts in decisions:
+            clicks = parse_interaction(body)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        for click in clicks:
             decision = Decision(
-                gate=str(value.get("gate", "act")),
-                verdict=verdict,
-                user=str(user),
+                gate=click.gate,
+                verdict=click.verdict,
+                user=click.user,
                 source="slack",
-                decision_id=f"slack:{user}:{action_ts}",
+                decision_id=f"slack:{click.user}:{click.action_ts}"[:200],
             )
             try:
-                await runs.decide(str(value["run"]), decision)
+                await runs.decide(click.run, decision)
             except RunNotOpen:
                 continue  # a click on an old message: the run's own message already says how it ended
             except TemporalUnavailable:
@@ -82,9 +81,13 @@ def decision_routes(
         if not authorized(request.headers.get("authorization")):
             return JSONResponse({"error": "unauthorized"}, 401)
         try:
-            body = ApiDecision.model_validate_json(await request.body())
+            body = ApiDecision.model_validate_json(await read_body(request, API_BODY_LIMIT))
+        except BodyRefused as exc:
+            return _refused(exc)
         except ValidationError as exc:
-            return JSONResponse({"error": f"bad decision: {exc.errors(include_url=False)[0]['msg']}"}, 400)
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            return JSONResponse({"error": f"bad decision: {where}: {first['msg']}"}, 400)
         run_id = request.path_params["run_id"]
         decision = Decision(
             gate=body.gate,
@@ -97,6 +100,8 @@ def decision_routes(
         try:
             await runs.decide(run_id, decision)
             record = await runs.decision(run_id, decision.decision_id)
+        except RunUnknown as exc:
+            return JSONResponse({"error": str(exc)}, 404)
         except RunNotOpen as exc:
             return JSONResponse({"error": str(exc)}, 409)
         except TemporalUnavailable as exc:

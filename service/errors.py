@@ -73,3 +73,7 @@ class NotifyError(RemediateError):
 
 class RunNotOpen(RemediateError):
     """A decision was sent to a run that is finished or does not exist."""
+
+
+class RunUnknown(RunNotOpen):
+    """There is no run with that id at all (404, where a finished run is 409)."""

@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from service.adapters.temporal import TemporalRuns
 from service.alerts import Alert, WebhookMessage, run_id
+from service.bodies import BodyRefused, read_body
 from service.decisions import decision_routes
 from service.errors import RemediateError, TemporalUnavailable
 from service.playbook import Playbook
@@ -28,10 +29,6 @@ from service.runs import Durability, RunInput
 
 log = logging.getLogger("remediate.web")
 Ping = Callable[[], Awaitable[None]]
-
-
-class BodyTooLarge(Exception):
-    """The request body is over the configured limit."""
 
 
 @dataclass
@@ -173,19 +170,6 @@ class Receiver:
         return counts
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _reason(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors(include_url=False)[:5]:
@@ -252,9 +236,9 @@ def create_app(
         if not auth.allows(request.headers.get("authorization")):
             return JSONResponse({"error": "unauthorized"}, 401, headers={"WWW-Authenticate": "Bearer"})
         try:
-            body = await _read_body(request, max_body_bytes)
-        except BodyTooLarge:
-            return JSONResponse({"error": f"body over {max_body_bytes} bytes"}, 413)
+            body = await read_body(request, max_body_bytes)
+        except BodyRefused as exc:
+            return JSONResponse({"error": exc.reason}, exc.status)
         try:
             message = WebhookMessage.model_validate_json(body)
         except ValidationError as exc:
@@ -271,7 +255,10 @@ def create_app(
     async def runs_list(request: Request) -> Response:
         if not auth.allows(request.headers.get("authorization")):
             return JSONResponse({"error": "unauthorized"}, 401)
-        limit = min(int(request.query_params.get("limit", "50") or 50), 1000)
+        raw = request.query_params.get("limit", "50")
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= 1000):
+            return JSONResponse({"error": "limit must be a whole number from 1 to 1000"}, 400)
+        limit = int(raw)
         try:
             runs = await receiver.runs.list(limit)
         except TemporalUnavailable as exc:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx2
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service.approvals import Gate, Notice, Posted
+from service.approvals import Gate, Notice, Posted, Verdict
 from service.errors import NotifyError
 
 SIGNATURE_WINDOW = 300  # seconds, as Slack recommends against replays
@@ -27,7 +31,8 @@ def verify_signature(
     secret: str, timestamps: Sequence[str], signatures: Sequence[str], body: bytes, now: float
 ) -> bool:
     """Slack signature v0: HMAC-SHA256 over `v0:{ts}:{raw body}`, within 5 minutes, compared in constant time."""
-    if len(timestamps) != 1 or len(signatures) != 1 or not timestamps[0].isdigit():
+    # Parsed defensively: ASCII digits only, and few enough that the arithmetic below cannot overflow.
+    if len(timestamps) != 1 or len(signatures) != 1 or not re.fullmatch(r"[0-9]{1,12}", timestamps[0]):
         return False
     if abs(now - int(timestamps[0])) > SIGNATURE_WINDOW:
         return False
@@ -40,25 +45,33 @@ def _mrkdwn(text: str) -> dict[str, str]:
     return {"type": "mrkdwn", "text": text[:2900]}
 
 
+def escape(text: str) -> str:
+    """Slack's own escaping: alert text can never become a mention, a channel ping or a disguised link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def approval_blocks(gate: Gate, outcome: str = "") -> list[dict[str, Any]]:
     """The message: what fired, what was found, each planned write with targets and blast radius, who decides."""
     r = gate.request
-    labels = ", ".join(f"{k}={v}" for k, v in sorted(r.labels.items()) if k != "alertname")
+    labels = escape(", ".join(f"{k}={v}" for k, v in sorted(r.labels.items()) if k != "alertname"))
     expires = int(r.expires_at.timestamp())
+    diagnosis = "\n".join(f"• {escape(d)}" for d in r.diagnosis[:10])
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": f"Approval needed: {r.playbook}"[:150]}},
-        {"type": "section", "text": _mrkdwn(f"*{r.alertname}* {labels}\nRun `{r.run_id}`")},
-        {"type": "section", "text": _mrkdwn("*Diagnosis*\n" + "\n".join(f"• {d}" for d in r.diagnosis[:10]))},
+        {"type": "section", "text": _mrkdwn(f"*{escape(r.alertname)}* {labels}\nRun `{escape(r.run_id)}`")},
+        {"type": "section", "text": _mrkdwn("*Diagnosis*\n" + diagnosis)},
     ]
     for w in r.writes:
-        shown = ", ".join(w.targets[:10]) + (f" … and {len(w.targets) - 10} more" if len(w.targets) > 10 else "")
+        shown = escape(", ".join(w.targets[:10])) + (
+            f" … and {len(w.targets) - 10} more" if len(w.targets) > 10 else ""
+        )
         gate_note = "" if w.gated else " _(no approval needed on its own; runs after this gate)_"
         blocks.append(
             {
                 "type": "section",
                 "text": _mrkdwn(
-                    f"*{w.step}* `{w.action}`{gate_note}\n{w.summary}\n"
-                    f"Targets: {shown or 'none'}\nBlast radius: {w.blast_radius}"
+                    f"*{escape(w.step)}* `{escape(w.action)}`{gate_note}\n{escape(w.summary)}\n"
+                    f"Targets: {shown or 'none'}\nBlast radius: {escape(w.blast_radius)}"
                 ),
             }
         )
@@ -75,11 +88,11 @@ def approval_blocks(gate: Gate, outcome: str = "") -> list[dict[str, Any]]:
         }
     )
     refused = [d for d in gate.decisions if d.outcome == "refused"]
-    notes = [f"<@{d.user}> refused: {d.reason}" for d in refused[-3:]]
+    notes = [f"<@{escape(d.user)}> refused: {escape(d.reason)}" for d in refused[-3:]]
     if gate.approved_by and gate.status == "open":
-        notes.append("Approved so far by " + ", ".join(f"<@{u}>" for u in gate.approved_by))
+        notes.append("Approved so far by " + ", ".join(f"<@{escape(u)}>" for u in gate.approved_by))
     if gate.notice:
-        notes.append(gate.notice)
+        notes.append(escape(gate.notice))
     if notes:
         blocks.append({"type": "context", "elements": [_mrkdwn("\n".join(notes))]})
     if gate.status == "open":
@@ -115,13 +128,15 @@ def approval_blocks(gate: Gate, outcome: str = "") -> list[dict[str, Any]]:
         )
     else:
         who = {
-            "approved": " by " + ", ".join(f"<@{u}>" for u in gate.approved_by),
-            "rejected": f" by <@{gate.rejected_by}>",
+            "approved": " by " + ", ".join(f"<@{escape(u)}>" for u in gate.approved_by),
+            "rejected": f" by <@{escape(gate.rejected_by or '')}>",
         }.get(gate.status, "")
         blocks.append(
             {
                 "type": "section",
-                "text": _mrkdwn(f"*{_CLOSED[gate.status]}{who}*" + (f"\nOutcome: {outcome}" if outcome else "")),
+                "text": _mrkdwn(
+                    f"*{_CLOSED[gate.status]}{who}*" + (f"\nOutcome: {escape(outcome)}" if outcome else "")
+                ),
             }
         )
     return blocks
@@ -169,3 +184,59 @@ class SlackNotifier:
             error = str(payload.get("error", "unknown"))
             raise NotifyError(f"{method}: {error}", retryable=error in ("ratelimited", "internal_error"))
         return Posted(channel=str(payload.get("channel", channel)), ts=str(payload.get("ts", gate.slack_ts or "")))
+
+
+class _SlackUser(BaseModel):
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_]+$")
+
+
+class _SlackAction(BaseModel):
+    action_id: str = Field(max_length=255)
+    value: str = Field(default="", max_length=2000)
+    action_ts: str = Field(default="", max_length=40)
+
+
+class _SlackPayload(BaseModel):
+    """The part of a block_actions payload we read; anything else Slack sends is ignored."""
+
+    user: _SlackUser
+    actions: list[_SlackAction] = Field(max_length=20)
+
+
+class ButtonValue(BaseModel):
+    """What our buttons carry: only the run and the gate, never what to do."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run: str = Field(min_length=1, max_length=300)
+    gate: str = Field(default="act", min_length=1, max_length=64, pattern=r"^[a-z0-9_-]+$")
+
+
+@dataclass(frozen=True)
+class Click:
+    """One Approve or Reject press, validated."""
+
+    verdict: Verdict
+    user: str
+    run: str
+    gate: str
+    action_ts: str
+
+
+def parse_interaction(body: bytes) -> list[Click]:
+    """The approve/reject clicks in a signed interaction body; ValueError with a reason for anything malformed."""
+    try:
+        form = parse_qs(body.decode("utf-8"), strict_parsing=False, max_num_fields=5)
+        raw = form.get("payload", [""])
+        if len(raw) != 1:
+            raise ValueError("exactly one `payload` field is expected")
+        payload = _SlackPayload.model_validate_json(raw[0])
+        clicks = []
+        for action in payload.actions:
+            if action.action_id in ("approve", "reject"):
+                value = ButtonValue.model_validate_json(action.value)
+                verdict: Verdict = "approve" if action.action_id == "approve" else "reject"
+                clicks.append(Click(verdict, payload.user.id, value.run, value.gate, action.action_ts))
+    except (UnicodeDecodeError, ValidationError) as exc:
+        raise ValueError(f"not a block_actions payload: {exc}".splitlines()[0][:300]) from exc
+    return clicks

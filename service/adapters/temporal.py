@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from service.approvals import Decision, DecisionRecord
-from service.errors import RunNotOpen, TemporalUnavailable
+from service.errors import RunNotOpen, RunUnknown, TemporalUnavailable
 from service.runs import PriorAttempts, RunInput, RunState
 from service.workflows import RemediationWorkflow
 
@@ -113,8 +113,19 @@ class TemporalRuns:
             )
         except RPCError as exc:
             if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
-                raise RunNotOpen(f"run {run_id} is not waiting for anything (finished or unknown)") from exc
+                if not await self._exists(run_id):
+                    raise RunUnknown(f"no run {run_id}") from exc
+                raise RunNotOpen(f"run {run_id} has finished; it waits for no decision") from exc
             raise _translate(exc, f"deciding {run_id}") from exc
+
+    async def _exists(self, run_id: str) -> bool:
+        try:
+            await self.client.get_workflow_handle(run_id).describe(rpc_timeout=RPC_TIMEOUT)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise _translate(exc, f"reading {run_id}") from exc
+        return True
 
     async def decision(self, run_id: str, decision_id: str, within: float = 3.0) -> DecisionRecord | None:
         """The recorded fate of one decision, once the run has processed it (None if not yet)."""
