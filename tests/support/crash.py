@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -206,6 +207,12 @@ class Cluster:
         assert self.alertmanager is not None
         self.alertmanager.post_alerts([{"labels": target.labels, "annotations": {"summary": "crash drill"}}])
 
+    def resolve(self, target: Target) -> None:
+        """End the alert in Alertmanager, so later rounds' groups stay under its max_alerts."""
+        assert self.alertmanager is not None
+        ended = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+        self.alertmanager.post_alerts([{"labels": target.labels, "endsAt": ended}])
+
     async def writes(self, target: Target) -> int:
         """How often the write was applied at the target (a trigger, the workflow's own count, the API's count)."""
         if target.kind == "pg":
@@ -289,6 +296,7 @@ async def crash_round(cluster: Cluster, point: str, per_kind: int = 1) -> list[t
     for target in targets:
         state = await cluster.run_for(target)
         results.append((target, state, await cluster.writes(target)))
+        cluster.resolve(target)
     assert await replacement.terminate() == 0, replacement.text()[-2000:]
     return results
 
