@@ -8,6 +8,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import Any, Protocol
 
+from pydantic import JsonValue
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -17,6 +18,28 @@ from service.registry import Registry
 from service.runs import NOTIFY_GATE, PRIOR_ATTEMPTS, RUN_STEP, PriorAttempts, StepRequest, StepResult
 
 log = logging.getLogger("remediate.worker")
+RESULT_LIMIT = 64 * 1024  # bytes of one step's result kept in the run's history and record
+
+
+def bounded(result: StepResult) -> StepResult:
+    """A result small enough for Temporal's payload limits: over RESULT_LIMIT, only short scalars are kept."""
+    size = len(result.model_dump_json())
+    if size <= RESULT_LIMIT:
+        return result
+    kept: dict[str, JsonValue] = {
+        k: v
+        for k, v in result.data.items()
+        if v is None or isinstance(v, bool | int | float) or (isinstance(v, str) and len(v) <= 1000)
+    }
+    note = f"result of {size} bytes truncated to its short fields (over {RESULT_LIMIT})"
+    return result.model_copy(
+        update={
+            "data": {**kept, "truncated": True, "result_bytes": size},
+            "summary": result.summary[:1000],
+            "targets": [t[:300] for t in result.targets[:1000]],
+            "note": f"{result.note}; {note}" if result.note else note,
+        }
+    )
 
 
 class AttemptCounter(Protocol):
@@ -80,6 +103,7 @@ class StepActivities:
             beating.cancel()
             with suppress(asyncio.CancelledError):
                 await beating
+        result = bounded(result)
         if attempt > 1:
             done = result.note or "retried with the same idempotency key"
             result.note = f"attempt {attempt}: an earlier attempt did not finish (worker lost or transient); {done}"

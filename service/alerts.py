@@ -5,7 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_VALUE = 16 * 1024  # characters in one label or annotation value
+MAX_NAME = 1024  # characters in one label or annotation name
+MAX_ALERT = 256 * 1024  # characters in all of one alert's labels and annotations
 
 
 class Alert(BaseModel):
@@ -20,6 +24,21 @@ class Alert(BaseModel):
     endsAt: datetime | None = None
     generatorURL: str = ""
     fingerprint: str = Field(min_length=1, max_length=64, pattern=r"^[0-9a-zA-Z]+$")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Alert:
+        # Bigger values would only be carried into every run's history; refuse them with the field named.
+        total = len(self.generatorURL)
+        for where, values in (("labels", self.labels), ("annotations", self.annotations)):
+            for name, value in values.items():
+                if len(name) > MAX_NAME:
+                    raise ValueError(f"{where}: a name of {len(name)} characters is over {MAX_NAME}")
+                if len(value) > MAX_VALUE:
+                    raise ValueError(f"{where}.{name[:64]}: {len(value)} characters, over {MAX_VALUE} per value")
+                total += len(name) + len(value)
+        if total > MAX_ALERT:
+            raise ValueError(f"labels and annotations hold {total} characters, over {MAX_ALERT} per alert")
+        return self
 
     @property
     def alertname(self) -> str:

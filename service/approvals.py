@@ -11,10 +11,13 @@ Verdict = Literal["approve", "reject"]
 GateStatus = Literal["open", "approved", "rejected", "expired", "resolved"]
 
 
+MAX_DECISIONS = 100  # per gate: a flood of decisions cannot grow a run without bound
+
+
 class Decision(BaseModel):
     """One click or API call; `decision_id` makes replays and retries count once."""
 
-    gate: str = "act"
+    gate: str = Field(default="act", min_length=1, max_length=64)
     verdict: Verdict
     user: str = Field(min_length=1, max_length=200)
     decision_id: str = Field(min_length=1, max_length=300)
@@ -91,6 +94,16 @@ class Gate(BaseModel):
             self.decisions.append(entry)
             return entry
 
+        if len(self.decisions) >= MAX_DECISIONS:
+            return DecisionRecord(
+                decision_id=decision.decision_id,
+                user=decision.user,
+                verdict=decision.verdict,
+                source=decision.source,
+                outcome="ignored",
+                reason=f"this gate already holds {MAX_DECISIONS} decisions; no more are recorded",
+                at=at,
+            )
         if self._seen(decision.decision_id):
             return DecisionRecord(
                 decision_id=decision.decision_id,

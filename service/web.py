@@ -10,6 +10,7 @@ from base64 import b64decode
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import ValidationError
@@ -22,7 +23,7 @@ from service.adapters.temporal import TemporalRuns
 from service.alerts import Alert, WebhookMessage, run_id
 from service.bodies import BodyRefused, read_body
 from service.decisions import decision_routes
-from service.errors import RemediateError, TemporalUnavailable
+from service.errors import IntakeIncomplete, RemediateError, TemporalUnavailable
 from service.playbook import Playbook
 from service.policy import Mode, effective_mode
 from service.runs import Durability, RunInput
@@ -123,10 +124,14 @@ class Receiver:
         approvers: Callable[[list[str]], list[str]] = list,
         channel: str | None = None,
         durability: Durability | None = None,
+        concurrency: int = 32,
+        answer_within: float = 8.0,
     ) -> None:
         self.playbooks, self.runs, self.ceiling, self.seen = list(playbooks), runs, ceiling, seen
         self.approvers, self.channel = approvers, channel
         self.durability = durability or Durability()
+        # Alertmanager gives a webhook at least 10 s (notify.MinTimeout) before it retries the whole message.
+        self.concurrency, self.answer_within = concurrency, answer_within
 
     async def _start(self, playbook: Playbook, alert: Alert) -> str:
         key = run_id(playbook.name, alert)
@@ -150,23 +155,41 @@ class Receiver:
         return "resolved"
 
     async def receive(self, message: WebhookMessage) -> dict[str, int]:
+        """Start or resolve every matching run, a bounded number at a time, within `answer_within` seconds.
+
+        Runs started stay started; if time runs out, IntakeIncomplete (503) makes Alertmanager send the message
+        again, and the second delivery adds only duplicates and the rest.
+        """
         counts = {"started": 0, "duplicates": 0, "resolved": 0, "unmatched": 0}
-        jobs: list[Awaitable[str]] = []
+        jobs: list[Callable[[], Awaitable[str]]] = []
         for alert in message.alerts:
             before = len(jobs)
             for playbook in self.playbooks:
                 if playbook.match.matches(alert):
-                    jobs.append(self._start(playbook, alert))
+                    jobs.append(partial(self._start, playbook, alert))
                 elif (
                     alert.status == "resolved"
                     and playbook.match.status == "firing"
                     and playbook.match.matches_labels(alert)
                 ):
-                    jobs.append(self._resolve(playbook, alert))
+                    jobs.append(partial(self._resolve, playbook, alert))
             if len(jobs) == before:
                 counts["unmatched"] += 1
-        for outcome in await asyncio.gather(*jobs):
-            counts[outcome] += 1
+        loop = asyncio.get_running_loop()
+        deadline, pending = loop.time() + self.answer_within, iter(jobs)
+
+        async def lane() -> None:
+            for job in pending:
+                if loop.time() > deadline:
+                    return
+                counts[await job()] += 1
+
+        await asyncio.gather(*(lane() for _ in range(min(self.concurrency, len(jobs)))))
+        done = sum(counts[k] for k in ("started", "duplicates", "resolved"))
+        if done < len(jobs):
+            raise IntakeIncomplete(
+                f"{len(jobs) - done} of {len(jobs)} run(s) not started within {self.answer_within:.0f}s; retry", counts
+            )
         return counts
 
 
@@ -245,6 +268,9 @@ def create_app(
             return JSONResponse({"error": _reason(exc)}, 400)
         try:
             counts = await receiver.receive(message)
+        except IntakeIncomplete as exc:
+            log.warning("answering 503 so Alertmanager sends the rest again: %s", exc)
+            return JSONResponse({"error": str(exc), **exc.counts}, 503, headers={"Retry-After": "5"})
         except TemporalUnavailable as exc:
             log.warning("answering 503 so Alertmanager retries: %s", exc)
             return JSONResponse({"error": "Temporal is unavailable; retry later"}, 503, headers={"Retry-After": "5"})
