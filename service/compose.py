@@ -33,11 +33,13 @@ from service.config import (
     Settings,
     TemporalConnection,
 )
+from service.credentials import ApproverTokens, WebAuth, is_loopback
+from service.errors import ConfigError
 from service.lifecycle import QuietServer, WorkerHealth, run_worker
 from service.playbook import Playbook, load_playbooks
 from service.registry import Registry
 from service.runs import Durability
-from service.web import Metrics, Receiver, SeenRuns, WebAuth, create_app, health_routes
+from service.web import Metrics, Receiver, SeenRuns, create_app, health_routes
 from service.worker import create_worker
 
 log = logging.getLogger("remediate")
@@ -118,11 +120,21 @@ def durability(settings: Settings, config: ConfigFile) -> Durability:
 
 
 def web_auth(settings: Settings) -> WebAuth:
-    return WebAuth(
+    """The webhook's credential; refuses an open one except on loopback or when explicitly allowed."""
+    auth = WebAuth(
         token=settings.webhook_token.get_secret_value() if settings.webhook_token else None,
         username=settings.webhook_username,
         password=settings.webhook_password.get_secret_value() if settings.webhook_password else None,
     )
+    host, _ = settings.listen_host_port
+    if not auth.enabled and not is_loopback(host):
+        if not settings.allow_unauthenticated:
+            raise ConfigError(
+                f"refusing to serve an open webhook and run API on {settings.listen}: set REMEDIATE_WEBHOOK_TOKEN "
+                "(or basic credentials), listen on loopback, or set REMEDIATE_ALLOW_UNAUTHENTICATED=true"
+            )
+        log.warning("REMEDIATE_ALLOW_UNAUTHENTICATED: the webhook and run API on %s accept anyone", settings.listen)
+    return auth
 
 
 def build_app(
@@ -137,7 +149,7 @@ def build_app(
     runs = TemporalRuns(client, settings.task_queue)
     auth = web_auth(settings)
     if not auth.enabled:
-        log.warning("no REMEDIATE_WEBHOOK_TOKEN or basic credentials: the webhook accepts anyone")
+        log.warning("no REMEDIATE_WEBHOOK_TOKEN or basic credentials: the webhook accepts anyone on loopback")
     config = settings.connections()
     receiver = Receiver(
         playbooks,
@@ -156,12 +168,21 @@ def build_app(
         pings={"temporal": runs.ping, **(adapters.pings if worker_problem is not None else {})},
         slack_signing_secret=secret,
         worker_problem=worker_problem,
+        approvers=ApproverTokens(config.approver_identities()),
     )
 
 
-def build_health_app(adapters: Adapters, worker_problem: Callable[[], str | None]) -> Starlette:
+def build_health_app(
+    settings: Settings, adapters: Adapters, worker_problem: Callable[[], str | None]
+) -> Starlette:
     """A worker-only process answers probes too: liveness, readiness of its worker and connections, metrics."""
-    return Starlette(routes=health_routes(dict(adapters.pings), Metrics().registry, worker_problem))
+    auth = web_auth(settings)
+    tokens = ApproverTokens(settings.connections().approver_identities())
+
+    def authenticated(header: str | None) -> bool:
+        return (auth.enabled and auth.allows(header)) or tokens.identity(header) is not None
+
+    return Starlette(routes=health_routes(dict(adapters.pings), Metrics().registry, worker_problem, authenticated))
 
 
 def worker_factory(settings: Settings, adapters: Adapters) -> Callable[[Client], Worker]:
@@ -217,7 +238,7 @@ async def serve(
         app = build_app(settings, playbooks, client or await connect(address, namespace), adapters, problem)
     else:
         assert problem is not None  # noqa: S101 - serve runs the web side, the worker, or both
-        app = build_health_app(adapters, problem)
+        app = build_health_app(settings, adapters, problem)
     host, port = settings.listen_host_port
     server = QuietServer(
         uvicorn.Config(

@@ -133,6 +133,10 @@ class ConfigFile(BaseModel):
     connections: dict[str, Connection] = Field(default_factory=dict)
     approvers: list[str] = Field(default_factory=list, description="Default approvers: user ids or group names.")
     approver_groups: dict[str, list[str]] = Field(default_factory=dict, description="Group name -> user ids.")
+    approver_tokens: dict[str, SecretRef] = Field(
+        default_factory=dict,
+        description="User id or group name -> a reference to the bearer token that decides as them in the API.",
+    )
 
     @field_validator("connections")
     @classmethod
@@ -149,10 +153,25 @@ class ConfigFile(BaseModel):
         """User ids allowed to decide: the playbook's list (or the default), with group names expanded."""
         resolved: list[str] = []
         for name in names or self.approvers:
-            for user in self.approver_groups.get(name, [name]):
+            members = self.approver_groups.get(name, [name])
+            if name in self.approver_groups and name in self.approver_tokens:
+                members = [*members, f"group:{name}"]  # the group's own token decides as the group
+            for user in members:
                 if user not in resolved:
                     resolved.append(user)
         return resolved
+
+    def approver_identities(self) -> dict[str, str]:
+        """Resolved token -> identity (`group:<name>` for a group's token); refuses short or shared tokens."""
+        found: dict[str, str] = {}
+        for who, ref in self.approver_tokens.items():
+            token = resolve_secret(ref)
+            if len(token) < 16:
+                raise ConfigError(f"approver token for {who} is shorter than 16 characters")
+            if token in found:
+                raise ConfigError(f"approver tokens for {found[token]} and {who} are the same")
+            found[token] = f"group:{who}" if who in self.approver_groups else who
+        return found
 
 
 def load_config_file(path: Path | None) -> ConfigFile:
@@ -200,6 +219,7 @@ class Settings(BaseSettings):
     attempt_backoff: float = Field(default=60.0, ge=0, description="Seconds before a failed occurrence's retry.")
     dedupe_ttl: float = Field(default=60.0, ge=0, description="Seconds a known run id answers re-deliveries.")
     pause_at: str | None = Field(default=None, description="Crash drills only: named pause points.")
+    allow_unauthenticated: bool = Field(default=False, description="Serve an open webhook on a non-loopback address.")
 
     @property
     def listen_host_port(self) -> tuple[str, int]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 
 from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import Request
@@ -15,6 +14,7 @@ from service.adapters.slack import parse_interaction, verify_signature
 from service.adapters.temporal import TemporalRuns
 from service.approvals import Decision, Verdict
 from service.bodies import BodyRefused, read_body
+from service.credentials import ApproverTokens, WebAuth
 from service.errors import RunNotOpen, RunUnknown, TemporalUnavailable
 
 SLACK_BODY_LIMIT = 64 * 1024
@@ -24,7 +24,9 @@ API_BODY_LIMIT = 16 * 1024
 class ApiDecision(BaseModel):
     """Body of POST /api/v1/runs/{id}/approve|reject: who decides, and optionally for which gate."""
 
-    approver: str = Field(min_length=1, max_length=200)
+    approver: str | None = Field(
+        default=None, min_length=1, max_length=200, description="Optional: must be the token's own identity."
+    )
     gate: str = Field(default="act", min_length=1, max_length=64, pattern=r"^[a-z0-9_-]+$")
     comment: str = Field(default="", max_length=1000)
     decision_id: str | None = Field(
@@ -38,7 +40,8 @@ def _refused(exc: BodyRefused) -> Response:
 
 def decision_routes(
     runs: TemporalRuns,
-    authorized: Callable[[str | None], bool],
+    webhook: WebAuth,
+    approvers: ApproverTokens,
     signing_secret: str | None,
 ) -> list[Route]:
     """The routes for Slack's interactivity URL and the run API's approve/reject."""
@@ -78,8 +81,12 @@ def decision_routes(
         return Response(status_code=200)  # Slack wants an answer within 3 s; the run updates the message
 
     async def api_decision(request: Request, verdict: Verdict) -> Response:
-        if not authorized(request.headers.get("authorization")):
-            return JSONResponse({"error": "unauthorized"}, 401)
+        header = request.headers.get("authorization")
+        identity = approvers.identity(header)
+        if identity is None:
+            if webhook.enabled and webhook.allows(header):
+                return JSONResponse({"error": "the webhook's credential cannot decide; use an approver token"}, 403)
+            return JSONResponse({"error": "an approver token is needed to decide"}, 401)
         try:
             body = ApiDecision.model_validate_json(await read_body(request, API_BODY_LIMIT))
         except BodyRefused as exc:
@@ -88,11 +95,13 @@ def decision_routes(
             first = exc.errors(include_url=False)[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"
             return JSONResponse({"error": f"bad decision: {where}: {first['msg']}"}, 400)
+        if body.approver is not None and body.approver != identity:
+            return JSONResponse({"error": f"this token decides as {identity}, not as {body.approver}"}, 403)
         run_id = request.path_params["run_id"]
         decision = Decision(
             gate=body.gate,
             verdict=verdict,
-            user=body.approver,
+            user=identity,
             source="api",
             comment=body.comment,
             decision_id=body.decision_id or f"api:{uuid.uuid4()}",

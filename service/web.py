@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
-from base64 import b64decode
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ from starlette.routing import Route
 from service.adapters.temporal import TemporalRuns
 from service.alerts import Alert, WebhookMessage, run_id
 from service.bodies import BodyRefused, read_body
+from service.credentials import ApproverTokens, WebAuth
 from service.decisions import decision_routes
 from service.errors import IntakeIncomplete, RemediateError, TemporalUnavailable
 from service.playbook import Playbook
@@ -30,38 +29,6 @@ from service.runs import Durability, RunInput
 
 log = logging.getLogger("remediate.web")
 Ping = Callable[[], Awaitable[None]]
-
-
-@dataclass
-class WebAuth:
-    """Bearer token and/or basic credentials for the webhook and the run API; none set means open."""
-
-    token: str | None = None
-    username: str | None = None
-    password: str | None = None
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.token or (self.username and self.password))
-
-    def allows(self, header: str | None) -> bool:
-        if not self.enabled:
-            return True
-        if not header:
-            return False
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer" and self.token:
-            return hmac.compare_digest(value.strip().encode(), self.token.encode())
-        if scheme.lower() == "basic" and self.username and self.password:
-            try:
-                user, _, password = b64decode(value.strip(), validate=True).decode().partition(":")
-            except (ValueError, UnicodeDecodeError):
-                return False
-            # Compare both parts, always, so timing says nothing about which one was wrong.
-            ok_user = hmac.compare_digest(user.encode(), self.username.encode())
-            ok_password = hmac.compare_digest(password.encode(), self.password.encode())
-            return ok_user and ok_password
-        return False
 
 
 class SeenRuns:
@@ -202,9 +169,15 @@ def _reason(exc: ValidationError) -> str:
 
 
 def health_routes(
-    pings: dict[str, Ping], registry: CollectorRegistry, worker_problem: Callable[[], str | None] | None = None
+    pings: dict[str, Ping],
+    registry: CollectorRegistry,
+    worker_problem: Callable[[], str | None] | None = None,
+    authenticated: Callable[[str | None], bool] = lambda _: True,
 ) -> list[Route]:
-    """Liveness, readiness (Temporal, this process's worker, every connection) and metrics."""
+    """Liveness, readiness (Temporal, this process's worker, every connection) and metrics.
+
+    Readiness details (connection names, error text) go only to an authenticated caller; probes get 200 or 503.
+    """
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -223,7 +196,8 @@ def health_routes(
 
         await asyncio.gather(*(check(name, ping) for name, ping in pings.items()))
         ready = all(v == "ok" for v in checks.values())
-        return JSONResponse({"ready": ready, "checks": checks}, 200 if ready else 503)
+        shown = {"ready": ready, "checks": checks} if authenticated(request.headers.get("authorization")) else {}
+        return JSONResponse({"ready": ready, **shown}, 200 if ready else 503)
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
@@ -244,10 +218,16 @@ def create_app(
     metrics: Metrics | None = None,
     slack_signing_secret: str | None = None,
     worker_problem: Callable[[], str | None] | None = None,
+    approvers: ApproverTokens | None = None,
 ) -> Starlette:
     """Compose the web app from its parts; nothing global, nothing at import time."""
     metrics = metrics or Metrics()
     pings = pings or {}
+    approvers = approvers or ApproverTokens()
+
+    def reader(header: str | None) -> bool:
+        # The run API and readiness details: Alertmanager's credential or any approver's token.
+        return (auth.enabled and auth.allows(header)) or approvers.identity(header) is not None
 
     async def alertmanager(request: Request) -> Response:
         with metrics.latency.time():
@@ -279,7 +259,7 @@ def create_app(
         return JSONResponse(counts)
 
     async def runs_list(request: Request) -> Response:
-        if not auth.allows(request.headers.get("authorization")):
+        if not auth.allows(request.headers.get("authorization")) and not reader(request.headers.get("authorization")):
             return JSONResponse({"error": "unauthorized"}, 401)
         raw = request.query_params.get("limit", "50")
         if not (raw.isascii() and raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= 1000):
@@ -301,7 +281,7 @@ def create_app(
         )
 
     async def run_show(request: Request) -> Response:
-        if not auth.allows(request.headers.get("authorization")):
+        if not auth.allows(request.headers.get("authorization")) and not reader(request.headers.get("authorization")):
             return JSONResponse({"error": "unauthorized"}, 401)
         try:
             state = await receiver.runs.state(request.path_params["run_id"])
@@ -314,9 +294,9 @@ def create_app(
     return Starlette(
         routes=[
             Route("/alertmanager", alertmanager, methods=["POST"]),
-            *health_routes(pings, metrics.registry, worker_problem),
+            *health_routes(pings, metrics.registry, worker_problem, reader),
             Route("/api/v1/runs", runs_list, methods=["GET"]),
-            *decision_routes(receiver.runs, auth.allows, slack_signing_secret),
+            *decision_routes(receiver.runs, auth, approvers, slack_signing_secret),
             Route("/api/v1/runs/{run_id:path}", run_show, methods=["GET"]),
         ]
     )

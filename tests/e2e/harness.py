@@ -23,6 +23,7 @@ from tests.support.servers import Alertmanager, free_port, scratch, start_alertm
 from tests.support.stack import TOKEN, running_stack
 
 APPROVER = "U_ONCALL"
+APPROVER_TOKEN = "approver-token-of-the-on-call"
 RULES = ROOT / "deploy" / "prometheus" / "rules"
 
 
@@ -66,7 +67,9 @@ class Pipeline:
         )
 
     async def approve(self, run_id: str) -> None:
-        reply = await self.http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": APPROVER})
+        reply = await self.http.post(
+            f"/api/v1/runs/{run_id}/approve", headers={"Authorization": f"Bearer {APPROVER_TOKEN}"}
+        )
         assert reply.status_code == 200, reply.text
 
     def fire(self, labels: dict[str, str]) -> None:
@@ -80,7 +83,8 @@ async def pipeline(
 ) -> AsyncIterator[Pipeline]:
     """Service (shipped playbooks), Alertmanager → service, Prometheus with the shipped rule → Alertmanager."""
     work = scratch("e2e")
-    (work / "config.yaml").write_text(config)
+    (work / "approver-token").write_text(APPROVER_TOKEN)
+    (work / "config.yaml").write_text(config + f"approver_tokens: {{{APPROVER}: 'file:{work / 'approver-token'}'}}\n")
     port, task_queue = free_port(), f"rb-{uuid.uuid4().hex[:8]}"
     async with (
         running_stack(

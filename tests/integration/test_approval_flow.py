@@ -32,6 +32,12 @@ from tests.support.stack import TOKEN, running_stack
 
 SIGNING = "signing-secret-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+PEOPLE = ("U_ALICE", "U_BOB", "U_MALLORY")
+
+
+def approver(user: str) -> dict[str, str]:
+    """The Authorization header of this person's approver token (the webhook's token cannot decide)."""
+    return {"Authorization": f"Bearer approver-token-of-{user}"}
 
 
 @dataclass
@@ -59,9 +65,13 @@ def playbook(timeout: str = "30s", min_approvals: int = 1) -> str:
 @pytest.fixture
 async def world(tmp_path: Path, temporal_client: Client, jobs_db: str) -> AsyncIterator[World]:
     slack = FakeSlack()
+    tokens = ", ".join(f"{u}: 'file:{tmp_path / u}'" for u in PEOPLE)
+    for user in PEOPLE:
+        (tmp_path / user).write_text(approver(user)["Authorization"].removeprefix("Bearer "))
     (tmp_path / "config.yaml").write_text(
         "connections: {jobs-db: {type: postgres, dsn: 'env:JOBS_DB_DSN'}}\n"
         "approvers: [oncall]\napprover_groups: {oncall: [U_ALICE, U_BOB]}\n"
+        f"approver_tokens: {{{tokens}}}\n"
     )
     (tmp_path / "playbooks").mkdir()
     (tmp_path / "playbooks" / "stuck-jobs.yaml").write_text(playbook())
@@ -177,14 +187,22 @@ async def test_api_reject_writes_nothing_and_later_approvals_change_nothing(worl
     """A rejection through the API ends the run; an approval after it is ignored with 409."""
     seed_jobs(world.dsn, stuck=[1])
     async with waiting_run(world) as (http, runs, run_id):
-        refused = await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_MALLORY"})
+        refused = await http.post(
+            f"/api/v1/runs/{run_id}/approve", json={"approver": "U_MALLORY"}, headers=approver("U_MALLORY")
+        )
         assert refused.status_code == 403 and refused.json()["outcome"] == "refused"
-        rejected = await http.post(f"/api/v1/runs/{run_id}/reject", json={"approver": "U_BOB", "decision_id": "d-1"})
+        rejected = await http.post(
+            f"/api/v1/runs/{run_id}/reject", json={"approver": "U_BOB", "decision_id": "d-1"}, headers=approver("U_BOB")
+        )
         assert rejected.status_code == 200 and rejected.json()["outcome"] == "counted"
-        again = await http.post(f"/api/v1/runs/{run_id}/reject", json={"approver": "U_BOB", "decision_id": "d-1"})
+        again = await http.post(
+            f"/api/v1/runs/{run_id}/reject", json={"approver": "U_BOB", "decision_id": "d-1"}, headers=approver("U_BOB")
+        )
         assert again.json()["outcome"] in ("duplicate", "counted")
         state = await wait_for(runs, run_id, "rejected")
-        late = await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_ALICE"})
+        late = await http.post(
+            f"/api/v1/runs/{run_id}/approve", json={"approver": "U_ALICE"}, headers=approver("U_ALICE")
+        )
         assert late.status_code == 409
     assert state.reason.startswith("rejected by U_BOB") and update_counts(world.dsn) == {}
 
@@ -222,12 +240,12 @@ async def test_after_approval_only_what_is_still_broken_is_fixed(world: World) -
     seed_jobs(world.dsn, stuck=[1, 2])
     async with waiting_run(world) as (http, runs, run_id):
         run_sql(world.dsn, "update jobs set status = 'done' where id = 1")  # an operator fixed job 1 by hand
-        await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_ALICE"})
+        await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_ALICE"}, headers=approver("U_ALICE"))
         await wait_for(runs, run_id, "succeeded")
     run_sql(world.dsn, "insert into jobs values (9, 'q1', 'running', 'w', now() - interval '1 hour')")
     async with waiting_run(world) as (http, runs, run_id):
         run_sql(world.dsn, "update jobs set status = 'done' where id = 9")
-        await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_BOB"})
+        await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_BOB"}, headers=approver("U_BOB"))
         fixed = await wait_for(runs, run_id, "resolved_before_action")
     assert update_counts(world.dsn) == {1: 1, 2: 1, 9: 1}  # 1 and 9 by the operator, 2 by the run
     assert job_states(world.dsn)[2] == "pending" and "nothing left to fix" in fixed.reason
@@ -258,10 +276,10 @@ async def test_two_approvers_when_the_playbook_asks(world: World) -> None:
     (world.base / "playbooks" / "stuck-jobs.yaml").write_text(playbook(min_approvals=2))
     seed_jobs(world.dsn, stuck=[1])
     async with waiting_run(world) as (http, runs, run_id):
-        await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_ALICE"})
-        await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_ALICE"})
+        await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_ALICE"}, headers=approver("U_ALICE"))
+        await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_ALICE"}, headers=approver("U_ALICE"))
         assert (await runs.state(run_id)).status == "awaiting_approval"  # type: ignore[union-attr]
-        await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_BOB"})
+        await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_BOB"}, headers=approver("U_BOB"))
         await wait_for(runs, run_id, "succeeded")
     assert update_counts(world.dsn) == {1: 1}
 
@@ -283,7 +301,9 @@ async def test_a_worker_restart_while_waiting_loses_nothing_and_acts_once(world:
         ) as stack,
         httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
     ):
-        assert (await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_BOB"})).status_code == 200
+        assert (
+            await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_BOB"}, headers=approver("U_BOB"))
+        ).status_code == 200
         await wait_for(runs, run_id, "succeeded")
     assert update_counts(world.dsn) == {1: 1}
 
@@ -308,7 +328,7 @@ async def test_approving_while_no_worker_runs_answers_202_at_once_and_counts_lat
         httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
     ):
         began = time.monotonic()
-        reply = await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_BOB"})
+        reply = await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_BOB"}, headers=approver("U_BOB"))
         assert reply.status_code == 202 and reply.json()["outcome"] == "pending", reply.text
         assert time.monotonic() - began < 5
         shown = await http.get(f"/api/v1/runs/{run_id}")

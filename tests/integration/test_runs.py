@@ -160,14 +160,15 @@ async def test_webhook_contract_errors(temporal_client: Client, jobs_db: str) ->
         other = await http.post("/alertmanager", json=message(severity="info"), headers=AUTH)
         assert other.json() == {"started": 0, "duplicates": 0, "resolved": 0, "unmatched": 1}
         assert (await http.get("/healthz")).json() == {"status": "ok"}
-        ready = (await http.get("/readyz")).json()
+        assert (await http.get("/readyz")).json() == {"ready": True}  # details only for a caller with credentials
+        ready = (await http.get("/readyz", headers=AUTH)).json()
         assert ready["checks"] == {"worker": "ok", "temporal": "ok", "connection:jobs-db": "ok"}
         assert "remediate_webhook_alerts_total" in (await http.get("/metrics")).text
 
 
 async def test_basic_auth_is_accepted(temporal_client: Client, jobs_db: str) -> None:
     """Basic credentials work as the alternative to a bearer token; wrong ones get 401."""
-    from service.web import WebAuth
+    from service.credentials import WebAuth
 
     auth = WebAuth(username="am", password="secret")
     assert auth.allows("Basic " + __import__("base64").b64encode(b"am:secret").decode())

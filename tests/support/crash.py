@@ -28,6 +28,7 @@ from tests.targets.jobs_api import JobsApi
 
 TOKEN = "crash-token"
 APPROVER = "U_ONCALL"
+APPROVER_TOKEN = "approver-token-of-the-on-call"
 KINDS = ("pg", "signal", "http")
 POINTS = ("diagnose", "in_flight", "applied", "verify", "gate")
 
@@ -304,8 +305,8 @@ async def crash_round(cluster: Cluster, point: str, per_kind: int = 1) -> list[t
 async def approve(url: str, run_id: str) -> None:
     import httpx2
 
-    async with httpx2.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
-        reply = await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": APPROVER})
+    async with httpx2.AsyncClient(base_url=url) as http:
+        reply = await http.post(f"/api/v1/runs/{run_id}/approve", headers={"Authorization": f"Bearer {APPROVER_TOKEN}"})
         assert reply.status_code in (200, 202), reply.text
 
 
@@ -319,6 +320,7 @@ async def pokeable_worker(client: Client, task_queue: str) -> AsyncIterator[None
 def cluster_config(dsn_env: str, temporal_address: str, api_url: str) -> str:
     return f"""
 approvers: [{APPROVER}]
+approver_tokens: {{{APPROVER}: "env:CRASH_APPROVER_TOKEN"}}
 connections:
   jobs-db: {{type: postgres, dsn: "env:{dsn_env}", ledger: remediate.ledger, statement_timeout: 10}}
   targets: {{type: temporal, address: "{temporal_address}", namespace: default}}
@@ -339,6 +341,7 @@ def base_env(temporal_address: str, task_queue: str, playbooks: Path, config: Pa
         "REMEDIATE_DEDUPE_TTL": "1",
         "REMEDIATE_ATTEMPT_BACKOFF": "1",
         "CRASH_DB_DSN": dsn,
+        "CRASH_APPROVER_TOKEN": APPROVER_TOKEN,
     }
 
 

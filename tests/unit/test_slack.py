@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 from service.adapters.slack import approval_blocks
 from service.adapters.temporal import TemporalRuns
 from service.approvals import Decision, Gate, GateRequest, PlannedWrite
+from service.credentials import ApproverTokens, WebAuth
 from service.decisions import decision_routes
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -34,7 +35,7 @@ class RecordingRuns(TemporalRuns):
 
 def client() -> tuple[TestClient, RecordingRuns]:
     runs = RecordingRuns()
-    return TestClient(Starlette(routes=decision_routes(runs, lambda _: True, SECRET))), runs
+    return TestClient(Starlette(routes=decision_routes(runs, WebAuth(), ApproverTokens(), SECRET))), runs
 
 
 def body(user: str = "U_ALICE", action: str = "approve") -> bytes:
