@@ -14,6 +14,7 @@ from temporalio.exceptions import ApplicationError
 
 from service.approvals import Notice, Notifier, Posted
 from service.errors import ConfigError, NotifyError, StepError
+from service.redact import redact
 from service.registry import Registry
 from service.runs import NOTIFY_GATE, PRIOR_ATTEMPTS, RUN_STEP, PriorAttempts, StepRequest, StepResult
 
@@ -96,9 +97,10 @@ class StepActivities:
             result = await self._registry.dispatch(request)
             await self._pauses.at("after", request)
         except ConfigError as exc:
-            raise ApplicationError(f"configuration: {exc}", type="ConfigError", non_retryable=True) from exc
+            message = redact(f"configuration: {exc}")
+            raise ApplicationError(message, type="ConfigError", non_retryable=True) from exc
         except StepError as exc:
-            raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=not exc.retryable) from exc
+            raise ApplicationError(redact(str(exc)), type=type(exc).__name__, non_retryable=not exc.retryable) from exc
         finally:
             beating.cancel()
             with suppress(asyncio.CancelledError):

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from service import dev
+from service import dev, redact
 from service.adapters.postgres import ledger_sql
 from service.adapters.temporal import TemporalRuns, connect
 from service.alerts import Alert, WebhookMessage, run_id
@@ -276,6 +276,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redact.install()  # DSNs and tokens never reach the log, whichever library logs them
     try:
         settings = Settings()
         if args.command == "lint":

@@ -248,6 +248,7 @@ async def serve(
             log_level="warning",
             lifespan="off",
             access_log=False,
+            log_config=None,  # uvicorn's records go through the root handlers, and so through redaction
             timeout_graceful_shutdown=max(int(settings.shutdown_grace), 1),
         )
     )

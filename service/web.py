@@ -25,6 +25,7 @@ from service.decisions import decision_routes
 from service.errors import IntakeIncomplete, RemediateError, TemporalUnavailable
 from service.playbook import Playbook
 from service.policy import Mode, effective_mode
+from service.redact import redact
 from service.runs import Durability, RunInput
 
 log = logging.getLogger("remediate.web")
@@ -192,7 +193,7 @@ def health_routes(
                 await asyncio.wait_for(ping(), timeout=5)
                 checks[name] = "ok"
             except (RemediateError, OSError, TimeoutError) as exc:
-                checks[name] = f"failed: {exc}"
+                checks[name] = redact(f"failed: {exc}")
 
         await asyncio.gather(*(check(name, ping) for name, ping in pings.items()))
         ready = all(v == "ok" for v in checks.values())

@@ -111,7 +111,7 @@ class PostgresAdapter:
                 max_size=conn.pool_size,
                 open=False,
                 kwargs={"autocommit": True, "application_name": "remediate"},
-                timeout=10.0,
+                timeout=5.0,  # waiting for a connection from a target that is down
                 # A target that restarted leaves dead connections in the pool: check before handing one out.
                 check=AsyncConnectionPool.check_connection,
             )
