@@ -5,17 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Literal
 
-from pydantic import Field, JsonValue, model_validator
+from pydantic import Field, JsonValue, field_validator, model_validator
 
 from service import sql_check
 from service.step_base import (
     Approval,
     Duration,
     Effect,
+    MaxTargets,
     Params,
     Retry,
     StepBase,
     StepId,
+    TargetRef,
     Template,
     WriteStep,
     approval_of,
@@ -40,23 +42,22 @@ __all__ = [
 ]
 
 
-def _checked_sql(sql: str, kind: Literal["query", "execute"], params: dict[str, JsonValue]) -> None:
-    names, problems = sql_check.check(sql, kind)
+def _statement(sql: str, kind: Literal["query", "execute"]) -> str:
+    problems = sql_check.check(sql, kind)[1]
     if problems:
         raise ValueError("; ".join(str(p) for p in problems))
+    return sql
+
+
+def _matching_params(sql: str, params: dict[str, JsonValue]) -> None:
+    names = sql_check.placeholders(sql)[1]
     missing, unused = sorted(set(names) - set(params)), sorted(set(params) - set(names))
     if missing or unused:
-        raise ValueError(
-            "placeholders and params must match: "
-            + "; ".join(
-                part
-                for part in (
-                    f"no param for %({', '.join(missing)})s" if missing else "",
-                    f"params not in the SQL: {', '.join(unused)}" if unused else "",
-                )
-                if part
-            )
-        )
+        parts = [
+            f"no param for %({', '.join(missing)})s" if missing else "",
+            f"params not in the SQL: {', '.join(unused)}" if unused else "",
+        ]
+        raise ValueError("placeholders and params must match: " + "; ".join(p for p in parts if p))
 
 
 class PostgresQueryParams(Params):
@@ -68,9 +69,14 @@ class PostgresQueryParams(Params):
     params: dict[str, JsonValue] = Field(default_factory=dict)
     max_rows: int = Field(default=1000, ge=1, le=100_000, description="Rows returned at most.")
 
+    @field_validator("sql")
+    @classmethod
+    def _one_select(cls, sql: str) -> str:
+        return _statement(sql, "query")
+
     @model_validator(mode="after")
-    def _one_select(self) -> PostgresQueryParams:
-        _checked_sql(self.sql, "query", self.params)
+    def _params_match(self) -> PostgresQueryParams:
+        _matching_params(self.sql, self.params)
         return self
 
 
@@ -83,9 +89,14 @@ class PostgresExecuteParams(Params):
     params: dict[str, JsonValue] = Field(default_factory=dict)
     max_rows: int = Field(ge=1, le=100_000, description="More changed rows than this rolls back and fails.")
 
+    @field_validator("sql")
+    @classmethod
+    def _one_write(cls, sql: str) -> str:
+        return _statement(sql, "execute")
+
     @model_validator(mode="after")
-    def _one_write(self) -> PostgresExecuteParams:
-        _checked_sql(self.sql, "execute", self.params)
+    def _params_match(self) -> PostgresExecuteParams:
+        _matching_params(self.sql, self.params)
         return self
 
 
@@ -155,16 +166,58 @@ class HttpRequest(WriteStep):
         return "read" if self.with_.method == "GET" else "write"
 
 
+class BackendRef(TargetRef):
+    """One server session, exactly: its pid and when it started (a reused pid is another session)."""
+
+    pid: int | Template
+    backend_start: str | Template = Field(min_length=1, max_length=64)
+
+
+class StillFilter(Params):
+    """What made a session a target; re-checked just before acting, so a session that moved on is left alone."""
+
+    state: list[Literal["active", "idle", "idle in transaction", "idle in transaction (aborted)"]] = Field(
+        default_factory=list
+    )
+    idle_for: Duration | None = Field(default=None, description="At least this long in its state.")
+
+
+class TerminateBackendsParams(Params):
+    """Sessions to end, as diagnosed; `mode: cancel` cancels their query instead of closing them."""
+
+    literal_fields = frozenset({"max_targets", "mode", "still"})
+
+    backends: list[BackendRef] | Template
+    max_targets: MaxTargets
+    mode: Literal["terminate", "cancel"] = "terminate"
+    still: StillFilter = Field(default_factory=StillFilter)
+
+
+class TerminateBackends(WriteStep):
+    """End server sessions (pg_terminate_backend or pg_cancel_backend) with a real dry-run and a re-check."""
+
+    connection_type = "postgres"
+    action: Literal["postgres.terminate_backends"]
+    with_: TerminateBackendsParams = Field(alias="with")
+
+
 class PrometheusQuery(StepBase):
     connection_type = "prometheus"
     action: Literal["prometheus.query"]
     with_: PrometheusQueryParams = Field(alias="with")
 
 
-_SQL_HTTP_PROM = (PostgresQuery, PostgresExecute, HttpRequest, PrometheusQuery)
+_SQL_HTTP_PROM = (PostgresQuery, PostgresExecute, TerminateBackends, HttpRequest, PrometheusQuery)
 STEP_TYPES: tuple[type[StepBase], ...] = (*_SQL_HTTP_PROM, *KUBERNETES_STEPS, *TEMPORAL_STEPS, *REDIS_STEPS)
 Step = Annotated[
-    PostgresQuery | PostgresExecute | HttpRequest | PrometheusQuery | KUBERNETES_STEP | TEMPORAL_STEP | REDIS_STEP,
+    PostgresQuery
+    | PostgresExecute
+    | TerminateBackends
+    | HttpRequest
+    | PrometheusQuery
+    | KUBERNETES_STEP
+    | TEMPORAL_STEP
+    | REDIS_STEP,
     Field(discriminator="action"),
 ]
 ACTIONS: dict[str, type[StepBase]] = {t.model_fields["action"].annotation.__args__[0]: t for t in STEP_TYPES}  # type: ignore[union-attr]

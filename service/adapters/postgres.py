@@ -20,8 +20,9 @@ from pydantic import JsonValue
 from service.config import PostgresConnection, resolve_secret
 from service.errors import ConfigError, GuardViolation, PermanentStepError, RetryableStepError
 from service.registry import Handler
-from service.runs import StepRequest, StepResult
-from service.steps import Params, PostgresExecuteParams, PostgresQueryParams
+from service.runs import StepRequest, StepResult, per_target
+from service.step_base import bounded_targets
+from service.steps import BackendRef, Params, PostgresExecuteParams, PostgresQueryParams, TerminateBackendsParams
 
 _RETURNING = re.compile(r"\breturning\b", re.IGNORECASE)
 _DML = re.compile(r"^\s*(update|delete|insert)\b", re.IGNORECASE)
@@ -96,7 +97,11 @@ class PostgresAdapter:
         self._pools: dict[str, AsyncConnectionPool[psycopg.AsyncConnection[Any]]] = {}
 
     def actions(self) -> dict[str, Handler]:
-        return {"postgres.query": self._query, "postgres.execute": self._execute}
+        return {
+            "postgres.query": self._query,
+            "postgres.execute": self._execute,
+            "postgres.terminate_backends": self._terminate,
+        }
 
     async def _pool(self, name: str) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
         pool = self._pools.get(name)
@@ -238,6 +243,53 @@ class PostgresAdapter:
             dry_run=request.dry_run,
             note="" if ledger or request.dry_run else f"at most once: connection {request.connection} has no ledger",
         )
+
+    async def _terminate(self, request: StepRequest, params: Params) -> StepResult:
+        assert isinstance(params, TerminateBackendsParams)  # noqa: S101 - the registry validated it
+        targets: list[BackendRef] = list(bounded_targets(list(params.backends), params.max_targets, "sessions"))  # type: ignore[arg-type]
+        pool = await self._pool(request.connection)
+        verb = "pg_terminate_backend" if params.mode == "terminate" else "pg_cancel_backend"
+        outcomes: list[tuple[str, str]] = []
+        try:
+            async with pool.connection() as conn:
+                for ref in targets:
+                    # Re-check just before acting: the same session (pid and start), still matching what selected it.
+                    still = await conn.execute(
+                        STILL_A_TARGET,
+                        {
+                            "pid": ref.pid,
+                            "start": ref.backend_start,
+                            "states": params.still.state or None,
+                            "idle": params.still.idle_for,
+                        },
+                        prepare=True,
+                    )
+                    target = f"session pid {ref.pid} started {ref.backend_start}"
+                    if await still.fetchone() is None:
+                        outcomes.append((target, "skipped: gone, or no longer matches what selected it"))
+                    elif request.dry_run:
+                        outcomes.append((target, f"would {params.mode}"))
+                    else:
+                        done = await conn.execute(sql.SQL("select {}(%s)").format(sql.Identifier(verb)), [ref.pid])
+                        row = await done.fetchone()
+                        ended = {"terminate": "terminated", "cancel": "query cancelled"}[params.mode]
+                        outcomes.append((target, ended if row and row[0] else "skipped: already gone"))
+        except psycopg.OperationalError as exc:
+            raise RetryableStepError(f"postgres {request.connection}: {exc}") from exc
+        except psycopg.Error as exc:
+            raise PermanentStepError(f"postgres {request.connection}: {exc}") from exc
+        summary = f"{params.mode} {len(targets)} session(s)" + (
+            " (dry-run: listed, none ended)" if request.dry_run else ""
+        )
+        return per_target(outcomes, summary, request.dry_run)
+
+
+STILL_A_TARGET = """
+select pid from pg_stat_activity
+where pid = %(pid)s and backend_start = %(start)s::timestamptz and pid <> pg_backend_pid()
+  and (%(states)s::text[] is null or state = any(%(states)s::text[]))
+  and (%(idle)s::interval is null or now() - state_change >= %(idle)s::interval)
+"""
 
 
 class _AlreadyApplied(Exception):
