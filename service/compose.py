@@ -159,12 +159,15 @@ def build_app(
         approvers=config.resolve_approvers,
         channel=settings.slack_channel,
         durability=durability(settings, config),
+        concurrency=settings.intake_concurrency,
+        answer_within=settings.intake_within,
     )
     secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     return create_app(
         receiver,
         auth,
         max_body_bytes=settings.max_body_bytes,
+        body_timeout=settings.body_timeout,
         pings={"temporal": runs.ping, **(adapters.pings if worker_problem is not None else {})},
         slack_signing_secret=secret,
         worker_problem=worker_problem,
@@ -172,9 +175,7 @@ def build_app(
     )
 
 
-def build_health_app(
-    settings: Settings, adapters: Adapters, worker_problem: Callable[[], str | None]
-) -> Starlette:
+def build_health_app(settings: Settings, adapters: Adapters, worker_problem: Callable[[], str | None]) -> Starlette:
     """A worker-only process answers probes too: liveness, readiness of its worker and connections, metrics."""
     auth = web_auth(settings)
     tokens = ApproverTokens(settings.connections().approver_identities())

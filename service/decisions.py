@@ -43,12 +43,13 @@ def decision_routes(
     webhook: WebAuth,
     approvers: ApproverTokens,
     signing_secret: str | None,
+    body_timeout: float = 10.0,
 ) -> list[Route]:
     """The routes for Slack's interactivity URL and the run API's approve/reject."""
 
     async def slack_interactions(request: Request) -> Response:
         try:
-            body = await read_body(request, SLACK_BODY_LIMIT)
+            body = await read_body(request, SLACK_BODY_LIMIT, body_timeout)
         except BodyRefused as exc:
             return _refused(exc)
         # Verify on the raw bytes before anything is parsed.
@@ -88,7 +89,7 @@ def decision_routes(
                 return JSONResponse({"error": "the webhook's credential cannot decide; use an approver token"}, 403)
             return JSONResponse({"error": "an approver token is needed to decide"}, 401)
         try:
-            body = ApiDecision.model_validate_json(await read_body(request, API_BODY_LIMIT))
+            body = ApiDecision.model_validate_json(await read_body(request, API_BODY_LIMIT, body_timeout))
         except BodyRefused as exc:
             return _refused(exc)
         except ValidationError as exc:

@@ -54,8 +54,9 @@ async def connect_with_backoff(
         except TemporalUnavailable as exc:
             delay = min(MAX_DELAY, FIRST_DELAY * 2 ** (attempt - 1))
             health.state, health.detail = "waiting for Temporal", f"attempt {attempt} failed: {exc}"
-            log.warning("worker: Temporal at %s unreachable (attempt %d), retrying in %.0fs: %s", address, attempt,
-                        delay, exc)
+            log.warning(
+                "worker: Temporal at %s unreachable (attempt %d), retrying in %.0fs: %s", address, attempt, delay, exc
+            )
             await _pause(stop, delay)
     return None
 

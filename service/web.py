@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -143,6 +144,8 @@ class Receiver:
                     jobs.append(partial(self._resolve, playbook, alert))
             if len(jobs) == before:
                 counts["unmatched"] += 1
+        # A resend that also runs out of time then covers other alerts first, so every resend makes progress.
+        secrets.SystemRandom().shuffle(jobs)
         loop = asyncio.get_running_loop()
         deadline, pending = loop.time() + self.answer_within, iter(jobs)
 
@@ -215,6 +218,7 @@ def create_app(
     auth: WebAuth,
     *,
     max_body_bytes: int = 1_048_576,
+    body_timeout: float = 10.0,
     pings: dict[str, Ping] | None = None,
     metrics: Metrics | None = None,
     slack_signing_secret: str | None = None,
@@ -240,7 +244,7 @@ def create_app(
         if not auth.allows(request.headers.get("authorization")):
             return JSONResponse({"error": "unauthorized"}, 401, headers={"WWW-Authenticate": "Bearer"})
         try:
-            body = await read_body(request, max_body_bytes)
+            body = await read_body(request, max_body_bytes, body_timeout)
         except BodyRefused as exc:
             return JSONResponse({"error": exc.reason}, exc.status)
         try:
@@ -297,7 +301,7 @@ def create_app(
             Route("/alertmanager", alertmanager, methods=["POST"]),
             *health_routes(pings, metrics.registry, worker_problem, reader),
             Route("/api/v1/runs", runs_list, methods=["GET"]),
-            *decision_routes(receiver.runs, auth, approvers, slack_signing_secret),
+            *decision_routes(receiver.runs, auth, approvers, slack_signing_secret, body_timeout),
             Route("/api/v1/runs/{run_id:path}", run_show, methods=["GET"]),
         ]
     )
