@@ -89,7 +89,8 @@ def decision_routes(
                 return JSONResponse({"error": "the webhook's credential cannot decide; use an approver token"}, 403)
             return JSONResponse({"error": "an approver token is needed to decide"}, 401)
         try:
-            body = ApiDecision.model_validate_json(await read_body(request, API_BODY_LIMIT, body_timeout))
+            raw = await read_body(request, API_BODY_LIMIT, body_timeout)
+            body = ApiDecision.model_validate_json(raw) if raw.strip() else ApiDecision()  # no body: just decide
         except BodyRefused as exc:
             return _refused(exc)
         except ValidationError as exc:

@@ -111,9 +111,12 @@ ALERTISH = st.fixed_dictionaries(
             st.fixed_dictionaries(
                 {
                     "status": st.sampled_from(["firing", "resolved", 1]),
-                    "labels": st.dictionaries(st.text(max_size=10), st.text(max_size=30) | JSON, max_size=4),
+                    "labels": st.fixed_dictionaries(
+                        {"alertname": st.sampled_from(["JobsStuck", "Other"]), "severity": st.just("critical")}
+                    )
+                    | st.dictionaries(st.text(max_size=10), st.text(max_size=30) | JSON, max_size=4),
                     "startsAt": st.sampled_from(["2026-11-23T10:00:00Z", "yesterday", 5]),
-                    "fingerprint": st.text(max_size=70),
+                    "fingerprint": st.from_regex(r"[0-9a-f]{1,16}", fullmatch=True) | st.text(max_size=70),
                 },
                 optional={"annotations": JSON, "endsAt": JSON},
             ),
