@@ -115,14 +115,11 @@ def sql(counts: Counter[str]) -> Callable[..., None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--examples", type=int, default=100_000)
-    examples = parser.parse_args().examples
-    for name, prop in (
-        ("sql checker", sql),
-        ("path builder", paths),
-        ("slack handler", slack),
-        ("webhook handler", webhook),
-    ):
-        run(name, examples, prop)
+    parser.add_argument("--only", choices=["sql", "paths", "slack", "webhook"], action="append")
+    args = parser.parse_args()
+    chosen = {"sql": sql, "paths": paths, "slack": slack, "webhook": webhook}
+    for name in args.only or list(chosen):
+        run(name, args.examples, chosen[name])
 
 
 if __name__ == "__main__":
