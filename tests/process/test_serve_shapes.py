@@ -258,7 +258,7 @@ async def test_temporal_down_for_a_minute_gets_503s_and_every_alert_is_remediate
             ):
                 assert time.monotonic() - down_since < 30, "Alertmanager never got a 503"
                 await asyncio.sleep(0.2)
-            ready = await http.get(f"{procs[0].url}/readyz")
+            ready = await http.get(f"{procs[0].url}/readyz", headers={"Authorization": f"Bearer {TOKEN}"})
             assert ready.status_code == 503 and ready.json()["checks"]["temporal"].startswith("failed")
         await procs[2].wait_log("unreachable (attempt 2)")
         assert job_states(jobs_db) == {1: "running", 2: "running", 3: "running"}
