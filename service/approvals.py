@@ -8,6 +8,7 @@ from typing import Literal, Protocol
 from pydantic import BaseModel, Field
 
 Verdict = Literal["approve", "reject"]
+Outcome = Literal["counted", "refused", "duplicate", "ignored"]
 GateStatus = Literal["open", "approved", "rejected", "expired", "resolved"]
 
 
@@ -32,7 +33,7 @@ class DecisionRecord(BaseModel):
     user: str
     verdict: Verdict
     source: str
-    outcome: Literal["counted", "refused", "duplicate", "ignored"]
+    outcome: Outcome
     reason: str = ""
     at: datetime | None = None
 
@@ -81,8 +82,8 @@ class Gate(BaseModel):
     def apply(self, decision: Decision, at: datetime | None = None) -> DecisionRecord:
         """Count, refuse or ignore one decision; never reopen a closed gate."""
 
-        def record(outcome: Literal["counted", "refused", "duplicate", "ignored"], reason: str = "") -> DecisionRecord:
-            entry = DecisionRecord(
+        def answer(outcome: Outcome, reason: str = "") -> DecisionRecord:
+            return DecisionRecord(
                 decision_id=decision.decision_id,
                 user=decision.user,
                 verdict=decision.verdict,
@@ -91,29 +92,17 @@ class Gate(BaseModel):
                 reason=reason,
                 at=at,
             )
+
+        def record(outcome: Outcome, reason: str = "") -> DecisionRecord:
+            entry = answer(outcome, reason)
             self.decisions.append(entry)
             return entry
 
+        # Neither of these is kept: a bounded list, and a replay that changes nothing.
         if len(self.decisions) >= MAX_DECISIONS:
-            return DecisionRecord(
-                decision_id=decision.decision_id,
-                user=decision.user,
-                verdict=decision.verdict,
-                source=decision.source,
-                outcome="ignored",
-                reason=f"this gate already holds {MAX_DECISIONS} decisions; no more are recorded",
-                at=at,
-            )
+            return answer("ignored", f"this gate already holds {MAX_DECISIONS} decisions; no more are recorded")
         if self._seen(decision.decision_id):
-            return DecisionRecord(
-                decision_id=decision.decision_id,
-                user=decision.user,
-                verdict=decision.verdict,
-                source=decision.source,
-                outcome="duplicate",
-                reason="already received",
-                at=at,
-            )
+            return answer("duplicate", "already received")
         if decision.gate != self.request.gate:
             return record("ignored", f"no gate {decision.gate!r} in this run")
         if self.status != "open":

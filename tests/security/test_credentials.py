@@ -152,3 +152,29 @@ async def test_serve_refuses_an_open_webhook_off_loopback(tmp_path: Path) -> Non
     finally:
         proc.terminate()
         assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+
+def test_a_flood_of_decisions_keeps_the_gate_bounded() -> None:
+    """Reproduction: every decision grew the run's list until its queries failed; a gate now keeps 100."""
+    from datetime import UTC, datetime
+
+    from service.approvals import MAX_DECISIONS, Gate, GateRequest
+
+    gate = Gate(
+        request=GateRequest(
+            run_id="r",
+            playbook="p",
+            alertname="A",
+            labels={},
+            diagnosis=[],
+            writes=[],
+            approvers=["U_ALICE"],
+            min_approvals=1,
+            expires_at=datetime(2026, 11, 24, tzinfo=UTC),
+        )
+    )
+    outcomes = [
+        gate.apply(Decision(verdict="approve", user="U_MALLORY", decision_id=f"d{i}")).outcome for i in range(150)
+    ]
+    assert len(gate.decisions) == MAX_DECISIONS and outcomes[-1] == "ignored"
+    assert gate.apply(Decision(verdict="approve", user="U_ALICE", decision_id="late")).outcome == "ignored"
