@@ -95,13 +95,13 @@ class Gate(BaseModel):
 
         def record(outcome: Outcome, reason: str = "") -> DecisionRecord:
             entry = answer(outcome, reason)
-            self.decisions.append(entry)
+            # Counted decisions are bounded by the approvers; everything else stops being kept at the cap, so a
+            # flood of clicks can neither grow the run nor crowd out a real approver.
+            if outcome == "counted" or len(self.decisions) < MAX_DECISIONS:
+                self.decisions.append(entry)
             return entry
 
-        # Neither of these is kept: a bounded list, and a replay that changes nothing.
-        if len(self.decisions) >= MAX_DECISIONS:
-            return answer("ignored", f"this gate already holds {MAX_DECISIONS} decisions; no more are recorded")
-        if self._seen(decision.decision_id):
+        if self._seen(decision.decision_id):  # a replay changes nothing and is not kept again
             return answer("duplicate", "already received")
         if decision.gate != self.request.gate:
             return record("ignored", f"no gate {decision.gate!r} in this run")

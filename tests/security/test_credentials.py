@@ -155,7 +155,8 @@ async def test_serve_refuses_an_open_webhook_off_loopback(tmp_path: Path) -> Non
 
 
 def test_a_flood_of_decisions_keeps_the_gate_bounded() -> None:
-    """Reproduction: every decision grew the run's list until its queries failed; a gate now keeps 100."""
+    """Reproduction: every decision grew the run's list until its queries failed; a gate now keeps 100 besides the
+    counted ones, and a real approver still gets through after a flood."""
     from datetime import UTC, datetime
 
     from service.approvals import MAX_DECISIONS, Gate, GateRequest
@@ -176,5 +177,6 @@ def test_a_flood_of_decisions_keeps_the_gate_bounded() -> None:
     outcomes = [
         gate.apply(Decision(verdict="approve", user="U_MALLORY", decision_id=f"d{i}")).outcome for i in range(150)
     ]
-    assert len(gate.decisions) == MAX_DECISIONS and outcomes[-1] == "ignored"
-    assert gate.apply(Decision(verdict="approve", user="U_ALICE", decision_id="late")).outcome == "ignored"
+    assert len(gate.decisions) == MAX_DECISIONS and outcomes[-1] == "refused"
+    assert gate.apply(Decision(verdict="approve", user="U_ALICE", decision_id="real")).outcome == "counted"
+    assert gate.status == "approved" and len(gate.decisions) == MAX_DECISIONS + 1
