@@ -247,12 +247,9 @@ class TemporalTargetAdapter:
             # The server drops a second signal with the same request id: a retry after a lost worker sends it once.
             await client.workflow_service.signal_workflow_execution(
                 SignalWorkflowExecutionRequest(
-                    namespace=client.namespace,
-                    workflow_execution=WorkflowExecution(workflow_id=ref.workflow_id, run_id=ref.run_id),
                     signal_name=params.signal,
                     input=Payloads(payloads=await client.data_converter.encode(list(params.args))),
-                    identity=client.identity,
-                    request_id=_request_id(request, ref),
+                    **_addressed(client, request, ref),
                 )
             )
 
@@ -265,11 +262,7 @@ class TemporalTargetAdapter:
         async def act(handle: WorkflowHandle[Any, Any], ref: WorkflowRef) -> None:
             await client.workflow_service.request_cancel_workflow_execution(
                 RequestCancelWorkflowExecutionRequest(
-                    namespace=client.namespace,
-                    workflow_execution=WorkflowExecution(workflow_id=ref.workflow_id, run_id=ref.run_id),
-                    identity=client.identity,
-                    request_id=_request_id(request, ref),
-                    reason=self._reason(request, params.reason),
+                    reason=self._reason(request, params.reason), **_addressed(client, request, ref)
                 )
             )
 
@@ -330,6 +323,16 @@ class TemporalTargetAdapter:
             summary=f"{outcome}: {target}",
             targets=[target],
         )
+
+
+def _addressed(client: Client, request: StepRequest, ref: WorkflowRef) -> dict[str, Any]:
+    """What a signal or cancel request names: the exact execution, who sends it, and its de-duplicating id."""
+    return {
+        "namespace": client.namespace,
+        "workflow_execution": WorkflowExecution(workflow_id=ref.workflow_id, run_id=ref.run_id),
+        "identity": client.identity,
+        "request_id": _request_id(request, ref),
+    }
 
 
 def _request_id(request: StepRequest, ref: WorkflowRef) -> str:

@@ -26,7 +26,7 @@ from service.errors import StepError, TemplateError
 from service.sql_check import REFUSED_FUNCTIONS, check
 from service.templating import render
 from tests.security.test_slack_input import _signed
-from tests.security.test_webhook_input import ALERTISH, AUTH, JSON, app
+from tests.security.test_webhook_input import AUTH, BODIES, JSON, app
 from tests.unit.test_slack import client
 
 # Slack-shaped payloads, so the parser past the signature is exercised too, not only its first refusal.
@@ -76,13 +76,7 @@ class Direct:
 def webhook(counts: Counter[str]) -> Callable[..., None]:
     http = Direct(app())
 
-    @given(
-        st.one_of(
-            st.binary(max_size=300),
-            JSON.map(lambda v: json.dumps(v).encode()),
-            ALERTISH.map(lambda v: json.dumps(v).encode()),
-        )
-    )
+    @given(BODIES)
     def prop(body: bytes) -> None:
         counts["examples"] += 1
         code = http.post("/alertmanager", content=body, headers=AUTH)

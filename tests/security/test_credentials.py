@@ -157,23 +157,10 @@ async def test_serve_refuses_an_open_webhook_off_loopback(tmp_path: Path) -> Non
 def test_a_flood_of_decisions_keeps_the_gate_bounded() -> None:
     """Reproduction: every decision grew the run's list until its queries failed; a gate now keeps 100 besides the
     counted ones, and a real approver still gets through after a flood."""
-    from datetime import UTC, datetime
+    from service.approvals import MAX_DECISIONS
+    from tests.unit.test_approvals import gate as new_gate
 
-    from service.approvals import MAX_DECISIONS, Gate, GateRequest
-
-    gate = Gate(
-        request=GateRequest(
-            run_id="r",
-            playbook="p",
-            alertname="A",
-            labels={},
-            diagnosis=[],
-            writes=[],
-            approvers=["U_ALICE"],
-            min_approvals=1,
-            expires_at=datetime(2026, 11, 24, tzinfo=UTC),
-        )
-    )
+    gate = new_gate()
     outcomes = [
         gate.apply(Decision(verdict="approve", user="U_MALLORY", decision_id=f"d{i}")).outcome for i in range(150)
     ]

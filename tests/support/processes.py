@@ -90,9 +90,7 @@ class ServiceProcess:
             self.proc.wait(10)
 
 
-def start(
-    name: str, args: list[str], env: Mapping[str, str], logs: Path, port: int | None = None
-) -> ServiceProcess:
+def start(name: str, args: list[str], env: Mapping[str, str], logs: Path, port: int | None = None) -> ServiceProcess:
     """Start `remediate <args>` with REMEDIATE_* settings in `env` (nothing inherited from the test's own)."""
     port = port or free_port()
     full = {k: v for k, v in os.environ.items() if not k.startswith(("REMEDIATE_", "SLACK_"))}
