@@ -20,7 +20,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from service import dev, redact
-from service.adapters.postgres import ledger_sql
+from service.adapters.postgres import PostgresAdapter
+from service.adapters.postgres_ledger import ledger_sql
 from service.adapters.temporal import TemporalRuns, connect
 from service.alerts import Alert, WebhookMessage, run_id
 from service.approvals import Decision
@@ -29,7 +30,7 @@ from service.config import PostgresConnection, Settings
 from service.engine import Run
 from service.errors import ConfigError, PermanentStepError, PlaybookError, RemediateError
 from service.playbook import Playbook, load_playbooks, matching
-from service.policy import Mode
+from service.modes import Mode
 from service.registry import Registry
 from service.report import format_state
 from service.runs import Executor, RunInput, StepRequest, StepResult
@@ -140,7 +141,7 @@ async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     adapters = Adapters.build(config)
     try:
-        await adapters.postgres.migrate(args.connection)
+        await adapters.get(PostgresAdapter).migrate(args.connection)
     finally:
         await adapters.close()
     print(f"ledger {conn.ledger} is ready on {args.connection}: its writes are now retried safely after a lost worker")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
+from typing import Any, TypeVar
 
 import uvicorn
 from starlette.applications import Starlette
@@ -15,6 +16,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from service.activities import PausePoints, StepActivities
+from service.adapters.base import ConnectionAdapter
 from service.adapters.http import HttpAdapter
 from service.adapters.kubernetes import KubernetesAdapter
 from service.adapters.postgres import PostgresAdapter
@@ -23,16 +25,7 @@ from service.adapters.redis import RedisAdapter
 from service.adapters.slack import SlackNotifier
 from service.adapters.temporal import TemporalRuns, connect, connect_eager
 from service.adapters.temporal_target import TemporalTargetAdapter
-from service.config import (
-    ConfigFile,
-    HttpConnection,
-    KubernetesConnection,
-    PostgresConnection,
-    PrometheusConnection,
-    RedisConnection,
-    Settings,
-    TemporalConnection,
-)
+from service.config import ConfigFile, PostgresConnection, Settings
 from service.credentials import ApproverTokens, WebAuth, is_loopback
 from service.errors import ConfigError
 from service.lifecycle import QuietServer, WorkerHealth, run_worker
@@ -45,61 +38,46 @@ from service.worker import create_worker
 log = logging.getLogger("remediate")
 
 
-@dataclass
-class Adapters:
-    """Every adapter instance, built once from the connections in the config file."""
+# Every target system, once: a new system is its step models, its adapter, and one line here.
+ADAPTERS: tuple[type[ConnectionAdapter[Any, Any]], ...] = (
+    PostgresAdapter,
+    HttpAdapter,
+    PrometheusAdapter,
+    KubernetesAdapter,
+    TemporalTargetAdapter,
+    RedisAdapter,
+)
+A = TypeVar("A", bound=ConnectionAdapter[Any, Any])
 
-    postgres: PostgresAdapter
-    http: HttpAdapter
-    prometheus: PrometheusAdapter
-    kubernetes: KubernetesAdapter
-    temporal: TemporalTargetAdapter
-    redis: RedisAdapter
-    pings: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
+
+class Adapters:
+    """Every adapter instance, built once from the connections in the config file, and closed once."""
+
+    def __init__(self, adapters: Sequence[ConnectionAdapter[Any, Any]], config: ConfigFile) -> None:
+        self.all = list(adapters)
+        by_type = {a.connection_type: a for a in self.all}
+        self.pings: dict[str, Callable[[], Awaitable[None]]] = {
+            f"connection:{name}": partial(by_type[conn.type].ping, name) for name, conn in config.connections.items()
+        }
 
     @classmethod
     def build(cls, config: ConfigFile) -> Adapters:
-        conns = config.connections
-        adapters = cls(
-            postgres=PostgresAdapter({n: c for n, c in conns.items() if isinstance(c, PostgresConnection)}),
-            http=HttpAdapter({n: c for n, c in conns.items() if isinstance(c, HttpConnection)}),
-            prometheus=PrometheusAdapter({n: c for n, c in conns.items() if isinstance(c, PrometheusConnection)}),
-            kubernetes=KubernetesAdapter({n: c for n, c in conns.items() if isinstance(c, KubernetesConnection)}),
-            temporal=TemporalTargetAdapter({n: c for n, c in conns.items() if isinstance(c, TemporalConnection)}),
-            redis=RedisAdapter({n: c for n, c in conns.items() if isinstance(c, RedisConnection)}),
+        return cls(
+            [
+                adapter({n: c for n, c in config.connections.items() if c.type == adapter.connection_type})
+                for adapter in ADAPTERS
+            ],
+            config,
         )
-        for name, conn in conns.items():
-            pingers: dict[str, Callable[[str], Awaitable[None]]] = {
-                "postgres": adapters.postgres.ping,
-                "http": adapters.http.ping,
-                "prometheus": adapters.prometheus.ping,
-                "kubernetes": adapters.kubernetes.ping,
-                "temporal": adapters.temporal.ping,
-                "redis": adapters.redis.ping,
-            }
-            adapters.pings[f"connection:{name}"] = _bind(pingers[conn.type], name)
-        return adapters
+
+    def get(self, kind: type[A]) -> A:
+        return next(a for a in self.all if isinstance(a, kind))
 
     def registry(self) -> Registry:
-        return Registry([a.actions() for a in self._all()])
-
-    def _all(
-        self,
-    ) -> tuple[
-        PostgresAdapter | HttpAdapter | PrometheusAdapter | KubernetesAdapter | TemporalTargetAdapter | RedisAdapter,
-        ...,
-    ]:
-        return (self.postgres, self.http, self.prometheus, self.kubernetes, self.temporal, self.redis)
+        return Registry([a.actions() for a in self.all])
 
     async def close(self) -> None:
-        await asyncio.gather(*(a.close() for a in self._all()))
-
-
-def _bind(ping: Callable[[str], Awaitable[None]], name: str) -> Callable[[], Awaitable[None]]:
-    async def bound() -> None:
-        await ping(name)
-
-    return bound
+        await asyncio.gather(*(a.close() for a in self.all))
 
 
 def load_all(settings: Settings, playbooks_dir: Path | None = None) -> tuple[ConfigFile, list[Playbook]]:

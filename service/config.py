@@ -12,7 +12,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from service.errors import ConfigError
-from service.policy import Mode
+from service.modes import Mode
 
 SecretRef = Annotated[
     str,

@@ -17,7 +17,7 @@ from service.compose import Adapters, load_all, serve
 from service.config import ConfigFile, Settings, load_config_file
 from service.devserver import start_dev_server
 from service.errors import ConfigError
-from service.policy import Mode
+from service.modes import Mode
 
 SAMPLE = Path(__file__).parent / "samples" / "selftest-alert.json"
 DEV_CONFIG = """\

@@ -40,9 +40,14 @@ class TemplateError(RemediateError):
 
 
 class StepError(RemediateError):
-    """A step failed; `retryable` says whether running it again can help."""
+    """A step failed; `retryable` says whether running it again can help, `status` is the target's own code
+    (an HTTP status from Kubernetes, a gRPC status from Temporal) where it answered with one."""
 
     retryable = False
+
+    def __init__(self, message: str = "", *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class RetryableStepError(StepError):

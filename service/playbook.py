@@ -27,7 +27,7 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from service.alerts import Alert
 from service.errors import PlaybookError, Problem, TemplateError
-from service.policy import Mode
+from service.modes import Mode
 from service.steps import ACTIONS, Duration, Step, StepBase, WriteStep
 from service.templating import check_expression, check_template, is_template, iter_strings
 

@@ -1,28 +1,34 @@
-"""Modes form a trust ladder; the service setting is a ceiling that a playbook can only lower."""
+"""The policy seam: asked before a run's first read and before each write; today the mode ladder answers."""
 
 from __future__ import annotations
 
-from enum import StrEnum
+from typing import Protocol
+
+from service.modes import Mode, effective_mode
+from service.runs import RunInput
+from service.steps import StepBase
+
+__all__ = ["Mode", "ModeLadder", "Policy", "effective_mode"]
 
 
-class Mode(StrEnum):
-    """How far a run may go: off < dry-run < approve < auto."""
+class Policy(Protocol):
+    """Whether a run may start, and whether it may make one write now; a reason when not, None when it may.
 
-    OFF = "off"
-    DRY_RUN = "dry-run"
-    APPROVE = "approve"
-    AUTO = "auto"
+    Called from the workflow, so an implementation is deterministic or asks through an activity.
+    """
 
-    @property
-    def rank(self) -> int:
-        return _ORDER.index(self)
+    async def before_run(self, run: RunInput) -> str | None: ...
+
+    async def before_write(self, run: RunInput, step: StepBase) -> str | None: ...
 
 
-_ORDER = [Mode.OFF, Mode.DRY_RUN, Mode.APPROVE, Mode.AUTO]
+class ModeLadder:
+    """The trust ladder alone: mode `off` runs nothing; every other mode may write as the engine's gates allow."""
 
+    async def before_run(self, run: RunInput) -> str | None:
+        if run.mode == Mode.OFF:
+            return "mode is off for this playbook: nothing was read or written"
+        return None
 
-def effective_mode(ceiling: Mode, playbook_mode: Mode | None) -> Mode:
-    """The lower of the service ceiling and the playbook's own mode."""
-    if playbook_mode is None:
-        return ceiling
-    return playbook_mode if playbook_mode.rank < ceiling.rank else ceiling
+    async def before_write(self, run: RunInput, step: StepBase) -> str | None:
+        return None

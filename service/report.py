@@ -6,7 +6,7 @@ import json
 
 from pydantic import JsonValue
 
-from service.runs import RunState, StepRecord, blast_radius
+from service.runs import RunState, StepRecord
 
 _MARK = {
     "ok": "✓",
@@ -34,8 +34,8 @@ def format_step(record: StepRecord) -> list[str]:
         lines.append(f"      with: {_short(record.params)}")
     if record.summary:
         lines.append(f"      {record.summary}")
-    if record.effect == "write" and record.status in ("dry_run", "ok", "planned"):
-        lines.append(f"      blast radius: {blast_radius(record)}")
+    if record.effect == "write" and record.status in ("dry_run", "ok", "planned") and record.blast_radius:
+        lines.append(f"      blast radius: {record.blast_radius}")
     if record.targets:
         shown = ", ".join(record.targets[:20]) + (
             f" … and {len(record.targets) - 20} more" if len(record.targets) > 20 else ""

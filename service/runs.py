@@ -11,7 +11,7 @@ from service.alerts import Alert
 from service.approvals import Gate
 from service.errors import PermanentStepError
 from service.playbook import Playbook
-from service.policy import Mode
+from service.modes import Mode
 from service.steps import Approval, Effect, StepBase
 
 RunStatus = Literal[
@@ -66,6 +66,7 @@ class StepResult(BaseModel):
     targets: list[str] = Field(default_factory=list)
     dry_run: bool = False
     note: str = Field(default="", description="How a retried call was made safe, for the run record.")
+    blast_radius: str = Field(default="", description="What a write touched against its caps (set by the registry).")
 
 
 def per_target(outcomes: list[tuple[str, str]], summary: str, dry_run: bool) -> StepResult:
@@ -96,6 +97,7 @@ class StepRecord(BaseModel):
     summary: str = ""
     result: dict[str, JsonValue] | None = None
     targets: list[str] = Field(default_factory=list)
+    blast_radius: str = ""
     error: str | None = None
     note: str = ""
     attempts: int = 0
@@ -147,18 +149,6 @@ class RunState(BaseModel):
     @property
     def dry_run(self) -> bool:
         return self.mode == Mode.DRY_RUN
-
-
-def blast_radius(record: StepRecord) -> str:
-    """How many things a write touches and the cap the playbook set for it."""
-    caps = [
-        f"{name} {record.params[name]}" for name in ("max_targets", "max_rows", "max_items") if name in record.params
-    ]
-    if "min_replicas" in record.params:
-        caps.append(f"replicas within [{record.params['min_replicas']}, {record.params['max_replicas']}]")
-    rowcount = (record.result or {}).get("rowcount")
-    touched = f"{rowcount} row(s)" if rowcount is not None else f"{len(record.targets)} target(s)"
-    return f"{touched}; cap: {', '.join(caps) or 'one target'}"
 
 
 class PriorAttempts(BaseModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
@@ -13,6 +13,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    JsonValue,
     ValidationInfo,
     WithJsonSchema,
     model_validator,
@@ -57,12 +58,24 @@ class Retry(BaseModel):
 
 
 class Params(BaseModel):
-    """Base of every `with` block: which fields take no templates, and how templated values are escaped."""
+    """Base of every `with` block: which fields take no templates, how templated values are escaped, and the
+    blast radius a write with these parameters reports."""
 
     model_config = ConfigDict(extra="forbid")
 
     literal_fields: ClassVar[frozenset[str]] = frozenset()
     escapes: ClassVar[dict[str, Escape]] = {}
+
+    def caps(self) -> list[str]:
+        """The limits the playbook set on what this write may touch, as the approver reads them."""
+        return []
+
+    def touched(self, data: Mapping[str, JsonValue], targets: Sequence[str]) -> str:
+        """How much a call with these parameters touched (or would touch), from its result."""
+        return f"{len(targets)} target(s)"
+
+    def blast_radius(self, data: Mapping[str, JsonValue], targets: Sequence[str]) -> str:
+        return f"{self.touched(data, targets)}; cap: {', '.join(self.caps()) or 'one target'}"
 
 
 def _template_until_rendered(value: str, info: ValidationInfo) -> str:
@@ -75,6 +88,13 @@ def _template_until_rendered(value: str, info: ValidationInfo) -> str:
 
 
 Template = Annotated[str, AfterValidator(_template_until_rendered)]
+
+
+def typed(value: T | str, what: str) -> T:
+    """A templated field after rendering: its typed value, never text (the registry validated it so)."""
+    if isinstance(value, str):
+        raise GuardViolation(f"{what} was not rendered to a typed value; nothing was changed")
+    return value
 
 
 class StepBase(BaseModel):
@@ -94,9 +114,14 @@ class StepBase(BaseModel):
     retry: Retry | None = None
     expect: str | None = Field(default=None, description="Expression the result must satisfy (retried).")
 
+    @classmethod
+    def effect_of(cls, params: Params) -> Effect:
+        """Whether a call of this action with these parameters reads or writes."""
+        return "read"
+
     @property
     def effect(self) -> Effect:
-        return "read"
+        return self.effect_of(self.params)
 
     def retries_safely(self, ledgers: Sequence[str]) -> bool:
         """Whether a retry after a lost worker can never apply a write twice (reads; marks, uids, request ids)."""
@@ -106,18 +131,30 @@ class StepBase(BaseModel):
         """The approval a write needs when the playbook does not say; destructive actions say `required`."""
         return self.default_approval
 
+    @classmethod
+    def action_name(cls) -> str:
+        """The action this model is the step of: the single value of its `action` literal."""
+        name: str = cls.model_fields["action"].annotation.__args__[0]  # type: ignore[union-attr]
+        return name
+
+    @classmethod
+    def params_model(cls) -> type[Params]:
+        """The model of this action's `with` block; every action declares it as the field `with_`."""
+        model = cls.model_fields["with_"].annotation
+        if not (isinstance(model, type) and issubclass(model, Params)):
+            raise TypeError(f"{cls.__name__} declares no `with` parameters")
+        return model
+
     @property
     def params(self) -> Params:
-        """The step's `with` block; every action declares it as the field `with_`."""
-        params = self.__dict__.get("with_")
-        if not isinstance(params, Params):
-            raise TypeError(f"{type(self).__name__} declares no `with` parameters")
+        """The step's `with` block, as written in the playbook (templates not rendered)."""
+        params: Params = self.__dict__["with_"]
         return params
 
 
 def approval_of(step: StepBase) -> Approval:
     """The approval a write needs: what the playbook says, else the action's safe default."""
-    explicit: Approval | None = getattr(step, "approval", None)
+    explicit = step.approval if isinstance(step, WriteStep) else None
     return explicit if explicit is not None else step.safe_default_approval()
 
 
@@ -137,8 +174,8 @@ class WriteStep(StepBase):
             raise ValueError("for_each needs max_items: a write never runs over an uncapped list")
         return self
 
-    @property
-    def effect(self) -> Effect:
+    @classmethod
+    def effect_of(cls, params: Params) -> Effect:
         return "write"
 
 
@@ -160,3 +197,12 @@ def bounded_targets(targets: Sequence[T], max_targets: int, what: str) -> Sequen
 
 
 MaxTargets = Annotated[int, Field(ge=1, le=1000, description="Refuse to act on more targets than this.")]
+
+
+class Capped(Params):
+    """Parameters of a write over a list of typed targets, capped by `max_targets`."""
+
+    max_targets: MaxTargets
+
+    def caps(self) -> list[str]:
+        return [f"max_targets {self.max_targets}"]

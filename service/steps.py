@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Literal
 
 from pydantic import Field, JsonValue, field_validator, model_validator
@@ -10,9 +10,9 @@ from pydantic import Field, JsonValue, field_validator, model_validator
 from service import sql_check
 from service.step_base import (
     Approval,
+    Capped,
     Duration,
     Effect,
-    MaxTargets,
     Params,
     Retry,
     StepBase,
@@ -21,6 +21,8 @@ from service.step_base import (
     Template,
     WriteStep,
     approval_of,
+    bounded_targets,
+    typed,
 )
 from service.steps_kubernetes import KUBERNETES_STEP, KUBERNETES_STEPS
 from service.steps_redis import REDIS_STEP, REDIS_STEPS
@@ -94,6 +96,13 @@ class PostgresExecuteParams(Params):
     def _one_write(cls, sql: str) -> str:
         return _statement(sql, "execute")
 
+    def caps(self) -> list[str]:
+        return [f"max_rows {self.max_rows}"]
+
+    def touched(self, data: Mapping[str, JsonValue], targets: Sequence[str]) -> str:
+        rowcount = data.get("rowcount")
+        return f"{rowcount} row(s)" if rowcount is not None else super().touched(data, targets)
+
     @model_validator(mode="after")
     def _params_match(self) -> PostgresExecuteParams:
         _matching_params(self.sql, self.params)
@@ -161,9 +170,9 @@ class HttpRequest(WriteStep):
             raise ValueError("approval, min_approvals and for_each apply only to writes; a GET request is a read")
         return self
 
-    @property
-    def effect(self) -> Effect:
-        return "read" if self.with_.method == "GET" else "write"
+    @classmethod
+    def effect_of(cls, params: Params) -> Effect:
+        return "read" if isinstance(params, HttpRequestParams) and params.method == "GET" else "write"
 
 
 class BackendRef(TargetRef):
@@ -182,15 +191,17 @@ class StillFilter(Params):
     idle_for: Duration | None = Field(default=None, description="At least this long in its state.")
 
 
-class TerminateBackendsParams(Params):
+class TerminateBackendsParams(Capped):
     """Sessions to end, as diagnosed; `mode: cancel` cancels their query instead of closing them."""
 
     literal_fields = frozenset({"max_targets", "mode", "still"})
 
     backends: list[BackendRef] | Template
-    max_targets: MaxTargets
     mode: Literal["terminate", "cancel"] = "terminate"
     still: StillFilter = Field(default_factory=StillFilter)
+
+    def targets(self) -> Sequence[BackendRef]:
+        return bounded_targets(typed(self.backends, "backends"), self.max_targets, "sessions")
 
 
 class TerminateBackends(WriteStep):
@@ -220,4 +231,4 @@ Step = Annotated[
     | REDIS_STEP,
     Field(discriminator="action"),
 ]
-ACTIONS: dict[str, type[StepBase]] = {t.model_fields["action"].annotation.__args__[0]: t for t in STEP_TYPES}  # type: ignore[union-attr]
+ACTIONS: dict[str, type[StepBase]] = {t.action_name(): t for t in STEP_TYPES}

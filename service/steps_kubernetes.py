@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from service.step_base import Approval, Duration, MaxTargets, Params, StepBase, TargetRef, Template, WriteStep
+from service.step_base import (
+    Approval,
+    Capped,
+    Duration,
+    Params,
+    StepBase,
+    TargetRef,
+    Template,
+    WriteStep,
+    bounded_targets,
+    typed,
+)
 
 # Kubernetes' own validation rules, so an alert value can never be more than one name.
 Namespace = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
@@ -59,8 +72,6 @@ class PodLogsParams(Params):
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
-            import re
-
             re.compile(value)
         return value
 
@@ -70,12 +81,16 @@ class DeploymentParams(Params):
     name: Name | Template
 
 
-class PodsWriteParams(Params):
+class PodsWriteParams(Capped):
+    """Pods to delete or evict, each named by namespace, name and uid."""
+
     literal_fields = frozenset({"max_targets", "grace_period_seconds"})
 
     pods: list[PodRef] | Template
-    max_targets: MaxTargets
     grace_period_seconds: int | None = Field(default=None, ge=0, le=3600)
+
+    def targets(self) -> Sequence[PodRef]:
+        return bounded_targets(typed(self.pods, "pods"), self.max_targets, "pods")
 
 
 class ScaleParams(DeploymentParams):
@@ -92,6 +107,12 @@ class ScaleParams(DeploymentParams):
         if isinstance(self.replicas, int) and not self.min_replicas <= self.replicas <= self.max_replicas:
             raise ValueError(f"replicas {self.replicas} is outside [{self.min_replicas}, {self.max_replicas}]")
         return self
+
+    def count(self) -> int:
+        return typed(self.replicas, "replicas")
+
+    def caps(self) -> list[str]:
+        return [f"replicas within [{self.min_replicas}, {self.max_replicas}]"]
 
 
 class SetEnvParams(DeploymentParams):

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from pydantic import Field
 
-from service.step_base import Approval, MaxTargets, Params, StepBase, TargetRef, Template, WriteStep
+from service.step_base import (
+    Approval,
+    Capped,
+    Duration,
+    Params,
+    StepBase,
+    TargetRef,
+    Template,
+    WriteStep,
+    bounded_targets,
+    typed,
+)
 
 Key = Annotated[str, Field(min_length=1, max_length=1024)]
 QueueName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")]
@@ -52,21 +65,43 @@ class StalledParams(QueueParams):
     limit: int = Field(default=1000, ge=1, le=10_000)
 
 
-class DeleteParams(Params):
+class DeleteParams(Capped):
+    """Keys to delete, each only while it still holds the value seen at diagnosis."""
+
     literal_fields = frozenset({"max_targets"})
 
     keys: list[KeyValue] | Template
-    max_targets: MaxTargets
+
+    def targets(self) -> Sequence[KeyValue]:
+        return bounded_targets(typed(self.keys, "keys"), self.max_targets, "keys")
 
 
-class RecoverParams(Params):
+class ExpireParams(DeleteParams):
+    """Keys to give a time to live, each only while it still holds the value seen at diagnosis."""
+
+    literal_fields = frozenset({"max_targets", "ttl", "only_without_ttl"})
+
+    ttl: Duration = Field(description="The time to live to set, from now.")
+    only_without_ttl: bool = Field(
+        default=True, description="Leave a key that already expires alone (a retry then changes nothing)."
+    )
+
+    def ttl_ms(self) -> int:
+        return max(int(self.ttl / timedelta(milliseconds=1)), 1)
+
+
+class RecoverParams(Capped):
+    """Stalled BullMQ jobs to move back to wait (or to failed), each only while still active and unlocked."""
+
     literal_fields = frozenset({"max_targets", "to", "prefix"})
 
     jobs: list[JobRef] | Template
-    max_targets: MaxTargets
     to: Literal["wait", "failed"] = "wait"
     reason: str = Field(default="job stalled", max_length=500)
     prefix: Prefix = "bull"
+
+    def targets(self) -> Sequence[JobRef]:
+        return bounded_targets(typed(self.jobs, "jobs"), self.max_targets, "jobs")
 
 
 class _Redis(StepBase):
@@ -108,6 +143,14 @@ class Delete(_RedisWrite):
     with_: DeleteParams = Field(alias="with")
 
 
+class Expire(_RedisWrite):
+    """Set a time to live on keys (a lock left without one) with compare-and-expire: a re-acquired lock is kept."""
+
+    default_approval = "none"  # the key stays until the TTL runs out: nothing is lost now
+    action: Literal["redis.expire"]
+    with_: ExpireParams = Field(alias="with")
+
+
 class RecoverStalled(_RedisWrite):
     default_approval = "none"
     action: Literal["bullmq.recover_stalled"]
@@ -117,5 +160,5 @@ class RecoverStalled(_RedisWrite):
         return "required" if self.with_.to == "failed" else "none"  # failing jobs loses work
 
 
-REDIS_STEP = Scan | Get | Ttl | BullStalled | BullCounts | Delete | RecoverStalled
-REDIS_STEPS: tuple[type[StepBase], ...] = (Scan, Get, Ttl, BullStalled, BullCounts, Delete, RecoverStalled)
+REDIS_STEP = Scan | Get | Ttl | BullStalled | BullCounts | Delete | Expire | RecoverStalled
+REDIS_STEPS: tuple[type[StepBase], ...] = (Scan, Get, Ttl, BullStalled, BullCounts, Delete, Expire, RecoverStalled)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, JsonValue
 
-from service.step_base import Approval, MaxTargets, Params, StepBase, TargetRef, Template, WriteStep
+from service.step_base import Approval, Capped, Params, StepBase, TargetRef, Template, WriteStep, bounded_targets, typed
 
 WorkflowId = Annotated[str, Field(min_length=1, max_length=1000, pattern=r"^[^\x00-\x1f]+$")]
 RunId = Annotated[str, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
@@ -46,12 +47,16 @@ class QueryParams(ExecutionParams):
     args: list[JsonValue] = Field(default_factory=list)
 
 
-class TargetsParams(Params):
+class TargetsParams(Capped):
+    """Workflow executions to act on, each named by id and run id."""
+
     literal_fields = frozenset({"max_targets"})
 
     workflows: list[WorkflowRef] | Template
-    max_targets: MaxTargets
     reason: str = Field(default="", max_length=500)
+
+    def targets(self) -> Sequence[WorkflowRef]:
+        return bounded_targets(typed(self.workflows, "workflows"), self.max_targets, "workflows")
 
 
 class SignalParams(TargetsParams):

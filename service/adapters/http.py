@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
 from urllib.parse import unquote
 
 import httpx2
 from pydantic import JsonValue
 
-from service.config import HttpConnection, resolve_secret
-from service.errors import ConfigError, GuardViolation, PermanentStepError, RetryableStepError
-from service.registry import Handler
+from service.adapters.base import ConnectionAdapter, auth_headers, basic_auth
+from service.config import HttpConnection
+from service.errors import GuardViolation, PermanentStepError, RetryableStepError
+from service.registry import Action, specs
 from service.runs import StepRequest, StepResult
-from service.steps import HttpRequestParams, Params
+from service.steps import HttpRequest, HttpRequestParams
 
 TEXT_KEPT = 4096  # characters of a non-JSON body kept in the run record
 
@@ -26,56 +29,50 @@ def _query(query: Mapping[str, JsonValue]) -> list[tuple[str, str | int | float 
     return pairs
 
 
-def _auth_headers(conn: HttpConnection) -> dict[str, str]:
-    headers = dict(conn.headers)
-    if conn.auth and conn.auth.bearer:
-        headers["Authorization"] = f"Bearer {resolve_secret(conn.auth.bearer)}"
-    return headers
+@contextmanager
+def _errors(target: str, *, write: bool = False, idempotent: bool = False) -> Iterator[None]:
+    """The one place httpx errors become step errors: a timed-out write may have been applied."""
+    try:
+        yield
+    except httpx2.TimeoutException as exc:
+        if not write or idempotent:
+            raise RetryableStepError(f"{target}: timed out") from exc
+        raise PermanentStepError(f"{target}: timed out; the request may have been applied") from exc
+    except httpx2.ConnectError as exc:
+        raise RetryableStepError(f"{target}: cannot connect: {exc}") from exc
+    except httpx2.HTTPError as exc:
+        raise PermanentStepError(f"{target}: {exc}") from exc
 
 
-def _basic(conn: HttpConnection) -> httpx2.BasicAuth | None:
-    if conn.auth and conn.auth.username and conn.auth.password:
-        return httpx2.BasicAuth(conn.auth.username, resolve_secret(conn.auth.password))
-    return None
+def new_client(conn: HttpConnection) -> httpx2.AsyncClient:
+    """The client of one connection: its base URL, auth and headers; redirects never followed."""
+    return httpx2.AsyncClient(
+        base_url=conn.base_url.rstrip("/"),
+        headers=auth_headers(conn.auth, conn.headers),
+        auth=basic_auth(conn.auth),
+        follow_redirects=False,
+        verify=conn.verify_tls,
+    )
 
 
-class HttpAdapter:
+class HttpAdapter(ConnectionAdapter[HttpConnection, httpx2.AsyncClient]):
     """One client per connection; redirects are never followed (a redirect could leave the base URL)."""
 
-    def __init__(self, connections: Mapping[str, HttpConnection]) -> None:
-        self._connections = dict(connections)
-        self._clients: dict[str, httpx2.AsyncClient] = {}
+    connection_type = "http"
 
-    def actions(self) -> dict[str, Handler]:
-        return {"http.request": self._request}
+    def actions(self) -> dict[str, Action[Any]]:
+        return specs(Action(HttpRequest, self._request))
 
-    def _client(self, name: str) -> tuple[HttpConnection, httpx2.AsyncClient]:
-        conn = self._connections.get(name)
-        if conn is None:
-            raise ConfigError(f"no http connection named {name!r}")
-        client = self._clients.get(name)
-        if client is None:
-            client = httpx2.AsyncClient(
-                base_url=conn.base_url.rstrip("/"),
-                headers=_auth_headers(conn),
-                auth=_basic(conn),
-                follow_redirects=False,
-                verify=conn.verify_tls,
-            )
-            self._clients[name] = client
-        return conn, client
+    async def _open(self, name: str, conn: HttpConnection) -> httpx2.AsyncClient:
+        return new_client(conn)
 
-    async def close(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
+    async def _close(self, client: httpx2.AsyncClient) -> None:
+        await client.aclose()
 
-    async def ping(self, name: str) -> None:
-        _, client = self._client(name)
-        try:
+    async def ping(self, connection: str) -> None:
+        client = await self.client(connection)
+        with _errors(f"http {connection}"):
             await client.request("HEAD", "/", timeout=5.0)
-        except httpx2.HTTPError as exc:
-            raise RetryableStepError(f"http {name}: {exc}") from exc
 
     def _url(self, conn: HttpConnection, client: httpx2.AsyncClient, method: str, path: str) -> httpx2.URL:
         """The URL exactly as the client will send it, refused unless it stays under the connection's base URL."""
@@ -91,9 +88,8 @@ class HttpAdapter:
             raise GuardViolation(f"{method} {url} is not under {conn.base_url}; nothing was sent")
         return url
 
-    async def _request(self, request: StepRequest, params: Params) -> StepResult:
-        assert isinstance(params, HttpRequestParams)  # noqa: S101 - the registry validated it
-        conn, client = self._client(request.connection)
+    async def _request(self, request: StepRequest, params: HttpRequestParams) -> StepResult:
+        conn, client = self.connection(request.connection), await self.client(request.connection)
         url = self._url(conn, client, params.method, params.path)
         target = f"{params.method} {url.copy_with(query=None)}"
         write = params.method != "GET"
@@ -115,9 +111,9 @@ class HttpAdapter:
                 targets=[target],
                 dry_run=True,
             )
-        try:
-            # Every write carries its key; a target that honours it applies a retried request once.
-            headers = {**params.headers, "Idempotency-Key": request.key} if write else params.headers
+        # Every write carries its key; a target that honours it applies a retried request once.
+        headers = {**params.headers, "Idempotency-Key": request.key} if write else params.headers
+        with _errors(target, write=write, idempotent=params.idempotent):
             response = await client.request(
                 params.method,
                 url,
@@ -126,14 +122,6 @@ class HttpAdapter:
                 json=params.body if params.body is not None else None,
                 timeout=request.timeout_seconds,
             )
-        except httpx2.TimeoutException as exc:
-            if not write or params.idempotent:
-                raise RetryableStepError(f"{target}: timed out") from exc
-            raise PermanentStepError(f"{target}: timed out; the request may have been applied") from exc
-        except httpx2.ConnectError as exc:
-            raise RetryableStepError(f"{target}: cannot connect: {exc}") from exc
-        except httpx2.HTTPError as exc:
-            raise PermanentStepError(f"{target}: {exc}") from exc
         body = response.content[: conn.max_response_bytes]
         data: dict[str, JsonValue] = {"status": response.status_code, "url": str(response.url)}
         try:

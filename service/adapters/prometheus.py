@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx2
 from pydantic import JsonValue
 
-from service.config import PrometheusConnection, resolve_secret
-from service.errors import ConfigError, PermanentStepError, RetryableStepError
-from service.registry import Handler
+from service.adapters.base import ConnectionAdapter, auth_headers, basic_auth
+from service.config import PrometheusConnection
+from service.errors import PermanentStepError, RetryableStepError
+from service.registry import Action, specs
 from service.runs import StepRequest, StepResult
-from service.steps import Params, PrometheusQueryParams
+from service.steps import PrometheusQuery, PrometheusQueryParams
 
 
 def _samples(result_type: str, result: Any) -> list[JsonValue]:
@@ -25,57 +27,48 @@ def _samples(result_type: str, result: Any) -> list[JsonValue]:
     raise PermanentStepError(f"unknown Prometheus result type {result_type!r}")
 
 
-class PrometheusAdapter:
+@contextmanager
+def _errors(what: str) -> Iterator[None]:
+    """The one place httpx errors become step errors: timeouts and refused connections are worth a retry."""
+    try:
+        yield
+    except (httpx2.TimeoutException, httpx2.ConnectError) as exc:
+        raise RetryableStepError(f"{what}: {exc}") from exc
+    except (httpx2.HTTPError, ValueError) as exc:  # ValueError: a body that is not JSON
+        raise PermanentStepError(f"{what}: {exc}") from exc
+
+
+class PrometheusAdapter(ConnectionAdapter[PrometheusConnection, httpx2.AsyncClient]):
     """One client per Prometheus connection."""
 
-    def __init__(self, connections: Mapping[str, PrometheusConnection]) -> None:
-        self._connections = dict(connections)
-        self._clients: dict[str, httpx2.AsyncClient] = {}
+    connection_type = "prometheus"
 
-    def actions(self) -> dict[str, Handler]:
-        return {"prometheus.query": self._query}
+    def actions(self) -> dict[str, Action[Any]]:
+        return specs(Action(PrometheusQuery, self._query))
 
-    def _client(self, name: str) -> httpx2.AsyncClient:
-        conn = self._connections.get(name)
-        if conn is None:
-            raise ConfigError(f"no prometheus connection named {name!r}")
-        client = self._clients.get(name)
-        if client is None:
-            headers: dict[str, str] = {}
-            auth = None
-            if conn.auth and conn.auth.bearer:
-                headers["Authorization"] = f"Bearer {resolve_secret(conn.auth.bearer)}"
-            if conn.auth and conn.auth.username and conn.auth.password:
-                auth = httpx2.BasicAuth(conn.auth.username, resolve_secret(conn.auth.password))
-            client = httpx2.AsyncClient(
-                base_url=conn.url.rstrip("/"), headers=headers, auth=auth, follow_redirects=False
-            )
-            self._clients[name] = client
-        return client
+    async def _open(self, name: str, conn: PrometheusConnection) -> httpx2.AsyncClient:
+        return httpx2.AsyncClient(
+            base_url=conn.url.rstrip("/"),
+            headers=auth_headers(conn.auth),
+            auth=basic_auth(conn.auth),
+            follow_redirects=False,
+        )
 
-    async def close(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
+    async def _close(self, client: httpx2.AsyncClient) -> None:
+        await client.aclose()
 
-    async def ping(self, name: str) -> None:
-        try:
-            (await self._client(name).get("/-/ready", timeout=5.0)).raise_for_status()
-        except httpx2.HTTPError as exc:
-            raise RetryableStepError(f"prometheus {name}: {exc}") from exc
+    async def ping(self, connection: str) -> None:
+        client = await self.client(connection)
+        with _errors(f"prometheus {connection}"):
+            (await client.get("/-/ready", timeout=5.0)).raise_for_status()
 
-    async def _query(self, request: StepRequest, params: Params) -> StepResult:
-        assert isinstance(params, PrometheusQueryParams)  # noqa: S101 - the registry validated it
-        client = self._client(request.connection)
-        try:
+    async def _query(self, request: StepRequest, params: PrometheusQueryParams) -> StepResult:
+        client = await self.client(request.connection)
+        with _errors(f"prometheus {request.connection}"):
             response = await client.get(
                 "/api/v1/query", params={"query": params.query}, timeout=request.timeout_seconds
             )
             payload = response.json()
-        except (httpx2.TimeoutException, httpx2.ConnectError) as exc:
-            raise RetryableStepError(f"prometheus {request.connection}: {exc}") from exc
-        except (httpx2.HTTPError, ValueError) as exc:
-            raise PermanentStepError(f"prometheus {request.connection}: {exc}") from exc
         if payload.get("status") != "success":
             raise PermanentStepError(f"prometheus query failed: {payload.get('errorType')}: {payload.get('error')}")
         data = payload["data"]

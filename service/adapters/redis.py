@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from pydantic import JsonValue
@@ -12,21 +13,30 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
+from service.adapters.base import ConnectionAdapter
 from service.config import RedisConnection, resolve_secret
-from service.errors import ConfigError, PermanentStepError, RetryableStepError
-from service.registry import Handler
+from service.errors import PermanentStepError, RetryableStepError
+from service.registry import Action, specs
 from service.runs import StepRequest, StepResult, per_target
-from service.step_base import Params, bounded_targets
 from service.steps_redis import (
+    BullCounts,
+    BullStalled,
+    Delete,
     DeleteParams,
-    JobRef,
+    Expire,
+    ExpireParams,
+    Get,
     KeyParams,
-    KeyValue,
     QueueParams,
     RecoverParams,
+    RecoverStalled,
+    Scan,
     ScanParams,
     StalledParams,
+    Ttl,
 )
+
+T = TypeVar("T")
 
 # Delete only if the key still holds the value seen at diagnosis: a lock re-acquired since then survives.
 COMPARE_AND_DELETE = """
@@ -53,60 +63,66 @@ return 'wait'
 STATES = ("wait", "active", "paused", "prioritized", "waiting-children", "delayed", "completed", "failed")
 
 
+# Set a TTL only if the key still holds the value seen at diagnosis (and, if asked, only if it has none yet).
+COMPARE_AND_EXPIRE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if ARGV[3] == '1' and redis.call('PTTL', KEYS[1]) >= 0 then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+
+
 def _text(value: Any) -> str | None:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-class RedisAdapter:
+@contextmanager
+def _errors(what: str) -> Iterator[None]:
+    """The one place redis errors become step errors: a lost connection or a timeout is worth a retry."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeout) as exc:
+        raise RetryableStepError(f"redis {what}: {exc}") from exc
+    except RedisError as exc:
+        raise PermanentStepError(f"redis {what}: {exc}") from exc
+
+
+async def _call(what: str, pending: Awaitable[T]) -> T:
+    """Await one redis call inside the error map."""
+    with _errors(what):
+        return await pending
+
+
+class RedisAdapter(ConnectionAdapter[RedisConnection, "aioredis.Redis"]):
     """One client per connection, opened on first use."""
 
-    def __init__(self, connections: Mapping[str, RedisConnection]) -> None:
-        self._connections = dict(connections)
-        self._clients: dict[str, aioredis.Redis] = {}
+    connection_type = "redis"
 
-    def actions(self) -> dict[str, Handler]:
-        return {
-            "redis.scan": self._scan,
-            "redis.get": self._get,
-            "redis.ttl": self._ttl,
-            "bullmq.stalled": self._stalled,
-            "bullmq.counts": self._counts,
-            "redis.delete": self._delete,
-            "bullmq.recover_stalled": self._recover,
-        }
+    def actions(self) -> dict[str, Action[Any]]:
+        return specs(
+            Action(Scan, self._scan),
+            Action(Get, self._get),
+            Action(Ttl, self._ttl),
+            Action(BullStalled, self._stalled),
+            Action(BullCounts, self._counts),
+            Action(Delete, self._delete),
+            Action(Expire, self._expire),
+            Action(RecoverStalled, self._recover),
+        )
 
-    def _client(self, name: str) -> aioredis.Redis:
-        client = self._clients.get(name)
-        if client is None:
-            conn = self._connections.get(name)
-            if conn is None:
-                raise ConfigError(f"no redis connection named {name!r}")
-            client = aioredis.Redis.from_url(resolve_secret(conn.url), socket_timeout=conn.socket_timeout)
-            self._clients[name] = client
-        return client
+    async def _open(self, name: str, conn: RedisConnection) -> aioredis.Redis:
+        return aioredis.Redis.from_url(resolve_secret(conn.url), socket_timeout=conn.socket_timeout)
 
-    async def close(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
+    async def _close(self, client: aioredis.Redis) -> None:
+        await client.aclose()
 
-    async def ping(self, name: str) -> None:
-        await self._run(name, self._client(name).ping())
+    async def ping(self, connection: str) -> None:
+        await _call("ping", (await self.client(connection)).ping())
 
-    async def _run(self, what: str, coro: Any) -> Any:
-        try:
-            return await coro
-        except (RedisConnectionError, RedisTimeout) as exc:
-            raise RetryableStepError(f"redis {what}: {exc}") from exc
-        except RedisError as exc:
-            raise PermanentStepError(f"redis {what}: {exc}") from exc
-
-    async def _scan(self, request: StepRequest, params: Params) -> StepResult:
-        assert isinstance(params, ScanParams)  # noqa: S101 - the registry validated it
-        client, cursor = self._client(request.connection), 0
+    async def _scan(self, request: StepRequest, params: ScanParams) -> StepResult:
+        client, cursor = await self.client(request.connection), 0
         keys: list[str | None] = []
         while True:
-            cursor, batch = await self._run("scan", client.scan(cursor, match=params.match, count=params.count))
+            cursor, batch = await _call("scan", client.scan(cursor, match=params.match, count=params.count))
             keys.extend(_text(k) for k in batch)
             if cursor == 0 or len(keys) > params.limit:
                 break
@@ -117,29 +133,26 @@ class RedisAdapter:
             summary=f"{len(found)} key(s) matching {params.match}" + (" (truncated)" if truncated else ""),
         )
 
-    async def _get(self, request: StepRequest, params: Params) -> StepResult:
-        assert isinstance(params, KeyParams)  # noqa: S101 - the registry validated it
-        value = _text(await self._run("get", self._client(request.connection).get(params.key)))
+    async def _get(self, request: StepRequest, params: KeyParams) -> StepResult:
+        value = _text(await _call("get", (await self.client(request.connection)).get(params.key)))
         return StepResult(
             data={"key": params.key, "value": value, "exists": value is not None}, summary=f"{params.key} = {value!r}"
         )
 
-    async def _ttl(self, request: StepRequest, params: Params) -> StepResult:
-        assert isinstance(params, KeyParams)  # noqa: S101 - the registry validated it
-        ttl = int(await self._run("ttl", self._client(request.connection).ttl(params.key)))
+    async def _ttl(self, request: StepRequest, params: KeyParams) -> StepResult:
+        ttl = int(await _call("ttl", (await self.client(request.connection)).ttl(params.key)))
         meaning = {-1: "no expiry", -2: "missing"}.get(ttl, f"{ttl}s left")
         return StepResult(data={"key": params.key, "ttl": ttl}, summary=f"{params.key}: {meaning}")
 
-    async def _stalled(self, request: StepRequest, params: Params) -> StepResult:
-        assert isinstance(params, StalledParams)  # noqa: S101 - the registry validated it
-        client, base = self._client(request.connection), f"{params.prefix}:{params.queue}"
-        active = [_text(i) for i in await self._run("lrange", client.lrange(f"{base}:active", 0, params.limit - 1))]
+    async def _stalled(self, request: StepRequest, params: StalledParams) -> StepResult:
+        client, base = await self.client(request.connection), f"{params.prefix}:{params.queue}"
+        active = [_text(i) for i in await _call("lrange", client.lrange(f"{base}:active", 0, params.limit - 1))]
         jobs: list[JsonValue] = []
         for job_id in active:
-            if await self._run("exists", client.exists(f"{base}:{job_id}:lock")):
+            if await _call("exists", client.exists(f"{base}:{job_id}:lock")):
                 continue
             fields = {
-                _text(k): _text(v) for k, v in (await self._run("hgetall", client.hgetall(f"{base}:{job_id}"))).items()
+                _text(k): _text(v) for k, v in (await _call("hgetall", client.hgetall(f"{base}:{job_id}"))).items()
             }
             jobs.append(
                 {
@@ -155,27 +168,25 @@ class RedisAdapter:
             summary=f"{len(jobs)} stalled of {len(active)} active job(s) in {params.queue}",
         )
 
-    async def _counts(self, request: StepRequest, params: Params) -> StepResult:
-        assert isinstance(params, QueueParams)  # noqa: S101 - the registry validated it
-        client, base = self._client(request.connection), f"{params.prefix}:{params.queue}"
+    async def _counts(self, request: StepRequest, params: QueueParams) -> StepResult:
+        client, base = await self.client(request.connection), f"{params.prefix}:{params.queue}"
         counts: dict[str, JsonValue] = {}
         for state in STATES:
             key = f"{base}:{state}"
-            kind = _text(await self._run("type", client.type(key)))
+            kind = _text(await _call("type", client.type(key)))
             size = {"list": client.llen, "zset": client.zcard, "set": client.scard}.get(kind or "none")
-            counts[state] = int(await self._run("count", size(key))) if size else 0
+            counts[state] = int(await _call("count", size(key))) if size else 0
         return StepResult(data=counts, summary=", ".join(f"{k} {v}" for k, v in counts.items()))
 
-    async def _delete(self, request: StepRequest, params: Params) -> StepResult:
-        assert isinstance(params, DeleteParams)  # noqa: S101 - the registry validated it
-        targets: list[KeyValue] = list(bounded_targets(list(params.keys), params.max_targets, "keys"))  # type: ignore[arg-type]
-        client, outcomes = self._client(request.connection), []
+    async def _delete(self, request: StepRequest, params: DeleteParams) -> StepResult:
+        targets = params.targets()
+        client, outcomes = await self.client(request.connection), []
         for ref in targets:
             if request.dry_run:
-                current = _text(await self._run("get", client.get(ref.key)))
+                current = _text(await _call("get", client.get(ref.key)))
                 outcome = "would be deleted" if current == ref.value else "would be kept: value changed"
             else:
-                deleted = await self._run("compare-and-delete", client.eval(COMPARE_AND_DELETE, 1, ref.key, ref.value))
+                deleted = await _call("compare-and-delete", client.eval(COMPARE_AND_DELETE, 1, ref.key, ref.value))
                 outcome = "deleted" if deleted else await self._not_deleted(client, ref.key)
             outcomes.append((f"key {ref.key}", outcome))
         verb = "planned" if request.dry_run else "compare-and-delete"
@@ -183,18 +194,35 @@ class RedisAdapter:
 
     async def _not_deleted(self, client: aioredis.Redis, key: str) -> str:
         # Gone already (an earlier attempt deleted it) reads differently from a lock someone holds again.
-        if not await self._run("exists", client.exists(key)):
+        if not await _call("exists", client.exists(key)):
             return "already gone"
         return "kept: the value changed since diagnosis (re-acquired)"
 
-    async def _recover(self, request: StepRequest, params: Params) -> StepResult:
-        assert isinstance(params, RecoverParams)  # noqa: S101 - the registry validated it
-        targets: list[JobRef] = list(bounded_targets(list(params.jobs), params.max_targets, "jobs"))  # type: ignore[arg-type]
-        client, outcomes = self._client(request.connection), []
+    async def _expire(self, request: StepRequest, params: ExpireParams) -> StepResult:
+        targets, ttl = params.targets(), params.ttl_ms()
+        client, outcomes = await self.client(request.connection), []
+        for ref in targets:
+            if request.dry_run:
+                current = _text(await _call("get", client.get(ref.key)))
+                outcome = f"would expire in {params.ttl}" if current == ref.value else "would be kept: value changed"
+            else:
+                only = str(int(params.only_without_ttl))
+                expire = client.eval(COMPARE_AND_EXPIRE, 1, ref.key, ref.value, str(ttl), only)
+                done = int(await _call("compare-and-expire", expire))
+                outcome = {1: f"expires in {params.ttl}", 0: "kept: it already expires"}.get(
+                    done, "kept: the value changed since diagnosis (or the key is gone)"
+                )
+            outcomes.append((f"key {ref.key}", outcome))
+        verb = "planned" if request.dry_run else "compare-and-expire"
+        return per_target(outcomes, f"{verb} {len(targets)} key(s), ttl {params.ttl}", request.dry_run)
+
+    async def _recover(self, request: StepRequest, params: RecoverParams) -> StepResult:
+        targets = params.targets()
+        client, outcomes = await self.client(request.connection), []
         for job in targets:
             base = f"{params.prefix}:{job.queue}"
             if request.dry_run:
-                stalled = not await self._run("exists", client.exists(f"{base}:{job.id}:lock"))
+                stalled = not await _call("exists", client.exists(f"{base}:{job.id}:lock"))
                 outcome = f"would move to {params.to}" if stalled else "would be kept: locked again"
             else:
                 keys = [
@@ -206,7 +234,7 @@ class RedisAdapter:
                     f"{base}:events",
                 ]
                 moved = _text(
-                    await self._run(
+                    await _call(
                         "recover",
                         client.eval(
                             RECOVER_STALLED,

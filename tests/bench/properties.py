@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from service.adapters.http import HttpAdapter
+from service.adapters.http import HttpAdapter, new_client
 from service.config import HttpConnection
 from service.errors import StepError, TemplateError
 from service.sql_check import REFUSED_FUNCTIONS, check
@@ -101,7 +101,8 @@ def slack(counts: Counter[str]) -> Callable[..., None]:
 
 def paths(counts: Counter[str]) -> Callable[..., None]:
     adapter = HttpAdapter({"api": HttpConnection(type="http", base_url="http://127.0.0.1:9/api/v2")})
-    conn, http = adapter._client("api")
+    conn = adapter.connection("api")
+    http = new_client(conn)
 
     @given(
         st.sampled_from(["/jobs/{{ v }}/cancel", "/jobs/{{ v }}{{ w }}/x", "/{{ v }}/{{ w }}", "/x{{ v }}"]),

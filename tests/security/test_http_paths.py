@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service.adapters.http import HttpAdapter
+from service.adapters.http import HttpAdapter, new_client
 from service.config import HttpConnection
 from service.errors import GuardViolation, StepError, TemplateError
 from service.registry import Registry
@@ -101,7 +101,8 @@ def test_http_writes_need_approval_unless_the_playbook_says_otherwise() -> None:
 def test_a_rendered_path_never_leaves_the_base_url(template: str, v: str, w: str) -> None:
     """Property: whatever the label values, the URL the client would send is under base_url, or nothing is sent."""
     adapter = HttpAdapter({"api": HttpConnection(type="http", base_url=BASE)})
-    conn, client = adapter._client("api")
+    conn = adapter.connection("api")
+    client = new_client(conn)
     try:
         path = render(template, {"v": v, "w": w}, escape="url")
         url = adapter._url(conn, client, "DELETE", str(path))

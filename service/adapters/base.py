@@ -1,0 +1,88 @@
+"""What every adapter shares: the adapter protocol, lazy per-connection clients closed once, and HTTP auth."""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+import httpx2
+from pydantic import BaseModel
+
+from service.config import HttpAuth, resolve_secret
+from service.errors import ConfigError
+from service.registry import Action
+
+C = TypeVar("C", bound=BaseModel)
+K = TypeVar("K")
+
+
+class Adapter(Protocol):
+    """One target system: the connection type it serves, its actions, a readiness ping, and close."""
+
+    connection_type: ClassVar[str]
+
+    def actions(self) -> Mapping[str, Action[Any]]: ...
+
+    async def ping(self, connection: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class ConnectionAdapter(ABC, Generic[C, K]):
+    """Base of the adapters: one client per configured connection, opened on first use and closed once."""
+
+    connection_type: ClassVar[str]
+
+    def __init__(self, connections: Mapping[str, C]) -> None:
+        self._connections = dict(connections)
+        self._clients: dict[str, K] = {}
+        self._opening = asyncio.Lock()
+
+    def connection(self, name: str) -> C:
+        conn = self._connections.get(name)
+        if conn is None:
+            raise ConfigError(f"no {self.connection_type} connection named {name!r}")
+        return conn
+
+    async def client(self, name: str) -> K:
+        client = self._clients.get(name)
+        if client is None:
+            async with self._opening:  # two first uses at once open one client, not two
+                client = self._clients.get(name)
+                if client is None:
+                    client = await self._open(name, self.connection(name))
+                    self._clients[name] = client
+        return client
+
+    async def close(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await self._close(client)
+
+    @abstractmethod
+    def actions(self) -> Mapping[str, Action[Any]]: ...
+
+    @abstractmethod
+    async def ping(self, connection: str) -> None: ...
+
+    @abstractmethod
+    async def _open(self, name: str, conn: C) -> K: ...
+
+    @abstractmethod
+    async def _close(self, client: K) -> None: ...
+
+
+def auth_headers(auth: HttpAuth | None, headers: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Configured headers plus a bearer token, resolved from its reference inside the worker."""
+    merged = dict(headers or {})
+    if auth and auth.bearer:
+        merged["Authorization"] = f"Bearer {resolve_secret(auth.bearer)}"
+    return merged
+
+
+def basic_auth(auth: HttpAuth | None) -> httpx2.BasicAuth | None:
+    if auth and auth.username and auth.password:
+        return httpx2.BasicAuth(auth.username, resolve_secret(auth.password))
+    return None
