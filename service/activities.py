@@ -12,7 +12,7 @@ from pydantic import JsonValue
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from service.approvals import Notice, Notifier, Posted
+from service.approvals import MessageRef, Notice, Notifier
 from service.errors import ConfigError, NotifyError, StepError
 from service.redact import redact
 from service.registry import Registry
@@ -112,7 +112,7 @@ class StepActivities:
         return result
 
     @activity.defn(name=NOTIFY_GATE)
-    async def notify_gate(self, notice: Notice) -> Posted:
+    async def notify_gate(self, notice: Notice) -> MessageRef:
         try:
             return await self._notifier.publish(notice)
         except NotifyError as exc:

@@ -64,6 +64,14 @@ class GateRequest(BaseModel):
     expires_at: datetime
 
 
+class MessageRef(BaseModel):
+    """Where a notifier showed a gate (which notifier, its channel, its own message id); opaque to the run."""
+
+    notifier: str = ""
+    channel: str = ""
+    id: str = ""
+
+
 class Gate(BaseModel):
     """State of one gate; `apply` is the only way it changes."""
 
@@ -72,8 +80,7 @@ class Gate(BaseModel):
     approved_by: list[str] = Field(default_factory=list)
     rejected_by: str | None = None
     decisions: list[DecisionRecord] = Field(default_factory=list)
-    slack_channel: str | None = None
-    slack_ts: str | None = None
+    message: MessageRef | None = Field(default=None, description="Where a notifier showed this gate, to update it.")
     notice: str = ""
 
     def _seen(self, decision_id: str) -> bool:
@@ -132,21 +139,21 @@ class Notice(BaseModel):
     outcome: str = ""
 
 
-class Posted(BaseModel):
-    """Where the request was posted; an empty `ts` means it was shown nowhere."""
-
-    channel: str = ""
-    ts: str = ""
-
-
 class Notifier(Protocol):
-    """Where approval requests are shown (Slack, or nowhere); implemented by an adapter."""
+    """Where approval requests are shown and kept current (a chat tool, or nowhere); implemented by an adapter."""
 
-    async def publish(self, notice: Notice) -> Posted: ...
+    async def publish(self, notice: Notice) -> MessageRef:
+        """Post the gate, or update the message its `message` names; an empty `id` means it is shown nowhere."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 class NoNotifier:
-    """Used when Slack is not configured: decisions come through the API and the CLI only."""
+    """Used when no notifier is configured: decisions come through the API and the CLI only."""
 
-    async def publish(self, notice: Notice) -> Posted:
-        return Posted()
+    async def publish(self, notice: Notice) -> MessageRef:
+        return MessageRef()
+
+    async def close(self) -> None:
+        return None

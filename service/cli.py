@@ -29,8 +29,8 @@ from service.compose import Adapters, load_all, serve
 from service.config import PostgresConnection, Settings
 from service.engine import Run
 from service.errors import ConfigError, PermanentStepError, PlaybookError, RemediateError
-from service.playbook import Playbook, load_playbooks, matching
 from service.modes import Mode
+from service.playbook import Playbook, load_playbooks, matching
 from service.registry import Registry
 from service.report import format_state
 from service.runs import Executor, RunInput, StepRequest, StepResult

@@ -25,6 +25,7 @@ from service.adapters.redis import RedisAdapter
 from service.adapters.slack import SlackNotifier
 from service.adapters.temporal import TemporalRuns, connect, connect_eager
 from service.adapters.temporal_target import TemporalTargetAdapter
+from service.approvals import NoNotifier, Notifier
 from service.config import ConfigFile, PostgresConnection, Settings
 from service.credentials import ApproverTokens, WebAuth, is_loopback
 from service.errors import ConfigError
@@ -144,6 +145,7 @@ def build_app(
     return create_app(
         receiver,
         auth,
+        runs=runs,
         max_body_bytes=settings.max_body_bytes,
         body_timeout=settings.body_timeout,
         pings={"temporal": runs.ping, **(adapters.pings if worker_problem is not None else {})},
@@ -164,12 +166,14 @@ def build_health_app(settings: Settings, adapters: Adapters, worker_problem: Cal
     return Starlette(routes=health_routes(dict(adapters.pings), Metrics().registry, worker_problem, authenticated))
 
 
-def worker_factory(settings: Settings, adapters: Adapters) -> Callable[[Client], Worker]:
-    notifier = SlackNotifier(
-        settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None,
-        settings.slack_channel,
-        settings.slack_api_url,
-    )
+def notifier(settings: Settings) -> Notifier:
+    """Where approval requests are shown: Slack when a bot token is set, else nowhere (API and CLI decide)."""
+    if settings.slack_bot_token is None:
+        return NoNotifier()
+    return SlackNotifier(settings.slack_bot_token.get_secret_value(), settings.slack_channel, settings.slack_api_url)
+
+
+def worker_factory(settings: Settings, adapters: Adapters, notifier: Notifier) -> Callable[[Client], Worker]:
     pauses = PausePoints(settings.pause_at)
 
     def build(client: Client) -> Worker:
@@ -198,6 +202,7 @@ async def serve(
     stop = stop or asyncio.Event()
     address, namespace = settings.temporal_address, settings.temporal_namespace
     tasks: list[asyncio.Task[None]] = []
+    shown = notifier(settings)
     health = WorkerHealth() if worker else None
     if worker and health is not None:
         tasks.append(
@@ -205,7 +210,7 @@ async def serve(
                 run_worker(
                     client,
                     lambda: connect_eager(address, namespace),
-                    worker_factory(settings, adapters),
+                    worker_factory(settings, adapters, shown),
                     address,
                     stop,
                     health,
@@ -253,3 +258,4 @@ async def serve(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await adapters.close()
+        await shown.close()

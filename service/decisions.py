@@ -10,12 +10,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service.adapters.slack import parse_interaction, verify_signature
+from service.adapters.slack import interaction_decisions, verify_signature
 from service.adapters.temporal import TemporalRuns
 from service.approvals import Decision, Verdict
 from service.bodies import BodyRefused, read_body
 from service.credentials import ApproverTokens, WebAuth
-from service.errors import RunNotOpen, RunUnknown, TemporalUnavailable
+from service.errors import RunNotOpen, RunUnknown
 
 SLACK_BODY_LIMIT = 64 * 1024
 API_BODY_LIMIT = 16 * 1024
@@ -45,7 +45,8 @@ def decision_routes(
     signing_secret: str | None,
     body_timeout: float = 10.0,
 ) -> list[Route]:
-    """The routes for Slack's interactivity URL and the run API's approve/reject."""
+    """The routes for Slack's interactivity URL and the run API's approve/reject; Temporal trouble propagates
+    as TemporalUnavailable, answered 503 by the app's exception handler."""
 
     async def slack_interactions(request: Request) -> Response:
         try:
@@ -62,23 +63,14 @@ def decision_routes(
         ):
             return JSONResponse({"error": "bad Slack signature"}, 401)
         try:
-            clicks = parse_interaction(body)
+            decisions = interaction_decisions(body)
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, 400)
-        for click in clicks:
-            decision = Decision(
-                gate=click.gate,
-                verdict=click.verdict,
-                user=click.user,
-                source="slack",
-                decision_id=f"slack:{click.user}:{click.action_ts}"[:200],
-            )
+        for run_id, decision in decisions:
             try:
-                await runs.decide(click.run, decision)
+                await runs.decide(run_id, decision)
             except RunNotOpen:
                 continue  # a click on an old message: the run's own message already says how it ended
-            except TemporalUnavailable:
-                return JSONResponse({"error": "Temporal unavailable"}, 503)
         return Response(status_code=200)  # Slack wants an answer within 3 s; the run updates the message
 
     async def api_decision(request: Request, verdict: Verdict) -> Response:
@@ -115,8 +107,6 @@ def decision_routes(
             return JSONResponse({"error": str(exc)}, 404)
         except RunNotOpen as exc:
             return JSONResponse({"error": str(exc)}, 409)
-        except TemporalUnavailable as exc:
-            return JSONResponse({"error": str(exc)}, 503)
         if record is None:
             return JSONResponse({"decision_id": decision.decision_id, "outcome": "pending"}, 202)
         code = {"counted": 200, "duplicate": 200, "refused": 403, "ignored": 409}[record.outcome]

@@ -143,7 +143,9 @@ class Run:
                 f"step(s) {', '.join(s.id for s in gated)} need an approval, but "
                 "no approvers are configured for this playbook; nothing more was written",
             )
-        previewed = [(self.steps.record(s.id), self._needs_approval(s)) for s in await self.steps.preview(steps, self.scope)]
+        previewed = [
+            (self.steps.record(s.id), self._needs_approval(s)) for s in await self.steps.preview(steps, self.scope)
+        ]
         request = gate_request(self.run, self.state.steps, previewed, gated, self.clock.now())
         gate = Gate(request=request)
         self.state.gate, self.state.status = gate, "awaiting_approval"

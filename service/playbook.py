@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -94,6 +95,8 @@ class Match(BaseModel):
     matchers: list[str] = Field(default_factory=list, description='Alertmanager matchers, e.g. severity=~"warn|crit"')
     status: Literal["firing", "resolved"] = "firing"
 
+    _parsed: list[LabelMatcher] = PrivateAttr(default_factory=list)
+
     @field_validator("matchers")
     @classmethod
     def _parse_matchers(cls, value: list[str]) -> list[str]:
@@ -105,15 +108,20 @@ class Match(BaseModel):
     def _not_everything(self) -> Match:
         if self.alertname is None and not self.matchers:
             raise ValueError("match needs an alertname or at least one matcher; a playbook never matches everything")
+        self._parsed = [LabelMatcher.parse(text) for text in self.matchers]  # once, not per alert
         return self
 
     def matches(self, alert: Alert) -> bool:
         return alert.status == self.status and self.matches_labels(alert)
 
+    def closes(self, alert: Alert) -> bool:
+        """A resolved alert of an occurrence this playbook started a run for: it ends that run's writes."""
+        return alert.status == "resolved" and self.status == "firing" and self.matches_labels(alert)
+
     def matches_labels(self, alert: Alert) -> bool:
         if self.alertname is not None and alert.alertname != self.alertname:
             return False
-        return all(LabelMatcher.parse(text).matches(alert.labels) for text in self.matchers)
+        return all(matcher.matches(alert.labels) for matcher in self._parsed)
 
 
 class Playbook(BaseModel):

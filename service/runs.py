@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from service.alerts import Alert
 from service.approvals import Gate
 from service.errors import PermanentStepError
-from service.playbook import Playbook
 from service.modes import Mode
+from service.playbook import Playbook
 from service.steps import Approval, Effect, StepBase
 
 RunStatus = Literal[

@@ -10,7 +10,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from service.approvals import Decision, DecisionRecord, Gate, Notice, Posted
+    from service.approvals import Decision, DecisionRecord, Gate, MessageRef, Notice
     from service.engine import Run
     from service.errors import PermanentStepError
     from service.runs import (
@@ -25,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from service.steps import StepBase
 
-# Slack may be down or rate-limited: keep trying for a while, without holding up the wait for a decision.
+# A notifier may be down or rate-limited: keep trying for a while, without holding up the wait for a decision.
 NOTIFY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -100,7 +100,7 @@ class RemediationWorkflow:
         gate = state.gate
         if gate is not None:
             await asyncio.gather(*self._notify_tasks)  # the request must exist before its outcome is shown
-            if gate.slack_ts:
+            if gate.message:
                 await self._notify(gate, outcome=f"{state.status}: {state.reason}")
         if state.status == "failed":
             # A failed execution lets a later delivery of the same occurrence start it again (bounded above).
@@ -164,7 +164,7 @@ class RemediationWorkflow:
             gate.close("expired")
         if self._resolved:
             gate.close("resolved")
-        if gate.slack_ts:
+        if gate.message:
             self._notify_tasks.append(asyncio.create_task(self._notify(gate)))
 
     async def _notify(self, gate: Gate, outcome: str = "") -> None:
@@ -174,16 +174,18 @@ class RemediationWorkflow:
             posted = await workflow.execute_activity(
                 NOTIFY_GATE,
                 notice,
-                result_type=Posted,
+                result_type=MessageRef,
                 start_to_close_timeout=timedelta(seconds=15),
                 retry_policy=NOTIFY_RETRY,
                 summary="approval request",
             )
         except ActivityError as exc:
-            gate.notice = f"Slack: {_cause(exc)}; decide through the API or `remediate approve`"
+            gate.notice = (
+                f"the approval request was not shown: {_cause(exc)}; decide through the API or `remediate approve`"
+            )
             return
-        if posted.ts:
-            gate.slack_channel, gate.slack_ts = posted.channel, posted.ts
+        if posted.id:
+            gate.message = posted
 
     @workflow.signal
     def resolve(self) -> None:
@@ -192,7 +194,7 @@ class RemediationWorkflow:
 
     @workflow.signal
     def decide(self, decision: Decision) -> None:
-        """An approve or reject from Slack, the API or the CLI; the gate decides whether it counts."""
+        """An approve or reject from a notifier, the API or the CLI; the gate decides whether it counts."""
         gate = self._run.state.gate if self._run else None
         if gate is None:
             self._early.append(

@@ -15,9 +15,10 @@ from urllib.parse import parse_qs
 import httpx2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service.approvals import Gate, Notice, Posted, Verdict
+from service.approvals import Decision, Gate, MessageRef, Notice, Verdict
 from service.errors import NotifyError
 
+NAME = "slack"  # the notifier named in a gate's message reference
 SIGNATURE_WINDOW = 300  # seconds, as Slack recommends against replays
 _CLOSED = {
     "approved": "✅ Approved",
@@ -158,16 +159,17 @@ class SlackNotifier:
     async def close(self) -> None:
         await self._client.aclose()
 
-    async def publish(self, notice: Notice) -> Posted:
+    async def publish(self, notice: Notice) -> MessageRef:
         gate = notice.gate
-        channel = gate.slack_channel or notice.channel or self._channel
+        posted = gate.message if gate.message and gate.message.notifier == NAME else None
+        channel = (posted.channel if posted else None) or notice.channel or self._channel
         if not self._token or not channel:
-            return Posted()
+            return MessageRef()
         text = f"Approval needed: {gate.request.playbook} for {gate.request.alertname} ({gate.status})"
         body: dict[str, Any] = {"channel": channel, "text": text, "blocks": approval_blocks(gate, notice.outcome)}
-        method = "chat.update" if gate.slack_ts else "chat.postMessage"
-        if gate.slack_ts:
-            body["ts"] = gate.slack_ts
+        method = "chat.update" if posted else "chat.postMessage"
+        if posted:
+            body["ts"] = posted.id
         try:
             response = await self._client.post(
                 f"/{method}", json=body, headers={"Authorization": f"Bearer {self._token}"}
@@ -183,7 +185,8 @@ class SlackNotifier:
         if not payload.get("ok"):
             error = str(payload.get("error", "unknown"))
             raise NotifyError(f"{method}: {error}", retryable=error in ("ratelimited", "internal_error"))
-        return Posted(channel=str(payload.get("channel", channel)), ts=str(payload.get("ts", gate.slack_ts or "")))
+        ts = str(payload.get("ts", posted.id if posted else ""))
+        return MessageRef(notifier=NAME, channel=str(payload.get("channel", channel)), id=ts)
 
 
 class _SlackUser(BaseModel):
@@ -221,6 +224,24 @@ class Click:
     run: str
     gate: str
     action_ts: str
+
+
+def interaction_decisions(body: bytes) -> list[tuple[str, Decision]]:
+    """The run and the decision of each Approve or Reject press in a signed interaction body (ValueError if bad);
+    Slack's own user id and action timestamp make a re-delivered click count once."""
+    return [
+        (
+            click.run,
+            Decision(
+                gate=click.gate,
+                verdict=click.verdict,
+                user=click.user,
+                source="slack",
+                decision_id=f"slack:{click.user}:{click.action_ts}"[:200],
+            ),
+        )
+        for click in parse_interaction(body)
+    ]
 
 
 def parse_interaction(body: bytes) -> list[Click]:
