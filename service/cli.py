@@ -13,28 +13,19 @@ import sys
 import threading
 import uuid
 from collections.abc import Coroutine, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from service import dev, redact
+from service import dev, planning, redact
 from service.adapters.postgres import PostgresAdapter
 from service.adapters.postgres_ledger import ledger_sql
 from service.adapters.temporal import TemporalRuns, connect
-from service.alerts import Alert, WebhookMessage, run_id
 from service.approvals import Decision
 from service.compose import Adapters, load_all, serve
 from service.config import PostgresConnection, Settings
-from service.engine import Run
-from service.errors import ConfigError, PermanentStepError, PlaybookError, RemediateError
-from service.modes import Mode
-from service.playbook import Playbook, load_playbooks, matching
-from service.registry import Registry
+from service.errors import ConfigError, PlaybookError, RemediateError
+from service.playbook import Playbook, load_playbooks
 from service.report import format_state
-from service.runs import Executor, RunInput, StepRequest, StepResult
-from service.steps import StepBase
 
 
 def _lint(args: argparse.Namespace, settings: Settings) -> int:
@@ -69,64 +60,9 @@ def _schema(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _read_alerts(path: Path) -> list[Alert]:
-    data = path.read_text(encoding="utf-8")
-    try:
-        return WebhookMessage.model_validate_json(data).alerts
-    except ValidationError:
-        try:
-            return [Alert.model_validate_json(data)]
-        except ValidationError as exc:
-            raise ConfigError(f"{path}: neither a webhook message nor an alert: {exc.errors()[0]['msg']}") from exc
-
-
-class _LocalClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-def _local_executor(registry: Registry) -> Executor:
-    async def execute(step: StepBase, request: StepRequest) -> StepResult:
-        try:
-            return await registry.dispatch(request)
-        except ConfigError as exc:
-            raise PermanentStepError(f"configuration: {exc}") from exc
-
-    return execute
-
-
 async def _plan(args: argparse.Namespace, settings: Settings) -> int:
     config, playbooks = load_all(settings, Path(args.playbooks) if args.playbooks else None)
-    adapters = Adapters.build(config)
-    worst = 0
-    try:
-        for alert in _read_alerts(Path(args.alert)):
-            found = matching(playbooks, alert)
-            print(
-                f"alert {alert.alertname} ({alert.status}, fingerprint {alert.fingerprint}): "
-                f"{len(found)} matching playbook(s): {', '.join(p.name for p in found) or 'none'}"
-            )
-            for playbook in found:
-                # Plan is always a dry run: reads are real, writes run only in their dry-run form.
-                run = Run(
-                    RunInput(
-                        run_id=run_id(playbook.name, alert),
-                        playbook=playbook,
-                        alert=alert,
-                        mode=Mode.DRY_RUN if playbook.mode != Mode.OFF else Mode.OFF,
-                    ),
-                    _local_executor(adapters.registry()),
-                    _LocalClock(),
-                )
-                state = await run.execute_run()
-                print(format_state(state))
-                worst = max(worst, 0 if state.status == "succeeded" else 1)
-    finally:
-        await adapters.close()
-    return worst
+    return await planning.plan(Path(args.alert), playbooks, Adapters.build(config))
 
 
 async def _migrate(args: argparse.Namespace, settings: Settings) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -14,7 +16,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from service.approvals import Decision, DecisionRecord
-from service.errors import RunNotOpen, RunUnknown, TemporalUnavailable
+from service.errors import RemediateError, RunNotOpen, RunUnknown, TemporalUnavailable
 from service.runs import PriorAttempts, RunInput, RunState
 from service.workflows import RemediationWorkflow
 
@@ -30,24 +32,32 @@ _UNAVAILABLE = {
 }
 
 
+@contextmanager
+def _rpc(what: str) -> Iterator[None]:
+    """The one place Temporal client errors are translated: a run that is not there (or closed) is RunNotOpen,
+    anything else TemporalUnavailable (a 503, so callers retry)."""
+    try:
+        yield
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise RunUnknown(f"not found while {what}") from exc
+        if exc.status == RPCStatusCode.FAILED_PRECONDITION:
+            raise RunNotOpen(f"closed while {what}") from exc
+        raise TemporalUnavailable(f"Temporal unavailable while {what}: {exc}") from exc
+    except RuntimeError as exc:  # the client cannot connect, or lost its connection
+        raise TemporalUnavailable(f"Temporal unavailable while {what}: {exc}") from exc
+
+
 async def connect(address: str, namespace: str) -> Client:
     """A lazy client: the web server starts even while Temporal is down, and answers 503 until it is back."""
-    try:
+    with _rpc(f"connecting to {address}"):
         return await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter, lazy=True)
-    except RuntimeError as exc:
-        raise TemporalUnavailable(f"cannot connect to Temporal at {address}: {exc}") from exc
 
 
 async def connect_eager(address: str, namespace: str) -> Client:
     """A connected client, as a worker needs; raises TemporalUnavailable while Temporal cannot be reached."""
-    try:
+    with _rpc(f"connecting to {address}"):
         return await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter)
-    except RuntimeError as exc:
-        raise TemporalUnavailable(f"cannot connect to Temporal at {address}: {exc}") from exc
-
-
-def _translate(exc: Exception, what: str) -> TemporalUnavailable:
-    return TemporalUnavailable(f"Temporal unavailable while {what}: {exc}")
 
 
 @dataclass(frozen=True)
@@ -72,23 +82,22 @@ class TemporalRuns:
     async def start(self, run: RunInput) -> bool:
         """Start the run; False when this occurrence already has one (running or closed)."""
         try:
-            handle = await self.client.start_workflow(
-                RemediationWorkflow.run,
-                run,
-                id=run.run_id,
-                task_queue=self.task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                # A run that ended `failed` fails its execution, so a later delivery may start the occurrence again;
-                # the workflow itself bounds how often (max attempts, back-off).
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-                memo={"playbook": run.playbook.name, "alertname": run.alert.alertname, "mode": run.mode.value},
-                static_summary=f"{run.playbook.name} for {run.alert.alertname} ({run.mode.value})",
-                rpc_timeout=RPC_TIMEOUT,
-            )
-        except WorkflowAlreadyStartedError:
+            with _rpc(f"starting {run.run_id}"):
+                handle = await self.client.start_workflow(
+                    RemediationWorkflow.run,
+                    run,
+                    id=run.run_id,
+                    task_queue=self.task_queue,
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                    # A run that ended `failed` fails its execution, so a later delivery may start the occurrence again;
+                    # the workflow itself bounds how often (max attempts, back-off).
+                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+                    memo={"playbook": run.playbook.name, "alertname": run.alert.alertname, "mode": run.mode.value},
+                    static_summary=f"{run.playbook.name} for {run.alert.alertname} ({run.mode.value})",
+                    rpc_timeout=RPC_TIMEOUT,
+                )
+        except WorkflowAlreadyStartedError:  # not an error: this occurrence already has its run
             return False
-        except (RPCError, RuntimeError) as exc:
-            raise _translate(exc, f"starting {run.run_id}") from exc
         # USE_EXISTING answers with started=False when the run was already there.
         response = getattr(handle, "_start_workflow_response", None)
         return bool(getattr(response, "started", True))
@@ -96,35 +105,32 @@ class TemporalRuns:
     async def resolve(self, run_id: str) -> bool:
         """Signal `resolved` to a run; False when there is no open run for it."""
         try:
-            await self.client.get_workflow_handle(run_id).signal(RemediationWorkflow.resolve, rpc_timeout=RPC_TIMEOUT)
-        except RPCError as exc:
-            if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
-                return False
-            raise _translate(exc, f"signalling {run_id}") from exc
-        except RuntimeError as exc:
-            raise _translate(exc, f"signalling {run_id}") from exc
+            with _rpc(f"signalling {run_id}"):
+                await self.client.get_workflow_handle(run_id).signal(
+                    RemediationWorkflow.resolve, rpc_timeout=RPC_TIMEOUT
+                )
+        except RunNotOpen:
+            return False
         return True
 
     async def decide(self, run_id: str, decision: Decision) -> None:
         """Hand an approve/reject to the run; the run decides whether it counts."""
         try:
-            await self.client.get_workflow_handle(run_id).signal(
-                RemediationWorkflow.decide, decision, rpc_timeout=RPC_TIMEOUT
-            )
-        except RPCError as exc:
-            if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
-                if not await self._exists(run_id):
-                    raise RunUnknown(f"no run {run_id}") from exc
-                raise RunNotOpen(f"run {run_id} has finished; it waits for no decision") from exc
-            raise _translate(exc, f"deciding {run_id}") from exc
+            with _rpc(f"deciding {run_id}"):
+                await self.client.get_workflow_handle(run_id).signal(
+                    RemediationWorkflow.decide, decision, rpc_timeout=RPC_TIMEOUT
+                )
+        except RunNotOpen as exc:
+            if not await self._exists(run_id):
+                raise RunUnknown(f"no run {run_id}") from exc
+            raise RunNotOpen(f"run {run_id} has finished; it waits for no decision") from exc
 
     async def _exists(self, run_id: str) -> bool:
         try:
-            await self.client.get_workflow_handle(run_id).describe(rpc_timeout=RPC_TIMEOUT)
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                return False
-            raise _translate(exc, f"reading {run_id}") from exc
+            with _rpc(f"reading {run_id}"):
+                await self.client.get_workflow_handle(run_id).describe(rpc_timeout=RPC_TIMEOUT)
+        except RunUnknown:
+            return False
         return True
 
     async def decision(self, run_id: str, decision_id: str, within: float = 3.0) -> DecisionRecord | None:
@@ -142,14 +148,12 @@ class TemporalRuns:
             await asyncio.sleep(0.1)
 
     async def ping(self) -> None:
-        try:
+        with _rpc("checking readiness"):
             await self.client.workflow_service.get_system_info(GetSystemInfoRequest(), timeout=RPC_TIMEOUT)
-        except (RPCError, RuntimeError) as exc:
-            raise _translate(exc, "checking readiness") from exc
 
     async def list(self, limit: int = 50) -> list[RunSummary]:
         runs: list[RunSummary] = []
-        try:
+        with _rpc("listing runs"):
             async for execution in self.client.list_workflows("WorkflowType = 'RemediationWorkflow'", limit=limit):
                 memo = await execution.memo()
                 runs.append(
@@ -163,21 +167,17 @@ class TemporalRuns:
                         closed=execution.close_time,
                     )
                 )
-        except (RPCError, RuntimeError) as exc:
-            raise _translate(exc, "listing runs") from exc
         return runs
 
     async def prior_attempts(self, run_id: str) -> PriorAttempts:
         """Closed executions of this run id that did not succeed (the workflow bounds retries with this)."""
         query = f"WorkflowId = '{_quoted(run_id)}' AND ExecutionStatus != 'Running' AND ExecutionStatus != 'Completed'"
         count, last = 0, None
-        try:
+        with _rpc(f"counting attempts of {run_id}"):
             async for execution in self.client.list_workflows(query, rpc_timeout=RPC_TIMEOUT):
                 count += 1
                 if execution.close_time and (last is None or execution.close_time > last):
                     last = execution.close_time
-        except (RPCError, RuntimeError) as exc:
-            raise _translate(exc, f"counting attempts of {run_id}") from exc
         return PriorAttempts(count=count, last_closed_at=last)
 
     async def state(self, run_id: str, query_timeout: timedelta = QUERY_TIMEOUT) -> RunState | None:
@@ -186,27 +186,26 @@ class TemporalRuns:
             RemediationWorkflow.run, run_id
         )
         try:
-            description = await handle.describe(rpc_timeout=RPC_TIMEOUT)
-            if description.status == WorkflowExecutionStatus.COMPLETED:
-                return await handle.result(rpc_timeout=RPC_TIMEOUT)
-            if description.status == WorkflowExecutionStatus.FAILED:
-                return await _failed_state(handle)
-            if description.status != WorkflowExecutionStatus.RUNNING:
-                return None
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                return None
-            raise _translate(exc, f"reading {run_id}") from exc
+            with _rpc(f"reading {run_id}"):
+                description = await handle.describe(rpc_timeout=RPC_TIMEOUT)
+                if description.status == WorkflowExecutionStatus.COMPLETED:
+                    return await handle.result(rpc_timeout=RPC_TIMEOUT)
+                if description.status == WorkflowExecutionStatus.FAILED:
+                    return await _failed_state(handle)
+                if description.status != WorkflowExecutionStatus.RUNNING:
+                    return None
+        except RunUnknown:
+            return None
         try:
             # The client retries a query on its own; the overall wait is bounded here.
-            return await asyncio.wait_for(
-                handle.query(RemediationWorkflow.state, rpc_timeout=query_timeout), query_timeout.total_seconds()
-            )
-        except (RPCError, TimeoutError) as exc:
+            async with asyncio.timeout(query_timeout.total_seconds()):
+                with _rpc(f"querying {run_id}"):
+                    return await handle.query(RemediationWorkflow.state, rpc_timeout=query_timeout)
+        except (RemediateError, TimeoutError) as exc:
             # Temporal answered the describe just now: a query that fails now has no worker to answer it.
             raise TemporalUnavailable(
                 f"run {run_id} is open but no worker answered within {query_timeout.total_seconds():.0f}s "
-                f"({exc.message if isinstance(exc, RPCError) else 'timed out'}); is a worker running?"
+                f"({exc or 'timed out'}); is a worker running?"
             ) from exc
 
 
