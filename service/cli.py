@@ -16,7 +16,7 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from service import dev, planning, redact
+from service import action_docs, dev, planning, redact
 from service.adapters.postgres import PostgresAdapter
 from service.adapters.postgres_ledger import ledger_sql
 from service.adapters.temporal import TemporalRuns, connect
@@ -56,6 +56,12 @@ def _lint(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _schema(args: argparse.Namespace, settings: Settings) -> int:
+    if args.actions_doc:
+        try:
+            print(action_docs.refresh(Path(args.actions_doc).read_text(encoding="utf-8")), end="")
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{args.actions_doc}: {exc}") from exc
+        return 0
     print(json.dumps(Playbook.model_json_schema(by_alias=True), indent=2, sort_keys=True))
     return 0
 
@@ -190,7 +196,12 @@ def _parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="diagnose for real and print every planned write; never writes")
     plan.add_argument("--alert", required=True, help="a webhook message or a single alert (JSON)")
     plan.add_argument("--playbooks", help="playbook directory (default: REMEDIATE_PLAYBOOKS)")
-    sub.add_parser("schema", help="JSON Schema of the playbook format")
+    schema = sub.add_parser("schema", help="JSON Schema of the playbook format")
+    schema.add_argument(
+        "--actions-doc",
+        metavar="FILE",
+        help="instead, print FILE (docs/actions.md) with its action tables regenerated from the step models",
+    )
     migrate = sub.add_parser("migrate", help="create the idempotency ledger on a Postgres connection")
     migrate.add_argument("connection", help="a postgres connection that sets `ledger:`")
     migrate.add_argument("--print-sql", action="store_true", help="print the SQL for a DBA instead of running it")

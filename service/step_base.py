@@ -104,6 +104,10 @@ class StepBase(BaseModel):
 
     connection_type: ClassVar[str]
     default_approval: ClassVar[Approval] = "required"
+    returns: ClassVar[str] = ""  # the result's fields, as docs/actions.md lists them
+    dry_run_behaviour: ClassVar[str] = "runs"
+    approval_rule: ClassVar[str] = ""  # where the default approval depends on the parameters
+    effect_rule: ClassVar[str] = ""  # where reading or writing depends on the parameters
 
     id: StepId
     action: str

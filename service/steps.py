@@ -141,12 +141,20 @@ class PrometheusQueryParams(Params):
 
 
 class PostgresQuery(StepBase):
+    """A read-only SQL query: one plain SELECT, in a read-only transaction with a statement timeout."""
+
+    returns = "`rows`, `count`, `truncated`"
+    dry_run_behaviour = "runs in a read-only transaction"
     connection_type = "postgres"
     action: Literal["postgres.query"]
     with_: PostgresQueryParams = Field(alias="with")
 
 
 class PostgresExecute(WriteStep):
+    """One INSERT, UPDATE or DELETE with a row cap; retried safely only with the connection's ledger."""
+
+    returns = "`rowcount`, `rows` (changed, via `RETURNING`)"
+    dry_run_behaviour = "runs in a transaction that is rolled back and reports the rows it would change"
     connection_type = "postgres"
     action: Literal["postgres.execute"]
     with_: PostgresExecuteParams = Field(alias="with")
@@ -156,6 +164,12 @@ class PostgresExecute(WriteStep):
 
 
 class HttpRequest(WriteStep):
+    """A request under the connection's base URL: GET reads; other methods write and carry `Idempotency-Key`."""
+
+    returns = "`status`, `json` or `text`, `url`"
+    dry_run_behaviour = "GET runs; other methods are planned, not sent"
+    approval_rule = "required for writes; GET is a read"
+    effect_rule = "read (GET) or write"
     connection_type = "http"
     default_approval = "required"  # a write to an API is destructive like any other: say `approval: none` to act
     action: Literal["http.request"]
@@ -207,12 +221,19 @@ class TerminateBackendsParams(Capped):
 class TerminateBackends(WriteStep):
     """End server sessions (pg_terminate_backend or pg_cancel_backend) with a real dry-run and a re-check."""
 
+    returns = "`results[{target, outcome}]`"
+    dry_run_behaviour = "re-checks and lists each session, ends none"
+
     connection_type = "postgres"
     action: Literal["postgres.terminate_backends"]
     with_: TerminateBackendsParams = Field(alias="with")
 
 
 class PrometheusQuery(StepBase):
+    """An instant PromQL query."""
+
+    returns = "`samples[{metric, value}]`, `empty`, `result_type`"
+    dry_run_behaviour = "runs"
     connection_type = "prometheus"
     action: Literal["prometheus.query"]
     with_: PrometheusQueryParams = Field(alias="with")

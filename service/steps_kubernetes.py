@@ -136,38 +136,67 @@ class _K8sWrite(WriteStep):
 
 
 class GetPods(_K8s):
+    """Pods matching an equality selector of validated label pairs, each with its uid."""
+
+    returns = "`pods[{namespace, name, uid, phase, ready, restarts, node, labels, containers}]`, `count`, `truncated`"
+    dry_run_behaviour = "runs"
     action: Literal["k8s.get_pods"]
     with_: GetPodsParams = Field(alias="with")
 
 
 class PodLogs(_K8s):
+    """The last lines of one pod's log, optionally filtered by a regex applied here."""
+
+    returns = "`lines`, `count`"
+    dry_run_behaviour = "runs"
     action: Literal["k8s.pod_logs"]
     with_: PodLogsParams = Field(alias="with")
 
 
 class GetDeployment(_K8s):
+    """One deployment: replicas, readiness, revision, containers and their env."""
+
+    returns = "`replicas`, `ready_replicas`, `updated_replicas`, `paused`, `revision`, `containers[{name, image, env}]`"
+    dry_run_behaviour = "runs"
     action: Literal["k8s.get_deployment"]
     with_: DeploymentParams = Field(alias="with")
 
 
 class TopPods(_K8s):
+    """CPU and memory of pods from the metrics API (metrics-server); a clear error without it."""
+
+    returns = "`pods[{name, containers[{usage}]}]`, `count`"
+    dry_run_behaviour = "runs"
     action: Literal["k8s.top_pods"]
     with_: Selector = Field(alias="with")
 
 
 class DeletePods(_K8sWrite):
+    """Delete pods named by namespace, name and uid; a pod whose uid changed is skipped."""
+
+    returns = "`results[{target, outcome}]`"
+    dry_run_behaviour = "`dryRun=All`"
     default_approval = "required"
     action: Literal["k8s.delete_pods"]
     with_: PodsWriteParams = Field(alias="with")
 
 
 class EvictPods(_K8sWrite):
+    """Evict pods through the Eviction API with a uid precondition; PodDisruptionBudgets are respected."""
+
+    returns = "`results[{target, outcome}]`"
+    dry_run_behaviour = "`dryRun=All`"
     default_approval = "required"
     action: Literal["k8s.evict_pods"]
     with_: PodsWriteParams = Field(alias="with")
 
 
 class Scale(_K8sWrite):
+    """Set a deployment's replicas within `[min_replicas, max_replicas]`, by compare-and-set."""
+
+    returns = "`previous`, `replicas`, `changed`"
+    dry_run_behaviour = "`dryRun=All`"
+    approval_rule = "required if `min_replicas: 0`, else none"
     action: Literal["k8s.scale"]
     with_: ScaleParams = Field(alias="with")
 
@@ -176,16 +205,28 @@ class Scale(_K8sWrite):
 
 
 class RolloutRestart(_K8sWrite):
+    """Restart a deployment's pods as `kubectl rollout restart` does; refuses a paused deployment."""
+
+    returns = "`restarted_at`, `changed`"
+    dry_run_behaviour = "`dryRun=All`"
     action: Literal["k8s.rollout_restart"]
     with_: DeploymentParams = Field(alias="with")
 
 
 class SetEnv(_K8sWrite):
+    """Set environment variables on one container by strategic merge: sidecars and other variables stay."""
+
+    returns = "`previous`, `env`"
+    dry_run_behaviour = "`dryRun=All`"
     action: Literal["k8s.set_env"]
     with_: SetEnvParams = Field(alias="with")
 
 
 class RolloutUndo(_K8sWrite):
+    """Roll a deployment back to an earlier revision (default: the previous one), as `kubectl rollout undo`."""
+
+    returns = "`from_revision`, `to_revision`"
+    dry_run_behaviour = "`dryRun=All`"
     default_approval = "required"
     action: Literal["k8s.rollout_undo"]
     with_: RolloutUndoParams = Field(alias="with")

@@ -113,31 +113,55 @@ class _RedisWrite(WriteStep):
 
 
 class Scan(_Redis):
+    """Keys matching a pattern by SCAN with a cap (never KEYS); templated values match literally."""
+
+    returns = "`matches`, `count`, `truncated`"
+    dry_run_behaviour = "runs"
     action: Literal["redis.scan"]
     with_: ScanParams = Field(alias="with")
 
 
 class Get(_Redis):
+    """One key's value."""
+
+    returns = "`key`, `value`, `exists`"
+    dry_run_behaviour = "runs"
     action: Literal["redis.get"]
     with_: KeyParams = Field(alias="with")
 
 
 class Ttl(_Redis):
+    """One key's time to live in seconds (-1: no expiry, -2: missing)."""
+
+    returns = "`key`, `ttl`"
+    dry_run_behaviour = "runs"
     action: Literal["redis.ttl"]
     with_: KeyParams = Field(alias="with")
 
 
 class BullStalled(_Redis):
+    """Active BullMQ jobs whose lock key is gone: stalled, as BullMQ's own checker sees them."""
+
+    returns = "`jobs[{queue, id, name, processed_on, attempts_made}]`, `count`, `active`"
+    dry_run_behaviour = "runs"
     action: Literal["bullmq.stalled"]
     with_: StalledParams = Field(alias="with")
 
 
 class BullCounts(_Redis):
+    """Jobs per state of one BullMQ queue."""
+
+    returns = "`wait`, `active`, `paused`, `prioritized`, `waiting-children`, `delayed`, `completed`, `failed`"
+    dry_run_behaviour = "runs"
     action: Literal["bullmq.counts"]
     with_: QueueParams = Field(alias="with")
 
 
 class Delete(_RedisWrite):
+    """Delete keys by compare-and-delete: only while each still holds the value seen at diagnosis."""
+
+    returns = "`results[{target, outcome}]`"
+    dry_run_behaviour = "planned; says which would be deleted and which kept"
     default_approval = "required"
     action: Literal["redis.delete"]
     with_: DeleteParams = Field(alias="with")
@@ -146,12 +170,20 @@ class Delete(_RedisWrite):
 class Expire(_RedisWrite):
     """Set a time to live on keys (a lock left without one) with compare-and-expire: a re-acquired lock is kept."""
 
+    returns = "`results[{target, outcome}]`"
+    dry_run_behaviour = "planned; says which would expire and which be kept"
+
     default_approval = "none"  # the key stays until the TTL runs out: nothing is lost now
     action: Literal["redis.expire"]
     with_: ExpireParams = Field(alias="with")
 
 
 class RecoverStalled(_RedisWrite):
+    """Move stalled BullMQ jobs back to wait (or to failed) in one atomic script, as BullMQ does."""
+
+    returns = "`results[{target, outcome}]`"
+    dry_run_behaviour = "planned; says which would move"
+    approval_rule = "required for `to: failed`, else none"
     default_approval = "none"
     action: Literal["bullmq.recover_stalled"]
     with_: RecoverParams = Field(alias="with")

@@ -93,53 +93,96 @@ class _TemporalWrite(WriteStep):
 
 
 class Describe(_Temporal):
+    """One workflow execution: status, history length, pending activities."""
+
+    returns = (
+        "`status`, `type`, `task_queue`, `start_time`, `close_time`, `history_length`, "
+        "`pending_activities[{activity_id, type, attempt, state, last_failure, last_heartbeat}]`"
+    )
+    dry_run_behaviour = "runs"
     action: Literal["temporal.describe"]
     with_: ExecutionParams = Field(alias="with")
 
 
 class ListWorkflows(_Temporal):
+    """Workflow executions matching a visibility query, at most `limit`."""
+
+    returns = "`workflows[{workflow_id, run_id, type, status, task_queue, start_time}]`, `count`"
+    dry_run_behaviour = "runs"
     action: Literal["temporal.list"]
     with_: ListParams = Field(alias="with")
 
 
 class CountWorkflows(_Temporal):
+    """How many executions match a visibility query."""
+
+    returns = "`count`"
+    dry_run_behaviour = "runs"
     action: Literal["temporal.count"]
     with_: CountParams = Field(alias="with")
 
 
 class QueryWorkflow(_Temporal):
+    """Call a query handler of one execution."""
+
+    returns = "`result`"
+    dry_run_behaviour = "runs"
     action: Literal["temporal.query"]
     with_: QueryParams = Field(alias="with")
 
 
 class HistoryInput(_Temporal):
+    """The original input of one execution, from its first history event (to start it again)."""
+
+    returns = "`workflow_type`, `task_queue`, `args`, `run_id`"
+    dry_run_behaviour = "runs"
     action: Literal["temporal.history_input"]
     with_: ExecutionParams = Field(alias="with")
 
 
 class Signal(_TemporalWrite):
+    """Send a signal to explicit executions; the run's key is the request id Temporal de-duplicates on."""
+
+    returns = "`results[{target, outcome}]`"
+    dry_run_behaviour = "planned, not sent"
     action: Literal["temporal.signal"]
     with_: SignalParams = Field(alias="with")
 
 
 class Cancel(_TemporalWrite):
+    """Request cancellation of explicit executions (the workflow may clean up); prefer it to terminate."""
+
+    returns = "`results[{target, outcome}]`"
+    dry_run_behaviour = "planned, not sent"
     action: Literal["temporal.cancel"]
     with_: TargetsParams = Field(alias="with")
 
 
 class Terminate(_TemporalWrite):
+    """Terminate explicit executions, with a reason that names the run."""
+
+    returns = "`results[{target, outcome}]`"
+    dry_run_behaviour = "planned, not sent"
     default_approval = "required"
     action: Literal["temporal.terminate"]
     with_: TargetsParams = Field(alias="with")
 
 
 class Reset(_TemporalWrite):
+    """Reset explicit executions to their last completed workflow task or an event id."""
+
+    returns = "`results[{target, outcome}]`"
+    dry_run_behaviour = "planned, not sent"
     default_approval = "required"
     action: Literal["temporal.reset"]
     with_: ResetParams = Field(alias="with")
 
 
 class Start(_TemporalWrite):
+    """Start a workflow under a new id; starting twice under the same id starts it once."""
+
+    returns = "`workflow_id`, `run_id`, `outcome`"
+    dry_run_behaviour = "planned, not sent"
     action: Literal["temporal.start"]
     with_: StartParams = Field(alias="with")
 

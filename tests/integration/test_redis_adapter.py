@@ -173,3 +173,36 @@ async def test_a_retried_write_after_it_completed_changes_nothing_more(rds: tupl
     retried = await call(registry, "bullmq.recover_stalled", jobs=jobs, max_targets=1)
     assert retried.data["results"][0]["outcome"] == "kept: no longer active"
     assert await client.lrange(f"{base}:wait", 0, -1) == ["9"] and await client.hget(f"{base}:9", "stc") == "1"
+
+
+async def test_expire_gives_a_stuck_lock_a_ttl_only_while_it_is_the_one_diagnosed(
+    rds: tuple[aioredis.Redis, Registry],
+) -> None:
+    """redis.expire sets a TTL on a lock with none (dry-run changes nothing); a re-acquired lock and a lock that
+    already expires are kept, and a retry after success changes nothing more."""
+    client, registry = rds
+    await client.set("gl:lock:exec-1", "agent-dead")
+    await client.set("gl:lock:exec-2", "agent-dead")
+    await client.set("gl:lock:exec-3", "agent-dead", ex=50)
+    seen = [{"key": f"gl:lock:exec-{i}", "value": "agent-dead"} for i in (1, 2, 3)]
+    await client.set("gl:lock:exec-2", "agent-new")  # re-acquired after diagnosis
+    dry = await call(registry, "redis.expire", dry_run=True, keys=seen, max_targets=3, ttl="5m")
+    assert [r["outcome"] for r in dry.data["results"]] == [
+        "would expire in 0:05:00",
+        "would be kept: value changed",
+        "would expire in 0:05:00",
+    ]
+    assert await client.ttl("gl:lock:exec-1") == -1
+    done = await call(registry, "redis.expire", keys=seen, max_targets=3, ttl="5m")
+    assert [r["outcome"] for r in done.data["results"]] == [
+        "expires in 0:05:00",
+        "kept: the value changed since diagnosis (or the key is gone)",
+        "kept: it already expires",
+    ]
+    assert 290 < await client.ttl("gl:lock:exec-1") <= 300
+    assert await client.ttl("gl:lock:exec-2") == -1 and 0 < await client.ttl("gl:lock:exec-3") <= 50
+    retried = await call(registry, "redis.expire", keys=seen[:1], max_targets=1, ttl="5m")
+    assert retried.data["results"][0]["outcome"] == "kept: it already expires"
+    assert done.blast_radius == "3 target(s); cap: max_targets 3"
+    with pytest.raises(GuardViolation, match="empty"):
+        await call(registry, "redis.expire", keys=[], max_targets=1, ttl="5m")

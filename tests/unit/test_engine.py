@@ -246,3 +246,24 @@ async def test_for_each_refuses_an_empty_or_oversized_list() -> None:
         await run.execute_run()
         assert run.state.status == "failed" and "for_each gave" in run.state.reason
         assert [r for r in script.requests if r.step_id.startswith("requeue")] == []
+
+
+class RefuseWrites:
+    """A policy that lets runs start and refuses every write (what the governor will answer when it says no)."""
+
+    async def before_run(self, run: RunInput) -> str | None:
+        return None
+
+    async def before_write(self, run: RunInput, step: StepBase) -> str | None:
+        return "kill switch is on"
+
+
+async def test_a_policy_refusal_before_a_write_blocks_it_and_is_recorded() -> None:
+    """The policy seam is asked before each write: a refusal ends the run blocked_by_policy with its reason."""
+    script = Script([1, 2])
+    run = Run(
+        RunInput(run_id="r", playbook=PLAYBOOK, alert=ALERT, mode=Mode.AUTO), script, Clock(), policy=RefuseWrites()
+    )
+    await run.execute_run()
+    assert run.state.status == "blocked_by_policy" and "kill switch is on" in run.state.reason
+    assert [r.step_id for r in script.requests] == ["stuck"]
