@@ -10,14 +10,6 @@ from pydantic.fields import FieldInfo
 from service.steps import ACTIONS, StepBase, WriteStep
 
 NONE = "\N{EN DASH}"  # an empty table cell, as the hand-written tables had
-SYSTEMS = {
-    "postgres": "Postgres",
-    "http": "HTTP",
-    "prometheus": "Prometheus",
-    "kubernetes": "Kubernetes",
-    "temporal": "Temporal as a target",
-    "redis": "Redis and BullMQ",
-}
 _BLOCK = re.compile(r"(<!-- generated: actions of (?P<system>[a-z]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
 
 
@@ -83,14 +75,16 @@ def system_table(system: str) -> str:
 def refresh(document: str) -> str:
     """The document with every generated block rewritten from the step models; the prose around them is kept."""
 
+    systems = sorted({s.connection_type for s in ACTIONS.values()})
+
     def block(match: re.Match[str]) -> str:
         system = match["system"]
-        if system not in SYSTEMS:
-            raise ValueError(f"docs/actions.md names an unknown system {system!r} (known: {', '.join(SYSTEMS)})")
+        if system not in systems:
+            raise ValueError(f"docs/actions.md names an unknown system {system!r} (known: {', '.join(systems)})")
         return f"{match.group(1)}{system_table(system)}{match.group(4)}"
 
     refreshed = _BLOCK.sub(block, document)
-    missing = sorted(set(SYSTEMS) - {m["system"] for m in _BLOCK.finditer(document)})
+    missing = sorted(set(systems) - {m["system"] for m in _BLOCK.finditer(document)})
     if missing:
         raise ValueError(f"docs/actions.md has no generated block for {', '.join(missing)}")
     return refreshed

@@ -232,9 +232,6 @@ class RolloutUndo(_K8sWrite):
     with_: RolloutUndoParams = Field(alias="with")
 
 
-KUBERNETES_STEP = (
-    GetPods | PodLogs | GetDeployment | TopPods | DeletePods | EvictPods | Scale | RolloutRestart | SetEnv | RolloutUndo
-)
 KUBERNETES_STEPS: tuple[type[StepBase], ...] = (
     GetPods,
     PodLogs,

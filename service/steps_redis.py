@@ -192,5 +192,4 @@ class RecoverStalled(_RedisWrite):
         return "required" if self.with_.to == "failed" else "none"  # failing jobs loses work
 
 
-REDIS_STEP = Scan | Get | Ttl | BullStalled | BullCounts | Delete | Expire | RecoverStalled
 REDIS_STEPS: tuple[type[StepBase], ...] = (Scan, Get, Ttl, BullStalled, BullCounts, Delete, Expire, RecoverStalled)

@@ -187,18 +187,6 @@ class Start(_TemporalWrite):
     with_: StartParams = Field(alias="with")
 
 
-TEMPORAL_STEP = (
-    Describe
-    | ListWorkflows
-    | CountWorkflows
-    | QueryWorkflow
-    | HistoryInput
-    | Signal
-    | Cancel
-    | Terminate
-    | Reset
-    | Start
-)
 TEMPORAL_STEPS: tuple[type[StepBase], ...] = (
     Describe,
     ListWorkflows,

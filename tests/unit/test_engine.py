@@ -217,7 +217,7 @@ async def test_for_each_runs_once_per_item_with_its_own_key() -> None:
         update={
             "for_each": "steps.stuck.rows",
             "max_items": 5,
-            "with_": PLAYBOOK.act[0].with_.model_copy(update={"params": {"ids": "{{ [item.id] }}"}}),
+            "with_": PLAYBOOK.act[0].params.model_copy(update={"params": {"ids": "{{ [item.id] }}"}}),
         }
     )
     playbook = PLAYBOOK.model_copy(update={"act": [step]})
