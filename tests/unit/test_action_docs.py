@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,12 @@ def test_committed_actions_doc_is_what_the_step_models_generate() -> None:
     assert out == doc.read_text(encoding="utf-8"), "run: remediate schema --actions-doc docs/actions.md"
     for action in ACTIONS:
         assert f"| `{action}` |" in out  # every action of the catalog has its row
+
+
+def test_remediate_schema_prints_the_committed_schema() -> None:
+    """`remediate schema` (a real process) prints exactly the committed playbooks/schema.json."""
+    out = subprocess.run([REMEDIATE, "schema"], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert json.loads(out) == json.loads((ROOT / "playbooks" / "schema.json").read_text(encoding="utf-8"))
 
 
 async def _pods(request: StepRequest, params: GetPodsParams) -> StepResult:
