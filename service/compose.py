@@ -16,7 +16,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from service.activities import PausePoints, StepActivities
-from service.adapters.base import ConnectionAdapter
+from service.adapters.base import Adapter, ConnectionAdapter
 from service.adapters.http import HttpAdapter
 from service.adapters.kubernetes import KubernetesAdapter
 from service.adapters.postgres import PostgresAdapter
@@ -48,13 +48,13 @@ ADAPTERS: tuple[type[ConnectionAdapter[Any, Any]], ...] = (
     TemporalTargetAdapter,
     RedisAdapter,
 )
-A = TypeVar("A", bound=ConnectionAdapter[Any, Any])
+A = TypeVar("A", bound=Adapter)
 
 
 class Adapters:
     """Every adapter instance, built once from the connections in the config file, and closed once."""
 
-    def __init__(self, adapters: Sequence[ConnectionAdapter[Any, Any]], config: ConfigFile) -> None:
+    def __init__(self, adapters: Sequence[Adapter], config: ConfigFile) -> None:
         self.all = list(adapters)
         by_type = {a.connection_type: a for a in self.all}
         self.pings: dict[str, Callable[[], Awaitable[None]]] = {

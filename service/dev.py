@@ -100,7 +100,7 @@ async def run(args: argparse.Namespace, settings: Settings, stop: asyncio.Event)
             raise ConfigError(f"port {port} for {what} is already in use; stop what holds it or set {variable}")
     config_file = Path(tempfile.mkdtemp(prefix="remediate-dev-")) / "config.yaml"
     config_file.write_text(dev_config(settings).model_dump_json(exclude_defaults=True), encoding="utf-8")
-    dirs = playbook_dirs(settings, list(getattr(args, "playbooks", None) or []))
+    dirs = playbook_dirs(settings, list(args.playbooks or []))
     dev_settings = settings.model_copy(
         update={
             "playbooks": Path(os.pathsep.join(str(d) for d in dirs)),

@@ -156,7 +156,7 @@ class RedisAdapter(ConnectionAdapter[RedisConnection, "aioredis.Redis"]):
             }
             jobs.append(
                 {
-                    "queue": str(params.queue),
+                    "queue": params.queue,
                     "id": job_id,
                     "name": fields.get("name"),
                     "processed_on": fields.get("processedOn"),

@@ -142,3 +142,61 @@ async def test_healthy_agents_mean_no_write(
         "release-lock": "skipped",
     }
     assert not any(method == "DELETE" for method, _, _ in fake.requests)
+
+
+LOCK_TTL = """
+name: lock-without-ttl
+match: {alertname: LockWithoutTtl}
+inputs:
+  lock: "gl:orchestrator:lock:{{ alert.labels.execution_id }}"
+diagnose:
+  - id: lock
+    action: redis.get
+    connection: cache
+    with: {key: "{{ inputs.lock }}"}
+  - id: ttl
+    action: redis.ttl
+    connection: cache
+    with: {key: "{{ inputs.lock }}"}
+act:
+  - id: give-ttl
+    action: redis.expire
+    connection: cache
+    when: "steps.lock.exists and steps.ttl.ttl == -1"
+    with:
+      keys: [{key: "{{ inputs.lock }}", value: "{{ steps.lock.value }}"}]
+      max_targets: 1
+      ttl: 10m
+"""
+
+
+async def test_a_lock_left_without_a_ttl_gets_one_through_a_real_run(
+    temporal_client: Client, world: tuple[FakeKube, aioredis.Redis, Path]
+) -> None:
+    """redis.expire end to end: webhook, Temporal run, the activity against real Redis; the record names the key."""
+    _, cache, base = world
+    (base / "playbooks" / "lock-ttl.yaml").write_text(LOCK_TTL)
+    await cache.set("gl:orchestrator:lock:exec-9", "agent-a7-1")
+    starts = datetime.now(UTC)
+    alert: dict[str, Any] = {
+        "status": "firing",
+        "labels": {"alertname": "LockWithoutTtl", "execution_id": "exec-9"},
+        "startsAt": starts.isoformat(),
+        "fingerprint": uuid.uuid4().hex[:16],
+    }
+    async with (
+        running_stack(
+            temporal_client, base / "config.yaml", base / "playbooks", Mode.AUTO, task_queue=f"g-{uuid.uuid4().hex[:8]}"
+        ) as stack,
+        httpx2.AsyncClient(base_url=stack.url, headers={"Authorization": f"Bearer {TOKEN}"}) as http,
+    ):
+        message = {"version": "4", "status": "firing", "alerts": [alert]}
+        assert (await http.post("/alertmanager", json=message)).json()["started"] == 1
+        run_id = f"lock-without-ttl/{alert['fingerprint']}/{int(starts.timestamp())}"
+        state: RunState = await temporal_client.get_workflow_handle(run_id, result_type=RunState).result()
+    assert state.status == "succeeded", state.reason
+    step = next(s for s in state.steps if s.id == "give-ttl")
+    assert step.status == "ok" and step.targets == ["key gl:orchestrator:lock:exec-9"]
+    assert step.blast_radius == "1 target(s); cap: max_targets 1"
+    assert 590 < await cache.ttl("gl:orchestrator:lock:exec-9") <= 600
+    assert await cache.get("gl:orchestrator:lock:exec-9") == "agent-a7-1"
