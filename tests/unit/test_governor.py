@@ -19,7 +19,7 @@ LIMITS = {
     ),
 }
 CAP = 5
-EXAMPLES = int(os.environ.get("GOVERNOR_EXAMPLES", "200"))  # tests/bench/properties.py runs 10,000
+EXAMPLES = int(os.environ.get("GOVERNOR_EXAMPLES", "200"))  # CI; GOVERNOR_EXAMPLES=10000 takes about 100 s
 
 
 class GovernorMachine(RuleBasedStateMachine):
