@@ -145,7 +145,7 @@ def build_app(
     return create_app(
         receiver,
         auth,
-        runs=runs,
+        runs,
         max_body_bytes=settings.max_body_bytes,
         body_timeout=settings.body_timeout,
         pings={"temporal": runs.ping, **(adapters.pings if worker_problem is not None else {})},

@@ -201,7 +201,7 @@ class Run:
             self.steps.skip(step, f"when is false: {step.when}")
             return
         record.status = "planned"
-        if isinstance(step, WriteStep) and step.for_each:
+        if isinstance(step, WriteStep) and step.each() is not None:
             return  # rendered once per item, when it runs
         try:
             record.params = self.steps.render(step, self.scope)

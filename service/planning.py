@@ -51,7 +51,7 @@ def _local_executor(registry: Registry) -> Executor:
 
 async def plan(alert_file: Path, playbooks: list[Playbook], adapters: Adapters) -> int:
     """Every playbook the alerts match, run as a dry run here: real reads, writes only in dry-run form."""
-    worst = 0
+    worst, execute = 0, _local_executor(adapters.registry())
     try:
         for alert in read_alerts(alert_file):
             found = matching(playbooks, alert)
@@ -68,7 +68,7 @@ async def plan(alert_file: Path, playbooks: list[Playbook], adapters: Adapters) 
                         alert=alert,
                         mode=Mode.DRY_RUN if playbook.mode != Mode.OFF else Mode.OFF,
                     ),
-                    _local_executor(adapters.registry()),
+                    execute,
                     _LocalClock(),
                 )
                 state = await run.execute_run()

@@ -172,6 +172,10 @@ class WriteStep(StepBase):
     )
     max_items: int | None = Field(default=None, ge=1, le=1000, description="Required with for_each.")
 
+    def each(self) -> tuple[str, int] | None:
+        """The `for_each` expression and its cap, when the step runs once per item."""
+        return (self.for_each, self.max_items) if self.for_each and self.max_items else None
+
     @model_validator(mode="after")
     def _for_each_is_capped(self) -> WriteStep:
         if self.for_each is not None and self.max_items is None:

@@ -79,22 +79,23 @@ class StepRunner:
         record.status, record.summary = "skipped", summary
 
     def when(self, step: StepBase, scope: Scope) -> bool:
-        if step.when is None:
-            return True
+        """The step's `when`; one that cannot be evaluated fails the step and the run."""
         try:
-            return condition(step.when, scope.variables())
+            return self._when(step, scope)
         except TemplateError as exc:
             self.record(step.id).status = "failed"
             raise Stop("failed", f"step {step.id!r} when: {exc}") from exc
 
     def may_run(self, step: StepBase, scope: Scope) -> bool:
         """For plans and previews: a condition on results a dry run cannot produce counts as 'may run'."""
-        if step.when is None:
-            return True
         try:
-            return condition(step.when, scope.variables())
+            return self._when(step, scope)
         except TemplateError:
             return True
+
+    @staticmethod
+    def _when(step: StepBase, scope: Scope) -> bool:
+        return step.when is None or condition(step.when, scope.variables())
 
     def render(self, step: StepBase, scope: Scope) -> dict[str, JsonValue]:
         params = step.params
@@ -164,8 +165,9 @@ class StepRunner:
 
     async def write(self, step: StepBase, scope: Scope, dry_run: bool = False) -> None:
         record = self.record(step.id)
-        if isinstance(step, WriteStep) and step.for_each is not None and step.max_items is not None:
-            await self._write_each(step, step.for_each, step.max_items, scope, dry_run)
+        each = step.each() if isinstance(step, WriteStep) else None
+        if isinstance(step, WriteStep) and each is not None:
+            await self._write_each(step, *each, scope, dry_run)
         else:
             record.params = self.render(step, scope)
             await self._call(step, self._request(step, record.params, dry_run=dry_run), scope)

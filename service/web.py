@@ -108,8 +108,8 @@ def unavailable(request: Request, exc: Exception) -> Response:
 def create_app(
     receiver: Receiver,
     auth: WebAuth,
+    runs: TemporalRuns,
     *,
-    runs: TemporalRuns | None = None,
     max_body_bytes: int = 1_048_576,
     body_timeout: float = 10.0,
     pings: dict[str, Ping] | None = None,
@@ -122,9 +122,6 @@ def create_app(
     metrics = metrics or Metrics()
     pings = pings or {}
     approvers = approvers or ApproverTokens()
-    book = runs or (receiver.runs if isinstance(receiver.runs, TemporalRuns) else None)
-    if book is None:
-        raise TypeError("create_app needs `runs` (the run history) unless the receiver starts runs on Temporal")
 
     def reader(header: str | None) -> bool:
         # Readiness details: Alertmanager's credential (when one is set) or any approver's token.
@@ -162,7 +159,7 @@ def create_app(
         raw = request.query_params.get("limit", "50")
         if not (raw.isascii() and raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= 1000):
             return JSONResponse({"error": "limit must be a whole number from 1 to 1000"}, 400)
-        listed = await book.list(int(raw))
+        listed = await runs.list(int(raw))
         return JSONResponse(
             [
                 {
@@ -175,7 +172,7 @@ def create_app(
         )
 
     async def run_show(request: Request) -> Response:
-        state = await book.state(request.path_params["run_id"])
+        state = await runs.state(request.path_params["run_id"])
         if state is None:
             return JSONResponse({"error": "no such run"}, 404)
         return Response(state.model_dump_json(), media_type="application/json")
@@ -185,7 +182,7 @@ def create_app(
             Route("/alertmanager", guarded(alertmanager, auth.allows, "Bearer"), methods=["POST"]),
             *health_routes(pings, metrics.registry, worker_problem, reader),
             Route("/api/v1/runs", guarded(runs_list, run_reader), methods=["GET"]),
-            *decision_routes(book, auth, approvers, slack_signing_secret, body_timeout),
+            *decision_routes(runs, auth, approvers, slack_signing_secret, body_timeout),
             Route("/api/v1/runs/{run_id:path}", guarded(run_show, run_reader), methods=["GET"]),
         ],
         exception_handlers={TemporalUnavailable: unavailable},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import httpx2
@@ -12,7 +12,8 @@ from pydantic import BaseModel
 
 from service.config import HttpAuth, resolve_secret
 from service.errors import ConfigError
-from service.registry import Action
+from service.registry import Action, Handler, P
+from service.runs import StepRequest, StepResult
 
 C = TypeVar("C", bound=BaseModel)
 K = TypeVar("K")
@@ -55,6 +56,14 @@ class ConnectionAdapter(ABC, Generic[C, K]):
                     client = await self._open(name, self.connection(name))
                     self._clients[name] = client
         return client
+
+    def with_client(self, call: Callable[[K, StepRequest, P], Awaitable[StepResult]]) -> Handler[P]:
+        """A handler for an action written as a function of the connection's client (kept in its own module)."""
+
+        async def handle(request: StepRequest, params: P) -> StepResult:
+            return await call(await self.client(request.connection), request, params)
+
+        return handle
 
     async def close(self) -> None:
         clients, self._clients = list(self._clients.values()), {}

@@ -17,7 +17,6 @@ from pydantic import JsonValue
 from service.adapters.base import ConnectionAdapter
 from service.adapters.kubernetes_api import MARK, RESTARTED_AT, deployment_data, errors, pod_data, set_env_patch
 from service.adapters.kubernetes_deployments import (
-    DeploymentWrite,
     get_deployment,
     rollout_restart,
     rollout_undo,
@@ -26,7 +25,7 @@ from service.adapters.kubernetes_deployments import (
 )
 from service.config import KubernetesConnection
 from service.errors import ConfigError, PermanentStepError, StepError
-from service.registry import Action, Handler, P, specs
+from service.registry import Action, specs
 from service.runs import StepRequest, StepResult, per_target
 from service.steps_kubernetes import (
     DeletePods,
@@ -74,10 +73,10 @@ class KubernetesAdapter(ConnectionAdapter[KubernetesConnection, AsyncClient]):
             Action(TopPods, self._top_pods),
             Action(DeletePods, self._delete_pods),
             Action(EvictPods, self._evict_pods),
-            Action(Scale, self._deployments(scale)),
-            Action(RolloutRestart, self._deployments(rollout_restart)),
-            Action(SetEnv, self._deployments(set_env)),
-            Action(RolloutUndo, self._deployments(rollout_undo)),
+            Action(Scale, self.with_client(scale)),
+            Action(RolloutRestart, self.with_client(rollout_restart)),
+            Action(SetEnv, self.with_client(set_env)),
+            Action(RolloutUndo, self.with_client(rollout_undo)),
         )
 
     async def _open(self, name: str, conn: KubernetesConnection) -> AsyncClient:
@@ -103,12 +102,6 @@ class KubernetesAdapter(ConnectionAdapter[KubernetesConnection, AsyncClient]):
         except StepError as exc:
             if exc.status not in (403, 404):  # the API answered: it is up, whatever our rights
                 raise
-
-    def _deployments(self, write: DeploymentWrite[P]) -> Handler[P]:
-        async def handle(request: StepRequest, params: P) -> StepResult:
-            return await write(await self.client(request.connection), request, params)
-
-        return handle
 
     # ---- reads -----------------------------------------------------------------------------------------------
 

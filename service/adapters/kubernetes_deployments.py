@@ -3,7 +3,6 @@ a retry changes nothing more."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,11 +22,8 @@ from service.adapters.kubernetes_api import (
     undo_patch,
 )
 from service.errors import GuardViolation, PermanentStepError
-from service.registry import P
 from service.runs import StepRequest, StepResult
 from service.steps_kubernetes import DeploymentParams, RolloutUndoParams, ScaleParams, SetEnvParams
-
-DeploymentWrite = Callable[[AsyncClient, StepRequest, P], Awaitable[StepResult]]
 
 
 async def get_deployment(client: AsyncClient, ns: str, name: str) -> Deployment:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import JsonValue
@@ -13,7 +12,7 @@ from service.adapters.base import ConnectionAdapter
 from service.adapters.temporal_target_api import errors, plain, read_file
 from service.adapters.temporal_target_writes import cancel, reset, signal, start, terminate
 from service.config import TemporalConnection, resolve_secret
-from service.registry import Action, Handler, P, specs
+from service.registry import Action, specs
 from service.runs import StepRequest, StepResult
 from service.steps_temporal import (
     Cancel,
@@ -45,11 +44,11 @@ class TemporalTargetAdapter(ConnectionAdapter[TemporalConnection, Client]):
             Action(CountWorkflows, self._count),
             Action(QueryWorkflow, self._query),
             Action(HistoryInput, self._history_input),
-            Action(Signal, self._writes(signal)),
-            Action(Cancel, self._writes(cancel)),
-            Action(Terminate, self._writes(terminate)),
-            Action(Reset, self._writes(reset)),
-            Action(Start, self._writes(start)),
+            Action(Signal, self.with_client(signal)),
+            Action(Cancel, self.with_client(cancel)),
+            Action(Terminate, self.with_client(terminate)),
+            Action(Reset, self.with_client(reset)),
+            Action(Start, self.with_client(start)),
         )
 
     async def _open(self, name: str, conn: TemporalConnection) -> Client:
@@ -75,12 +74,6 @@ class TemporalTargetAdapter(ConnectionAdapter[TemporalConnection, Client]):
         client = await self.client(connection)
         with errors("ping"):
             await client.count_workflows("WorkflowType = 'remediate-readiness-probe'")
-
-    def _writes(self, write: Callable[[Client, StepRequest, P], Awaitable[StepResult]]) -> Handler[P]:
-        async def handle(request: StepRequest, params: P) -> StepResult:
-            return await write(await self.client(request.connection), request, params)
-
-        return handle
 
     async def _handle(self, request: StepRequest, workflow_id: str, run_id: str | None) -> WorkflowHandle[Any, Any]:
         return (await self.client(request.connection)).get_workflow_handle(workflow_id, run_id=run_id)

@@ -50,8 +50,9 @@ class Started(TemporalRuns):
 
 
 def app() -> TestClient:
-    receiver = Receiver(PLAYBOOKS, Started(), Mode.DRY_RUN, SeenRuns(100))
-    return TestClient(create_app(receiver, WebAuth(token=TOKEN)), raise_server_exceptions=False)
+    runs = Started()
+    receiver = Receiver(PLAYBOOKS, runs, Mode.DRY_RUN, SeenRuns(100))
+    return TestClient(create_app(receiver, WebAuth(token=TOKEN), runs), raise_server_exceptions=False)
 
 
 def alert(labels: dict[str, str], fingerprint: str | None = None) -> dict[str, Any]:
