@@ -62,6 +62,7 @@ class GateRequest(BaseModel):
     approvers: list[str]
     min_approvals: int
     expires_at: datetime
+    caution: str = Field(default="", description="Why the governor asks for a human (a storm, an open breaker).")
 
 
 class MessageRef(BaseModel):
@@ -146,6 +147,10 @@ class Notifier(Protocol):
         """Post the gate, or update the message its `message` names; an empty `id` means it is shown nowhere."""
         ...
 
+    async def announce(self, text: str) -> None:
+        """Post one message that needs no answer (a storm began, a breaker opened)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -154,6 +159,9 @@ class NoNotifier:
 
     async def publish(self, notice: Notice) -> MessageRef:
         return MessageRef()
+
+    async def announce(self, text: str) -> None:
+        return None
 
     async def close(self) -> None:
         return None

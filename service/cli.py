@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from service import action_docs, dev, planning, redact
+from service.adapters.governor import GovernorClient
 from service.adapters.postgres import PostgresAdapter
 from service.adapters.postgres_ledger import ledger_sql
 from service.adapters.temporal import TemporalRuns, connect
@@ -24,7 +25,9 @@ from service.approvals import Decision
 from service.compose import Adapters, load_all, serve
 from service.config import PostgresConnection, Settings
 from service.errors import ConfigError, PlaybookError, RemediateError
+from service.governance import GovernorView, SwitchChange
 from service.playbook import Playbook, load_playbooks
+from service.rail_routes import switch_view
 from service.report import format_state
 
 
@@ -110,7 +113,7 @@ async def _runs(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _decide(args: argparse.Namespace, settings: Settings) -> int:
     runs = TemporalRuns(await connect(settings.temporal_address, settings.temporal_namespace), settings.task_queue)
-    user = args.as_user or os.environ.get("REMEDIATE_APPROVER") or getpass.getuser()
+    user = _who(args)
     decision = Decision(
         gate=args.gate,
         verdict="approve" if args.command == "approve" else "reject",
@@ -126,6 +129,62 @@ async def _decide(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     print(f"{args.command} by {user}: {record.outcome}" + (f" ({record.reason})" if record.reason else ""))
     return 0 if record.outcome in ("counted", "duplicate") else 1
+
+
+def _who(args: argparse.Namespace) -> str:
+    return args.as_user or os.environ.get("REMEDIATE_APPROVER") or getpass.getuser()
+
+
+def _switch_line(scope: str, switch: dict[str, Any]) -> str:
+    if not switch.get("at"):
+        return f"{scope}: off (never set)"
+    state = "ON" if switch["on"] else "off"
+    why = f": {switch['reason']}" if switch.get("reason") else ""
+    return f"{scope}: {state}, set by {switch['by']} at {switch['at']}{why}"
+
+
+async def _kill_switch(args: argparse.Namespace, settings: Settings) -> int:
+    governor = GovernorClient(
+        await connect(settings.temporal_address, settings.temporal_namespace), settings.task_queue
+    )
+    if args.state != "status":
+        change = SwitchChange(on=args.state == "on", by=_who(args), reason=args.reason, playbook=args.playbook)
+        await governor.set_switch(change)
+    shown = switch_view(await governor.view())
+    everything: dict[str, Any] = shown["everything"]  # type: ignore[assignment]
+    playbooks: dict[str, dict[str, Any]] = shown["playbooks"]  # type: ignore[assignment]
+    if args.json:
+        print(json.dumps(shown, indent=2))
+        return 0
+    print(_switch_line("kill switch for everything", everything))
+    for name, switch in sorted(playbooks.items()):
+        if args.playbook in (None, name):
+            print(_switch_line(f"kill switch for playbook {name}", switch))
+    if everything["on"] or any(s["on"] for s in playbooks.values()):
+        print("writes that have not started are refused (blocked_by_policy); reads and dry-runs go on")
+    return 0
+
+
+def _breaker_lines(view: GovernorView, only: str | None) -> list[str]:
+    lines = []
+    for name, state in sorted(view.state.playbooks.items()):
+        if only not in (None, name):
+            continue
+        status = "OPEN: writes need approval" if state.breaker_open else "closed"
+        lines.append(f"{name}: breaker {status}; {state.ineffective_in_a_row} ineffective run(s) in a row")
+    return lines or [f"{only or 'no playbook'}: breaker closed; no run has reported its effectiveness yet"]
+
+
+async def _breaker(args: argparse.Namespace, settings: Settings) -> int:
+    governor = GovernorClient(
+        await connect(settings.temporal_address, settings.temporal_namespace), settings.task_queue
+    )
+    if args.breaker_command == "reset":
+        await governor.reset_breaker(args.playbook)
+        print(f"breaker of {args.playbook} reset by {_who(args)}: its writes no longer need approval for it")
+    for line in _breaker_lines(await governor.view(), args.playbook):
+        print(line)
+    return 0
 
 
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -211,6 +270,19 @@ def _parser() -> argparse.ArgumentParser:
         decide.add_argument("--gate", default="act")
         decide.add_argument("--as", dest="as_user", help="approver id (default: $REMEDIATE_APPROVER, then $USER)")
         decide.add_argument("--comment", default="")
+    kill = sub.add_parser("kill-switch", help="stop every write that has not started, on every replica")
+    kill.add_argument("state", choices=["on", "off", "status"])
+    kill.add_argument("--reason", default="", help="why; shown with the switch and in every refusal")
+    kill.add_argument("--playbook", help="only this playbook (default: everything)")
+    kill.add_argument("--as", dest="as_user", help="who flips it (default: $REMEDIATE_APPROVER, then $USER)")
+    kill.add_argument("--json", action="store_true", help="print the switches as JSON")
+    breaker = sub.add_parser("breaker", help="show or reset the breaker that ineffective runs open")
+    breaker_sub = breaker.add_subparsers(dest="breaker_command", required=True)
+    breaker_status = breaker_sub.add_parser("status", help="each playbook's breaker and its ineffective streak")
+    breaker_status.add_argument("playbook", nargs="?")
+    breaker_reset = breaker_sub.add_parser("reset", help="close the breaker: writes no longer need approval")
+    breaker_reset.add_argument("playbook")
+    breaker_reset.add_argument("--as", dest="as_user", help="who resets it (default: $REMEDIATE_APPROVER, $USER)")
     runs = sub.add_parser("runs", help="list and show runs")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True)
     runs_list = runs_sub.add_parser("list")
@@ -235,7 +307,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_serve(args, settings))
         if args.command == "dev":
             return asyncio.run(_dev(args, settings))
-        commands = {"plan": _plan, "runs": _runs, "approve": _decide, "reject": _decide, "migrate": _migrate}
+        commands = {
+            "plan": _plan,
+            "runs": _runs,
+            "approve": _decide,
+            "reject": _decide,
+            "migrate": _migrate,
+            "kill-switch": _kill_switch,
+            "breaker": _breaker,
+        }
         command = commands[args.command]
         return asyncio.run(_until_terminated(command(args, settings)))
     except PlaybookError as exc:

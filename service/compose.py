@@ -16,7 +16,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from service.activities import PausePoints, StepActivities
+from service.adapters.alertmanager import AlertmanagerAdapter
 from service.adapters.base import Adapter, ConnectionAdapter
+from service.adapters.governor import GovernorClient
 from service.adapters.http import HttpAdapter
 from service.adapters.kubernetes import KubernetesAdapter
 from service.adapters.postgres import PostgresAdapter
@@ -28,9 +30,11 @@ from service.adapters.temporal_target import TemporalTargetAdapter
 from service.approvals import NoNotifier, Notifier
 from service.config import ConfigFile, PostgresConnection, Settings
 from service.credentials import ApproverTokens, WebAuth, is_loopback
-from service.errors import ConfigError
+from service.errors import ConfigError, RemediateError
+from service.governance import Governance, governor_id
 from service.lifecycle import QuietServer, WorkerHealth, run_worker
 from service.playbook import Playbook, load_playbooks
+from service.policy_activities import PolicyActivities, PolicyMetrics
 from service.registry import Registry
 from service.runs import Durability
 from service.web import Metrics, Receiver, SeenRuns, create_app, health_routes
@@ -47,6 +51,7 @@ ADAPTERS: tuple[type[ConnectionAdapter[Any, Any]], ...] = (
     KubernetesAdapter,
     TemporalTargetAdapter,
     RedisAdapter,
+    AlertmanagerAdapter,
 )
 A = TypeVar("A", bound=Adapter)
 
@@ -57,6 +62,7 @@ class Adapters:
     def __init__(self, adapters: Sequence[Adapter], config: ConfigFile) -> None:
         self.all = list(adapters)
         by_type = {a.connection_type: a for a in self.all}
+        self.types = {conn.type for conn in config.connections.values()}
         self.pings: dict[str, Callable[[], Awaitable[None]]] = {
             f"connection:{name}": partial(by_type[conn.type].ping, name) for name, conn in config.connections.items()
         }
@@ -70,6 +76,10 @@ class Adapters:
             ],
             config,
         )
+
+    def has(self, connection_type: str) -> bool:
+        """Whether any connection of this type is configured."""
+        return connection_type in self.types
 
     def get(self, kind: type[A]) -> A:
         return next(a for a in self.all if isinstance(a, kind))
@@ -98,6 +108,26 @@ def durability(settings: Settings, config: ConfigFile) -> Durability:
     )
 
 
+def governance(settings: Settings, config: ConfigFile) -> Callable[[Playbook], Governance]:
+    """What every run of a playbook carries about the rails: its limits over the service defaults."""
+    alertmanager = config.alertmanager(settings.alertmanager)
+    governor = governor_id(settings.task_queue)
+
+    def of(playbook: Playbook) -> Governance:
+        own = playbook.limits
+        return Governance(
+            governor=governor,
+            limits=own.over(config.limits),
+            cooldown_key=own.cooldown_key,
+            max_writes_per_hour=settings.max_writes_per_hour,
+            alertmanager=alertmanager,
+            effective_within=own.effective_within or timedelta(seconds=settings.effective_within),
+            silence=playbook.silence and alertmanager is not None,
+        )
+
+    return of
+
+
 def web_auth(settings: Settings) -> WebAuth:
     """The webhook's credential; refuses an open one except on loopback or when explicitly allowed."""
     auth = WebAuth(
@@ -122,6 +152,7 @@ def build_app(
     client: Client,
     adapters: Adapters,
     worker_problem: Callable[[], str | None] | None = None,
+    metrics: Metrics | None = None,
 ) -> Starlette:
     """The web side. Its readiness is Temporal's, plus this process's worker and its connections when it runs one:
     a web-only replica never talks to the targets."""
@@ -138,6 +169,7 @@ def build_app(
         approvers=config.resolve_approvers,
         channel=settings.slack_channel,
         durability=durability(settings, config),
+        governance=governance(settings, config),
         concurrency=settings.intake_concurrency,
         answer_within=settings.intake_within,
     )
@@ -152,10 +184,14 @@ def build_app(
         slack_signing_secret=secret,
         worker_problem=worker_problem,
         approvers=ApproverTokens(config.approver_identities()),
+        metrics=metrics,
+        governor=GovernorClient(client, settings.task_queue),
     )
 
 
-def build_health_app(settings: Settings, adapters: Adapters, worker_problem: Callable[[], str | None]) -> Starlette:
+def build_health_app(
+    settings: Settings, adapters: Adapters, worker_problem: Callable[[], str | None], metrics: Metrics
+) -> Starlette:
     """A worker-only process answers probes too: liveness, readiness of its worker and connections, metrics."""
     auth = web_auth(settings)
     tokens = ApproverTokens(settings.connections().approver_identities())
@@ -163,7 +199,7 @@ def build_health_app(settings: Settings, adapters: Adapters, worker_problem: Cal
     def authenticated(header: str | None) -> bool:
         return (auth.enabled and auth.allows(header)) or tokens.identity(header) is not None
 
-    return Starlette(routes=health_routes(dict(adapters.pings), Metrics().registry, worker_problem, authenticated))
+    return Starlette(routes=health_routes(dict(adapters.pings), metrics.registry, worker_problem, authenticated))
 
 
 def notifier(settings: Settings) -> Notifier:
@@ -173,18 +209,39 @@ def notifier(settings: Settings) -> Notifier:
     return SlackNotifier(settings.slack_bot_token.get_secret_value(), settings.slack_channel, settings.slack_api_url)
 
 
-def worker_factory(settings: Settings, adapters: Adapters, notifier: Notifier) -> Callable[[Client], Worker]:
+def worker_factory(
+    settings: Settings, adapters: Adapters, notifier: Notifier, metrics: PolicyMetrics
+) -> Callable[[Client], Worker]:
     pauses = PausePoints(settings.pause_at)
+    alerts = adapters.get(AlertmanagerAdapter) if adapters.has(AlertmanagerAdapter.connection_type) else None
 
     def build(client: Client) -> Worker:
         activities = StepActivities(
             adapters.registry(), notifier, attempts=TemporalRuns(client, settings.task_queue), pauses=pauses
         )
+        rails = PolicyActivities(GovernorClient(client, settings.task_queue), alerts, notifier, metrics)
         return create_worker(
-            client, settings.task_queue, activities, graceful_shutdown=timedelta(seconds=settings.shutdown_grace)
+            client,
+            settings.task_queue,
+            activities,
+            rails=rails.all(),
+            graceful_shutdown=timedelta(seconds=settings.shutdown_grace),
         )
 
     return build
+
+
+async def watch_kill_switch(governor: GovernorClient, metrics: PolicyMetrics, stop: asyncio.Event) -> None:
+    """Keep the `remediate_kill_switch` gauge current on every replica (the switch itself needs no polling)."""
+    while not stop.is_set():
+        try:
+            metrics.show(await governor.view())
+        except RemediateError as exc:  # no worker answers yet, or Temporal is away: try again
+            log.debug("kill switch gauge not refreshed: %s", exc)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=5)
+        except TimeoutError:
+            continue
 
 
 async def serve(
@@ -204,13 +261,15 @@ async def serve(
     tasks: list[asyncio.Task[None]] = []
     shown = notifier(settings)
     health = WorkerHealth() if worker else None
+    metrics = Metrics()
+    rails = PolicyMetrics(metrics.registry)
     if worker and health is not None:
         tasks.append(
             asyncio.create_task(
                 run_worker(
                     client,
                     lambda: connect_eager(address, namespace),
-                    worker_factory(settings, adapters, shown),
+                    worker_factory(settings, adapters, shown, rails),
                     address,
                     stop,
                     health,
@@ -218,11 +277,13 @@ async def serve(
             )
         )
     problem = health.problem if health is not None else None
+    client = client or await connect(address, namespace)
     if web:
-        app = build_app(settings, playbooks, client or await connect(address, namespace), adapters, problem)
+        app = build_app(settings, playbooks, client, adapters, problem, metrics)
     else:
         assert problem is not None  # noqa: S101 - serve runs the web side, the worker, or both
-        app = build_health_app(settings, adapters, problem)
+        app = build_health_app(settings, adapters, problem, metrics)
+    tasks.append(asyncio.create_task(watch_kill_switch(GovernorClient(client, settings.task_queue), rails, stop)))
     host, port = settings.listen_host_port
     server = QuietServer(
         uvicorn.Config(

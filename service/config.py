@@ -12,6 +12,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from service.errors import ConfigError
+from service.governor import Limits
 from service.modes import Mode
 
 SecretRef = Annotated[
@@ -84,6 +85,15 @@ class PrometheusConnection(_Connection):
     auth: HttpAuth | None = None
 
 
+class AlertmanagerConnection(_Connection):
+    """An Alertmanager (API v2): whether a fixed alert stopped firing, and silences while a run acts."""
+
+    type: Literal["alertmanager"]
+    url: str = Field(pattern=r"^https?://")
+    auth: HttpAuth | None = None
+    timeout: float = Field(default=5.0, gt=0)
+
+
 class KubernetesConnection(_Connection):
     """A Kubernetes API: a kubeconfig file (and context), or the pod's service account."""
 
@@ -118,6 +128,7 @@ Connection = Annotated[
     PostgresConnection
     | HttpConnection
     | PrometheusConnection
+    | AlertmanagerConnection
     | KubernetesConnection
     | TemporalConnection
     | RedisConnection,
@@ -133,6 +144,9 @@ class ConfigFile(BaseModel):
     connections: dict[str, Connection] = Field(default_factory=dict)
     approvers: list[str] = Field(default_factory=list, description="Default approvers: user ids or group names.")
     approver_groups: dict[str, list[str]] = Field(default_factory=dict, description="Group name -> user ids.")
+    limits: Limits = Field(
+        default_factory=Limits, description="Service-wide defaults for every playbook's `limits` (each field)."
+    )
     approver_tokens: dict[str, SecretRef] = Field(
         default_factory=dict,
         description="User id or group name -> a reference to the bearer token that decides as them in the API.",
@@ -145,6 +159,15 @@ class ConfigFile(BaseModel):
             if not name or len(name) > 63 or not all(c.isalnum() or c in "-_" for c in name):
                 raise ValueError(f"connection name {name!r}: use letters, digits, '-' and '_'")
         return value
+
+    def alertmanager(self, named: str | None) -> str | None:
+        """The Alertmanager connection the rails use: the one named, else the only one configured."""
+        found = [n for n, c in self.connections.items() if c.type == "alertmanager"]
+        if named is not None:
+            if named not in found:
+                raise ConfigError(f"REMEDIATE_ALERTMANAGER={named}: no alertmanager connection of that name")
+            return named
+        return found[0] if len(found) == 1 else None
 
     def kinds(self) -> dict[str, str]:
         return {name: conn.type for name, conn in self.connections.items()}
@@ -223,6 +246,11 @@ class Settings(BaseSettings):
     intake_within: float = Field(default=8.0, gt=0, description="Seconds to start a message's runs before a 503.")
     body_timeout: float = Field(default=10.0, gt=0, description="Seconds a client may take to send a body.")
     allow_unauthenticated: bool = Field(default=False, description="Serve an open webhook on a non-loopback address.")
+    max_writes_per_hour: int | None = Field(default=None, ge=1, description="Write-runs per hour, all playbooks.")
+    alertmanager: str | None = Field(
+        default=None, description="Alertmanager connection for effectiveness and silences (default: the only one)."
+    )
+    effective_within: float = Field(default=600.0, gt=0, le=86_400, description="Seconds a fix has to stop an alert.")
 
     @property
     def listen_host_port(self) -> tuple[str, int]:

@@ -56,6 +56,8 @@ class Run:
         self.state = new_state(run)
         self.steps = StepRunner(run, execute, clock, self.state.steps)
         self.scope = Scope(alert=alert_variables(run.alert))
+        self.asked = False  # whether the policy was asked for a write (and so must hear how the run ended)
+        self.attempted = 0  # writes started: a run that started none gets its budget back
 
     def stop_before_start(self, status: RunStatus, reason: str) -> RunState:
         """End the run before its first step (a policy said no); recorded like any other outcome."""
@@ -69,6 +71,8 @@ class Run:
             await self._phases()
         except Stop as stop:
             self.state.status, self.state.reason = stop.status, stop.reason
+        if self.asked:
+            await self.policy.after_run(self.run, self.attempted > 0, self.state.status)
         self.state.resolved = self.state.resolved or self.resolved()
         self.state.finished_at = self.clock.now()
         return self.state
@@ -102,7 +106,28 @@ class Run:
         self.state.reason = f"{done} write(s) done; verify passed" if done else "nothing to do; verify passed"
 
     def _needs_approval(self, step: StepBase) -> bool:
-        return self.run.mode == Mode.APPROVE or approval_of(step) == "required"
+        return self.run.mode == Mode.APPROVE or approval_of(step) == "required" or bool(self.state.caution)
+
+    def _cooldown_key(self) -> str:
+        template = self.run.governance.cooldown_key
+        if not template:
+            return self.run.alert.fingerprint or self.run.run_id
+        try:
+            return str(render(template, self.scope.variables()))[:300]
+        except TemplateError as exc:
+            raise Stop("failed", f"limits.cooldown_key: {exc}; nothing was written") from exc
+
+    async def _ask(self, step: StepBase) -> None:
+        """The policy's word on this write: a refusal ends the run; a caution makes every remaining write wait for
+        a human."""
+        self.asked = True
+        answer = await self.policy.before_write(self.run, step, self._cooldown_key())
+        if answer.verdict == "refuse":
+            self.state.limit = answer.limit
+            frees = f" (frees at {answer.frees_at.isoformat(timespec='seconds')})" if answer.frees_at else ""
+            raise Stop("blocked_by_policy", f"step {step.id!r}: {answer.reason}{frees}; nothing more was written")
+        if answer.verdict == "approval" and not self.state.caution:
+            self.state.caution, self.state.limit = answer.reason, answer.limit
 
     async def _act(self) -> int:
         """Writes in order, each `when` decided at its turn; the first write that needs approval opens the gate."""
@@ -120,6 +145,7 @@ class Run:
             if not self.steps.when(step, self.scope):
                 self.steps.skip(step, f"when is false: {step.when}")
                 continue
+            await self._ask(step)
             if not approved and self._needs_approval(step):
                 targets = await self._approve(act[index:])
                 await self._rediagnose(act[index:], targets)
@@ -127,9 +153,10 @@ class Run:
                 if not self.steps.when(step, self.scope):
                     self.steps.skip(step, "no longer needed after re-diagnosis")
                     continue
-            refusal = await self.policy.before_write(self.run, step)
-            if refusal is not None:
-                raise Stop("blocked_by_policy", f"step {step.id!r}: {refusal}; nothing more was written")
+                await self._ask(step)  # the wait may have been long: the kill switch may be on by now
+            if not self.attempted:
+                await self.policy.acting(self.run)
+            self.attempted += 1
             await self.steps.write(step, self.scope)
             done += 1
         return done
@@ -138,15 +165,17 @@ class Run:
         """Preview the remaining writes, open the gate, wait; returns the approved targets per step."""
         gated = [s for s in steps if self._needs_approval(s)]
         if self.gatekeeper is None or not self.run.approvers:
+            why = f" ({self.state.caution})" if self.state.caution else ""
             raise Stop(
                 "blocked_by_policy",
-                f"step(s) {', '.join(s.id for s in gated)} need an approval, but "
+                f"step(s) {', '.join(s.id for s in gated)} need an approval{why}, but "
                 "no approvers are configured for this playbook; nothing more was written",
             )
         previewed = [
             (self.steps.record(s.id), self._needs_approval(s)) for s in await self.steps.preview(steps, self.scope)
         ]
         request = gate_request(self.run, self.state.steps, previewed, gated, self.clock.now())
+        request.caution = self.state.caution
         gate = Gate(request=request)
         self.state.gate, self.state.status = gate, "awaiting_approval"
         await self.gatekeeper(gate)

@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.durations import Duration
+
 HOUR = timedelta(hours=1)
 Verdict = Literal["grant", "approval", "refuse"]
 
@@ -22,7 +24,7 @@ class Storm(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     occurrences: int = Field(ge=1, le=100_000)
-    within: timedelta
+    within: Duration = Field(le=timedelta(hours=24))
 
 
 class Breaker(BaseModel):
@@ -38,7 +40,7 @@ class Limits(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    cooldown: timedelta | None = None
+    cooldown: Duration | None = Field(default=None, le=timedelta(hours=24))
     max_runs_per_hour: int | None = Field(default=None, ge=1, le=10_000)
     max_concurrent: int | None = Field(default=None, ge=1, le=1000)
     storm: Storm | None = None
@@ -63,6 +65,21 @@ class Lease(BaseModel):
     until: datetime
 
 
+class Grant(BaseModel):
+    """A write-run counted against the hourly budgets; refunded if the run ends without writing."""
+
+    playbook: str
+    key: str
+    at: datetime
+
+
+class Cooldown(BaseModel):
+    """The last write-run for one cooldown key, and which run it was (that run may ask again)."""
+
+    at: datetime
+    run_id: str
+
+
 class Answer(BaseModel):
     """A grant, a grant that needs a human first (storm, breaker), or a refusal naming the limit and when it frees."""
 
@@ -75,9 +92,9 @@ class Answer(BaseModel):
 class PlaybookState(BaseModel):
     """What the governor remembers of one playbook."""
 
-    write_runs: list[datetime] = Field(default_factory=list, description="First grants in the last hour.")
     occurrences: list[datetime] = Field(default_factory=list, description="New occurrences in the storm window.")
-    cooldowns: dict[str, datetime] = Field(default_factory=dict, description="Cooldown key -> its last write-run.")
+    storming: bool = False
+    cooldowns: dict[str, Cooldown] = Field(default_factory=dict, description="Cooldown key -> its last write-run.")
     ineffective_in_a_row: int = 0
     breaker_open: bool = False
     switch: Switch = Field(default_factory=Switch)
@@ -88,7 +105,7 @@ class GovernorState(BaseModel):
 
     switch: Switch = Field(default_factory=Switch)
     leases: dict[str, Lease] = Field(default_factory=dict, description="Run id -> its lease.")
-    writes: list[datetime] = Field(default_factory=list, description="Write grants in the last hour, all playbooks.")
+    grants: dict[str, Grant] = Field(default_factory=dict, description="Run id -> its write-run, last hour.")
     playbooks: dict[str, PlaybookState] = Field(default_factory=dict)
     max_writes_per_hour: int | None = None
 
@@ -108,7 +125,9 @@ class Governor:
 
     def _expire(self, now: datetime) -> None:
         self.state.leases = {run: lease for run, lease in self.state.leases.items() if lease.until > now}
-        self.state.writes = _recent(self.state.writes, now, HOUR)
+        self.state.grants = {run: g for run, g in self.state.grants.items() if now - HOUR < g.at <= now}
+        for state in self.state.playbooks.values():  # cooldowns are at most a day long
+            state.cooldowns = {k: c for k, c in state.cooldowns.items() if now - c.at < timedelta(hours=24)}
 
     def set_switch(self, on: bool, by: str, reason: str, now: datetime, playbook: str | None = None) -> Switch:
         switch = Switch(on=on, by=by, at=now, reason=reason)
@@ -118,15 +137,29 @@ class Governor:
             self._playbook(playbook).switch = switch
         return switch
 
-    def occurred(self, playbook: str, now: datetime, limits: Limits) -> None:
-        """A new occurrence of an alert this playbook handles (the storm counts these)."""
+    def occurred(self, playbook: str, now: datetime, limits: Limits) -> bool:
+        """A new occurrence of an alert this playbook handles; True when this one starts a storm."""
         state = self._playbook(playbook)
         window = limits.storm.within if limits.storm else HOUR
         state.occurrences = [*_recent(state.occurrences, now, window), now][-100_000:]
+        storming = limits.storm is not None and len(state.occurrences) > limits.storm.occurrences
+        started = storming and not state.storming
+        state.storming = storming
+        return started
 
-    def ask(self, run_id: str, playbook: str, key: str, now: datetime, limits: Limits) -> Answer:
+    def ask(
+        self,
+        run_id: str,
+        playbook: str,
+        key: str,
+        now: datetime,
+        limits: Limits,
+        max_writes_per_hour: int | None = None,
+    ) -> Answer:
         """May this run write now? The same run asking again renews its lease and is counted once."""
         self._expire(now)
+        if max_writes_per_hour is not None:
+            self.state.max_writes_per_hour = max_writes_per_hour
         state = self._playbook(playbook)
         for switch, scope in ((self.state.switch, "everything"), (state.switch, f"playbook {playbook}")):
             if switch.on:
@@ -139,26 +172,35 @@ class Governor:
         if held is not None:
             held.until = now + self.lease
             return Answer(verdict="grant", reason="lease renewed")
-        refusal = self._refusal(playbook, key, now, limits, state)
+        returning = run_id in self.state.grants  # counted already; its lease ran out (a long approval wait)
+        refusal = (
+            self._concurrency(playbook, limits) if returning else self._refusal(run_id, playbook, key, now, limits)
+        )
         if refusal is not None:
             return refusal
         answer = self._caution(playbook, now, limits, state)
         self.state.leases[run_id] = Lease(playbook=playbook, key=key, granted_at=now, until=now + self.lease)
-        state.write_runs = [*_recent(state.write_runs, now, HOUR), now]
-        state.cooldowns[key] = now
-        self.state.writes.append(now)
+        if not returning:
+            self.state.grants[run_id] = Grant(playbook=playbook, key=key, at=now)
+            state.cooldowns[key] = Cooldown(at=now, run_id=run_id)
         return answer
 
-    def _refusal(self, playbook: str, key: str, now: datetime, limits: Limits, state: PlaybookState) -> Answer | None:
-        last = state.cooldowns.get(key)
-        if limits.cooldown is not None and last is not None and now - last < limits.cooldown:
+    def _refusal(self, run_id: str, playbook: str, key: str, now: datetime, limits: Limits) -> Answer | None:
+        last = self._playbook(playbook).cooldowns.get(key)
+        if (
+            limits.cooldown is not None
+            and last is not None
+            and last.run_id != run_id
+            and now - last.at < limits.cooldown
+        ):
             return Answer(
                 verdict="refuse",
                 limit="cooldown",
-                reason=f"cooldown {limits.cooldown} for {key!r}: it last wrote at {last.isoformat()}",
-                frees_at=last + limits.cooldown,
+                reason=f"cooldown {_human(limits.cooldown)} for {key!r}: run {last.run_id} wrote at "
+                f"{last.at.isoformat()}",
+                frees_at=last.at + limits.cooldown,
             )
-        recent = _recent(state.write_runs, now, HOUR)
+        recent = [g.at for g in self.state.grants.values() if g.playbook == playbook]
         if limits.max_runs_per_hour is not None and len(recent) >= limits.max_runs_per_hour:
             return Answer(
                 verdict="refuse",
@@ -167,6 +209,20 @@ class Governor:
                 f"{limits.max_runs_per_hour})",
                 frees_at=min(recent) + HOUR,
             )
+        refusal = self._concurrency(playbook, limits)
+        if refusal is not None:
+            return refusal
+        cap, writes = self.state.max_writes_per_hour, [g.at for g in self.state.grants.values()]
+        if cap is not None and len(writes) >= cap:
+            return Answer(
+                verdict="refuse",
+                limit="max_writes_per_hour",
+                reason=f"{len(writes)} write-runs in the last hour (REMEDIATE_MAX_WRITES_PER_HOUR {cap})",
+                frees_at=min(writes) + HOUR,
+            )
+        return None
+
+    def _concurrency(self, playbook: str, limits: Limits) -> Answer | None:
         acting = [lease for lease in self.state.leases.values() if lease.playbook == playbook]
         if limits.max_concurrent is not None and len(acting) >= limits.max_concurrent:
             return Answer(
@@ -174,14 +230,6 @@ class Governor:
                 limit="max_concurrent",
                 reason=f"{len(acting)} run(s) of {playbook} acting now (max_concurrent {limits.max_concurrent})",
                 frees_at=min(lease.until for lease in acting),
-            )
-        cap = self.state.max_writes_per_hour
-        if cap is not None and len(self.state.writes) >= cap:
-            return Answer(
-                verdict="refuse",
-                limit="max_writes_per_hour",
-                reason=f"{len(self.state.writes)} write-runs in the last hour (REMEDIATE_MAX_WRITES_PER_HOUR {cap})",
-                frees_at=min(self.state.writes) + HOUR,
             )
         return None
 
@@ -199,14 +247,21 @@ class Governor:
                 return Answer(
                     verdict="approval",
                     limit="storm",
-                    reason=f"{len(seen)} new occurrences within {limits.storm.within} (storm above "
+                    reason=f"{len(seen)} new occurrences within {_human(limits.storm.within)} (storm above "
                     f"{limits.storm.occurrences}): writes need approval until it is calm",
                 )
         return Answer(verdict="grant")
 
-    def release(self, run_id: str) -> None:
-        """The run ended (or stopped writing): it no longer counts as acting."""
+    def release(self, run_id: str, wrote: bool = True) -> None:
+        """The run ended: it no longer counts as acting; a run that wrote nothing gets its budget back."""
         self.state.leases.pop(run_id, None)
+        if wrote:
+            return
+        grant = self.state.grants.pop(run_id, None)
+        if grant is not None:
+            cooldowns = self._playbook(grant.playbook).cooldowns
+            if (held := cooldowns.get(grant.key)) is not None and held.run_id == run_id:
+                del cooldowns[grant.key]
 
     def effectiveness(
         self, playbook: str, result: Literal["effective", "ineffective", "unknown"], limits: Limits
@@ -226,3 +281,11 @@ class Governor:
     def reset_breaker(self, playbook: str) -> None:
         state = self._playbook(playbook)
         state.breaker_open, state.ineffective_in_a_row = False, 0
+
+
+def _human(span: timedelta) -> str:
+    seconds = int(span.total_seconds())
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

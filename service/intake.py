@@ -12,6 +12,7 @@ from typing import Protocol
 
 from service.alerts import Alert, WebhookMessage, run_id
 from service.errors import IntakeIncomplete
+from service.governance import Governance
 from service.modes import Mode, effective_mode
 from service.playbook import Playbook
 from service.runs import Durability, RunInput
@@ -70,12 +71,13 @@ class Receiver:
         approvers: Callable[[list[str]], list[str]] = list,
         channel: str | None = None,
         durability: Durability | None = None,
+        governance: Callable[[Playbook], Governance] = lambda _: Governance(),
         concurrency: int = 32,
         answer_within: float = 8.0,
     ) -> None:
         self.playbooks, self.runs, self.ceiling, self.seen = list(playbooks), runs, ceiling, seen
         self.approvers, self.channel = approvers, channel
-        self.durability = durability or Durability()
+        self.durability, self.governance = durability or Durability(), governance
         # Alertmanager gives a webhook at least 10 s (notify.MinTimeout) before it retries the whole message.
         self.concurrency, self.answer_within = concurrency, answer_within
 
@@ -91,6 +93,7 @@ class Receiver:
             approvers=self.approvers(playbook.approvers),
             approval_channel=playbook.approval_channel or self.channel,
             durability=self.durability,
+            governance=self.governance(playbook),
         )
         started = await self.runs.start(run)
         self.seen.add(key)

@@ -21,12 +21,30 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from service.alerts import Alert
 from service.errors import PlaybookError, Problem, TemplateError
+from service.governor import Limits
 from service.matching import LabelMatcher, Match, anchored
 from service.modes import Mode
 from service.steps import ACTIONS, Duration, Step, StepBase, WriteStep
 from service.templating import check_expression, check_template, is_template, iter_strings
 
 __all__ = ["LabelMatcher", "LoadedFile", "Match", "Playbook", "anchored", "load_file", "load_playbooks", "matching"]
+
+
+class PlaybookLimits(Limits):
+    """The governor's limits for one playbook (unset fields take the service defaults), plus what it keys on."""
+
+    cooldown_key: str | None = Field(
+        default=None, max_length=500, description="A template naming what a cooldown is for; default: fingerprint."
+    )
+    effective_within: Duration | None = Field(
+        default=None, le=timedelta(hours=24), description="How long a fix has to stop the alert (default 10m)."
+    )
+
+    def over(self, defaults: Limits) -> Limits:
+        """These limits, each unset one taken from `defaults`."""
+        return Limits(
+            **{f: getattr(defaults, f) if getattr(self, f) is None else getattr(self, f) for f in Limits.model_fields}
+        )
 
 
 class Playbook(BaseModel):
@@ -48,6 +66,10 @@ class Playbook(BaseModel):
     min_approvals: int = Field(default=1, ge=1, le=5)
     approval_timeout: Duration = Field(default=timedelta(minutes=15), description="Unanswered gates expire.")
     approval_channel: str | None = Field(default=None, description="Slack channel id; default from configuration.")
+    limits: PlaybookLimits = Field(default_factory=PlaybookLimits, description="The governor's rails for this one.")
+    silence: bool = Field(
+        default=False, description="Silence exactly the alert's labels in Alertmanager while a run acts and verifies."
+    )
 
     def steps(self) -> list[tuple[str, StepBase]]:
         return [
@@ -135,6 +157,13 @@ def _semantic_problems(file: LoadedFile, playbook: Playbook, connections: Mappin
         line, col = _locate(path, file.data, file.positions)
         problems.append(Problem(str(file.path), line + 1, col + 1, message))
 
+    if playbook.limits.cooldown_key is not None:
+        try:
+            check_template(playbook.limits.cooldown_key)
+        except TemplateError as exc:
+            at(("limits", "cooldown_key"), str(exc))
+    if playbook.silence and connections is not None and "alertmanager" not in connections.values():
+        at(("silence",), "silence: true needs an alertmanager connection in the configuration")
     for key, value in playbook.inputs.items():
         for sub, text in iter_strings(value):
             try:

@@ -1,25 +1,33 @@
-"""The policy seam: asked before a run's first read and before each write; today the mode ladder answers."""
+"""The policy seam: asked before a run's first read, before each write, and told when the run ends."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
+from service.governor import Answer
 from service.modes import Mode, effective_mode
 from service.runs import RunInput
 from service.steps import StepBase
 
-__all__ = ["Mode", "ModeLadder", "Policy", "effective_mode"]
+__all__ = ["Answer", "Mode", "ModeLadder", "Policy", "effective_mode"]
 
 
 class Policy(Protocol):
-    """Whether a run may start, and whether it may make one write now; a reason when not, None when it may.
+    """Whether a run may start (a reason when not), and whether it may make one write now (an Answer).
 
-    Called from the workflow, so an implementation is deterministic or asks through an activity.
+    Called from the workflow, so an implementation is deterministic or asks through an activity. `key` is the run's
+    cooldown key, rendered from its playbook's `limits.cooldown_key`.
     """
 
     async def before_run(self, run: RunInput) -> str | None: ...
 
-    async def before_write(self, run: RunInput, step: StepBase) -> str | None: ...
+    async def before_write(self, run: RunInput, step: StepBase, key: str) -> Answer: ...
+
+    async def acting(self, run: RunInput) -> None:
+        """The run's first write is about to start (after any approval)."""
+        ...
+
+    async def after_run(self, run: RunInput, wrote: bool, status: str) -> None: ...
 
 
 class ModeLadder:
@@ -30,5 +38,11 @@ class ModeLadder:
             return "mode is off for this playbook: nothing was read or written"
         return None
 
-    async def before_write(self, run: RunInput, step: StepBase) -> str | None:
+    async def before_write(self, run: RunInput, step: StepBase, key: str) -> Answer:
+        return Answer(verdict="grant")
+
+    async def acting(self, run: RunInput) -> None:
+        return None
+
+    async def after_run(self, run: RunInput, wrote: bool, status: str) -> None:
         return None

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from service.alerts import Alert
 from service.approvals import Gate
 from service.errors import PermanentStepError
+from service.governance import Effectiveness, Governance
 from service.modes import Mode
 from service.playbook import Playbook
 from service.steps import Approval, Effect, StepBase
@@ -126,6 +127,7 @@ class RunInput(BaseModel):
     approvers: list[str] = Field(default_factory=list, description="Resolved user ids allowed to decide.")
     approval_channel: str | None = None
     durability: Durability = Field(default_factory=Durability)
+    governance: Governance = Field(default_factory=Governance)
 
 
 class RunState(BaseModel):
@@ -145,6 +147,12 @@ class RunState(BaseModel):
     finished_at: datetime | None = None
     steps: list[StepRecord] = Field(default_factory=list)
     gate: Gate | None = None
+    limit: str = Field(default="", description="The rail that blocked the run (kill_switch, cooldown, …), if one did.")
+    caution: str = Field(default="", description="Why the governor asked for a human before writing.")
+    effectiveness: Effectiveness | Literal["checking"] | None = Field(
+        default=None, description="After a run that wrote: did the alert stop firing within effective_within."
+    )
+    silence: str = Field(default="", description="The Alertmanager silence this run holds (or held) while it acts.")
 
     @property
     def dry_run(self) -> bool:

@@ -2,45 +2,26 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Annotated, ClassVar, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     JsonValue,
     ValidationInfo,
-    WithJsonSchema,
     model_validator,
 )
 
+from service.durations import Duration
 from service.errors import GuardViolation
 from service.templating import Escape, is_template
 
 T = TypeVar("T")
-
-_DURATION = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def _parse_duration(value: Any) -> Any:
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return timedelta(seconds=float(match["n"]) * _UNIT_SECONDS[match["unit"]])
-    return value  # ISO-8601 (how the model serialises) and numbers go to pydantic's own parsing
-
-
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(_parse_duration),
-    WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h)$", "examples": ["30s", "5m"]}),
-]
+__all__ = ["Duration"]  # steps import Duration from here; it is defined once in service.durations
 
 StepId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 Approval = Literal["none", "required"]

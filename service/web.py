@@ -22,6 +22,7 @@ from service.decisions import decision_routes
 from service.errors import IntakeIncomplete, RemediateError, TemporalUnavailable
 from service.guards import guarded
 from service.intake import Receiver, SeenRuns
+from service.rail_routes import Switching, rail_routes
 from service.redact import redact
 
 __all__ = ["Metrics", "Receiver", "SeenRuns", "create_app", "health_routes"]
@@ -117,6 +118,7 @@ def create_app(
     slack_signing_secret: str | None = None,
     worker_problem: Callable[[], str | None] | None = None,
     approvers: ApproverTokens | None = None,
+    governor: Switching | None = None,
 ) -> Starlette:
     """Compose the web app from its parts; nothing global, nothing at import time."""
     metrics = metrics or Metrics()
@@ -184,6 +186,7 @@ def create_app(
             Route("/api/v1/runs", guarded(runs_list, run_reader), methods=["GET"]),
             *decision_routes(runs, auth, approvers, slack_signing_secret, body_timeout),
             Route("/api/v1/runs/{run_id:path}", guarded(run_show, run_reader), methods=["GET"]),
+            *(rail_routes(governor, auth, approvers, run_reader, body_timeout) if governor else []),
         ],
         exception_handlers={TemporalUnavailable: unavailable},
     )

@@ -13,6 +13,7 @@ with workflow.unsafe.imports_passed_through():
     from service.approvals import Decision, DecisionRecord, Gate, MessageRef, Notice
     from service.engine import Run
     from service.errors import PermanentStepError
+    from service.governor_policy import GovernorPolicy
     from service.runs import (
         NOTIFY_GATE,
         PRIOR_ATTEMPTS,
@@ -86,7 +87,10 @@ class RemediationWorkflow:
         self._run = Run(
             run, self._execute_activity, _WorkflowClock(), resolved=lambda: self._resolved, gatekeeper=self._gatekeeper
         )
+        self._run.policy = governor = GovernorPolicy(self._run.state)
         prior = await self._prior_attempts(run)
+        if not prior.count:
+            await governor.occurred(run)
         self._run.state.attempt = prior.count + 1
         if prior.count >= run.durability.max_attempts:
             state = self._run.stop_before_start(
@@ -97,6 +101,8 @@ class RemediationWorkflow:
             return state
         await self._back_off(run, prior)
         state = await self._run.execute_run()
+        if self._run.attempted and run.governance.governor and state.status in ("succeeded", "failed"):
+            await governor.effectiveness(run, state, lambda: self._resolved)
         gate = state.gate
         if gate is not None:
             await asyncio.gather(*self._notify_tasks)  # the request must exist before its outcome is shown

@@ -62,6 +62,8 @@ def approval_blocks(gate: Gate, outcome: str = "") -> list[dict[str, Any]]:
         {"type": "section", "text": _mrkdwn(f"*{escape(r.alertname)}* {labels}\nRun `{escape(r.run_id)}`")},
         {"type": "section", "text": _mrkdwn("*Diagnosis*\n" + diagnosis)},
     ]
+    if r.caution:
+        blocks.append({"type": "section", "text": _mrkdwn(f"*Why a human is asked*\n{escape(r.caution)}")})
     for w in r.writes:
         shown = escape(", ".join(w.targets[:10])) + (
             f" … and {len(w.targets) - 10} more" if len(w.targets) > 10 else ""
@@ -170,6 +172,16 @@ class SlackNotifier:
         method = "chat.update" if posted else "chat.postMessage"
         if posted:
             body["ts"] = posted.id
+        payload = await self._call(method, body)
+        ts = str(payload.get("ts", posted.id if posted else ""))
+        return MessageRef(notifier=NAME, channel=str(payload.get("channel", channel)), id=ts)
+
+
+    async def announce(self, text: str) -> None:
+        if self._token and self._channel:
+            await self._call("chat.postMessage", {"channel": self._channel, "text": text, "blocks": [_section(text)]})
+
+    async def _call(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
             response = await self._client.post(
                 f"/{method}", json=body, headers={"Authorization": f"Bearer {self._token}"}
@@ -181,12 +193,15 @@ class SlackNotifier:
             raise NotifyError(f"{method}: rate limited", retry_after=timedelta(seconds=wait))
         if response.status_code >= 500:
             raise NotifyError(f"{method}: Slack answered {response.status_code}")
-        payload = response.json()
+        payload: dict[str, Any] = response.json()
         if not payload.get("ok"):
             error = str(payload.get("error", "unknown"))
             raise NotifyError(f"{method}: {error}", retryable=error in ("ratelimited", "internal_error"))
-        ts = str(payload.get("ts", posted.id if posted else ""))
-        return MessageRef(notifier=NAME, channel=str(payload.get("channel", channel)), id=ts)
+        return payload
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": _mrkdwn(escape(text))}
 
 
 class _SlackUser(BaseModel):

@@ -3,61 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
 
+from service.adapters.temporal_rpc import QUERY_TIMEOUT, RPC_TIMEOUT, connect, connect_eager, rpc
 from service.approvals import Decision, DecisionRecord
 from service.errors import RemediateError, RunNotOpen, RunUnknown, TemporalUnavailable
 from service.runs import PriorAttempts, RunInput, RunState
 from service.workflows import RemediationWorkflow
 
-RPC_TIMEOUT = timedelta(seconds=5)  # well inside Alertmanager's webhook timeout, so it sees our 503
-QUERY_TIMEOUT = timedelta(seconds=3)  # a query needs a worker: without one, say so instead of hanging
-_UNAVAILABLE = {
-    RPCStatusCode.UNAVAILABLE,
-    RPCStatusCode.DEADLINE_EXCEEDED,
-    RPCStatusCode.CANCELLED,
-    RPCStatusCode.RESOURCE_EXHAUSTED,
-    RPCStatusCode.UNKNOWN,
-    RPCStatusCode.INTERNAL,
-}
-
-
-@contextmanager
-def _rpc(what: str) -> Iterator[None]:
-    """The one place Temporal client errors are translated: a run that is not there (or closed) is RunNotOpen,
-    anything else TemporalUnavailable (a 503, so callers retry)."""
-    try:
-        yield
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise RunUnknown(f"not found while {what}") from exc
-        if exc.status == RPCStatusCode.FAILED_PRECONDITION:
-            raise RunNotOpen(f"closed while {what}") from exc
-        raise TemporalUnavailable(f"Temporal unavailable while {what}: {exc}") from exc
-    except RuntimeError as exc:  # the client cannot connect, or lost its connection
-        raise TemporalUnavailable(f"Temporal unavailable while {what}: {exc}") from exc
-
-
-async def connect(address: str, namespace: str) -> Client:
-    """A lazy client: the web server starts even while Temporal is down, and answers 503 until it is back."""
-    with _rpc(f"connecting to {address}"):
-        return await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter, lazy=True)
-
-
-async def connect_eager(address: str, namespace: str) -> Client:
-    """A connected client, as a worker needs; raises TemporalUnavailable while Temporal cannot be reached."""
-    with _rpc(f"connecting to {address}"):
-        return await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter)
+__all__ = ["RunSummary", "TemporalRuns", "connect", "connect_eager"]
 
 
 @dataclass(frozen=True)
@@ -82,7 +42,7 @@ class TemporalRuns:
     async def start(self, run: RunInput) -> bool:
         """Start the run; False when this occurrence already has one (running or closed)."""
         try:
-            with _rpc(f"starting {run.run_id}"):
+            with rpc(f"starting {run.run_id}"):
                 handle = await self.client.start_workflow(
                     RemediationWorkflow.run,
                     run,
@@ -105,7 +65,7 @@ class TemporalRuns:
     async def resolve(self, run_id: str) -> bool:
         """Signal `resolved` to a run; False when there is no open run for it."""
         try:
-            with _rpc(f"signalling {run_id}"):
+            with rpc(f"signalling {run_id}"):
                 await self.client.get_workflow_handle(run_id).signal(
                     RemediationWorkflow.resolve, rpc_timeout=RPC_TIMEOUT
                 )
@@ -116,7 +76,7 @@ class TemporalRuns:
     async def decide(self, run_id: str, decision: Decision) -> None:
         """Hand an approve/reject to the run; the run decides whether it counts."""
         try:
-            with _rpc(f"deciding {run_id}"):
+            with rpc(f"deciding {run_id}"):
                 await self.client.get_workflow_handle(run_id).signal(
                     RemediationWorkflow.decide, decision, rpc_timeout=RPC_TIMEOUT
                 )
@@ -127,7 +87,7 @@ class TemporalRuns:
 
     async def _exists(self, run_id: str) -> bool:
         try:
-            with _rpc(f"reading {run_id}"):
+            with rpc(f"reading {run_id}"):
                 await self.client.get_workflow_handle(run_id).describe(rpc_timeout=RPC_TIMEOUT)
         except RunUnknown:
             return False
@@ -148,12 +108,12 @@ class TemporalRuns:
             await asyncio.sleep(0.1)
 
     async def ping(self) -> None:
-        with _rpc("checking readiness"):
+        with rpc("checking readiness"):
             await self.client.workflow_service.get_system_info(GetSystemInfoRequest(), timeout=RPC_TIMEOUT)
 
     async def list(self, limit: int = 50) -> list[RunSummary]:
         runs: list[RunSummary] = []
-        with _rpc("listing runs"):
+        with rpc("listing runs"):
             async for execution in self.client.list_workflows("WorkflowType = 'RemediationWorkflow'", limit=limit):
                 memo = await execution.memo()
                 runs.append(
@@ -173,7 +133,7 @@ class TemporalRuns:
         """Closed executions of this run id that did not succeed (the workflow bounds retries with this)."""
         query = f"WorkflowId = '{_quoted(run_id)}' AND ExecutionStatus != 'Running' AND ExecutionStatus != 'Completed'"
         count, last = 0, None
-        with _rpc(f"counting attempts of {run_id}"):
+        with rpc(f"counting attempts of {run_id}"):
             async for execution in self.client.list_workflows(query, rpc_timeout=RPC_TIMEOUT):
                 count += 1
                 if execution.close_time and (last is None or execution.close_time > last):
@@ -186,7 +146,7 @@ class TemporalRuns:
             RemediationWorkflow.run, run_id
         )
         try:
-            with _rpc(f"reading {run_id}"):
+            with rpc(f"reading {run_id}"):
                 description = await handle.describe(rpc_timeout=RPC_TIMEOUT)
                 if description.status == WorkflowExecutionStatus.COMPLETED:
                     return await handle.result(rpc_timeout=RPC_TIMEOUT)
@@ -199,7 +159,7 @@ class TemporalRuns:
         try:
             # The client retries a query on its own; the overall wait is bounded here.
             async with asyncio.timeout(query_timeout.total_seconds()):
-                with _rpc(f"querying {run_id}"):
+                with rpc(f"querying {run_id}"):
                     return await handle.query(RemediationWorkflow.state, rpc_timeout=query_timeout)
         except (RemediateError, TimeoutError) as exc:
             # Temporal answered the describe just now: a query that fails now has no worker to answer it.

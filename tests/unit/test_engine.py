@@ -13,7 +13,7 @@ from service.approvals import Decision, Gate
 from service.engine import Run, item_key
 from service.errors import PermanentStepError
 from service.playbook import load_playbooks
-from service.policy import Mode, effective_mode
+from service.policy import Answer, Mode, ModeLadder, effective_mode
 from service.runs import RunInput, StepRequest, StepResult
 from service.steps import StepBase
 
@@ -248,22 +248,25 @@ async def test_for_each_refuses_an_empty_or_oversized_list() -> None:
         assert [r for r in script.requests if r.step_id.startswith("requeue")] == []
 
 
-class RefuseWrites:
-    """A policy that lets runs start and refuses every write (what the governor will answer when it says no)."""
+class RefuseWrites(ModeLadder):
+    """A policy that lets runs start and refuses every write (what the governor answers when it says no)."""
 
-    async def before_run(self, run: RunInput) -> str | None:
-        return None
+    def __init__(self) -> None:
+        self.ended: list[tuple[bool, str]] = []
 
-    async def before_write(self, run: RunInput, step: StepBase) -> str | None:
-        return "kill switch is on"
+    async def before_write(self, run: RunInput, step: StepBase, key: str) -> Answer:
+        return Answer(verdict="refuse", limit="kill_switch", reason="kill switch is on")
+
+    async def after_run(self, run: RunInput, wrote: bool, status: str) -> None:
+        self.ended.append((wrote, status))
 
 
 async def test_a_policy_refusal_before_a_write_blocks_it_and_is_recorded() -> None:
     """The policy seam is asked before each write: a refusal ends the run blocked_by_policy with its reason."""
     script = Script([1, 2])
-    run = Run(
-        RunInput(run_id="r", playbook=PLAYBOOK, alert=ALERT, mode=Mode.AUTO), script, Clock(), policy=RefuseWrites()
-    )
+    policy = RefuseWrites()
+    run = Run(RunInput(run_id="r", playbook=PLAYBOOK, alert=ALERT, mode=Mode.AUTO), script, Clock(), policy=policy)
     await run.execute_run()
     assert run.state.status == "blocked_by_policy" and "kill switch is on" in run.state.reason
+    assert run.state.limit == "kill_switch" and policy.ended == [(False, "blocked_by_policy")]
     assert [r.step_id for r in script.requests] == ["stuck"]

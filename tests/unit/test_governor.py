@@ -36,7 +36,10 @@ class GovernorMachine(RuleBasedStateMachine):
     @rule(run=st.integers(0, 8), playbook=st.sampled_from(["a", "b"]), key=st.sampled_from(["k1", "k2"]))
     def ask(self, run: int, playbook: str, key: str) -> None:
         run_id = f"{playbook}/{run}"
-        held = run_id in self.governor.state.leases and self.governor.state.leases[run_id].until > self.now
+        state = self.governor.state
+        live = run_id in state.leases and state.leases[run_id].until > self.now
+        counted = run_id in state.grants and self.now - HOUR < state.grants[run_id].at
+        held = live or counted  # a run already counted is not a new write-run
         answer = self.governor.ask(run_id, playbook, key, self.now, LIMITS[playbook])
         if self.switch_on:
             assert answer.verdict == "refuse" and answer.limit == "kill_switch"
@@ -47,9 +50,14 @@ class GovernorMachine(RuleBasedStateMachine):
             assert answer.reason and answer.limit
             assert answer.frees_at is None or answer.frees_at > self.now
 
-    @rule(run=st.integers(0, 8), playbook=st.sampled_from(["a", "b"]))
-    def release(self, run: int, playbook: str) -> None:
-        self.governor.release(f"{playbook}/{run}")
+    @rule(run=st.integers(0, 8), playbook=st.sampled_from(["a", "b"]), wrote=st.booleans())
+    def release(self, run: int, playbook: str, wrote: bool) -> None:
+        run_id = f"{playbook}/{run}"
+        refunded = not wrote and run_id in self.governor.state.grants
+        self.governor.release(run_id, wrote)
+        if refunded:  # a run that wrote nothing gives its budget back: it no longer counts as a write-run
+            last = max(i for i, g in enumerate(self.first_grants) if g[3] == run_id)
+            del self.first_grants[last]
 
     @rule(playbook=st.sampled_from(["a", "b"]))
     def occurrence(self, playbook: str) -> None:
@@ -129,3 +137,24 @@ def test_storm_and_breaker_ask_for_approval_instead_of_writing() -> None:
     assert governor.ask("r2", "b", "k2", later, limits).limit == "breaker"
     governor.reset_breaker("b")
     assert governor.ask("r3", "b", "k3", later, limits).verdict == "grant"
+
+
+def test_a_run_that_wrote_nothing_gets_its_budget_back_and_a_long_wait_keeps_its_own_cooldown() -> None:
+    """A rejected run frees its cooldown and hourly slot; a run whose lease ran out while waiting may still write."""
+    governor = Governor(lease=timedelta(minutes=10))
+    limits = Limits(cooldown=timedelta(minutes=30), max_runs_per_hour=1)
+    assert governor.ask("r1", "a", "q", START, limits).verdict == "grant"
+    assert governor.ask("r1", "a", "q", START + timedelta(minutes=20), limits).verdict == "grant"  # lease expired
+    governor.release("r1", wrote=False)
+    assert governor.ask("r2", "a", "q", START + timedelta(minutes=21), limits).verdict == "grant"
+    assert governor.ask("r3", "a", "q2", START + timedelta(minutes=22), limits).limit == "max_runs_per_hour"
+
+
+def test_the_first_occurrence_over_the_threshold_starts_a_storm_once() -> None:
+    """`occurred` says True once when a storm starts, not for every occurrence after it, and again after calm."""
+    governor = Governor()
+    limits = Limits(storm=Storm(occurrences=2, within=timedelta(minutes=5)))
+    started = [governor.occurred("b", START + timedelta(seconds=i), limits) for i in range(5)]
+    assert started == [False, False, True, False, False]
+    assert governor.occurred("b", START + timedelta(hours=1), limits) is False
+    assert [governor.occurred("b", START + timedelta(hours=1, seconds=i), limits) for i in (1, 2)] == [False, True]

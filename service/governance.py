@@ -1,0 +1,112 @@
+"""What runs and the governor say to each other: the limits a run carries, asks, answers, reports, activity names."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.governor import Answer, GovernorState, Limits, Switch
+
+__all__ = ["Answer", "GovernorState", "Limits", "Switch"]
+
+Effectiveness = Literal["effective", "ineffective", "unknown"]
+GOVERNOR_ASK = "governor_ask"  # may this run write now (an Update to the governor workflow)
+GOVERNOR_RELEASE = "governor_release"  # the run ended: release its lease, refund a run that wrote nothing
+GOVERNOR_OCCURRED = "governor_occurred"  # a new occurrence, for the storm count (a signal)
+GOVERNOR_EFFECTIVENESS = "governor_effectiveness"  # did the fix work; feeds the breaker
+ALERT_FIRING = "alert_firing"  # is this occurrence still firing in Alertmanager
+SILENCE_CREATE = "silence_create"  # silence exactly this alert's labels while the run acts
+SILENCE_EXPIRE = "silence_expire"
+ANNOUNCE = "announce"  # one message to the notifier: a storm began, a breaker opened
+
+
+def governor_id(task_queue: str) -> str:
+    """One governor per namespace and task queue: every replica of one deployment shares it."""
+    return f"remediate-governor:{task_queue}"
+
+
+class Governance(BaseModel):
+    """What one run carries about the rails, fixed at intake: its playbook's limits over the service defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    governor: str = Field(default="", description="Workflow id of the governor; empty means no governor (tests).")
+    limits: Limits = Field(default_factory=Limits)
+    cooldown_key: str | None = Field(default=None, description="A template; default: the alert's fingerprint.")
+    max_writes_per_hour: int | None = None
+    alertmanager: str | None = Field(default=None, description="Connection that answers effectiveness and silences.")
+    effective_within: timedelta = timedelta(minutes=10)
+    silence: bool = False
+
+
+class Ask(BaseModel):
+    run_id: str
+    playbook: str
+    key: str
+    limits: Limits
+    max_writes_per_hour: int | None = None
+
+
+class Release(BaseModel):
+    run_id: str
+    wrote: bool
+
+
+class Occurrence(BaseModel):
+    run_id: str
+    playbook: str
+    limits: Limits
+
+
+class SwitchChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    on: bool
+    by: str = Field(min_length=1, max_length=200)
+    reason: str = Field(default="", max_length=1000)
+    playbook: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class Report(BaseModel):
+    """One run's effectiveness, once: the governor counts it toward the breaker."""
+
+    run_id: str
+    playbook: str
+    result: Effectiveness
+    limits: Limits
+
+
+class Tripped(BaseModel):
+    """What the effectiveness report changed: True when it opened the breaker."""
+
+    opened: bool = False
+    ineffective_in_a_row: int = 0
+
+
+class AlertQuery(BaseModel):
+    """Which occurrence to look for in Alertmanager, and through which connection."""
+
+    connection: str
+    labels: dict[str, str]
+    fingerprint: str = ""
+
+
+class SilenceRequest(BaseModel):
+    connection: str
+    labels: dict[str, str]
+    run_id: str
+    until: datetime
+
+
+class SilenceRef(BaseModel):
+    connection: str
+    id: str
+
+
+class GovernorView(BaseModel):
+    """The governor's state as the CLI and the API show it."""
+
+    state: GovernorState = Field(default_factory=GovernorState)
+    started: bool = Field(default=False, description="False: no governor yet (nothing asked it so far).")

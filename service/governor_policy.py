@@ -1,0 +1,208 @@
+"""The governor as a run's Policy: asks through local activities before each write and fails closed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+from service.governance import (
+    ALERT_FIRING,
+    GOVERNOR_ASK,
+    GOVERNOR_EFFECTIVENESS,
+    GOVERNOR_OCCURRED,
+    GOVERNOR_RELEASE,
+    SILENCE_CREATE,
+    SILENCE_EXPIRE,
+    AlertQuery,
+    Answer,
+    Ask,
+    Effectiveness,
+    Occurrence,
+    Release,
+    Report,
+    SilenceRef,
+    SilenceRequest,
+    Tripped,
+)
+from service.policy import ModeLadder
+from service.runs import RunInput, RunState
+from service.steps import StepBase
+
+# An ask is short and safe to repeat (the governor answers one update id once); give up within half a minute.
+ASK_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
+ASK_WITHIN = timedelta(seconds=30)
+SILENCE_FOR = timedelta(hours=1)  # the silence ends by itself if nothing is left to expire it
+
+
+def cause(exc: ActivityError) -> str:
+    inner = exc.cause
+    return inner.message if isinstance(inner, ApplicationError) else str(inner or exc)
+
+
+class GovernorPolicy(ModeLadder):
+    """The mode ladder, then the governor: no answer from it means no write."""
+
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+
+    async def before_write(self, run: RunInput, step: StepBase, key: str) -> Answer:
+        governance = run.governance
+        if not governance.governor:
+            return Answer(verdict="grant")
+        ask = Ask(
+            run_id=run.run_id,
+            playbook=run.playbook.name,
+            key=key,
+            limits=governance.limits,
+            max_writes_per_hour=governance.max_writes_per_hour,
+        )
+        try:
+            answer: Answer = await workflow.execute_local_activity(
+                GOVERNOR_ASK,
+                ask,
+                result_type=Answer,
+                start_to_close_timeout=timedelta(seconds=10),
+                schedule_to_close_timeout=ASK_WITHIN,
+                retry_policy=ASK_RETRY,
+                summary=f"may {step.id} write?",
+            )
+        except ActivityError as exc:
+            return Answer(
+                verdict="refuse",
+                limit="governor_unavailable",
+                reason=f"the governor did not answer ({cause(exc)}): no write without its grant",
+            )
+        return answer
+
+    async def acting(self, run: RunInput) -> None:
+        """The first write is about to start: silence exactly this alert while the run acts and verifies."""
+        governance = run.governance
+        if not (governance.silence and governance.alertmanager) or self.state.silence:
+            return
+        request = SilenceRequest(
+            connection=governance.alertmanager,
+            labels=dict(run.alert.labels),
+            run_id=run.run_id,
+            until=workflow.now() + SILENCE_FOR,
+        )
+        try:
+            ref: SilenceRef = await workflow.execute_activity(
+                SILENCE_CREATE,
+                request,
+                result_type=SilenceRef,
+                start_to_close_timeout=timedelta(seconds=15),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+                summary="silence while fixing",
+            )
+        except ActivityError as exc:  # a silence spares on-call a page; its absence must not stop a fix
+            workflow.logger.warning("no silence for %s: %s", run.run_id, cause(exc))
+            return
+        self.state.silence = ref.id
+
+    async def after_run(self, run: RunInput, wrote: bool, status: str) -> None:
+        """Release the lease (a run that wrote nothing gets its budget back) and expire the silence at once."""
+        governance = run.governance
+        if self.state.silence and governance.alertmanager:
+            try:
+                await workflow.execute_activity(
+                    SILENCE_EXPIRE,
+                    SilenceRef(connection=governance.alertmanager, id=self.state.silence),
+                    start_to_close_timeout=timedelta(seconds=15),
+                    retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30)),
+                    summary="expire the silence",
+                )
+            except ActivityError as exc:
+                workflow.logger.warning("silence %s of %s not expired: %s", self.state.silence, run.run_id, cause(exc))
+        if not governance.governor:
+            return
+        try:
+            await workflow.execute_local_activity(
+                GOVERNOR_RELEASE,
+                Release(run_id=run.run_id, wrote=wrote),
+                start_to_close_timeout=timedelta(seconds=10),
+                schedule_to_close_timeout=ASK_WITHIN,
+                retry_policy=ASK_RETRY,
+                summary="release the lease",
+            )
+        except ActivityError as exc:  # the lease runs out by itself
+            workflow.logger.warning("lease of %s not released: %s", run.run_id, cause(exc))
+
+    async def occurred(self, run: RunInput) -> None:
+        """Tell the governor about this new occurrence (the storm counts them); reads go on if it cannot hear."""
+        if not run.governance.governor:
+            return
+        try:
+            await workflow.execute_local_activity(
+                GOVERNOR_OCCURRED,
+                Occurrence(run_id=run.run_id, playbook=run.playbook.name, limits=run.governance.limits),
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+            )
+        except ActivityError as exc:
+            workflow.logger.warning("occurrence of %s not counted: %s", run.run_id, cause(exc))
+
+    async def effectiveness(self, run: RunInput, state: RunState, resolved: Callable[[], bool]) -> None:
+        """After a run that wrote: did the alert stop firing within effective_within? Feeds the breaker."""
+        governance = run.governance
+        result: Effectiveness = "ineffective" if state.status == "failed" else "unknown"
+        if state.status == "succeeded":
+            state.effectiveness = "checking"
+            result = await _stopped_firing(run, resolved)
+        state.effectiveness = result
+        try:
+            tripped: Tripped = await workflow.execute_local_activity(
+                GOVERNOR_EFFECTIVENESS,
+                Report(run_id=run.run_id, playbook=run.playbook.name, result=result, limits=governance.limits),
+                result_type=Tripped,
+                start_to_close_timeout=timedelta(seconds=10),
+                schedule_to_close_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5)),
+            )
+        except ActivityError as exc:
+            workflow.logger.warning("effectiveness of %s not reported: %s", run.run_id, cause(exc))
+            return
+        if tripped.opened:
+            state.reason += (
+                f"; breaker opened: {tripped.ineffective_in_a_row} ineffective run(s) in a row, so this playbook's "
+                f"writes need approval until `remediate breaker reset {run.playbook.name}`"
+            )
+
+
+async def _stopped_firing(run: RunInput, resolved: Callable[[], bool]) -> Effectiveness:
+    """Ask Alertmanager until the alert is gone (effective) or the window ends (ineffective)."""
+    governance = run.governance
+    deadline = workflow.now() + governance.effective_within
+    if governance.alertmanager is None:  # nothing to ask: only a `resolved` already received tells
+        return "effective" if resolved() else "unknown"
+    every = min(15.0, max(governance.effective_within.total_seconds() / 10, 1.0))
+    while True:
+        if resolved():
+            return "effective"
+        try:
+            firing: bool = await workflow.execute_local_activity(
+                ALERT_FIRING,
+                AlertQuery(connection=governance.alertmanager, labels=dict(run.alert.labels)),
+                result_type=bool,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+            )
+        except ActivityError as exc:
+            workflow.logger.warning("cannot tell whether %s still fires: %s", run.run_id, cause(exc))
+            return "unknown"
+        if not firing:
+            return "effective"
+        left = (deadline - workflow.now()).total_seconds()
+        if left <= 0:
+            return "ineffective"
+        await _until(resolved, min(every, left))
+
+
+async def _until(resolved: Callable[[], bool], seconds: float) -> None:
+    try:
+        await workflow.wait_condition(lambda: resolved(), timeout=max(seconds, 0.001))
+    except TimeoutError:
+        return

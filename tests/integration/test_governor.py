@@ -1,0 +1,148 @@
+"""The governor through the real Temporal dev server and Postgres: kill switch, cooldown per key, refunds."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import httpx2
+import psycopg
+import pytest
+from temporalio.client import Client
+
+from service.adapters.governor import GovernorClient
+from service.adapters.temporal import TemporalRuns
+from service.governance import SwitchChange
+from service.policy import Mode
+from service.runs import RunState
+from tests.conftest import DATA, job_states, seed_jobs, update_counts
+from tests.integration.test_runs import message
+from tests.support.stack import TOKEN, running_stack
+
+pytestmark = pytest.mark.integration
+ONCALL = "oncall-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("ONCALL_TOKEN", ONCALL)
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        (DATA / "jobs-config.yaml").read_text() + "approver_tokens: {oncall: 'env:ONCALL_TOKEN'}\n", encoding="utf-8"
+    )
+    return path
+
+
+def playbooks(tmp_path: Path, limits: str) -> Path:
+    folder = tmp_path / "playbooks"
+    folder.mkdir(exist_ok=True)
+    text = (DATA / "playbooks" / "stuck-jobs.yaml").read_text(encoding="utf-8")
+    (folder / "stuck-jobs.yaml").write_text(text + limits, encoding="utf-8")
+    return folder
+
+
+def run_id_of(body: dict[str, object]) -> str:
+    alert = body["alerts"][0]  # type: ignore[index]
+    return f"stuck-jobs/{alert['fingerprint']}/{int(datetime.fromisoformat(alert['startsAt']).timestamp())}"
+
+
+async def outcome(client: Client, run_id: str, within: float = 30) -> RunState:
+    try:
+        await asyncio.wait_for(client.get_workflow_handle(run_id).result(), within)
+    except Exception:  # noqa: BLE001,S110 - a failed run carries its state in the failure; read it below
+        pass
+    state = await TemporalRuns(client, "unused").state(run_id)
+    assert state is not None
+    return state
+
+
+def restale(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("update jobs set status = 'running', updated_at = now() - interval '1 hour'")
+
+
+async def test_kill_switch_blocks_every_write_until_it_is_off_and_says_who_and_why(
+    temporal_client: Client, jobs_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PUT /api/v1/kill-switch by an approver: the next run ends blocked_by_policy writing nothing; off, it writes."""
+    seed_jobs(jobs_db, stuck=[1])
+    queue = f"gov-{uuid.uuid4().hex[:8]}"
+    async with (
+        running_stack(temporal_client, config(tmp_path, monkeypatch), DATA / "playbooks", Mode.AUTO, task_queue=queue)
+        as stack,
+        httpx2.AsyncClient(base_url=stack.url) as http,
+    ):
+        oncall = {"Authorization": f"Bearer {ONCALL}"}
+        body = {"on": True, "reason": "bad deploy, hands off"}
+        assert (await http.put("/api/v1/kill-switch", json=body, headers=AUTH)).status_code == 403
+        assert (await http.put("/api/v1/kill-switch", json=body)).status_code == 401
+        assert (await http.put("/api/v1/kill-switch", content=b"{", headers=oncall)).status_code == 400
+        flipped = await http.put("/api/v1/kill-switch", json=body, headers=oncall)
+        assert flipped.status_code == 200 and flipped.json()["by"] == "oncall", flipped.text
+        shown = (await http.get("/api/v1/kill-switch", headers=AUTH)).json()["everything"]
+        assert shown["on"] and shown["by"] == "oncall" and shown["reason"] == "bad deploy, hands off"
+        blocked = message()
+        await http.post("/alertmanager", json=blocked, headers=AUTH)
+        state = await outcome(temporal_client, run_id_of(blocked))
+        assert state.status == "blocked_by_policy" and state.limit == "kill_switch", state.reason
+        assert "set by oncall: bad deploy, hands off" in state.reason
+        assert job_states(jobs_db) == {1: "running"} and update_counts(jobs_db) == {}
+        metrics = (await http.get("/metrics")).text
+        assert 'remediate_policy_refusals_total{playbook="stuck-jobs",reason="kill_switch"} 1.0' in metrics
+        await http.put("/api/v1/kill-switch", json={"on": False, "reason": "fixed"}, headers=oncall)
+        freed = message()
+        await http.post("/alertmanager", json=freed, headers=AUTH)
+        state = await outcome(temporal_client, run_id_of(freed))
+        assert state.status == "succeeded", state.reason
+        assert job_states(jobs_db) == {1: "pending"}
+
+
+async def test_cooldown_blocks_the_same_key_and_lets_another_key_write(
+    temporal_client: Client, jobs_db: str, tmp_path: Path
+) -> None:
+    """Two occurrences for queue q1 in a row: the second is refused by the cooldown; one for q2 writes."""
+    seed_jobs(jobs_db, stuck=[1], other_queue=[2])
+    limits = "limits:\n  cooldown: 30m\n  cooldown_key: \"{{ inputs.queue }}\"\n"
+    queue = f"gov-{uuid.uuid4().hex[:8]}"
+    async with (
+        running_stack(temporal_client, DATA / "jobs-config.yaml", playbooks(tmp_path, limits), Mode.AUTO, task_queue=queue)
+        as stack,
+        httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
+    ):
+        first = message(queue="q1")
+        await http.post("/alertmanager", json=first)
+        assert (await outcome(temporal_client, run_id_of(first))).status == "succeeded"
+        restale(jobs_db)
+        second = message(queue="q1")
+        await http.post("/alertmanager", json=second)
+        state = await outcome(temporal_client, run_id_of(second))
+        assert state.status == "blocked_by_policy" and state.limit == "cooldown", state.reason
+        assert "cooldown 30m for 'q1'" in state.reason and "frees at" in state.reason
+        other = message(queue="q2")
+        await http.post("/alertmanager", json=other)
+        assert (await outcome(temporal_client, run_id_of(other))).status == "succeeded"
+        view = await GovernorClient(temporal_client, queue).view()
+    assert view.started and set(view.state.playbooks["stuck-jobs"].cooldowns) == {"q1", "q2"}
+    assert update_counts(jobs_db) == {1: 2, 2: 2}  # q1's row: the first run and the restale; q2's: restale + run
+
+
+async def test_a_switch_for_one_playbook_blocks_only_its_writes(temporal_client: Client, jobs_db: str) -> None:
+    """The switch set for one playbook through the governor client: its run writes nothing and says which switch."""
+    seed_jobs(jobs_db, stuck=[1])
+    queue = f"gov-{uuid.uuid4().hex[:8]}"
+    async with (
+        running_stack(temporal_client, DATA / "jobs-config.yaml", DATA / "playbooks", Mode.AUTO, task_queue=queue)
+        as stack,
+        httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
+    ):
+        governor = GovernorClient(temporal_client, queue)
+        await governor.set_switch(SwitchChange(on=True, by="tester", reason="drill", playbook="stuck-jobs"))
+        body = message()
+        await http.post("/alertmanager", json=body)
+        state = await outcome(temporal_client, run_id_of(body))
+        assert state.status == "blocked_by_policy" and "playbook stuck-jobs" in state.reason
+        await governor.set_switch(SwitchChange(on=False, by="tester", playbook="stuck-jobs"))
+        assert not (await governor.view()).state.playbooks["stuck-jobs"].switch.on
+    assert update_counts(jobs_db) == {}
