@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import httpx2
 import psycopg
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 
 from service.adapters.governor import GovernorClient
 from service.adapters.temporal import TemporalRuns
@@ -49,10 +50,8 @@ def run_id_of(body: dict[str, object]) -> str:
 
 
 async def outcome(client: Client, run_id: str, within: float = 30) -> RunState:
-    try:
+    with contextlib.suppress(WorkflowFailureError):  # a failed run carries its state in the failure: read below
         await asyncio.wait_for(client.get_workflow_handle(run_id).result(), within)
-    except Exception:  # noqa: BLE001,S110 - a failed run carries its state in the failure; read it below
-        pass
     state = await TemporalRuns(client, "unused").state(run_id)
     assert state is not None
     return state
@@ -107,8 +106,9 @@ async def test_cooldown_blocks_the_same_key_and_lets_another_key_write(
     limits = "limits:\n  cooldown: 30m\n  cooldown_key: \"{{ inputs.queue }}\"\n"
     queue = f"gov-{uuid.uuid4().hex[:8]}"
     async with (
-        running_stack(temporal_client, DATA / "jobs-config.yaml", playbooks(tmp_path, limits), Mode.AUTO, task_queue=queue)
-        as stack,
+        running_stack(
+            temporal_client, DATA / "jobs-config.yaml", playbooks(tmp_path, limits), Mode.AUTO, task_queue=queue
+        ) as stack,
         httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
     ):
         first = message(queue="q1")
