@@ -56,6 +56,12 @@ def format_state(state: RunState) -> str:
     ]
     if state.resolved:
         lines.append("  the alert has resolved")
+    if state.limit:
+        lines.append(f"  policy: {state.limit}" + (f" — {state.caution}" if state.caution else ""))
+    if state.silence:
+        lines.append(f"  silence while fixing: {state.silence} (expired when the run ended)")
+    if state.effectiveness:
+        lines.append(f"  effectiveness: {state.effectiveness}")
     for record in state.steps:
         lines.extend(format_step(record))
     writes = [r for r in state.steps if r.effect == "write" and r.status in ("dry_run", "planned")]

@@ -20,7 +20,7 @@ from service.policy import Mode
 from service.runs import RunState
 from tests.conftest import ROOT
 from tests.support.servers import Alertmanager, free_port, scratch, start_alertmanager, start_prometheus
-from tests.support.stack import TOKEN, running_stack
+from tests.support.stack import RUNS, TOKEN, running_stack
 
 APPROVER = "U_ONCALL"
 APPROVER_TOKEN = "approver-token-of-the-on-call"
@@ -55,7 +55,7 @@ class Pipeline:
         runs = TemporalRuns(self.client, self.task_queue)
         states: list[RunState] = []
         while time.monotonic() < deadline:
-            ids = [e.id async for e in self.client.list_workflows(f"TaskQueue = '{self.task_queue}'")]
+            ids = [e.id async for e in self.client.list_workflows(f"TaskQueue = '{self.task_queue}' AND {RUNS}")]
             states = [s for s in [await runs.state(i) for i in ids] if s is not None]
             done = [s for s in states if (s.status == status if status else s.finished_at is not None)]
             if len(done) >= want:

@@ -17,7 +17,7 @@ from service.policy import Mode
 from service.runs import RunState
 from tests.conftest import DATA, job_states, seed_jobs, update_counts
 from tests.support.servers import Alertmanager, free_port, scratch, start_alertmanager
-from tests.support.stack import TOKEN, running_stack
+from tests.support.stack import RUNS, TOKEN, running_stack
 
 CONFIG = DATA / "jobs-config.yaml"
 PLAYBOOKS = DATA / "playbooks"
@@ -55,7 +55,10 @@ async def runs_on(client: Client, task_queue: str, want: int = 1, within: float 
     runs = TemporalRuns(client, task_queue)
     while time.monotonic() < deadline:
         closed = [
-            e async for e in client.list_workflows(f"TaskQueue = '{task_queue}' AND ExecutionStatus != 'Running'")
+            e
+            async for e in client.list_workflows(
+                f"TaskQueue = '{task_queue}' AND {RUNS} AND ExecutionStatus != 'Running'"
+            )
         ]
         if len(closed) >= want:
             states = [await runs.state(e.id) for e in closed]

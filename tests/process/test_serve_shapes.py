@@ -27,6 +27,7 @@ from tests.support.servers import (
     start_alertmanager,
     start_postgres,
 )
+from tests.support.stack import RUNS
 
 pytestmark = pytest.mark.process
 TOKEN = "shape-token"
@@ -57,7 +58,7 @@ async def finished(client: Client, queue: str, want: int, within: float = 60) ->
     """Wait until `want` runs on this task queue have finished; return their states."""
     runs, deadline, states = TemporalRuns(client, queue), time.monotonic() + within, []
     while time.monotonic() < deadline:
-        ids = [e.id async for e in client.list_workflows(f"TaskQueue = '{queue}'")]
+        ids = [e.id async for e in client.list_workflows(f"TaskQueue = '{queue}' AND {RUNS}")]
         states = [s for s in [await runs.state(i) for i in ids] if s is not None and s.finished_at]
         if len(states) >= want:
             return states

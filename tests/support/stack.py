@@ -17,6 +17,7 @@ from service.policy import Mode
 from tests.support.servers import free_port
 
 TOKEN = "test-token"
+RUNS = "WorkflowType = 'RemediationWorkflow'"  # a task queue also holds the governor: list only runs
 
 
 @dataclass
