@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 import uvicorn
 from starlette.applications import Starlette
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from service.activities import PausePoints, StepActivities
 from service.adapters.alertmanager import AlertmanagerAdapter
@@ -38,7 +37,7 @@ from service.policy_activities import PolicyActivities, PolicyMetrics
 from service.registry import Registry
 from service.runs import Durability
 from service.web import Metrics, Receiver, SeenRuns, create_app, health_routes
-from service.worker import create_worker
+from service.worker import Workers, create_worker
 
 log = logging.getLogger("remediate")
 
@@ -211,11 +210,11 @@ def notifier(settings: Settings) -> Notifier:
 
 def worker_factory(
     settings: Settings, adapters: Adapters, notifier: Notifier, metrics: PolicyMetrics
-) -> Callable[[Client], Worker]:
+) -> Callable[[Client], Workers]:
     pauses = PausePoints(settings.pause_at)
     alerts = adapters.get(AlertmanagerAdapter) if adapters.has(AlertmanagerAdapter.connection_type) else None
 
-    def build(client: Client) -> Worker:
+    def build(client: Client) -> Workers:
         activities = StepActivities(
             adapters.registry(), notifier, attempts=TemporalRuns(client, settings.task_queue), pauses=pauses
         )
@@ -225,6 +224,7 @@ def worker_factory(
             settings.task_queue,
             activities,
             rails=rails.all(),
+            governor_activities=[rails.announce],
             graceful_shutdown=timedelta(seconds=settings.shutdown_grace),
         )
 

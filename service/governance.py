@@ -27,6 +27,11 @@ def governor_id(task_queue: str) -> str:
     return f"remediate-governor:{task_queue}"
 
 
+def governor_queue(task_queue: str) -> str:
+    """The governor's own task queue: its answers never wait behind the run tasks of a storm."""
+    return f"{task_queue}-governor"
+
+
 class Governance(BaseModel):
     """What one run carries about the rails, fixed at intake: its playbook's limits over the service defaults."""
 

@@ -32,9 +32,10 @@ from service.policy import ModeLadder
 from service.runs import RunInput, RunState
 from service.steps import StepBase
 
-# An ask is short and safe to repeat (the governor answers one update id once); give up within half a minute.
+# An ask is safe to repeat (a run already granted is renewed, not counted again); give up within a minute.
 ASK_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
-ASK_WITHIN = timedelta(seconds=30)
+ASK_WITHIN = timedelta(seconds=60)
+ASK_ATTEMPT = timedelta(seconds=20)  # one attempt: a few batched Updates, slow only when a storm loads the workers
 SILENCE_FOR = timedelta(hours=1)  # the silence ends by itself if nothing is left to expire it
 
 
@@ -65,7 +66,7 @@ class GovernorPolicy(ModeLadder):
                 GOVERNOR_ASK,
                 ask,
                 result_type=Answer,
-                start_to_close_timeout=timedelta(seconds=10),
+                start_to_close_timeout=ASK_ATTEMPT,
                 schedule_to_close_timeout=ASK_WITHIN,
                 retry_policy=ASK_RETRY,
                 summary=f"may {step.id} write?",
@@ -123,7 +124,7 @@ class GovernorPolicy(ModeLadder):
             await workflow.execute_local_activity(
                 GOVERNOR_RELEASE,
                 Release(run_id=run.run_id, wrote=wrote),
-                start_to_close_timeout=timedelta(seconds=10),
+                start_to_close_timeout=ASK_ATTEMPT,
                 schedule_to_close_timeout=ASK_WITHIN,
                 retry_policy=ASK_RETRY,
                 summary="release the lease",

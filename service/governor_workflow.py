@@ -67,14 +67,15 @@ class GovernorWorkflow:
             workflow.logger.warning("could not announce %r: %s", text, exc)
 
     @workflow.update
-    def ask(self, ask: Ask) -> Answer:
-        return self._governor.ask(
-            ask.run_id, ask.playbook, ask.key, workflow.now(), ask.limits, ask.max_writes_per_hour
-        )
+    def ask(self, asks: list[Ask]) -> list[Answer]:
+        """Answers in order: a batch from one worker is decided as if its asks came one after the other."""
+        now = workflow.now()
+        return [self._governor.ask(a.run_id, a.playbook, a.key, now, a.limits, a.max_writes_per_hour) for a in asks]
 
     @workflow.update
-    def release(self, release: Release) -> None:
-        self._governor.release(release.run_id, release.wrote)
+    def release(self, releases: list[Release]) -> None:
+        for release in releases:
+            self._governor.release(release.run_id, release.wrote)
 
     @workflow.update
     def set_switch(self, change: SwitchChange) -> Switch:
@@ -97,14 +98,15 @@ class GovernorWorkflow:
         self._governor.reset_breaker(playbook)
 
     @workflow.signal
-    def occurred(self, occurrence: Occurrence) -> None:
-        if self._governor.occurred(occurrence.playbook, workflow.now(), occurrence.limits):
-            storm = occurrence.limits.storm
-            assert storm is not None  # noqa: S101 - a storm starts only where one is configured
-            self._announcements.append(
-                f"Alert storm for playbook {occurrence.playbook}: more than {storm.occurrences} new occurrences "
-                f"within {storm.within}. Its writes need approval until it is calm."
-            )
+    def occurred(self, occurrences: list[Occurrence]) -> None:
+        for occurrence in occurrences:
+            if self._governor.occurred(occurrence.playbook, workflow.now(), occurrence.limits):
+                storm = occurrence.limits.storm
+                assert storm is not None  # noqa: S101 - a storm starts only where one is configured
+                self._announcements.append(
+                    f"Alert storm for playbook {occurrence.playbook}: more than {storm.occurrences} new occurrences "
+                    f"within {storm.within}. Its writes need approval until it is calm."
+                )
 
     @workflow.query
     def state(self) -> GovernorState:

@@ -7,15 +7,23 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import uvicorn
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from service.errors import TemporalUnavailable
 
 log = logging.getLogger("remediate")
 FIRST_DELAY, MAX_DELAY = 1.0, 30.0
+
+
+class Polling(Protocol):
+    """A Temporal worker, or several run together."""
+
+    async def run(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
 
 
 @dataclass
@@ -64,7 +72,7 @@ async def connect_with_backoff(
 async def run_worker(
     client: Client | None,
     connect: Callable[[], Awaitable[Client]],
-    build: Callable[[Client], Worker],
+    build: Callable[[Client], Polling],
     address: str,
     stop: asyncio.Event,
     health: WorkerHealth,

@@ -37,7 +37,7 @@ from service.redact import redact
 class Governing(Protocol):
     """The governor workflow as the worker reaches it (an adapter over the service's own Temporal)."""
 
-    async def ask(self, ask: Ask, update_id: str) -> Answer: ...
+    async def ask(self, ask: Ask) -> Answer: ...
 
     async def release(self, release: Release) -> None: ...
 
@@ -99,10 +99,8 @@ class PolicyActivities:
 
     @activity.defn(name=GOVERNOR_ASK)
     async def ask(self, ask: Ask) -> Answer:
-        info = activity.info()
         try:
-            # The same id on every retry of this call: the governor answers it once.
-            answer = await self._governor.ask(ask, f"ask:{info.workflow_run_id}:{info.activity_id}")
+            answer = await self._governor.ask(ask)  # asking again is safe: a run already granted is renewed
         except RemediateError as exc:
             raise _failure(exc) from exc
         if answer.verdict == "refuse":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -11,6 +12,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from service.activities import StepActivities
+from service.governance import governor_queue
 from service.governor_workflow import GovernorWorkflow
 from service.workflows import RemediationWorkflow
 
@@ -29,21 +31,57 @@ PASSTHROUGH = (
 )
 
 
+class Workers:
+    """The run worker and the governor's worker of one process, run and stopped together."""
+
+    def __init__(self, *workers: Worker) -> None:
+        self.workers = workers
+
+    async def run(self) -> None:
+        """Until both stop; if one fails, the other is shut down and the failure raised."""
+        tasks = [asyncio.create_task(w.run()) for w in self.workers]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+        finally:
+            for worker, task in zip(self.workers, tasks, strict=True):
+                if not task.done():
+                    await worker.shutdown()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def shutdown(self) -> None:
+        await asyncio.gather(*(w.shutdown() for w in self.workers))
+
+
 def create_worker(
     client: Client,
     task_queue: str,
     activities: StepActivities,
     max_concurrent_activities: int = 100,
     rails: Sequence[Callable[..., Any]] = (),
+    governor_activities: Sequence[Callable[..., Any]] = (),
     graceful_shutdown: timedelta = timedelta(seconds=30),
-) -> Worker:
+) -> Workers:
     runner = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH))
-    return Worker(
+    # The governor has its own task queue, so its answers never wait behind a storm of run tasks.
+    governor = Worker(
         client,
-        task_queue=task_queue,
-        workflows=[RemediationWorkflow, GovernorWorkflow],
-        activities=[*activities.all(), *rails],
-        max_concurrent_activities=max_concurrent_activities,
+        task_queue=governor_queue(task_queue),
+        workflows=[GovernorWorkflow],
+        activities=list(governor_activities),
         workflow_runner=runner,
-        graceful_shutdown_timeout=graceful_shutdown,  # activities in flight finish after SIGTERM, within this
+        graceful_shutdown_timeout=graceful_shutdown,
+    )
+    return Workers(
+        Worker(
+            client,
+            task_queue=task_queue,
+            workflows=[RemediationWorkflow],
+            activities=[*activities.all(), *rails],
+            max_concurrent_activities=max_concurrent_activities,
+            workflow_runner=runner,
+            graceful_shutdown_timeout=graceful_shutdown,  # activities in flight finish after SIGTERM, within this
+        ),
+        governor,
     )

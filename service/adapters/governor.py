@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from service.adapters.temporal_rpc import QUERY_TIMEOUT, RPC_TIMEOUT, rpc
-from service.errors import RunUnknown, TemporalUnavailable
+from service.errors import RemediateError, RunNotOpen, RunUnknown, TemporalUnavailable
 from service.governance import (
     Answer,
     Ask,
@@ -22,25 +23,70 @@ from service.governance import (
     SwitchChange,
     Tripped,
     governor_id,
+    governor_queue,
 )
-from service.governor_workflow import GovernorWorkflow
+from service.governor_workflow import CONTINUE_AFTER, GovernorWorkflow
 
 T = TypeVar("T")
+Item = TypeVar("Item")
+Out = TypeVar("Out")
+BATCH_WINDOW = 0.01  # seconds a first item waits for company; well under a write's own latency
+BATCH_MAX = 200
+UPDATE_ATTEMPTS = 5  # within a local activity's own retries: a continue-as-new takes a moment
+
+
+class Batches(Generic[Item, Out]):
+    """Items submitted from many tasks go out in batches, one batch in flight at a time; each caller gets its own
+    result (or the batch's error). A storm of runs becomes a few Updates, within Temporal's in-flight limits."""
+
+    def __init__(self, send: Callable[[list[Item]], Awaitable[list[Out]]]) -> None:
+        self._send = send
+        self._pending: list[tuple[Item, asyncio.Future[Out]]] = []
+        self._draining: asyncio.Task[None] | None = None
+
+    async def submit(self, item: Item) -> Out:
+        future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._draining is None or self._draining.done():
+            self._draining = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._pending:
+            await asyncio.sleep(BATCH_WINDOW)
+            batch, self._pending = self._pending[:BATCH_MAX], self._pending[BATCH_MAX:]
+            live = [(item, future) for item, future in batch if not future.done()]  # a caller may have given up
+            if not live:
+                continue
+            try:
+                results = await self._send([item for item, _ in live])
+            except RemediateError as exc:
+                for _, future in live:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), result in zip(live, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
 
 
 class GovernorClient:
     """One governor per task queue (`remediate-governor:<queue>`); the first caller starts it."""
 
-    def __init__(self, client: Client, task_queue: str) -> None:
+    def __init__(self, client: Client, task_queue: str, continue_after: int = CONTINUE_AFTER) -> None:
         self.client, self.task_queue, self.id = client, task_queue, governor_id(task_queue)
+        self.continue_after = continue_after
+        self._asks = Batches(self._ask_many)
+        self._releases = Batches(self._release_many)
+        self._occurrences = Batches(self._occurred_many)
 
     async def _start(self) -> None:
         with rpc("starting the governor"):
             await self.client.start_workflow(
                 GovernorWorkflow.run,
-                args=[None, 2_000],
+                args=[None, self.continue_after],
                 id=self.id,
-                task_queue=self.task_queue,
+                task_queue=governor_queue(self.task_queue),
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                 static_summary="the governor: kill switch, limits, storm and breaker for this task queue",
@@ -48,8 +94,9 @@ class GovernorClient:
             )
 
     async def _update(self, call: Callable[[], Awaitable[T]], what: str) -> T:
-        """An Update to the governor; a governor that is not running yet (or was terminated) is started first."""
-        for attempt in range(3):
+        """An Update to the governor; a governor that is not running yet (or was terminated) is started first, and
+        one caught between two runs (continue-as-new) or a failed task is asked again."""
+        for attempt in range(UPDATE_ATTEMPTS):
             try:
                 with rpc(what):
                     return await call()
@@ -57,26 +104,33 @@ class GovernorClient:
                 await self._start()
             except WorkflowUpdateFailedError as exc:
                 raise TemporalUnavailable(f"the governor failed while {what}: {exc.cause or exc}") from exc
-            except TemporalUnavailable:
-                if attempt == 2:
+            except (RunNotOpen, TemporalUnavailable):
+                if attempt == UPDATE_ATTEMPTS - 1:
                     raise
-        raise TemporalUnavailable(f"the governor could not be started while {what}")
+                await asyncio.sleep(0.1 * 2**attempt)
+        raise TemporalUnavailable(f"the governor did not answer while {what}")
 
-    async def ask(self, ask: Ask, update_id: str) -> Answer:
+    async def ask(self, ask: Ask) -> Answer:
+        """Asks from this process's runs go in batches: one Update in flight per process, however many runs ask."""
+        return await self._asks.submit(ask)
+
+    async def _ask_many(self, asks: list[Ask]) -> list[Answer]:
         handle = self.client.get_workflow_handle_for(GovernorWorkflow.run, self.id)
         return await self._update(
-            lambda: handle.execute_update(GovernorWorkflow.ask, ask, id=update_id, rpc_timeout=RPC_TIMEOUT),
-            f"asking for {ask.run_id}",
+            lambda: handle.execute_update(GovernorWorkflow.ask, asks, rpc_timeout=RPC_TIMEOUT),
+            f"asking for {len(asks)} run(s)",
         )
 
     async def release(self, release: Release) -> None:
+        await self._releases.submit(release)
+
+    async def _release_many(self, releases: list[Release]) -> list[None]:
         handle = self.client.get_workflow_handle_for(GovernorWorkflow.run, self.id)
         await self._update(
-            lambda: handle.execute_update(
-                GovernorWorkflow.release, release, id=f"release:{release.run_id}", rpc_timeout=RPC_TIMEOUT
-            ),
-            f"releasing {release.run_id}",
+            lambda: handle.execute_update(GovernorWorkflow.release, releases, rpc_timeout=RPC_TIMEOUT),
+            f"releasing {len(releases)} run(s)",
         )
+        return [None] * len(releases)
 
     async def set_switch(self, change: SwitchChange) -> Switch:
         handle = self.client.get_workflow_handle_for(GovernorWorkflow.run, self.id)
@@ -102,17 +156,21 @@ class GovernorClient:
         )
 
     async def occurred(self, occurrence: Occurrence) -> None:
-        """Signal-with-start: one round trip, and the governor exists afterwards."""
-        with rpc("counting an occurrence"):
+        await self._occurrences.submit(occurrence)
+
+    async def _occurred_many(self, occurrences: list[Occurrence]) -> list[None]:
+        """Signal-with-start: one round trip for the batch, and the governor exists afterwards."""
+        with rpc(f"counting {len(occurrences)} occurrence(s)"):
             await self.client.start_workflow(
                 GovernorWorkflow.run,
-                args=[None, 2_000],
+                args=[None, self.continue_after],
                 id=self.id,
-                task_queue=self.task_queue,
+                task_queue=governor_queue(self.task_queue),
                 start_signal="occurred",
-                start_signal_args=[occurrence],
+                start_signal_args=[occurrences],
                 rpc_timeout=RPC_TIMEOUT,
             )
+        return [None] * len(occurrences)
 
     async def view(self) -> GovernorView:
         """The current state; a governor nobody has asked yet is the default state."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx2
@@ -15,7 +15,7 @@ from temporalio.client import Client, WorkflowFailureError
 
 from service.adapters.governor import GovernorClient
 from service.adapters.temporal import TemporalRuns
-from service.governance import SwitchChange
+from service.governance import Ask, Limits, SwitchChange
 from service.policy import Mode
 from service.runs import RunState
 from tests.conftest import DATA, job_states, seed_jobs, update_counts
@@ -34,14 +34,6 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (DATA / "jobs-config.yaml").read_text() + "approver_tokens: {oncall: 'env:ONCALL_TOKEN'}\n", encoding="utf-8"
     )
     return path
-
-
-def playbooks(tmp_path: Path, limits: str) -> Path:
-    folder = tmp_path / "playbooks"
-    folder.mkdir(exist_ok=True)
-    text = (DATA / "playbooks" / "stuck-jobs.yaml").read_text(encoding="utf-8")
-    (folder / "stuck-jobs.yaml").write_text(text + limits, encoding="utf-8")
-    return folder
 
 
 def run_id_of(body: dict[str, object]) -> str:
@@ -69,8 +61,9 @@ async def test_kill_switch_blocks_every_write_until_it_is_off_and_says_who_and_w
     seed_jobs(jobs_db, stuck=[1])
     queue = f"gov-{uuid.uuid4().hex[:8]}"
     async with (
-        running_stack(temporal_client, config(tmp_path, monkeypatch), DATA / "playbooks", Mode.AUTO, task_queue=queue)
-        as stack,
+        running_stack(
+            temporal_client, config(tmp_path, monkeypatch), DATA / "playbooks", Mode.AUTO, task_queue=queue
+        ) as stack,
         httpx2.AsyncClient(base_url=stack.url) as http,
     ):
         oncall = {"Authorization": f"Bearer {ONCALL}"}
@@ -101,13 +94,12 @@ async def test_kill_switch_blocks_every_write_until_it_is_off_and_says_who_and_w
 async def test_cooldown_blocks_the_same_key_and_lets_another_key_write(
     temporal_client: Client, jobs_db: str, tmp_path: Path
 ) -> None:
-    """Two occurrences for queue q1 in a row: the second is refused by the cooldown; one for q2 writes."""
+    """The shipped example's cooldown (10m per queue): a second occurrence for q1 is refused; one for q2 writes."""
     seed_jobs(jobs_db, stuck=[1], other_queue=[2])
-    limits = "limits:\n  cooldown: 30m\n  cooldown_key: \"{{ inputs.queue }}\"\n"
     queue = f"gov-{uuid.uuid4().hex[:8]}"
     async with (
         running_stack(
-            temporal_client, DATA / "jobs-config.yaml", playbooks(tmp_path, limits), Mode.AUTO, task_queue=queue
+            temporal_client, DATA / "jobs-config.yaml", DATA / "playbooks", Mode.AUTO, task_queue=queue
         ) as stack,
         httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
     ):
@@ -119,7 +111,7 @@ async def test_cooldown_blocks_the_same_key_and_lets_another_key_write(
         await http.post("/alertmanager", json=second)
         state = await outcome(temporal_client, run_id_of(second))
         assert state.status == "blocked_by_policy" and state.limit == "cooldown", state.reason
-        assert "cooldown 30m for 'q1'" in state.reason and "frees at" in state.reason
+        assert "cooldown 10m for 'q1'" in state.reason and "frees at" in state.reason
         other = message(queue="q2")
         await http.post("/alertmanager", json=other)
         assert (await outcome(temporal_client, run_id_of(other))).status == "succeeded"
@@ -133,8 +125,9 @@ async def test_a_switch_for_one_playbook_blocks_only_its_writes(temporal_client:
     seed_jobs(jobs_db, stuck=[1])
     queue = f"gov-{uuid.uuid4().hex[:8]}"
     async with (
-        running_stack(temporal_client, DATA / "jobs-config.yaml", DATA / "playbooks", Mode.AUTO, task_queue=queue)
-        as stack,
+        running_stack(
+            temporal_client, DATA / "jobs-config.yaml", DATA / "playbooks", Mode.AUTO, task_queue=queue
+        ) as stack,
         httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
     ):
         governor = GovernorClient(temporal_client, queue)
@@ -146,3 +139,29 @@ async def test_a_switch_for_one_playbook_blocks_only_its_writes(temporal_client:
         await governor.set_switch(SwitchChange(on=False, by="tester", playbook="stuck-jobs"))
         assert not (await governor.view()).state.playbooks["stuck-jobs"].switch.on
     assert update_counts(jobs_db) == {}
+
+
+async def test_the_governor_continues_as_new_with_its_state_and_answers_the_same(
+    temporal_client: Client, jobs_db: str
+) -> None:
+    """A governor told to continue-as-new every 40 events does so while 60 runs ask; the switch, the grants and
+    the cooldowns are all still there afterwards, and a run already granted is still known."""
+    queue = f"gov-{uuid.uuid4().hex[:8]}"
+    async with running_stack(
+        temporal_client, DATA / "jobs-config.yaml", DATA / "playbooks", Mode.AUTO, task_queue=queue
+    ):
+        governor = GovernorClient(temporal_client, queue, continue_after=40)
+        await governor.set_switch(SwitchChange(on=True, by="tester", reason="kept", playbook="other"))
+        first = (await temporal_client.get_workflow_handle(governor.id).describe()).run_id
+        limits = Limits(cooldown=timedelta(minutes=5))
+        for i in range(60):
+            answer = await governor.ask(Ask(run_id=f"r{i}", playbook="p", key=f"k{i}", limits=limits))
+            assert answer.verdict == "grant", answer
+        again = await governor.ask(Ask(run_id="r0", playbook="p", key="k0", limits=limits))
+        refused = await governor.ask(Ask(run_id="late", playbook="p", key="k0", limits=limits))
+        view = await governor.view()
+        last = (await temporal_client.get_workflow_handle(governor.id).describe()).run_id
+    assert last != first  # it did continue as new, at least once
+    assert again.verdict == "grant" and refused.limit == "cooldown"
+    assert view.state.playbooks["other"].switch.on and view.state.playbooks["other"].switch.reason == "kept"
+    assert len(view.state.grants) == 60 and len(view.state.playbooks["p"].cooldowns) == 60
