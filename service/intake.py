@@ -81,6 +81,9 @@ class Receiver:
         # Alertmanager gives a webhook at least 10 s (notify.MinTimeout) before it retries the whole message.
         self.concurrency, self.answer_within = concurrency, answer_within
 
+    def playbook_names(self) -> frozenset[str]:
+        return frozenset(p.name for p in self.playbooks)
+
     async def _start(self, playbook: Playbook, alert: Alert) -> str:
         key = run_id(playbook.name, alert)
         if key in self.seen:

@@ -186,7 +186,11 @@ def create_app(
             Route("/api/v1/runs", guarded(runs_list, run_reader), methods=["GET"]),
             *decision_routes(runs, auth, approvers, slack_signing_secret, body_timeout),
             Route("/api/v1/runs/{run_id:path}", guarded(run_show, run_reader), methods=["GET"]),
-            *(rail_routes(governor, auth, approvers, run_reader, body_timeout) if governor else []),
+            *(
+                rail_routes(governor, auth, approvers, run_reader, body_timeout, receiver.playbook_names())
+                if governor
+                else []
+            ),
         ],
         exception_handlers={TemporalUnavailable: unavailable},
     )

@@ -71,6 +71,8 @@ async def test_kill_switch_blocks_every_write_until_it_is_off_and_says_who_and_w
         assert (await http.put("/api/v1/kill-switch", json=body, headers=AUTH)).status_code == 403
         assert (await http.put("/api/v1/kill-switch", json=body)).status_code == 401
         assert (await http.put("/api/v1/kill-switch", content=b"{", headers=oncall)).status_code == 400
+        unknown = await http.put("/api/v1/kill-switch", json={"on": True, "playbook": "nope"}, headers=oncall)
+        assert unknown.status_code == 400 and "no playbook named 'nope'" in unknown.text
         flipped = await http.put("/api/v1/kill-switch", json=body, headers=oncall)
         assert flipped.status_code == 200 and flipped.json()["by"] == "oncall", flipped.text
         shown = (await http.get("/api/v1/kill-switch", headers=AUTH)).json()["everything"]

@@ -32,6 +32,7 @@ from tests.support.stack import RUNS
 pytestmark = pytest.mark.process
 TOKEN = "rails-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ONCALL = "oncall-token-0123456789"
 TRIALS = 20
 
 
@@ -39,7 +40,8 @@ def write_config(path: Path, target_url: str, replica: str, alertmanager: str | 
     extra = f"  am: {{type: alertmanager, url: '{alertmanager}'}}\n" if alertmanager else ""
     path.write_text(
         f"connections:\n  target: {{type: http, base_url: '{target_url}', headers: {{X-Replica: {replica}}}}}\n"
-        + extra,
+        + extra
+        + "approver_tokens: {oncall: 'env:ONCALL_TOKEN'}\n",
         encoding="utf-8",
     )
     return path
@@ -54,6 +56,7 @@ def env(address: str, queue: str, config: Path, playbooks: Path, **extra: str) -
         "REMEDIATE_MODE": "auto",
         "REMEDIATE_WEBHOOK_TOKEN": TOKEN,
         "REMEDIATE_DEDUPE_TTL": "1",
+        "ONCALL_TOKEN": ONCALL,
         **extra,
     }
 
@@ -184,7 +187,15 @@ async def test_kill_switch_stops_runs_in_flight_on_every_replica_within_five_sec
                     where = target.checks[key]
                     latest[where] = max(latest.get(where, 0.0), seconds)
                 rows.append((trial, command, max(latest.values()), {k: latest[k] for k in sorted(latest)}))
-                assert (await cli(["kill-switch", "off", "--as", "drill"], switch_env)).returncode == 0
+                # Off again through the other interface: PUT on one replica, as an approver.
+                off = await http.put(
+                    f"{(a, b)[trial % 2].url}/api/v1/kill-switch",
+                    json={"on": False, "reason": "next trial"},
+                    headers={"Authorization": f"Bearer {ONCALL}"},
+                )
+                assert off.status_code == 200 and off.json()["by"] == "oncall", off.text
+            shown = (await http.get(f"{b.url}/api/v1/kill-switch")).json()["everything"]
+            assert not shown["on"] and shown["by"] == "oncall" and shown["reason"] == "next trial", shown
             assert (await cli(["kill-switch", "on", "--reason", "gauge"], switch_env)).returncode == 0
             gauge = 'remediate_kill_switch{scope="everything"} 1.0'
             for replica in (a, b):  # every replica's gauge shows it within its 5 s refresh
@@ -195,6 +206,7 @@ async def test_kill_switch_stops_runs_in_flight_on_every_replica_within_five_sec
             assert (await cli(["kill-switch", "off", "--as", "drill"], switch_env)).returncode == 0
             status = await cli(["kill-switch", "status"], switch_env)
             assert "kill switch for everything: off, set by drill" in status.stdout, status.stdout
+            assert (await http.put(f"{a.url}/api/v1/kill-switch", json={"on": True})).status_code == 403
             metrics = (await http.get(f"{a.url}/metrics")).text + (await http.get(f"{b.url}/metrics")).text
     assert sum(target.writes.values()) == 0, target.writes
     assert 'remediate_policy_refusals_total{playbook="kill-drill",reason="kill_switch"}' in metrics

@@ -270,3 +270,36 @@ async def test_a_policy_refusal_before_a_write_blocks_it_and_is_recorded() -> No
     assert run.state.status == "blocked_by_policy" and "kill switch is on" in run.state.reason
     assert run.state.limit == "kill_switch" and policy.ended == [(False, "blocked_by_policy")]
     assert [r.step_id for r in script.requests] == ["stuck"]
+
+
+class StormCaution(ModeLadder):
+    """A policy that grants every write but asks for a human first, as the governor does during a storm."""
+
+    def __init__(self) -> None:
+        self.asks = 0
+
+    async def before_write(self, run: RunInput, step: StepBase, key: str) -> Answer:
+        self.asks += 1
+        return Answer(verdict="approval", limit="storm", reason="25 new occurrences within 5m")
+
+
+async def test_a_caution_puts_a_write_that_needs_no_approval_behind_the_gate_and_says_why() -> None:
+    """An `approval: none` write, a policy answer of `approval`: the gate opens, shows the reason, and after the
+    approval the policy is asked again (the wait may have been long) before the write runs."""
+    shown: list[str] = []
+
+    async def approve_at_once(gate: Gate) -> None:
+        shown.append(gate.request.caution)
+        gate.apply(Decision(verdict="approve", user="U_ALICE", decision_id="d"))
+
+    policy, script = StormCaution(), Script([1])
+    run = Run(
+        RunInput(run_id="r", playbook=PLAYBOOK, alert=ALERT, mode=Mode.AUTO, approvers=["U_ALICE"]),
+        script,
+        Clock(),
+        gatekeeper=approve_at_once,
+        policy=policy,
+    )
+    await run.execute_run()
+    assert shown == ["25 new occurrences within 5m"] and policy.asks == 2
+    assert run.state.status == "succeeded" and run.state.limit == "storm" and run.state.caution == shown[0]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -19,19 +21,27 @@ LIMITS = {
     ),
 }
 CAP = 5
+T = TypeVar("T")
 EXAMPLES = int(os.environ.get("GOVERNOR_EXAMPLES", "200"))  # CI; GOVERNOR_EXAMPLES=10000 takes about 100 s
 
 
 class GovernorMachine(RuleBasedStateMachine):
-    """Drives a Governor with alerts, grants, completions, clock jumps, kill-switch flips and continue-as-new,
-    and checks every grant against the limits from its own record of what was granted."""
+    """Drives a Governor with alerts, grants, completions, clock jumps, kill-switch flips, continue-as-new and
+    worker restarts (replay), and checks every grant against the limits from its own record of what was granted."""
 
     def __init__(self) -> None:
         super().__init__()
         self.governor = Governor(GovernorState(max_writes_per_hour=CAP), lease=timedelta(minutes=10))
+        # What a worker restart replays: the state at the last continue-as-new and every call since.
+        self.base = self.governor.state.model_copy(deep=True)
+        self.log: list[Callable[[Governor], object]] = []
         self.now = START
         self.first_grants: list[tuple[datetime, str, str, str]] = []  # (at, playbook, key, run)
         self.switch_on = False
+
+    def apply(self, call: Callable[[Governor], T]) -> T:
+        self.log.append(call)
+        return call(self.governor)
 
     @rule(run=st.integers(0, 8), playbook=st.sampled_from(["a", "b"]), key=st.sampled_from(["k1", "k2"]))
     def ask(self, run: int, playbook: str, key: str) -> None:
@@ -40,7 +50,8 @@ class GovernorMachine(RuleBasedStateMachine):
         live = run_id in state.leases and state.leases[run_id].until > self.now
         counted = run_id in state.grants and self.now - HOUR < state.grants[run_id].at
         held = live or counted  # a run already counted is not a new write-run
-        answer = self.governor.ask(run_id, playbook, key, self.now, LIMITS[playbook])
+        now = self.now
+        answer = self.apply(lambda g: g.ask(run_id, playbook, key, now, LIMITS[playbook]))
         if self.switch_on:
             assert answer.verdict == "refuse" and answer.limit == "kill_switch"
             return
@@ -54,14 +65,15 @@ class GovernorMachine(RuleBasedStateMachine):
     def release(self, run: int, playbook: str, wrote: bool) -> None:
         run_id = f"{playbook}/{run}"
         refunded = not wrote and run_id in self.governor.state.grants
-        self.governor.release(run_id, wrote)
+        self.apply(lambda g: g.release(run_id, wrote))
         if refunded:  # a run that wrote nothing gives its budget back: it no longer counts as a write-run
             last = max(i for i, g in enumerate(self.first_grants) if g[3] == run_id)
             del self.first_grants[last]
 
     @rule(playbook=st.sampled_from(["a", "b"]))
     def occurrence(self, playbook: str) -> None:
-        self.governor.occurred(playbook, self.now, LIMITS[playbook])
+        now = self.now
+        self.apply(lambda g: g.occurred(playbook, now, LIMITS[playbook]))
 
     @rule(seconds=st.sampled_from([1, 30, 120, 600, 1800, 3600, 7200]))
     def time_passes(self, seconds: int) -> None:
@@ -71,15 +83,16 @@ class GovernorMachine(RuleBasedStateMachine):
     def kill_switch(self, on: bool, playbook: str | None) -> None:
         if playbook is None:  # the property checks the global switch; per-playbook ones are flipped too
             self.switch_on = on
-        self.governor.set_switch(on, "oncall", "test", self.now, playbook)
+        now = self.now
+        self.apply(lambda g: g.set_switch(on, "oncall", "test", now, playbook))
 
     @rule(result=st.sampled_from(["effective", "ineffective", "unknown"]))
     def effectiveness(self, result: str) -> None:
-        self.governor.effectiveness("b", result, LIMITS["b"])  # type: ignore[arg-type]
+        self.apply(lambda g: g.effectiveness("b", result, LIMITS["b"]))  # type: ignore[arg-type]
 
     @rule()
     def reset(self) -> None:
-        self.governor.reset_breaker("b")
+        self.apply(lambda g: g.reset_breaker("b"))
 
     @rule()
     def continue_as_new(self) -> None:
@@ -87,6 +100,16 @@ class GovernorMachine(RuleBasedStateMachine):
         carried = GovernorState.model_validate_json(self.governor.state.model_dump_json())
         assert carried == self.governor.state
         self.governor = Governor(carried, lease=self.governor.lease)
+        self.base, self.log = carried.model_copy(deep=True), []
+
+    @rule()
+    def worker_restart(self) -> None:
+        """A new worker replays the history since the last continue-as-new: it must reach the very same state."""
+        replayed = Governor(self.base.model_copy(deep=True), lease=self.governor.lease)
+        for call in self.log:
+            call(replayed)
+        assert replayed.state == self.governor.state
+        self.governor = replayed
 
     @invariant()
     def limits_hold(self) -> None:

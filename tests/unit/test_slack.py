@@ -161,3 +161,23 @@ def test_the_message_names_targets_and_identifies_only_run_and_gate() -> None:
     g.apply(Decision(verdict="approve", user="U_ALICE", decision_id="d1"))
     closed = json.dumps(approval_blocks(g, outcome="succeeded: 2 write(s) done"))
     assert '"actions"' not in closed and "Approved" in closed and "2 write(s) done" in closed
+
+
+def test_a_caution_from_the_governor_is_shown_escaped_above_the_writes() -> None:
+    """A storm or breaker caution appears as "Why a human is asked", escaped like every other text."""
+    g = Gate(
+        request=GateRequest(
+            run_id="r/f/1",
+            playbook="p",
+            alertname="A",
+            labels={},
+            diagnosis=[],
+            approvers=["U_ALICE"],
+            min_approvals=1,
+            expires_at=datetime(2026, 11, 23, 5, tzinfo=UTC),
+            writes=[],
+            caution="21 new occurrences within 5m <!channel>",
+        )
+    )
+    texts = [b["text"]["text"] for b in approval_blocks(g) if b["type"] == "section"]
+    assert "*Why a human is asked*\n21 new occurrences within 5m &lt;!channel&gt;" in texts
