@@ -47,11 +47,13 @@ class Workers:
         finally:
             for worker, task in zip(self.workers, tasks, strict=True):
                 if not task.done():
-                    await worker.shutdown()
+                    await worker.shutdown()  # in order, as in shutdown()
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def shutdown(self) -> None:
-        await asyncio.gather(*(w.shutdown() for w in self.workers))
+        """In order: the run worker drains first (its last writes still ask and release), the governor last."""
+        for worker in self.workers:
+            await worker.shutdown()
 
 
 def create_worker(

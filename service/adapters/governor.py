@@ -10,7 +10,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from service.adapters.temporal_rpc import QUERY_TIMEOUT, RPC_TIMEOUT, rpc
-from service.errors import RemediateError, RunNotOpen, RunUnknown, TemporalUnavailable
+from service.errors import RunNotOpen, RunUnknown, TemporalUnavailable
 from service.governance import (
     Answer,
     Ask,
@@ -60,7 +60,7 @@ class Batches(Generic[Item, Out]):
                 continue
             try:
                 results = await self._send([item for item, _ in live])
-            except RemediateError as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever it is, each waiting caller gets it, none hangs
                 for _, future in live:
                     if not future.done():
                         future.set_exception(exc)

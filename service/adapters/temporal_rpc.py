@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
-from temporalio.client import Client
+from temporalio.client import Client, RPCTimeoutOrCancelledError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -36,6 +36,8 @@ def rpc(what: str) -> Iterator[None]:
         if exc.status == RPCStatusCode.FAILED_PRECONDITION:
             raise RunNotOpen(f"closed while {what}") from exc
         raise TemporalUnavailable(f"Temporal unavailable while {what}: {exc}") from exc
+    except RPCTimeoutOrCancelledError as exc:  # an Update that no worker answered in time
+        raise TemporalUnavailable(f"no answer in time while {what}") from exc
     except RuntimeError as exc:  # the client cannot connect, or lost its connection
         raise TemporalUnavailable(f"Temporal unavailable while {what}: {exc}") from exc
 
