@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import json
 import logging
 import os
@@ -13,11 +12,12 @@ import sys
 import threading
 import uuid
 from collections.abc import Coroutine, Sequence
+from datetime import UTC, datetime, timedelta
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
-from service import action_docs, dev, planning, redact
-from service.adapters.governor import GovernorClient
+from service import action_docs, dev, planning, rail_commands, redact
 from service.adapters.postgres import PostgresAdapter
 from service.adapters.postgres_ledger import ledger_sql
 from service.adapters.temporal import TemporalRuns, connect
@@ -25,9 +25,7 @@ from service.approvals import Decision
 from service.compose import Adapters, load_all, serve
 from service.config import PostgresConnection, Settings
 from service.errors import ConfigError, PlaybookError, RemediateError
-from service.governance import GovernorView, SwitchChange
 from service.playbook import Playbook, load_playbooks
-from service.rail_routes import switch_view
 from service.report import format_state
 
 
@@ -93,19 +91,41 @@ async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _since(text: str | None) -> datetime | None:
+    """`--since 2h` / `30m` / `7d`, or an ISO date or time (UTC if no zone)."""
+    if not text:
+        return None
+    unit = {"m": 60, "h": 3600, "d": 86400}.get(text[-1:])
+    if unit and text[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * unit)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ConfigError(f"--since {text!r}: give a span (30m, 2h, 7d) or an ISO date/time") from exc
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 async def _runs(args: argparse.Namespace, settings: Settings) -> int:
     runs = TemporalRuns(await connect(settings.temporal_address, settings.temporal_namespace), settings.task_queue)
     if args.runs_command == "list":
-        listed = await runs.list(args.limit)
+        listed = await runs.list(args.limit, playbook=args.playbook, since=_since(args.since))
+        if args.status:
+            listed = [r for r in listed if r.status == args.status]
         if not listed:
-            print("no runs")
+            print("no runs" + (" match" if args.playbook or args.status or args.since else ""))
+            return 0
+        print(f"{'STARTED (UTC)':<19}  {'ID':<8}  {'STATUS':<22} {'PLAYBOOK':<24} {'ALERT':<28} {'MODE':<8} RUN")
         for r in listed:
-            started = r.started.strftime("%Y-%m-%d %H:%M:%S") if r.started else "-"
-            print(f"{started}  {r.status:<10} {r.mode:<8} {r.alertname:<28} {r.run_id}")
+            started = r.started.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if r.started else "-"
+            print(
+                f"{started:<19}  {r.short_id:<8}  {r.status:<22} {r.playbook:<24} {r.alertname:<28} {r.mode:<8} "
+                f"{r.run_id}"
+            )
         return 0
-    state = await runs.state(args.run_id)
+    run_id = await runs.resolve_id(args.run_id)
+    state = await runs.state(run_id)
     if state is None:
-        print(f"no run {args.run_id} (or it did not complete normally)", file=sys.stderr)
+        print(f"no run {run_id} (or it did not complete normally)", file=sys.stderr)
         return 1
     print(state.model_dump_json(indent=2) if args.json else format_state(state))
     return 0
@@ -113,7 +133,7 @@ async def _runs(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _decide(args: argparse.Namespace, settings: Settings) -> int:
     runs = TemporalRuns(await connect(settings.temporal_address, settings.temporal_namespace), settings.task_queue)
-    user = _who(args)
+    user = rail_commands.who(args)
     decision = Decision(
         gate=args.gate,
         verdict="approve" if args.command == "approve" else "reject",
@@ -122,69 +142,14 @@ async def _decide(args: argparse.Namespace, settings: Settings) -> int:
         comment=args.comment,
         decision_id=f"cli:{uuid.uuid4()}",
     )
-    await runs.decide(args.run_id, decision)
-    record = await runs.decision(args.run_id, decision.decision_id, within=5.0)
+    run_id = await runs.resolve_id(args.run_id)
+    await runs.decide(run_id, decision)
+    record = await runs.decision(run_id, decision.decision_id, within=5.0)
     if record is None:
-        print(f"{args.command} sent for {args.run_id}; the run has not processed it yet")
+        print(f"{args.command} sent for {run_id}; the run has not processed it yet")
         return 0
     print(f"{args.command} by {user}: {record.outcome}" + (f" ({record.reason})" if record.reason else ""))
     return 0 if record.outcome in ("counted", "duplicate") else 1
-
-
-def _who(args: argparse.Namespace) -> str:
-    return args.as_user or os.environ.get("REMEDIATE_APPROVER") or getpass.getuser()
-
-
-def _switch_line(scope: str, switch: dict[str, Any]) -> str:
-    if not switch.get("at"):
-        return f"{scope}: off (never set)"
-    state = "ON" if switch["on"] else "off"
-    why = f": {switch['reason']}" if switch.get("reason") else ""
-    return f"{scope}: {state}, set by {switch['by']} at {switch['at']}{why}"
-
-
-async def _kill_switch(args: argparse.Namespace, settings: Settings) -> int:
-    governor = GovernorClient(
-        await connect(settings.temporal_address, settings.temporal_namespace), settings.task_queue
-    )
-    if args.state != "status":
-        change = SwitchChange(on=args.state == "on", by=_who(args), reason=args.reason, playbook=args.playbook)
-        await governor.set_switch(change)
-    shown = switch_view(await governor.view())
-    everything: dict[str, Any] = shown["everything"]  # type: ignore[assignment]
-    playbooks: dict[str, dict[str, Any]] = shown["playbooks"]  # type: ignore[assignment]
-    if args.json:
-        print(json.dumps(shown, indent=2))
-        return 0
-    print(_switch_line("kill switch for everything", everything))
-    for name, switch in sorted(playbooks.items()):
-        if args.playbook in (None, name):
-            print(_switch_line(f"kill switch for playbook {name}", switch))
-    if everything["on"] or any(s["on"] for s in playbooks.values()):
-        print("writes that have not started are refused (blocked_by_policy); reads and dry-runs go on")
-    return 0
-
-
-def _breaker_lines(view: GovernorView, only: str | None) -> list[str]:
-    lines = []
-    for name, state in sorted(view.state.playbooks.items()):
-        if only not in (None, name):
-            continue
-        status = "OPEN: writes need approval" if state.breaker_open else "closed"
-        lines.append(f"{name}: breaker {status}; {state.ineffective_in_a_row} ineffective run(s) in a row")
-    return lines or [f"{only or 'no playbook'}: breaker closed; no run has reported its effectiveness yet"]
-
-
-async def _breaker(args: argparse.Namespace, settings: Settings) -> int:
-    governor = GovernorClient(
-        await connect(settings.temporal_address, settings.temporal_namespace), settings.task_queue
-    )
-    if args.breaker_command == "reset":
-        await governor.reset_breaker(args.playbook)
-        print(f"breaker of {args.playbook} reset by {_who(args)}: its writes no longer need approval for it")
-    for line in _breaker_lines(await governor.view(), args.playbook):
-        print(line)
-    return 0
 
 
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -241,6 +206,7 @@ async def _dev(args: argparse.Namespace, settings: Settings) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remediate", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"remediate {package_version('remediate')}")
     sub = parser.add_subparsers(dest="command", required=True)
     dev_p = sub.add_parser("dev", help="local Temporal dev server + worker + web, shipped playbooks, dry-run")
     dev_p.add_argument(
@@ -248,10 +214,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve_p = sub.add_parser("serve", help="web + worker against configured services")
     only = serve_p.add_mutually_exclusive_group()
-    only.add_argument("--web-only", action="store_true")
-    only.add_argument("--worker-only", action="store_true")
+    only.add_argument("--web-only", action="store_true", help="only the webhook and the API (no worker)")
+    only.add_argument("--worker-only", action="store_true", help="only the worker (and its health endpoints)")
     lint = sub.add_parser("lint", help="validate playbooks; file:line:col: message per problem")
-    lint.add_argument("paths", nargs="*")
+    lint.add_argument("paths", nargs="*", help="playbook files or directories (default: REMEDIATE_PLAYBOOKS)")
     plan = sub.add_parser("plan", help="diagnose for real and print every planned write; never writes")
     plan.add_argument("--alert", required=True, help="a webhook message or a single alert (JSON)")
     plan.add_argument("--playbooks", help="playbook directory (default: REMEDIATE_PLAYBOOKS)")
@@ -266,12 +232,12 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--print-sql", action="store_true", help="print the SQL for a DBA instead of running it")
     for verdict in ("approve", "reject"):
         decide = sub.add_parser(verdict, help=f"{verdict} a run waiting at an approval gate")
-        decide.add_argument("run_id")
-        decide.add_argument("--gate", default="act")
+        decide.add_argument("run_id", help="the run id, or its 8-digit short id from `runs list`")
+        decide.add_argument("--gate", default="act", help="which gate (default: act, the only one today)")
         decide.add_argument("--as", dest="as_user", help="approver id (default: $REMEDIATE_APPROVER, then $USER)")
-        decide.add_argument("--comment", default="")
+        decide.add_argument("--comment", default="", help="a note kept with the decision")
     kill = sub.add_parser("kill-switch", help="stop every write that has not started, on every replica")
-    kill.add_argument("state", choices=["on", "off", "status"])
+    kill.add_argument("state", choices=["on", "off", "status"], help="turn it on, off, or show who set it and why")
     kill.add_argument("--reason", default="", help="why; shown with the switch and in every refusal")
     kill.add_argument("--playbook", help="only this playbook (default: everything)")
     kill.add_argument("--as", dest="as_user", help="who flips it (default: $REMEDIATE_APPROVER, then $USER)")
@@ -279,17 +245,22 @@ def _parser() -> argparse.ArgumentParser:
     breaker = sub.add_parser("breaker", help="show or reset the breaker that ineffective runs open")
     breaker_sub = breaker.add_subparsers(dest="breaker_command", required=True)
     breaker_status = breaker_sub.add_parser("status", help="each playbook's breaker and its ineffective streak")
-    breaker_status.add_argument("playbook", nargs="?")
+    breaker_status.add_argument("playbook", nargs="?", help="only this playbook")
     breaker_reset = breaker_sub.add_parser("reset", help="close the breaker: writes no longer need approval")
-    breaker_reset.add_argument("playbook")
+    breaker_reset.add_argument("playbook", help="the playbook whose breaker to close")
     breaker_reset.add_argument("--as", dest="as_user", help="who resets it (default: $REMEDIATE_APPROVER, $USER)")
     runs = sub.add_parser("runs", help="list and show runs")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True)
-    runs_list = runs_sub.add_parser("list")
-    runs_list.add_argument("--limit", type=int, default=50)
-    show = runs_sub.add_parser("show")
-    show.add_argument("run_id")
-    show.add_argument("--json", action="store_true")
+    runs_list = runs_sub.add_parser("list", help="the newest runs first, with their final status")
+    runs_list.add_argument("--limit", type=int, default=50, help="at most this many runs (default 50)")
+    runs_list.add_argument("--playbook", help="only runs of this playbook")
+    runs_list.add_argument(
+        "--status", help="only runs that ended so (succeeded, failed, blocked_by_policy, …) or are running"
+    )
+    runs_list.add_argument("--since", help="only runs started since: a span (30m, 2h, 7d) or an ISO date/time")
+    show = runs_sub.add_parser("show", help="the full record of one run")
+    show.add_argument("run_id", help="the run id, or its 8-digit short id from `runs list`, or a unique prefix")
+    show.add_argument("--json", action="store_true", help="print the record as JSON")
     return parser
 
 
@@ -313,8 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "approve": _decide,
             "reject": _decide,
             "migrate": _migrate,
-            "kill-switch": _kill_switch,
-            "breaker": _breaker,
+            "kill-switch": rail_commands.kill_switch,
+            "breaker": rail_commands.breaker,
         }
         command = commands[args.command]
         return asyncio.run(_until_terminated(command(args, settings)))

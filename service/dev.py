@@ -8,7 +8,6 @@ import json
 import os
 import socket
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 from ruamel.yaml import YAML
@@ -78,13 +77,18 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
+NOW = "__REMEDIATE_NOW__"
+# Inside the curl's single-quoted body: close the quote, let the shell put in the time, open it again.
+SHELL_NOW = '"\'"$(date -u +%Y-%m-%dT%H:%M:%SZ)"\'"'
+
+
 def sample_message() -> str:
-    """The sample alert with a fresh startsAt, so every paste is a new occurrence."""
+    """The sample alert for the banner's curl; its startsAt is the shell's clock, so every paste (a second or more
+    after the last) is a new occurrence."""
     message = json.loads(SAMPLE.read_text(encoding="utf-8"))
-    now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     for alert in message["alerts"]:
-        alert["startsAt"] = now
-    return json.dumps(message)
+        alert["startsAt"] = NOW
+    return json.dumps(message).replace(f'"{NOW}"', SHELL_NOW)
 
 
 async def run(args: argparse.Namespace, settings: Settings, stop: asyncio.Event) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -22,7 +23,8 @@ __all__ = ["RunSummary", "TemporalRuns", "connect", "connect_eager"]
 
 @dataclass(frozen=True)
 class RunSummary:
-    """One line of `remediate runs list`."""
+    """One line of `remediate runs list`: `status` is the run's own outcome (succeeded, blocked_by_policy, …) once
+    it has ended, `running` before; `execution` is what Temporal says of the workflow."""
 
     run_id: str
     status: str
@@ -31,6 +33,16 @@ class RunSummary:
     mode: str
     started: datetime | None
     closed: datetime | None
+    execution: str = ""
+
+    @property
+    def short_id(self) -> str:
+        return short_id(self.run_id)
+
+
+def short_id(run_id: str) -> str:
+    """Eight hex digits that name one run in `runs list`; `runs show` accepts them."""
+    return hashlib.sha256(run_id.encode()).hexdigest()[:8]
 
 
 class TemporalRuns:
@@ -111,23 +123,71 @@ class TemporalRuns:
         with rpc("checking readiness"):
             await self.client.workflow_service.get_system_info(GetSystemInfoRequest(), timeout=RPC_TIMEOUT)
 
-    async def list(self, limit: int = 50) -> list[RunSummary]:
-        runs: list[RunSummary] = []
+    async def list(
+        self, limit: int = 50, playbook: str | None = None, since: datetime | None = None
+    ) -> list[RunSummary]:
+        """The newest runs first, each with its own final status (read from its result once it has closed)."""
+        query = "WorkflowType = 'RemediationWorkflow'"
+        if playbook:
+            query += f" AND WorkflowId STARTS_WITH '{_quoted(playbook)}/'"
+        if since is not None:
+            query += f" AND StartTime >= '{since.isoformat()}'"
+        found = []
         with rpc("listing runs"):
-            async for execution in self.client.list_workflows("WorkflowType = 'RemediationWorkflow'", limit=limit):
-                memo = await execution.memo()
-                runs.append(
-                    RunSummary(
-                        run_id=execution.id,
-                        status=execution.status.name.lower() if execution.status else "unknown",
-                        playbook=str(memo.get("playbook", "")),
-                        alertname=str(memo.get("alertname", "")),
-                        mode=str(memo.get("mode", "")),
-                        started=execution.start_time,
-                        closed=execution.close_time,
-                    )
+            async for execution in self.client.list_workflows(query, limit=limit):
+                found.append(execution)
+        lanes = asyncio.Semaphore(16)  # a long list reads its results a few at a time
+
+        async def read(run_id: str, status: WorkflowExecutionStatus | None) -> str:
+            async with lanes:
+                return await self._outcome(run_id, status)
+
+        outcomes = await asyncio.gather(*(read(e.id, e.status) for e in found))
+        runs: list[RunSummary] = []
+        for execution, outcome in zip(found, outcomes, strict=True):
+            memo = await execution.memo()
+            runs.append(
+                RunSummary(
+                    run_id=execution.id,
+                    status=outcome,
+                    playbook=str(memo.get("playbook", "")),
+                    alertname=str(memo.get("alertname", "")),
+                    mode=str(memo.get("mode", "")),
+                    started=execution.start_time,
+                    closed=execution.close_time,
+                    execution=execution.status.name.lower() if execution.status else "unknown",
                 )
+            )
         return runs
+
+    async def _outcome(self, run_id: str, status: WorkflowExecutionStatus | None) -> str:
+        if status == WorkflowExecutionStatus.RUNNING:
+            return "running"
+        if status in (WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.FAILED):
+            try:
+                state = await self.state(run_id)
+            except RemediateError:
+                state = None
+            if state is not None:
+                return state.status
+        return status.name.lower() if status else "unknown"  # terminated, timed_out, cancelled: Temporal's word
+
+    async def resolve_id(self, given: str, within: int = 1000) -> str:
+        """A full run id as given, or the one run among the newest `within` whose short id or id prefix it is."""
+        if "/" in given and given.count("/") >= 2:
+            return given
+        matches: list[str] = []
+        with rpc("finding a run"):
+            async for execution in self.client.list_workflows(
+                "WorkflowType = 'RemediationWorkflow'", limit=within
+            ):
+                if short_id(execution.id) == given or execution.id.startswith(given):
+                    matches.append(execution.id)
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise RunUnknown(f"no run {given!r} among the newest {within}")
+        raise RunUnknown(f"{given!r} names {len(matches)} runs; give more of the id: {', '.join(matches[:5])}")
 
     async def prior_attempts(self, run_id: str) -> PriorAttempts:
         """Closed executions of this run id that did not succeed (the workflow bounds retries with this)."""

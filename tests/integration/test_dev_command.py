@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -17,7 +18,7 @@ from tests.support.servers import free_port, wait_http
 
 
 def test_dev_prints_a_curl_whose_alert_becomes_a_listed_dry_run(tmp_path: Path) -> None:
-    """The sample alert from `remediate dev` becomes a dry-run run that `remediate runs list/show` print."""
+    """The banner's curl, pasted into a shell twice, makes two dry-run runs that `remediate runs list/show` print."""
     web, temporal = free_port(), free_port()
     env = {**os.environ, "REMEDIATE_LISTEN": f"127.0.0.1:{web}", "REMEDIATE_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal}"}
     env.pop("REMEDIATE_CONFIG", None)
@@ -34,21 +35,21 @@ def test_dev_prints_a_curl_whose_alert_becomes_a_listed_dry_run(tmp_path: Path) 
                 break
             time.sleep(0.1)
             text = log.read_text()
-        body = re.search(r"-d '(.+)'", text)
-        assert body is not None, text
-        reply = httpx2.post(
-            f"http://127.0.0.1:{web}/alertmanager", content=body.group(1), headers={"content-type": "application/json"}
-        )
-        assert reply.json() == {"started": 1, "duplicates": 0, "resolved": 0, "unmatched": 0}
+        curl = re.search(r"^(curl .*\\\n.*-d '.+')$", text, re.MULTILINE)
+        assert curl is not None, text
+        for _ in range(2):  # pasted twice, a moment apart: two occurrences, two runs
+            pasted = subprocess.run(["bash", "-c", curl.group(1)], capture_output=True, text=True, check=True)
+            assert json.loads(pasted.stdout) == {"started": 1, "duplicates": 0, "resolved": 0, "unmatched": 0}
+            time.sleep(1.1)
         listed = ""
         for _ in range(60):
             listed = subprocess.run(
                 [sys.executable, "-m", "service", "runs", "list"], env=env, capture_output=True, text=True, check=True
             ).stdout
-            if "completed" in listed:
+            if "succeeded" in listed:
                 break
             time.sleep(0.5)
-        assert "completed" in listed and "dry-run" in listed and "RemediateSelfTest" in listed, listed
+        assert "succeeded" in listed and "dry-run" in listed and "RemediateSelfTest" in listed, listed
         run_id = listed.split()[-1]
         shown = subprocess.run(
             [sys.executable, "-m", "service", "runs", "show", run_id],

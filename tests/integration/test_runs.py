@@ -12,7 +12,7 @@ import httpx2
 import pytest
 from temporalio.client import Client
 
-from service.adapters.temporal import TemporalRuns, connect
+from service.adapters.temporal import TemporalRuns, connect, short_id
 from service.cli import main
 from service.policy import Mode
 from tests.conftest import DATA, ROOT, job_states, seed_jobs, update_counts
@@ -195,7 +195,8 @@ async def test_runs_list_and_show_print_runs(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """`remediate runs list` and `runs show ID` print a run that the webhook started."""
+    """`remediate runs list` prints a header, the run's final status, its playbook and a short id that `runs show`
+    accepts; filters by playbook, status and time narrow it."""
     seed_jobs(jobs_db, stuck=[7])
     async with (
         running_stack(temporal_client, CONFIG, PLAYBOOKS, Mode.DRY_RUN, task_queue=queue_name()) as stack,
@@ -211,7 +212,18 @@ async def test_runs_list_and_show_print_runs(
     monkeypatch.setenv("REMEDIATE_TEMPORAL_ADDRESS", temporal_env_address)
     await asyncio.sleep(1.5)  # visibility is eventually consistent
     assert await asyncio.to_thread(main, ["runs", "list", "--limit", "500"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed[0].split()[:4] == ["STARTED", "(UTC)", "ID", "STATUS"]
+    line = next(row for row in listed if row.endswith(run_id))
+    short = line.split()[2]
+    assert short == short_id(run_id) and line.split()[3:5] == ["succeeded", "stuck-jobs"], line
+    since = ["runs", "list", "--playbook", "stuck-jobs", "--status", "succeeded", "--since", "1h", "--limit", "500"]
+    assert await asyncio.to_thread(main, since) == 0
     assert run_id in capsys.readouterr().out
+    assert await asyncio.to_thread(main, ["runs", "list", "--status", "failed", "--playbook", "stuck-jobs"]) == 0
+    assert run_id not in capsys.readouterr().out
+    assert await asyncio.to_thread(main, ["runs", "show", short]) == 0  # the short id from the list
+    assert f"run {run_id}" in capsys.readouterr().out
     assert await asyncio.to_thread(main, ["runs", "show", run_id]) == 0
     out = capsys.readouterr().out
     assert "would change 1 row(s)" in out and "row 7" in out
