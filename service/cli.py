@@ -25,7 +25,7 @@ from service.approvals import Decision
 from service.compose import Adapters, load_all, serve
 from service.config import PostgresConnection, Settings
 from service.errors import ConfigError, PlaybookError, RemediateError
-from service.playbook import Playbook, load_playbooks
+from service.playbook import load_playbooks, playbook_schema
 from service.report import format_state
 
 
@@ -63,7 +63,7 @@ def _schema(args: argparse.Namespace, settings: Settings) -> int:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{args.actions_doc}: {exc}") from exc
         return 0
-    print(json.dumps(Playbook.model_json_schema(by_alias=True), indent=2, sort_keys=True))
+    print(json.dumps(playbook_schema(), indent=2, sort_keys=True))
     return 0
 
 

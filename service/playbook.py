@@ -20,11 +20,13 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from service.alerts import Alert
+from service.durations import PlaybookJsonSchema
 from service.errors import PlaybookError, Problem, TemplateError
 from service.governor import Limits
 from service.matching import LabelMatcher, Match, anchored
 from service.modes import Mode
 from service.steps import ACTIONS, Duration, Step, StepBase, WriteStep
+from service.template_refs import playbook_problems
 from service.templating import check_expression, check_template, is_template, iter_strings
 
 __all__ = ["LabelMatcher", "LoadedFile", "Match", "Playbook", "anchored", "load_file", "load_playbooks", "matching"]
@@ -80,6 +82,11 @@ class Playbook(BaseModel):
 
     def matches(self, alert: Alert) -> bool:
         return self.match.matches(alert)
+
+
+def playbook_schema() -> dict[str, Any]:
+    """The JSON Schema of the format, as `remediate schema` prints it (and playbooks/schema.json holds)."""
+    return Playbook.model_json_schema(by_alias=True, schema_generator=PlaybookJsonSchema)
 
 
 # ---- loading with positions ---------------------------------------------------------------------------------
@@ -190,7 +197,10 @@ def _semantic_problems(file: LoadedFile, playbook: Playbook, connections: Mappin
                 )
         for_each = step.for_each if isinstance(step, WriteStep) else None
         for field, source in (("when", step.when), ("expect", step.expect), ("for_each", for_each)):
-            if source is not None:
+            if source is not None and "{{" in source:
+                bare = source.strip().removeprefix("{{").removesuffix("}}").strip()
+                at((*base, field), f"{field} is an expression already: drop the braces ({field}: {bare!r})")
+            elif source is not None:
                 try:
                     check_expression(source)
                 except TemplateError as exc:
@@ -207,6 +217,12 @@ def _semantic_problems(file: LoadedFile, playbook: Playbook, connections: Mappin
                     check_template(text, escape=params.escapes.get(name, "none"))
                 except TemplateError as exc:
                     at(where, str(exc))
+    for where, message in playbook_problems(
+        playbook.inputs,
+        [("diagnose", playbook.diagnose), ("act", playbook.act), ("verify", playbook.verify)],
+        playbook.limits.cooldown_key,
+    ):
+        at(where, message)
     return problems
 
 
@@ -247,7 +263,7 @@ def load_file(path: Path, connections: Mapping[str, str] | None = None) -> tuple
         playbook = Playbook.model_validate(file.data)
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
-            loc, message = error["loc"], error["msg"]
+            loc, message = error["loc"], error["msg"].removeprefix("Value error, ")
             if tuple(loc[:2]) in misplaced:
                 continue  # the step is in the wrong phase: that is the reason worth reading
             if error["type"] in ("union_tag_invalid", "union_tag_not_found"):

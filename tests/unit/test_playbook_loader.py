@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from service.cli import main
 from service.config import load_config_file
 from service.dev import DEV_CONFIG
 from service.errors import PlaybookError
-from service.playbook import Playbook, load_file, load_playbooks
+from service.playbook import load_file, load_playbooks, playbook_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = (ROOT / "playbooks" / "stuck-jobs.yaml").read_text()
@@ -94,7 +95,25 @@ def test_lint_prints_file_line_col_and_exits_1(tmp_path: Path, capsys: pytest.Ca
 def test_committed_schema_is_in_sync() -> None:
     """playbooks/schema.json equals what `remediate schema` prints."""
     committed = json.loads((ROOT / "playbooks" / "schema.json").read_text())
-    assert committed == Playbook.model_json_schema(by_alias=True)
+    assert committed == playbook_schema()
+
+
+def test_every_default_in_the_schema_satisfies_its_own_pattern() -> None:
+    """Durations default to `30s`-style text, which the schema's own pattern accepts (no `PT30S`)."""
+    found = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("default"), str) and "pattern" in node:
+                found.append((node["default"], node["pattern"]))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(playbook_schema())
+    assert found and all(re.fullmatch(pattern, default) for default, pattern in found), found
 
 
 def test_shipped_playbooks_lint_against_the_dev_connections(tmp_path: Path) -> None:
