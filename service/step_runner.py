@@ -14,6 +14,7 @@ from service.alerts import Alert
 from service.errors import StepError, TemplateError
 from service.runs import Clock, Executor, RunInput, RunStatus, StepRecord, StepRequest, StepResult
 from service.steps import StepBase, WriteStep
+from service.targets import name_of
 from service.templating import condition, evaluate, render
 
 
@@ -207,7 +208,8 @@ class StepRunner:
             request = self._request(step, params, dry_run=dry_run, item=item_key(item))
             result = await self._call(step, request, scope)
             results.append(result.data)
-            targets.extend(result.targets)
+            # A call that names no target of its own is named by its item: the approver sees which one.
+            targets.extend(result.targets or [name_of(item) or f"item {len(results)}"])
         record.params = {"for_each": source, "max_items": cap, "items": len(items)}
         record.result, record.targets = {"results": results, "count": len(results)}, targets
         record.blast_radius = f"{len(targets)} target(s); cap: max_items {cap}"

@@ -15,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import JsonValue
 
 from service.adapters.base import ConnectionAdapter
-from service.adapters.postgres_ledger import claim, from_ledger, ledger_sql, record, row_key, rows_json
+from service.adapters.postgres_ledger import claim, from_ledger, ledger_sql, record, row_targets, rows_json
 from service.config import PostgresConnection, resolve_secret
 from service.errors import ConfigError, GuardViolation, PermanentStepError, RetryableStepError, StepError
 from service.registry import Action, specs
@@ -170,7 +170,7 @@ class PostgresAdapter(ConnectionAdapter[PostgresConnection, Pool]):
             data={"rowcount": count, "rows": changed[:ROWS_RECORDED], "dry_run": request.dry_run},
             summary=f"{verb} {count} row(s) (max_rows {params.max_rows})"
             + ("; rolled back" if request.dry_run else ""),
-            targets=[f"row {row_key(r)}" for r in changed[:ROWS_RECORDED]],
+            targets=row_targets(changed[:ROWS_RECORDED]),
             dry_run=request.dry_run,
             note="" if ledger or request.dry_run else f"at most once: connection {request.connection} has no ledger",
         )

@@ -16,6 +16,7 @@ from pydantic import JsonValue
 from service.errors import RetryableStepError
 from service.runs import StepRequest, StepResult
 from service.steps import PostgresExecuteParams
+from service.targets import name_of
 
 
 def plain(value: Any) -> JsonValue:
@@ -43,11 +44,16 @@ def rows_json(rows: list[dict[str, Any]]) -> list[JsonValue]:
     return [{k: plain(v) for k, v in row.items()} for row in rows]
 
 
-def row_key(row: JsonValue) -> str:
-    """How a changed row is named as a target: its `id`, else its first column."""
-    if isinstance(row, dict):
-        return str(row.get("id", next(iter(row.values()), None)))
-    return str(row)
+def row_targets(rows: list[JsonValue]) -> list[str]:
+    """How changed rows are named as targets: `row 7` by its id, else `row pid=812` by what identifies it; rows
+    that carry nothing identifying (a bare `true` from a function) are not listed one by one."""
+    named = []
+    for row in rows:
+        if isinstance(row, dict) and row.get("id") is not None and not isinstance(row["id"], bool):
+            named.append(f"row {row['id']}")
+        elif (name := name_of(row)) is not None:
+            named.append(f"row {name}")
+    return named
 
 
 def ledger_sql(ledger: str) -> str:
@@ -109,7 +115,7 @@ def from_ledger(row: dict[str, Any], params: PostgresExecuteParams, request: Ste
     return StepResult(
         data={"rowcount": count, "rows": rows, "dry_run": request.dry_run, "already_applied": True},
         summary=f"already applied at {plain(row.get('applied_at'))}: {count} row(s) (max_rows {params.max_rows})",
-        targets=[f"row {row_key(r)}" for r in rows],
+        targets=row_targets(rows),
         dry_run=request.dry_run,
         note="already applied; result from the ledger",
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import JsonValue
 
+from service.adapters.postgres_ledger import row_targets
 from service.alerts import Alert
 from service.approvals import Decision, Gate
 from service.engine import Run, item_key
@@ -16,6 +17,7 @@ from service.playbook import load_playbooks
 from service.policy import Answer, Mode, ModeLadder, effective_mode
 from service.runs import RunInput, StepRequest, StepResult
 from service.steps import StepBase
+from service.targets import name_of
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = load_playbooks([ROOT / "playbooks" / "stuck-jobs.yaml"], {"jobs-db": "postgres"})[0]
@@ -303,3 +305,22 @@ async def test_a_caution_puts_a_write_that_needs_no_approval_behind_the_gate_and
     await run.execute_run()
     assert shown == ["25 new occurrences within 5m"] and policy.asks == 2
     assert run.state.status == "succeeded" and run.state.limit == "storm" and run.state.caution == shown[0]
+
+
+def test_targets_are_named_by_what_identifies_them_never_by_a_bare_true() -> None:
+    """Rows are named by id, else pid/name/key, else their scalar columns; a row of booleans names nothing."""
+    assert row_targets([{"id": 7}, {"pid": 812, "ok": True}, {"pg_cancel_backend": True}, {"queue": "q1", "n": 2}]) == [
+        "row 7",
+        "row pid=812",
+        "row queue=q1, n=2",
+    ]
+    assert name_of(True) is None and name_of({"x": False}) is None and name_of("web-1") == "web-1"
+
+
+async def test_a_for_each_write_whose_calls_name_nothing_lists_its_items() -> None:
+    """When each call returns no target of its own (a function's `true`), the record names each item instead."""
+    step = PLAYBOOK.act[0].model_copy(update={"for_each": "steps.stuck.rows", "max_items": 5})
+    playbook = PLAYBOOK.model_copy(update={"act": [step]})
+    run = Run(RunInput(run_id="r", playbook=playbook, alert=ALERT, mode=Mode.DRY_RUN), Script([4, 5]), Clock())
+    await run.execute_run()
+    assert next(r for r in run.state.steps if r.id == "requeue").targets == ["id=4", "id=5"]
