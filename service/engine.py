@@ -11,8 +11,8 @@ from service.modes import Mode
 from service.policy import ModeLadder, Policy
 from service.runs import Clock, Executor, GateKeeper, RunInput, RunState, RunStatus, StepRecord
 from service.step_runner import Scope, StepRunner, Stop, alert_variables, item_key
-from service.steps import StepBase, WriteStep, approval_of
-from service.templating import render
+from service.steps import StepBase, WriteStep, approval_label, approval_of, approval_rule_of
+from service.templating import condition, render
 
 __all__ = ["Run", "item_key", "new_state"]
 
@@ -32,7 +32,7 @@ def new_state(run: RunInput) -> RunState:
                 action=s.action,
                 effect=s.effect,
                 connection=s.connection,
-                approval=approval_of(s) if s.effect == "write" else None,
+                approval=approval_label(s) if s.effect == "write" else None,
             )
             for phase, s in run.playbook.steps()
         ],
@@ -58,6 +58,7 @@ class Run:
         self.scope = Scope(alert=alert_variables(run.alert))
         self.asked = False  # whether the policy was asked for a write (and so must hear how the run ended)
         self.attempted = 0  # writes started: a run that started none gets its budget back
+        self.decided: dict[str, bool] = {}  # conditional approvals, decided on each write's dry-run
 
     def stop_before_start(self, status: RunStatus, reason: str) -> RunState:
         """End the run before its first step (a policy said no); recorded like any other outcome."""
@@ -106,7 +107,31 @@ class Run:
         self.state.reason = f"{done} write(s) done; verify passed" if done else "nothing to do; verify passed"
 
     def _needs_approval(self, step: StepBase) -> bool:
-        return self.run.mode == Mode.APPROVE or approval_of(step) == "required" or bool(self.state.caution)
+        if self.run.mode == Mode.APPROVE or self.state.caution:
+            return True
+        if approval_rule_of(step) is not None:
+            return self.decided.get(step.id, True)  # undecided: asked for, to be safe
+        return approval_of(step) == "required"
+
+    def _decide(self, step: StepBase, targets: int) -> None:
+        """Decide a `required_if` on the write's own dry-run: `targets` is how many it would touch."""
+        rule = approval_rule_of(step)
+        if rule is None or step.id in self.decided:
+            return
+        try:
+            needed = condition(rule, {**self.scope.variables(), "targets": targets})
+        except TemplateError as exc:
+            raise Stop("failed", f"step {step.id!r} approval.required_if: {exc}; nothing more was written") from exc
+        self.decided[step.id] = needed
+        self.steps.record(step.id).approval_decided = (
+            f"{'required' if needed else 'not required'}: {rule} with targets={targets}"
+        )
+
+    async def _decide_by_preview(self, step: StepBase) -> None:
+        if approval_rule_of(step) is None or step.id in self.decided:
+            return
+        previewed = await self.steps.preview([step], self.scope)
+        self._decide(step, len(self.steps.record(step.id).targets) if previewed else 0)
 
     def _cooldown_key(self) -> str:
         template = self.run.governance.cooldown_key
@@ -146,6 +171,8 @@ class Run:
                 self.steps.skip(step, f"when is false: {step.when}")
                 continue
             await self._ask(step)
+            if not approved:
+                await self._decide_by_preview(step)
             if not approved and self._needs_approval(step):
                 targets = await self._approve(act[index:])
                 await self._rediagnose(act[index:], targets)
@@ -163,6 +190,10 @@ class Run:
 
     async def _approve(self, steps: Sequence[StepBase]) -> dict[str, list[str]]:
         """Preview the remaining writes, open the gate, wait; returns the approved targets per step."""
+        conditional = any(approval_rule_of(s) is not None and s.id not in self.decided for s in steps)
+        shown = await self.steps.preview(steps, self.scope) if conditional else []
+        for step in shown:
+            self._decide(step, len(self.steps.record(step.id).targets))
         gated = [s for s in steps if self._needs_approval(s)]
         if self.gatekeeper is None or not self.run.approvers:
             why = f" ({self.state.caution})" if self.state.caution else ""
@@ -171,9 +202,8 @@ class Run:
                 f"step(s) {', '.join(s.id for s in gated)} need an approval{why}, but "
                 "no approvers are configured for this playbook; nothing more was written",
             )
-        previewed = [
-            (self.steps.record(s.id), self._needs_approval(s)) for s in await self.steps.preview(steps, self.scope)
-        ]
+        shown = shown if conditional else await self.steps.preview(steps, self.scope)
+        previewed = [(self.steps.record(s.id), self._needs_approval(s)) for s in shown]
         request = gate_request(self.run, self.state.steps, previewed, gated, self.clock.now())
         request.caution = self.state.caution
         gate = Gate(request=request)
@@ -213,6 +243,8 @@ class Run:
 
     async def _dry_run(self) -> None:
         previewed = await self.steps.preview(self.run.playbook.act, self.scope)
+        for step in previewed:  # the plan shows how each conditional approval would be decided
+            self._decide(step, len(self.steps.record(step.id).targets))
         for step in self.run.playbook.verify:
             record = self.steps.record(step.id)
             record.status, record.summary = "not_run", "dry-run: nothing was changed, so there is nothing to verify"

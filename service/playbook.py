@@ -25,7 +25,7 @@ from service.errors import PlaybookError, Problem, TemplateError
 from service.governor import Limits
 from service.matching import LabelMatcher, Match, anchored
 from service.modes import Mode
-from service.steps import ACTIONS, Duration, Step, StepBase, WriteStep
+from service.steps import ACTIONS, Duration, Step, StepBase, WriteStep, approval_rule_of
 from service.template_refs import playbook_problems
 from service.templating import check_expression, check_template, is_template, iter_strings
 
@@ -196,7 +196,9 @@ def _semantic_problems(file: LoadedFile, playbook: Playbook, connections: Mappin
                     f"{step.action} needs a {step.connection_type} connection",
                 )
         for_each = step.for_each if isinstance(step, WriteStep) else None
-        for field, source in (("when", step.when), ("expect", step.expect), ("for_each", for_each)):
+        rule = approval_rule_of(step)
+        expressions = (("when", step.when), ("expect", step.expect), ("for_each", for_each), ("approval", rule))
+        for field, source in expressions:
             if source is not None and "{{" in source:
                 bare = source.strip().removeprefix("{{").removesuffix("}}").strip()
                 at((*base, field), f"{field} is an expression already: drop the braces ({field}: {bare!r})")

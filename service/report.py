@@ -30,6 +30,8 @@ def format_step(record: StepRecord) -> list[str]:
         f"  {_MARK.get(record.status, '?')} [{record.phase}] {record.id}: {record.action} "
         f"on {record.connection} — {record.status}" + (f" (approval: {record.approval})" if record.approval else "")
     ]
+    if record.approval_decided:
+        lines.append(f"      approval {record.approval_decided}")
     if record.params:
         lines.append(f"      with: {_short(record.params)}")
     if record.summary:

@@ -93,7 +93,8 @@ class StepRecord(BaseModel):
     effect: Effect
     connection: str
     status: StepStatus = "pending"
-    approval: Approval | None = None
+    approval: str | None = Field(default=None, description="none, required, or `required if <condition>`.")
+    approval_decided: str = Field(default="", description="How a conditional approval was decided, and on what.")
     params: dict[str, JsonValue] = Field(default_factory=dict)
     summary: str = ""
     result: dict[str, JsonValue] | None = None

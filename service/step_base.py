@@ -137,16 +137,42 @@ class StepBase(BaseModel):
         return params
 
 
+class ApprovalRule(BaseModel):
+    """Approval that depends on the diagnosis: `required_if` is decided on the write's own dry-run, where
+    `targets` is how many targets it would touch (besides alert, inputs and steps)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    required_if: str = Field(min_length=1, max_length=500, examples=["targets > 2"])
+
+
 def approval_of(step: StepBase) -> Approval:
-    """The approval a write needs: what the playbook says, else the action's safe default."""
+    """The approval a write needs: what the playbook says, else the action's safe default; a conditional one is
+    `required` until its condition has been decided."""
     explicit = step.approval if isinstance(step, WriteStep) else None
+    if isinstance(explicit, ApprovalRule):
+        return "required"
     return explicit if explicit is not None else step.safe_default_approval()
+
+
+def approval_rule_of(step: StepBase) -> str | None:
+    """The `required_if` condition of a write, when its approval depends on the diagnosis."""
+    explicit = step.approval if isinstance(step, WriteStep) else None
+    return explicit.required_if if isinstance(explicit, ApprovalRule) else None
+
+
+def approval_label(step: StepBase) -> str:
+    """How the plan and the record show a write's approval."""
+    rule = approval_rule_of(step)
+    return f"required if {rule}" if rule else approval_of(step)
 
 
 class WriteStep(StepBase):
     """A step that changes something: it may say `approval:` and always runs at most once per run."""
 
-    approval: Approval | None = None
+    approval: Approval | ApprovalRule | None = Field(
+        default=None, description="none, required, or {required_if: <expression>} decided on this write's dry-run"
+    )
     min_approvals: int | None = Field(default=None, ge=1, le=5, description="Raise the playbook's min_approvals.")
     for_each: str | None = Field(
         default=None, description="Expression giving a list; the step runs once per item, as `item` in templates."

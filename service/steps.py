@@ -20,7 +20,9 @@ from service.step_base import (
     TargetRef,
     Template,
     WriteStep,
+    approval_label,
     approval_of,
+    approval_rule_of,
     bounded_targets,
     typed,
 )
@@ -40,7 +42,9 @@ __all__ = [
     "StepId",
     "Template",
     "WriteStep",
+    "approval_label",
     "approval_of",
+    "approval_rule_of",
 ]
 
 

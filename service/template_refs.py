@@ -11,7 +11,7 @@ from jinja2 import meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import JsonValue
 
-from service.steps import StepBase, WriteStep
+from service.steps import StepBase, WriteStep, approval_rule_of
 from service.templating import is_template, iter_strings
 
 ROOTS = ("alert", "inputs", "steps", "item")
@@ -30,6 +30,7 @@ class Names:
     item: bool = False  # inside a for_each step
     steps_allowed: bool = True
     everything: Sequence[str] = field(default_factory=tuple)  # every step id, for hyphen hints
+    extra: Sequence[str] = ()  # names a place adds (`targets` in approval.required_if)
 
 
 def _suggest(name: str, known: Sequence[str]) -> str:
@@ -93,6 +94,7 @@ def problems(source: str, names: Names, *, expression: bool = False) -> Iterator
             known = ", ".join(names.inputs) or "none"
             yield f"no input {input_name!r} here (defined before it: {known}){_suggest(input_name, names.inputs)}"
     allowed = [r for r in ROOTS if (r != "item" or names.item) and (r != "steps" or names.steps_allowed)]
+    allowed += list(names.extra)
     for name in sorted(meta.find_undeclared_variables(tree)):
         if name in allowed or name in _ENV.globals:
             continue
@@ -148,6 +150,10 @@ def playbook_problems(
             if source is not None:
                 for problem in problems(source, names, expression=True):
                     yield (*base, name), problem
+        rule = approval_rule_of(step)
+        if rule is not None:
+            for problem in problems(rule, replace(names, extra=("targets",)), expression=True):
+                yield (*base, "approval", "required_if"), problem
         if step.expect is not None:
             for problem in problems(step.expect, replace(names, own=step.id), expression=True):
                 yield (*base, "expect"), problem

@@ -13,9 +13,11 @@ from service.alerts import Alert
 from service.approvals import Decision, Gate
 from service.engine import Run, item_key
 from service.errors import PermanentStepError
-from service.playbook import load_playbooks
+from service.playbook import Playbook, load_playbooks
 from service.policy import Answer, Mode, ModeLadder, effective_mode
+from service.report import format_state
 from service.runs import RunInput, StepRequest, StepResult
+from service.step_base import ApprovalRule
 from service.steps import StepBase
 from service.targets import name_of
 
@@ -324,3 +326,49 @@ async def test_a_for_each_write_whose_calls_name_nothing_lists_its_items() -> No
     run = Run(RunInput(run_id="r", playbook=playbook, alert=ALERT, mode=Mode.DRY_RUN), Script([4, 5]), Clock())
     await run.execute_run()
     assert next(r for r in run.state.steps if r.id == "requeue").targets == ["id=4", "id=5"]
+
+
+def _conditional(rule: str) -> Playbook:
+    step = PLAYBOOK.act[0].model_copy(update={"approval": ApprovalRule(required_if=rule)})
+    return PLAYBOOK.model_copy(update={"act": [step]})
+
+
+async def test_approval_can_depend_on_how_many_targets_the_write_would_touch() -> None:
+    """`required_if: targets > 2`: two stuck rows are written without a gate, three wait for an approver."""
+    opened: list[Gate] = []
+
+    async def keep(gate: Gate) -> None:
+        opened.append(gate)
+        gate.apply(Decision(verdict="reject", user="U_ALICE", decision_id="d"))
+
+    for stuck, gated in (([1, 2], False), ([1, 2, 3], True)):
+        run = Run(
+            RunInput(
+                run_id="r", playbook=_conditional("targets > 2"), alert=ALERT, mode=Mode.AUTO, approvers=["U_ALICE"]
+            ),
+            Growing(stuck, stuck),
+            Clock(),
+            gatekeeper=keep,
+        )
+        await run.execute_run()
+        record = next(r for r in run.state.steps if r.id == "requeue")
+        assert record.approval == "required if targets > 2"
+        assert (
+            record.approval_decided
+            == f"{'required' if gated else 'not required'}: targets > 2 with targets={len(stuck)}"
+        )
+        assert run.state.status == ("rejected" if gated else "succeeded"), run.state.reason
+    assert len(opened) == 1
+
+
+async def test_the_plan_shows_how_a_conditional_approval_would_be_decided() -> None:
+    """In dry-run (what `remediate plan` runs), the record and the printed plan say required or not, and why."""
+    run = Run(
+        RunInput(run_id="r", playbook=_conditional("targets > 2"), alert=ALERT, mode=Mode.DRY_RUN),
+        Growing([1, 2, 3], [1, 2, 3]),
+        Clock(),
+    )
+    await run.execute_run()
+    printed = format_state(run.state)
+    assert "(approval: required if targets > 2)" in printed
+    assert "approval required: targets > 2 with targets=3" in printed

@@ -92,6 +92,11 @@ CASES = [
         "20:17: no input 'queu' here (defined before it: queue); did you mean 'queue'?",
     ),
     (
+        "      max_targets: 5\n",
+        '      max_targets: 5\n    approval: {required_if: "targts > 2"}\n',
+        "22:29: unknown variable 'targts' (known: alert, inputs, steps, targets); did you mean 'targets'?",
+    ),
+    (
         "    when: ",
         "    timeout: 30\n    when: ",
         "18:5: act.0.timeout: 30 has no unit: write it as 30s, 30m or 30h",
