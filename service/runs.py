@@ -13,7 +13,7 @@ from service.errors import PermanentStepError
 from service.governance import Effectiveness, Governance
 from service.modes import Mode
 from service.playbook import Playbook
-from service.steps import Approval, Effect, StepBase
+from service.steps import Effect, StepBase
 
 RunStatus = Literal[
     "received",
