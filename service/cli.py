@@ -22,7 +22,7 @@ from service.adapters.postgres import PostgresAdapter
 from service.adapters.postgres_ledger import ledger_sql
 from service.adapters.temporal import TemporalRuns, connect
 from service.approvals import Decision
-from service.compose import Adapters, load_all, serve
+from service.compose import Adapters, load_all, load_catalog, serve
 from service.config import PostgresConnection, Settings
 from service.errors import ConfigError, PlaybookError, RemediateError
 from service.playbook import load_playbooks, playbook_schema
@@ -153,11 +153,12 @@ async def _decide(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    config, playbooks = load_all(settings)
+    config = settings.connections()
+    playbooks = load_catalog(settings, config)
     host, port = settings.listen_host_port
     shape = "web only" if args.web_only else "worker only" if args.worker_only else "web + worker"
     print(
-        f"remediate serve ({shape}): {len(playbooks)} playbook(s), mode ceiling {settings.mode}, "
+        f"remediate serve ({shape}): {len(playbooks.playbooks)} playbook(s), mode ceiling {settings.mode}, "
         f"Temporal {settings.temporal_address}/{settings.temporal_namespace}, listening on {host}:{port}",
         flush=True,
     )

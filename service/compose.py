@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from functools import partial
@@ -27,12 +29,13 @@ from service.adapters.slack import SlackNotifier
 from service.adapters.temporal import TemporalRuns, connect, connect_eager
 from service.adapters.temporal_target import TemporalTargetAdapter
 from service.approvals import NoNotifier, Notifier
+from service.catalog import Catalog
 from service.config import ConfigFile, PostgresConnection, Settings
 from service.credentials import ApproverTokens, WebAuth, is_loopback
 from service.errors import ConfigError, RemediateError
 from service.governance import Governance, governor_id
 from service.lifecycle import QuietServer, WorkerHealth, run_worker
-from service.playbook import Playbook, load_playbooks
+from service.playbook import Playbook, PlaybookVersion, load_playbooks, load_versioned
 from service.policy_activities import PolicyActivities, PolicyMetrics
 from service.registry import Registry
 from service.runs import Durability
@@ -97,6 +100,32 @@ def load_all(settings: Settings, playbooks_dir: Path | None = None) -> tuple[Con
     return config, playbooks
 
 
+def load_catalog(settings: Settings, config: ConfigFile) -> Catalog:
+    """The playbooks with their versions, and how to load them again (SIGHUP, POST /api/v1/playbooks/reload)."""
+    kinds = config.kinds()
+
+    def load() -> list[tuple[Playbook, PlaybookVersion]]:
+        return load_versioned(settings.playbook_dirs(), kinds)
+
+    return Catalog(load(), load)
+
+
+def reload_on_sighup(catalog: Catalog) -> None:
+    """SIGHUP reloads the playbooks, as a daemon's configuration is; a set with a problem is refused, logged."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def reload() -> None:
+        problems = catalog.reload()
+        if problems:
+            log.error("SIGHUP: playbook reload refused, the %d loaded stay: %s", len(catalog.playbooks), problems)
+            return
+        shown = ", ".join(f"{v.name}@{v.sha256[:12]}" for v in catalog.versions.values())
+        log.info("SIGHUP: reloaded %d playbook(s): %s", len(catalog.playbooks), shown)
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
+
+
 def durability(settings: Settings, config: ConfigFile) -> Durability:
     """What every run started here carries about retries: which connections keep a ledger, the timeouts."""
     return Durability(
@@ -147,7 +176,7 @@ def web_auth(settings: Settings) -> WebAuth:
 
 def build_app(
     settings: Settings,
-    playbooks: list[Playbook],
+    playbooks: list[Playbook] | Catalog,
     client: Client,
     adapters: Adapters,
     worker_problem: Callable[[], str | None] | None = None,
@@ -246,7 +275,7 @@ async def watch_kill_switch(governor: GovernorClient, metrics: PolicyMetrics, st
 
 async def serve(
     settings: Settings,
-    playbooks: list[Playbook],
+    playbooks: list[Playbook] | Catalog,
     adapters: Adapters,
     *,
     client: Client | None = None,
@@ -279,6 +308,8 @@ async def serve(
     problem = health.problem if health is not None else None
     client = client or await connect(address, namespace)
     if web:
+        if isinstance(playbooks, Catalog):
+            reload_on_sighup(playbooks)
         app = build_app(settings, playbooks, client, adapters, problem, metrics)
     else:
         assert problem is not None  # noqa: S101 - serve runs the web side, the worker, or both

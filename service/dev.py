@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from service.compose import Adapters, load_all, serve
+from service.compose import Adapters, load_catalog, serve
 from service.config import ConfigFile, Settings, load_config_file
 from service.devserver import start_dev_server
 from service.errors import ConfigError
@@ -112,14 +112,16 @@ async def run(args: argparse.Namespace, settings: Settings, stop: asyncio.Event)
             "temporal_address": f"127.0.0.1:{temporal_port}",
         }
     )
-    config, playbooks = load_all(dev_settings)
+    config = dev_settings.connections()
+    catalog = load_catalog(dev_settings, config)
+    playbooks = catalog.playbooks
     mode = settings.mode
     print(f"remediate dev: starting the Temporal dev server on 127.0.0.1:{temporal_port} …", flush=True)
     env = await start_dev_server(port=temporal_port, namespace=settings.temporal_namespace)
     try:
         ready = asyncio.Event()
         server = asyncio.create_task(
-            serve(dev_settings, playbooks, Adapters.build(config), client=env.client, ready=ready, stop=stop)
+            serve(dev_settings, catalog, Adapters.build(config), client=env.client, ready=ready, stop=stop)
         )
         waiting = asyncio.create_task(ready.wait())
         await asyncio.wait({server, waiting}, return_when=asyncio.FIRST_COMPLETED)

@@ -25,6 +25,7 @@ def new_state(run: RunInput) -> RunState:
         fingerprint=run.alert.fingerprint,
         labels=dict(run.alert.labels),
         mode=run.mode,
+        version=run.version,
         steps=[
             StepRecord(
                 id=s.id,

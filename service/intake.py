@@ -11,6 +11,7 @@ from functools import partial
 from typing import Protocol
 
 from service.alerts import Alert, WebhookMessage, run_id
+from service.catalog import Catalog
 from service.errors import IntakeIncomplete
 from service.governance import Governance
 from service.modes import Mode, effective_mode
@@ -64,7 +65,7 @@ class Receiver:
 
     def __init__(
         self,
-        playbooks: Sequence[Playbook],
+        playbooks: Sequence[Playbook] | Catalog,
         runs: RunStarter,
         ceiling: Mode,
         seen: SeenRuns,
@@ -75,11 +76,17 @@ class Receiver:
         concurrency: int = 32,
         answer_within: float = 8.0,
     ) -> None:
-        self.playbooks, self.runs, self.ceiling, self.seen = list(playbooks), runs, ceiling, seen
+        self.catalog = playbooks if isinstance(playbooks, Catalog) else Catalog.of(list(playbooks))
+        self.runs, self.ceiling, self.seen = runs, ceiling, seen
         self.approvers, self.channel = approvers, channel
         self.durability, self.governance = durability or Durability(), governance
         # Alertmanager gives a webhook at least 10 s (notify.MinTimeout) before it retries the whole message.
         self.concurrency, self.answer_within = concurrency, answer_within
+
+    @property
+    def playbooks(self) -> list[Playbook]:
+        """The current set: a reload swaps it between two messages, never within one."""
+        return self.catalog.playbooks
 
     def playbook_names(self) -> frozenset[str]:
         return frozenset(p.name for p in self.playbooks)
@@ -97,6 +104,7 @@ class Receiver:
             approval_channel=playbook.approval_channel or self.channel,
             durability=self.durability,
             governance=self.governance(playbook),
+            version=self.catalog.version(playbook.name),
         )
         started = await self.runs.start(run)
         self.seen.add(key)

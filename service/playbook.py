@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
@@ -139,9 +140,9 @@ class LoadedFile:
     positions: dict[Path_, Position]
 
 
-def _read(path: Path) -> tuple[LoadedFile | None, list[Problem]]:
+def _read(path: Path, text: str | None = None) -> tuple[LoadedFile | None, list[Problem]]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8") if text is None else text
     except (OSError, UnicodeDecodeError) as exc:
         return None, [Problem(str(path), 1, 1, f"cannot read: {exc}")]
     try:
@@ -254,9 +255,12 @@ def _phase_problems(file: LoadedFile) -> dict[Path_, Problem]:
     return found
 
 
-def load_file(path: Path, connections: Mapping[str, str] | None = None) -> tuple[Playbook | None, list[Problem]]:
-    """Load one playbook; any problem means no playbook at all from that file."""
-    file, problems = _read(path)
+def load_file(
+    path: Path, connections: Mapping[str, str] | None = None, text: str | None = None
+) -> tuple[Playbook | None, list[Problem]]:
+    """Load one playbook (from `text` when given: the exact bytes that were hashed); any problem means no
+    playbook at all from that file."""
+    file, problems = _read(path, text)
     if file is None:
         return None, problems
     misplaced = _phase_problems(file)
@@ -295,13 +299,29 @@ def playbook_files(paths: Iterable[Path]) -> list[Path]:
     return files
 
 
-def load_playbooks(paths: Iterable[Path], connections: Mapping[str, str] | None = None) -> list[Playbook]:
-    """Load every playbook or none: raises PlaybookError listing every problem in every file."""
-    playbooks: list[Playbook] = []
+class PlaybookVersion(BaseModel):
+    """Which file a playbook came from and the SHA-256 of its content: recorded on every run."""
+
+    name: str
+    file: str
+    sha256: str
+
+
+def load_versioned(
+    paths: Iterable[Path], connections: Mapping[str, str] | None = None
+) -> list[tuple[Playbook, PlaybookVersion]]:
+    """Load every playbook or none, each with its version: raises PlaybookError listing every problem."""
+    loaded: list[tuple[Playbook, PlaybookVersion]] = []
     problems: list[Problem] = []
     names: dict[str, Path] = {}
     for path in playbook_files(paths):
-        playbook, found = load_file(path, connections)
+        try:
+            raw = path.read_bytes()
+            text = raw.decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(Problem(str(path), 1, 1, f"cannot read: {exc}"))
+            continue
+        playbook, found = load_file(path, connections, text)
         problems.extend(found)
         if playbook is None:
             continue
@@ -311,10 +331,15 @@ def load_playbooks(paths: Iterable[Path], connections: Mapping[str, str] | None 
             )
             continue
         names[playbook.name] = path
-        playbooks.append(playbook)
+        loaded.append((playbook, PlaybookVersion(name=playbook.name, file=str(path), sha256=sha256(raw).hexdigest())))
     if problems:
         raise PlaybookError(problems)
-    return playbooks
+    return loaded
+
+
+def load_playbooks(paths: Iterable[Path], connections: Mapping[str, str] | None = None) -> list[Playbook]:
+    """Load every playbook or none: raises PlaybookError listing every problem in every file."""
+    return [playbook for playbook, _ in load_versioned(paths, connections)]
 
 
 def matching(playbooks: Iterable[Playbook], alert: Alert) -> list[Playbook]:

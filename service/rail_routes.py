@@ -49,7 +49,7 @@ def rail_routes(
     approvers: ApproverTokens,
     reader: Callable[[str | None], bool],
     body_timeout: float = 10.0,
-    playbooks: frozenset[str] | None = None,
+    playbooks: Callable[[], frozenset[str]] | None = None,
 ) -> list[Route]:
     """GET (anyone who may read runs) and PUT (an approver) /api/v1/kill-switch."""
 
@@ -74,7 +74,7 @@ def rail_routes(
             first = exc.errors(include_url=False)[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"
             return JSONResponse({"error": f"bad kill switch body: {where}: {first['msg']}"}, 400)
-        if body.playbook is not None and playbooks is not None and body.playbook not in playbooks:
+        if body.playbook is not None and playbooks is not None and body.playbook not in playbooks():
             return JSONResponse({"error": f"no playbook named {body.playbook!r} is loaded here"}, 400)
         change = SwitchChange(on=body.on, by=identity, reason=body.reason, playbook=body.playbook)
         switch = await governor.set_switch(change)

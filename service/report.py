@@ -56,6 +56,8 @@ def format_state(state: RunState) -> str:
         f"  playbook {state.playbook} · alert {state.alertname} · fingerprint {state.fingerprint} · mode {state.mode}",
         f"  status: {state.status}" + (f" — {state.reason}" if state.reason else ""),
     ]
+    if state.version is not None and state.version.sha256:
+        lines.append(f"  playbook version: sha256 {state.version.sha256[:12]} from {state.version.file}")
     if state.resolved:
         lines.append("  the alert has resolved")
     if state.limit:

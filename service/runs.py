@@ -12,7 +12,7 @@ from service.approvals import Gate
 from service.errors import PermanentStepError
 from service.governance import Effectiveness, Governance
 from service.modes import Mode
-from service.playbook import Playbook
+from service.playbook import Playbook, PlaybookVersion
 from service.steps import Effect, StepBase
 
 RunStatus = Literal[
@@ -129,6 +129,7 @@ class RunInput(BaseModel):
     approval_channel: str | None = None
     durability: Durability = Field(default_factory=Durability)
     governance: Governance = Field(default_factory=Governance)
+    version: PlaybookVersion | None = Field(default=None, description="The playbook's file and content hash.")
 
 
 class RunState(BaseModel):
@@ -154,6 +155,7 @@ class RunState(BaseModel):
         default=None, description="After a run that wrote: did the alert stop firing within effective_within."
     )
     silence: str = Field(default="", description="The Alertmanager silence this run holds (or held) while it acts.")
+    version: PlaybookVersion | None = Field(default=None, description="Which version of the playbook this run ran.")
 
     @property
     def dry_run(self) -> bool:

@@ -17,6 +17,7 @@ from starlette.routing import Route
 from service.adapters.temporal import TemporalRuns
 from service.alerts import WebhookMessage
 from service.bodies import BodyRefused, read_body
+from service.catalog_routes import catalog_routes
 from service.credentials import ApproverTokens, WebAuth
 from service.decisions import decision_routes
 from service.errors import IntakeIncomplete, RemediateError, TemporalUnavailable
@@ -187,10 +188,11 @@ def create_app(
             *decision_routes(runs, auth, approvers, slack_signing_secret, body_timeout),
             Route("/api/v1/runs/{run_id:path}", guarded(run_show, run_reader), methods=["GET"]),
             *(
-                rail_routes(governor, auth, approvers, run_reader, body_timeout, receiver.playbook_names())
+                rail_routes(governor, auth, approvers, run_reader, body_timeout, receiver.playbook_names)
                 if governor
                 else []
             ),
+            *catalog_routes(receiver.catalog, run_reader),
         ],
         exception_handlers={TemporalUnavailable: unavailable},
     )

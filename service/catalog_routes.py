@@ -1,0 +1,40 @@
+"""HTTP routes for the loaded playbooks: list them with their versions, reload them from disk."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from service.catalog import Catalog
+from service.guards import guarded
+
+
+def listing(catalog: Catalog) -> dict[str, object]:
+    return {
+        "loaded_at": catalog.loaded_at.isoformat(),
+        "playbooks": [catalog.versions[p.name].model_dump() for p in catalog.playbooks if p.name in catalog.versions],
+    }
+
+
+def catalog_routes(catalog: Catalog, reader: Callable[[str | None], bool]) -> list[Route]:
+    """GET /api/v1/playbooks and POST /api/v1/playbooks/reload (lint first; a refused set changes nothing)."""
+
+    async def show(request: Request) -> Response:
+        return JSONResponse(listing(catalog))
+
+    async def reload(request: Request) -> Response:
+        problems = catalog.reload()
+        if problems:
+            kept = len(catalog.playbooks)
+            return JSONResponse(
+                {"error": f"the new playbooks have problems; the {kept} loaded ones stay", "problems": problems}, 422
+            )
+        return JSONResponse({"reloaded": True, **listing(catalog)})
+
+    return [
+        Route("/api/v1/playbooks", guarded(show, reader), methods=["GET"]),
+        Route("/api/v1/playbooks/reload", guarded(reload, reader), methods=["POST"]),
+    ]
