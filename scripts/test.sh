@@ -23,6 +23,7 @@ echo "== ruff";          .venv/bin/ruff check .
 echo "== mypy --strict"; .venv/bin/mypy
 echo "== import-linter"; .venv/bin/lint-imports
 echo "== playbooks";     .venv/bin/remediate lint playbooks
+echo "== playbook tests"; .venv/bin/remediate test
 echo "== deploy files";  .venv/bin/hadolint deploy/container/Dockerfile
 kubectl kustomize deploy/kubernetes | .venv/bin/kubernetes-validate --strict --quiet -
 echo "== tests";         .venv/bin/pytest -p no:cacheprovider "$@"

@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,7 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
-from service import action_docs, dev, planning, rail_commands, redact
+from service import action_docs, dev, planning, playbook_tests, rail_commands, redact
 from service.adapters.postgres import PostgresAdapter
 from service.adapters.postgres_ledger import ledger_sql
 from service.adapters.temporal import TemporalRuns, connect
@@ -54,6 +55,36 @@ def _lint(args: argparse.Namespace, settings: Settings) -> int:
                     print(f"note: {playbook.name}: step {step.id} is sent at most once after a lost worker: {why}")
     print(f"{len(playbooks)} playbook(s) OK")
     return 0
+
+
+async def _test(args: argparse.Namespace, settings: Settings) -> int:
+    dirs = settings.playbook_dirs()
+    files = [Path(p) for p in args.paths] or [d / "tests" for d in dirs]
+    found = sorted(f for p in files for f in ([p] if p.is_file() else sorted(p.glob("*.yaml")) if p.is_dir() else []))
+    if not found:
+        print(f"no playbook tests found in {', '.join(str(f) for f in files)}", file=sys.stderr)
+        return 1
+    playbooks = load_playbooks([Path(p) for p in args.playbooks] if args.playbooks else dirs)
+    failed = passed = 0
+    began = time.perf_counter()
+    for path in found:
+        try:
+            outcomes = await playbook_tests.run_file(path, playbooks)
+        except ValueError as exc:
+            print(f"ERROR {exc}")
+            failed += 1
+            continue
+        for outcome in outcomes:
+            if outcome.failures:
+                failed += 1
+                print(f"FAIL {path}: {outcome.playbook}: {outcome.case}")
+                for failure in outcome.failures:
+                    print(f"     {failure}")
+            else:
+                passed += 1
+                print(f"ok   {path}: {outcome.playbook}: {outcome.case}")
+    print(f"{passed} passed, {failed} failed in {(time.perf_counter() - began) * 1000:.0f} ms")
+    return 1 if failed else 0
 
 
 def _schema(args: argparse.Namespace, settings: Settings) -> int:
@@ -222,6 +253,11 @@ def _parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="diagnose for real and print every planned write; never writes")
     plan.add_argument("--alert", required=True, help="a webhook message or a single alert (JSON)")
     plan.add_argument("--playbooks", help="playbook directory (default: REMEDIATE_PLAYBOOKS)")
+    test = sub.add_parser("test", help="run playbook tests offline: recorded reads in, the plan checked")
+    test.add_argument("paths", nargs="*", help="test files or directories (default: tests/ in each playbook directory)")
+    test.add_argument(
+        "--playbooks", action="append", metavar="DIR", help="playbook directory (default: REMEDIATE_PLAYBOOKS)"
+    )
     schema = sub.add_parser("schema", help="JSON Schema of the playbook format")
     schema.add_argument(
         "--actions-doc",
@@ -281,6 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_dev(args, settings))
         commands = {
             "plan": _plan,
+            "test": _test,
             "runs": _runs,
             "approve": _decide,
             "reject": _decide,

@@ -1,0 +1,50 @@
+"""`remediate test` as a user runs it: the shipped playbooks' cases pass offline; a wrong expectation or a missing
+recording fails with a line saying which case and why."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from tests.conftest import ROOT
+from tests.support.processes import REMEDIATE
+
+
+def remediate_test(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # the console script, with no service settings: it needs none
+        [REMEDIATE, "test", *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_every_shipped_playbook_has_cases_and_they_pass_offline() -> None:
+    """Each shipped playbook has a test file under playbooks/tests/, and `remediate test` passes them all."""
+    tested = {p.stem for p in (ROOT / "playbooks" / "tests").glob("*.yaml")}
+    shipped = {p.stem for p in (ROOT / "playbooks").glob("*.yaml")}
+    assert shipped <= tested, shipped - tested
+    done = remediate_test()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert " passed, 0 failed in " in done.stdout and "FAIL" not in done.stdout
+
+
+def test_a_wrong_expectation_and_a_missing_recording_fail_naming_the_case(tmp_path: Path) -> None:
+    """Expecting no write where the playbook writes, and leaving a read step unrecorded, both fail with reasons."""
+    (tmp_path / "wrong.yaml").write_text(
+        """playbook: stuck-jobs
+cases:
+  - name: claims nothing is written
+    labels: {alertname: JobsStuck, queue: q1, severity: warning}
+    results:
+      stuck: {data: {rows: [{id: 1}]}}
+      none-left: {data: {rows: [{n: 0}]}}
+    expect: {writes: []}
+  - name: forgets the diagnosis
+    labels: {alertname: JobsStuck, queue: q1, severity: warning}
+    expect: {status: succeeded}
+"""
+    )
+    done = remediate_test(str(tmp_path / "wrong.yaml"))
+    assert done.returncode == 1
+    assert f"FAIL {tmp_path / 'wrong.yaml'}: stuck-jobs: claims nothing is written" in done.stdout
+    assert "writes: expected [], made ['requeue']" in done.stdout
+    assert "no recorded result for read step 'stuck'" in done.stdout
+    assert "0 passed, 2 failed" in done.stdout
