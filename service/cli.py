@@ -23,7 +23,7 @@ from service.adapters.postgres import PostgresAdapter
 from service.adapters.postgres_ledger import ledger_sql
 from service.adapters.temporal import TemporalRuns, connect
 from service.approvals import Decision
-from service.compose import Adapters, load_all, load_catalog, serve
+from service.compose import Adapters, load_catalog, serve
 from service.config import PostgresConnection, Settings
 from service.errors import ConfigError, PlaybookError, RemediateError
 from service.playbook import load_playbooks, playbook_schema
@@ -99,8 +99,15 @@ def _schema(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _plan(args: argparse.Namespace, settings: Settings) -> int:
-    config, playbooks = load_all(settings, Path(args.playbooks) if args.playbooks else None)
-    return await planning.plan(Path(args.alert), playbooks, Adapters.build(config))
+    if settings.config is None:
+        # As `remediate dev` does: the embedded connections the shipped playbooks name, so a plan always runs.
+        print("note: no REMEDIATE_CONFIG: planning against the dev connections (`remediate dev`)", file=sys.stderr)
+        config = dev.dev_config(settings)
+    else:
+        config = settings.connections()
+    dirs = [Path(args.playbooks)] if args.playbooks else settings.playbook_dirs()
+    playbooks = load_playbooks(dirs, config.kinds())
+    return await planning.plan(Path(args.alert), playbooks, Adapters.build(config), config)
 
 
 async def _migrate(args: argparse.Namespace, settings: Settings) -> int:

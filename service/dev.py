@@ -65,6 +65,8 @@ def dev_config(settings: Settings) -> ConfigFile:
         connections={**embedded.connections, **user.connections},
         approvers=user.approvers or embedded.approvers,
         approver_groups={**embedded.approver_groups, **user.approver_groups},
+        approver_tokens=user.approver_tokens,
+        limits=user.limits,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,13 +11,14 @@ from pydantic import ValidationError
 
 from service.alerts import Alert, WebhookMessage, run_id
 from service.compose import Adapters
+from service.config import ConfigFile
 from service.engine import Run
 from service.errors import ConfigError, PermanentStepError
 from service.modes import Mode
 from service.playbook import Playbook, matching
 from service.registry import Registry
 from service.report import format_state
-from service.runs import Executor, RunInput, StepRequest, StepResult
+from service.runs import Executor, RunInput, RunState, StepRequest, StepResult
 from service.steps import StepBase
 
 
@@ -49,7 +51,28 @@ def _local_executor(registry: Registry) -> Executor:
     return execute
 
 
-async def plan(alert_file: Path, playbooks: list[Playbook], adapters: Adapters) -> int:
+def _hints(state: RunState, connections: ConfigFile) -> list[str]:
+    """For each connection a step could not use for want of configuration: exactly what to set."""
+    hints: list[str] = []
+    for record in state.steps:
+        error = record.error or ""
+        # A secret that is not set, or one of the dev connections' placeholder hosts (*.invalid never resolves).
+        if record.status != "failed" or not (error.startswith("configuration:") or ".invalid" in error):
+            continue
+        conn = connections.connections.get(record.connection)
+        kind = conn.type if conn else "unknown"
+        secrets = sorted(set(re.findall(r"env:([A-Za-z_][A-Za-z0-9_]*)", record.error or "")))
+        how = f"set {', '.join(secrets)}, or " if secrets else ""
+        hint = (
+            f"connection {record.connection!r} ({kind}): {how}define it in the file REMEDIATE_CONFIG names "
+            f"(docs/configuration.md#{kind})"
+        )
+        if hint not in hints:
+            hints.append(hint)
+    return hints
+
+
+async def plan(alert_file: Path, playbooks: list[Playbook], adapters: Adapters, connections: ConfigFile) -> int:
     """Every playbook the alerts match, run as a dry run here: real reads, writes only in dry-run form."""
     worst, execute = 0, _local_executor(adapters.registry())
     try:
@@ -73,6 +96,8 @@ async def plan(alert_file: Path, playbooks: list[Playbook], adapters: Adapters) 
                 )
                 state = await run.execute_run()
                 print(format_state(state))
+                for hint in _hints(state, connections):
+                    print(f"  to plan this for real: {hint}")
                 worst = max(worst, 0 if state.status == "succeeded" else 1)
     finally:
         await adapters.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 from service.cli import main
 from tests.conftest import DATA, ROOT, job_states, new_database, seed_jobs, update_counts
 from tests.e2e.harness import connections_config
+from tests.support.processes import REMEDIATE
 from tests.support.servers import Postgres, Redis
 from tests.targets import maestro
 
@@ -85,3 +88,25 @@ def test_plan_on_a_runbook_example_is_readable(
         "blast radius: 1 target(s); cap: max_targets 100" in out and "blast radius: 1 row(s); cap: max_rows 50" in out
     )
     assert maestro.changes(dsn) == [] and maestro.queue(redis_server.url)["active"] == ["RUN-1", "RUN-3"]
+
+
+def test_every_shipped_example_plans_without_a_config_or_says_what_to_configure(jobs_db: str) -> None:
+    """With no REMEDIATE_CONFIG, `remediate plan` (a process) uses the dev connections: the README's stuck-jobs
+    example plans for real once JOBS_DB_DSN is set, and every other example names exactly what to set."""
+    seed_jobs(jobs_db, stuck=[5])
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("REMEDIATE_") and not k.endswith(("_DSN", "_URL"))}
+    for example in sorted((ROOT / "playbooks" / "examples").glob("*.json")):
+        env = {**clean, **({"JOBS_DB_DSN": jobs_db} if example.stem == "stuck-jobs" else {})}
+        done = subprocess.run(
+            [REMEDIATE, "plan", "--alert", str(example)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+        out = done.stdout + done.stderr
+        assert "unknown connection" not in out and "Traceback" not in out, out
+        assert "planning against the dev connections" in done.stderr
+        if example.stem == "stuck-jobs":
+            assert done.returncode == 0 and "targets (1): row 5" in out, out
+        else:
+            failed = [line for line in done.stdout.splitlines() if line.strip().startswith("✗")]
+            hints = [line for line in done.stdout.splitlines() if "to plan this for real: connection" in line]
+            assert failed and hints and all("docs/configuration.md#" in h for h in hints), out
+    assert update_counts(jobs_db) == {}
