@@ -355,3 +355,34 @@ async def test_approve_mode_gates_even_writes_marked_approval_none(world: World)
     async with waiting_run(world, Mode.APPROVE):
         pass
     assert update_counts(world.dsn) == {}
+
+
+async def test_a_for_each_write_asks_approval_naming_each_item(world: World) -> None:
+    """A requeue done once per stuck row (for_each, approval required): the Slack request and the run record name
+    each row by its id, not `row True`; the approval leads to one write per row."""
+    seed_jobs(world.dsn, stuck=[1, 2], fresh=[3])
+    text = playbook().replace(
+        '    when: "steps.stuck.rows | length > 0"\n',
+        '    when: "steps.stuck.rows | length > 0"\n    for_each: "steps.stuck.rows"\n    max_items: 10\n',
+    )
+    text = text.replace(
+        """params: {ids: "{{ steps.stuck.rows | map(attribute='id') | list }}"}""",
+        'params: {ids: "{{ [item.id] }}"}',
+        1,
+    )
+    (world.base / "playbooks" / "stuck-jobs.yaml").write_text(text)
+    async with waiting_run(world) as (http, runs, run_id):
+        for _ in range(50):
+            if world.slack.messages("chat.postMessage"):
+                break
+            await asyncio.sleep(0.1)
+        [posted] = world.slack.messages("chat.postMessage")
+        shown = json.dumps(posted["blocks"])
+        assert "Targets: row 1, row 2" in shown and "True" not in shown, shown
+        state = await runs.state(run_id)
+        assert state is not None and state.gate is not None
+        assert state.gate.request.writes[0].targets == ["row 1", "row 2"]
+        reply = await http.post(f"/api/v1/runs/{run_id}/approve", json={}, headers=approver("U_ALICE"))
+        assert reply.status_code == 200, reply.text
+        await wait_for(runs, run_id, "succeeded")
+    assert update_counts(world.dsn) == {1: 1, 2: 1}
