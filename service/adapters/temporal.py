@@ -162,7 +162,11 @@ class TemporalRuns:
 
     async def _outcome(self, run_id: str, status: WorkflowExecutionStatus | None) -> str:
         if status == WorkflowExecutionStatus.RUNNING:
-            return "running"
+            try:  # where it is now (awaiting_approval, acting, …), if a worker answers at once
+                live = await self.state(run_id, query_timeout=timedelta(seconds=1))
+            except RemediateError:
+                return "running"
+            return live.status if live is not None else "running"
         if status in (WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.FAILED):
             try:
                 state = await self.state(run_id)
