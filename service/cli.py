@@ -251,6 +251,11 @@ def _parser() -> argparse.ArgumentParser:
     dev_p.add_argument(
         "--playbooks", action="append", metavar="DIR", help="a playbook directory to add to the shipped ones (repeat)"
     )
+    dev_p.add_argument(
+        "--ephemeral",
+        action="store_true",
+        help="keep the dev server's history in memory (default: a file under $XDG_STATE_HOME/remediate)",
+    )
     serve_p = sub.add_parser("serve", help="web + worker against configured services")
     only = serve_p.add_mutually_exclusive_group()
     only.add_argument("--web-only", action="store_true", help="only the webhook and the API (no worker)")

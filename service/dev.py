@@ -70,6 +70,12 @@ def dev_config(settings: Settings) -> ConfigFile:
     )
 
 
+def state_dir() -> Path:
+    """Where `remediate dev` keeps its Temporal history between restarts: $XDG_STATE_HOME/remediate."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "remediate"
+
+
 def port_free(host: str, port: int) -> bool:
     with socket.socket() as sock:
         try:
@@ -119,7 +125,12 @@ async def run(args: argparse.Namespace, settings: Settings, stop: asyncio.Event)
     playbooks = catalog.playbooks
     mode = settings.mode
     print(f"remediate dev: starting the Temporal dev server on 127.0.0.1:{temporal_port} …", flush=True)
-    env = await start_dev_server(port=temporal_port, namespace=settings.temporal_namespace)
+    history = None if args.ephemeral else state_dir() / "dev-temporal.db"
+    if history is not None:
+        history.parent.mkdir(parents=True, exist_ok=True)
+    env = await start_dev_server(
+        port=temporal_port, namespace=settings.temporal_namespace, db_file=str(history) if history else None
+    )
     try:
         ready = asyncio.Event()
         server = asyncio.create_task(
@@ -144,6 +155,7 @@ remediate dev is up: {len(playbooks)} playbook(s) ({", ".join(p.name for p in pl
   playbooks: {", ".join(str(d) for d in dirs)}
   webhook:  POST http://{settings.listen}/alertmanager
   runs:     remediate runs list   (REMEDIATE_TEMPORAL_ADDRESS=127.0.0.1:{temporal_port})
+  history:  {history or "in memory (--ephemeral): gone when this stops"}
 
 Send a sample alert (a new occurrence each time):
 

@@ -21,6 +21,7 @@ def test_dev_prints_a_curl_whose_alert_becomes_a_listed_dry_run(tmp_path: Path) 
     """The banner's curl, pasted into a shell twice, makes two dry-run runs that `remediate runs list/show` print."""
     web, temporal = free_port(), free_port()
     env = {**os.environ, "REMEDIATE_LISTEN": f"127.0.0.1:{web}", "REMEDIATE_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal}"}
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")  # this test's own history file
     env.pop("REMEDIATE_CONFIG", None)
     log = tmp_path / "dev.log"
     with log.open("wb") as out:
@@ -75,7 +76,7 @@ def test_dev_refuses_ports_that_are_taken(tmp_path: Path) -> None:
             ("REMEDIATE_TEMPORAL_ADDRESS", f"127.0.0.1:{taken}"),
             ("REMEDIATE_LISTEN", f"127.0.0.1:{taken}"),
         ):
-            env = {**os.environ, "REMEDIATE_LISTEN": f"127.0.0.1:{free_port()}"}
+            env = {**os.environ, "REMEDIATE_LISTEN": f"127.0.0.1:{free_port()}", "XDG_STATE_HOME": str(tmp_path)}
             env["REMEDIATE_TEMPORAL_ADDRESS"] = f"127.0.0.1:{free_port()}"
             env[variable] = value
             done = subprocess.run(
@@ -121,6 +122,7 @@ def test_dev_takes_a_users_playbooks_and_connections_and_honours_mode_auto(tmp_p
         "REMEDIATE_CONFIG": str(tmp_path / "config.yaml"),
         "REMEDIATE_MODE": "auto",
         "MY_DB_DSN": jobs_db,
+        "XDG_STATE_HOME": str(tmp_path / "state"),
     }
     log = tmp_path / "dev.log"
     with log.open("wb") as out:
@@ -160,3 +162,55 @@ def test_dev_takes_a_users_playbooks_and_connections_and_honours_mode_auto(tmp_p
     finally:
         dev.terminate()
         assert dev.wait(30) == 0, log.read_text()[-2000:]
+
+
+def _dev_once(env: dict[str, str], log: Path, *extra: str) -> tuple[str, str]:
+    """Start `remediate dev` (on fresh ports), paste its curl once, list the runs, stop it; (banner, runs list)."""
+    env = {
+        **env,
+        "REMEDIATE_LISTEN": f"127.0.0.1:{free_port()}",
+        "REMEDIATE_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
+    }
+    with log.open("wb") as out:
+        dev = subprocess.Popen(
+            [sys.executable, "-m", "service", "dev", *extra], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_http(f"http://{env['REMEDIATE_LISTEN']}/healthz", timeout=60)
+        for _ in range(50):
+            if "-d '" in log.read_text():
+                break
+            time.sleep(0.1)
+        banner = log.read_text()
+        curl = re.search(r"^(curl .*\\\n.*-d '.+')$", banner, re.MULTILINE)
+        assert curl is not None, banner
+        subprocess.run(["bash", "-c", curl.group(1)], capture_output=True, check=True)
+        listed = ""
+        for _ in range(60):
+            listed = subprocess.run(
+                [sys.executable, "-m", "service", "runs", "list"], env=env, capture_output=True, text=True, check=True
+            ).stdout
+            if "succeeded" in listed:
+                break
+            time.sleep(0.5)
+        return banner, listed
+    finally:
+        dev.terminate()
+        assert dev.wait(30) == 0, log.read_text()[-2000:]
+
+
+def test_dev_keeps_its_history_across_a_restart_unless_ephemeral(tmp_path: Path) -> None:
+    """Runs made before `remediate dev` stopped are listed after it starts again (a history file under
+    $XDG_STATE_HOME/remediate); with --ephemeral nothing survives the restart."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REMEDIATE_")}
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")
+    banner, first = _dev_once(env, tmp_path / "one.log")
+    history = tmp_path / "state" / "remediate" / "dev-temporal.db"
+    assert f"history:  {history}" in banner and history.is_file()
+    time.sleep(1.1)  # the next paste is a new occurrence
+    _, second = _dev_once(env, tmp_path / "two.log")
+    assert len([line for line in second.splitlines() if "RemediateSelfTest" in line]) == 2, second
+    assert first.splitlines()[1].split()[-1] in second  # the first run, from before the restart
+    _dev_once(env, tmp_path / "three.log", "--ephemeral")
+    _, again = _dev_once(env, tmp_path / "four.log", "--ephemeral")
+    assert len([line for line in again.splitlines() if "RemediateSelfTest" in line]) == 1, again
