@@ -89,9 +89,11 @@ class StepActivities:
 
     @activity.defn(name=RUN_STEP)
     async def run_step(self, request: StepRequest) -> StepResult:
-        attempt = activity.info().attempt
+        info = activity.info()
+        attempt = info.attempt
         request = request.model_copy(update={"attempt": attempt})
-        beating = asyncio.create_task(_heartbeat())
+        # A local activity (a read) has no heartbeat: it runs within its workflow task's own deadline.
+        beating = asyncio.create_task(_heartbeat() if not info.is_local else asyncio.sleep(0))
         try:
             await self._pauses.at("before", request)
             result = await self._registry.dispatch(request)

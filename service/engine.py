@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from service.approvals import Gate
 from service.errors import TemplateError
@@ -51,8 +51,11 @@ class Run:
         resolved: Callable[[], bool] = lambda: False,
         gatekeeper: GateKeeper | None = None,
         policy: Policy | None = None,
+        settle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.run, self.clock, self.resolved = run, clock, resolved
+        # Before each write: let signals that arrived during the reads (a `resolved`) be seen first.
+        self.settle = settle
         self.gatekeeper, self.policy = gatekeeper, policy or ModeLadder()
         self.state = new_state(run)
         self.steps = StepRunner(run, execute, clock, self.state.steps)
@@ -160,6 +163,8 @@ class Run:
         act, approved, done = self.run.playbook.act, False, 0
         self.state.status = "acting"
         for index, step in enumerate(act):
+            if self.settle is not None:
+                await self.settle()
             if self.resolved():
                 self.state.resolved = True
                 for later in act[index:]:

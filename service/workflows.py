@@ -45,6 +45,12 @@ class _WorkflowClock:
         await workflow.sleep(seconds)
 
 
+async def _settle() -> None:
+    """End this workflow task with a 1 ms timer: reads ran as local activities inside it, and a signal that came
+    meanwhile (a `resolved`) is delivered only in the next one, before the code goes on."""
+    await workflow.sleep(0.001)
+
+
 def retry_policy(step: StepBase, dry_run: bool, ledgers: list[str]) -> RetryPolicy:
     """Reads retry transient errors; a write is retried only where a retry cannot apply it twice."""
     if step.effect == "write" and not dry_run and not step.retries_safely(ledgers):
@@ -85,7 +91,12 @@ class RemediationWorkflow:
     async def run(self, run: RunInput) -> RunState:
         self._input = run
         self._run = Run(
-            run, self._execute_activity, _WorkflowClock(), resolved=lambda: self._resolved, gatekeeper=self._gatekeeper
+            run,
+            self._execute_activity,
+            _WorkflowClock(),
+            resolved=lambda: self._resolved,
+            gatekeeper=self._gatekeeper,
+            settle=_settle,
         )
         self._run.policy = governor = GovernorPolicy(self._run.state)
         prior = await self._prior_attempts(run)
@@ -143,14 +154,27 @@ class RemediationWorkflow:
         assert self._input is not None  # noqa: S101 - set before any step runs
         durability = self._input.durability
         heartbeat = timedelta(seconds=durability.heartbeat_timeout)
+        policy = retry_policy(step, request.dry_run, durability.ledgers)
         try:
+            if step.effect == "read":
+                # Reads are short and safe to repeat: a local activity runs in this workflow task, with no round
+                # trip through the server's task queue; the history still shows each one as a marker.
+                local: StepResult = await workflow.execute_local_activity(
+                    RUN_STEP,
+                    request,
+                    result_type=StepResult,
+                    start_to_close_timeout=timedelta(seconds=request.timeout_seconds),
+                    retry_policy=policy,
+                    summary=f"{step.id}: {step.action}",
+                )
+                return local
             result: StepResult = await workflow.execute_activity(
                 RUN_STEP,
                 request,
                 result_type=StepResult,
                 start_to_close_timeout=timedelta(seconds=request.timeout_seconds) + heartbeat,
                 heartbeat_timeout=heartbeat,
-                retry_policy=retry_policy(step, request.dry_run, durability.ledgers),
+                retry_policy=policy,
                 summary=f"{step.id}: {step.action}",
             )
         except ActivityError as exc:

@@ -234,3 +234,34 @@ async def test_runs_list_and_show_print_runs(
 def test_the_test_copy_of_the_example_is_the_shipped_one() -> None:
     """The integration tests run the shipped example playbook, byte for byte."""
     assert (PLAYBOOKS / "stuck-jobs.yaml").read_bytes() == (ROOT / "playbooks" / "stuck-jobs.yaml").read_bytes()
+
+
+async def test_reads_run_as_local_activities_and_the_history_still_shows_every_step(
+    temporal_client: Client, jobs_db: str
+) -> None:
+    """Diagnose and verify are local-activity markers in the history (no task-queue round trip); the write is a
+    regular activity with a heartbeat timeout; the run record lists all three steps."""
+    seed_jobs(jobs_db, stuck=[1])
+    async with (
+        running_stack(temporal_client, CONFIG, PLAYBOOKS, Mode.AUTO, task_queue=queue_name()) as stack,
+        httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
+    ):
+        body = message()
+        await http.post("/alertmanager", json=body)
+        alert = body["alerts"][0]  # type: ignore[index]
+        run_id = f"stuck-jobs/{alert['fingerprint']}/{int(datetime.fromisoformat(alert['startsAt']).timestamp())}"
+        state = await (await wait_closed(temporal_client, run_id)).state(run_id)
+        history = await temporal_client.get_workflow_handle(run_id).fetch_history()
+    markers = [e for e in history.events if e.HasField("marker_recorded_event_attributes")]
+    scheduled = [
+        e.activity_task_scheduled_event_attributes
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert len(markers) >= 2  # `stuck` and `none-left` (plus the governor's asks), each a local-activity marker
+    assert [(a.activity_type.name, a.heartbeat_timeout.seconds > 0) for a in scheduled] == [("run_step", True)]
+    assert state is not None and [(r.id, r.status) for r in state.steps] == [
+        ("stuck", "ok"),
+        ("requeue", "ok"),
+        ("none-left", "ok"),
+    ]
