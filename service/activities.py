@@ -16,7 +16,7 @@ from service.approvals import MessageRef, Notice, Notifier
 from service.errors import ConfigError, NotifyError, StepError
 from service.redact import redact
 from service.registry import Registry
-from service.runs import NOTIFY_GATE, PRIOR_ATTEMPTS, RUN_STEP, PriorAttempts, StepRequest, StepResult
+from service.runs import NOTIFY_GATE, PRIOR_ATTEMPTS, RUN_STEP, SETTLE, PriorAttempts, StepRequest, StepResult
 
 log = logging.getLogger("remediate.worker")
 RESULT_LIMIT = 64 * 1024  # bytes of one step's result kept in the run's history and record
@@ -128,8 +128,13 @@ class StepActivities:
             return PriorAttempts()
         return await self._attempts.prior_attempts(run_id)
 
+    @activity.defn(name=SETTLE)
+    async def settle(self) -> None:
+        """Nothing: its completion ends a workflow task (see RemediationWorkflow._settle)."""
+        return None
+
     def all(self) -> list[Callable[..., Any]]:
-        return [self.run_step, self.notify_gate, self.prior_attempts]
+        return [self.run_step, self.notify_gate, self.prior_attempts, self.settle]
 
 
 async def _heartbeat() -> None:

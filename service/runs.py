@@ -35,6 +35,7 @@ Phase = Literal["diagnose", "act", "verify"]
 RUN_STEP = "run_step"  # the one activity every step runs through
 NOTIFY_GATE = "notify_gate"  # posts or updates an approval request
 PRIOR_ATTEMPTS = "prior_attempts"  # how often this occurrence was already attempted
+SETTLE = "settle"  # does nothing: a workflow-task boundary, so signals that came during local reads are seen
 
 
 class StepRequest(BaseModel):

@@ -18,6 +18,7 @@ with workflow.unsafe.imports_passed_through():
         NOTIFY_GATE,
         PRIOR_ATTEMPTS,
         RUN_STEP,
+        SETTLE,
         PriorAttempts,
         RunInput,
         RunState,
@@ -43,12 +44,6 @@ class _WorkflowClock:
 
     async def sleep(self, seconds: float) -> None:
         await workflow.sleep(seconds)
-
-
-async def _settle() -> None:
-    """End this workflow task with a 1 ms timer: reads ran as local activities inside it, and a signal that came
-    meanwhile (a `resolved`) is delivered only in the next one, before the code goes on."""
-    await workflow.sleep(0.001)
 
 
 def retry_policy(step: StepBase, dry_run: bool, ledgers: list[str]) -> RetryPolicy:
@@ -86,6 +81,7 @@ class RemediationWorkflow:
         self._input: RunInput | None = None
         self._early: list[DecisionRecord] = []
         self._notify_tasks: list[asyncio.Task[None]] = []
+        self._read_locally = False  # reads ran as local activities since the last workflow task boundary
 
     @workflow.run
     async def run(self, run: RunInput) -> RunState:
@@ -96,7 +92,7 @@ class RemediationWorkflow:
             _WorkflowClock(),
             resolved=lambda: self._resolved,
             gatekeeper=self._gatekeeper,
-            settle=_settle,
+            settle=self._settle,
         )
         self._run.policy = governor = GovernorPolicy(self._run.state)
         prior = await self._prior_attempts(run)
@@ -157,6 +153,7 @@ class RemediationWorkflow:
         policy = retry_policy(step, request.dry_run, durability.ledgers)
         try:
             if step.effect == "read":
+                self._read_locally = True
                 # Reads are short and safe to repeat: a local activity runs in this workflow task, with no round
                 # trip through the server's task queue; the history still shows each one as a marker.
                 local: StepResult = await workflow.execute_local_activity(
@@ -180,6 +177,16 @@ class RemediationWorkflow:
         except ActivityError as exc:
             raise PermanentStepError(_cause(exc)) from exc
         return result
+
+    async def _settle(self) -> None:
+        """Before a write that follows reads: end this workflow task. The reads ran as local activities inside it,
+        and a signal that came meanwhile (a `resolved`) is delivered only in the next one."""
+        if self._read_locally:
+            self._read_locally = False
+            # A regular activity is the cheapest boundary: a timer takes about a second to fire.
+            await workflow.execute_activity(
+                SETTLE, start_to_close_timeout=timedelta(seconds=10), retry_policy=RetryPolicy(maximum_attempts=5)
+            )
 
     async def _gatekeeper(self, gate: Gate) -> None:
         for early in self._early:

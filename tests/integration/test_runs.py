@@ -259,7 +259,10 @@ async def test_reads_run_as_local_activities_and_the_history_still_shows_every_s
         if e.HasField("activity_task_scheduled_event_attributes")
     ]
     assert len(markers) >= 2  # `stuck` and `none-left` (plus the governor's asks), each a local-activity marker
-    assert [(a.activity_type.name, a.heartbeat_timeout.seconds > 0) for a in scheduled] == [("run_step", True)]
+    steps = [
+        (a.activity_type.name, a.heartbeat_timeout.seconds > 0) for a in scheduled if a.activity_type.name != "settle"
+    ]
+    assert steps == [("run_step", True)]  # only the write (besides one `settle`: see RemediationWorkflow._settle)
     assert state is not None and [(r.id, r.status) for r in state.steps] == [
         ("stuck", "ok"),
         ("requeue", "ok"),
