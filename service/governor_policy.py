@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 from service.governance import (
     ALERT_FIRING,
@@ -39,8 +39,10 @@ ASK_ATTEMPT = timedelta(seconds=20)  # one attempt: a few batched Updates, slow 
 SILENCE_FOR = timedelta(hours=1)  # the silence ends by itself if nothing is left to expire it
 
 
-def cause(exc: ActivityError) -> str:
-    inner = exc.cause
+def cause(exc: FailureError) -> str:
+    """What went wrong: a local activity's failure arrives as the ApplicationError itself, a regular one's inside
+    an ActivityError."""
+    inner = exc.cause if isinstance(exc, ActivityError) else exc
     return inner.message if isinstance(inner, ApplicationError) else str(inner or exc)
 
 
@@ -71,7 +73,7 @@ class GovernorPolicy(ModeLadder):
                 retry_policy=ASK_RETRY,
                 summary=f"may {step.id} write?",
             )
-        except ActivityError as exc:
+        except FailureError as exc:
             return Answer(
                 verdict="refuse",
                 limit="governor_unavailable",
@@ -99,7 +101,7 @@ class GovernorPolicy(ModeLadder):
                 retry_policy=RetryPolicy(maximum_attempts=3),
                 summary="silence while fixing",
             )
-        except ActivityError as exc:  # a silence spares on-call a page; its absence must not stop a fix
+        except FailureError as exc:  # a silence spares on-call a page; its absence must not stop a fix
             workflow.logger.warning("no silence for %s: %s", run.run_id, cause(exc))
             return
         self.state.silence = ref.id
@@ -116,7 +118,7 @@ class GovernorPolicy(ModeLadder):
                     retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30)),
                     summary="expire the silence",
                 )
-            except ActivityError as exc:
+            except FailureError as exc:
                 workflow.logger.warning("silence %s of %s not expired: %s", self.state.silence, run.run_id, cause(exc))
         if not governance.governor:
             return
@@ -129,7 +131,7 @@ class GovernorPolicy(ModeLadder):
                 retry_policy=ASK_RETRY,
                 summary="release the lease",
             )
-        except ActivityError as exc:  # the lease runs out by itself
+        except FailureError as exc:  # the lease runs out by itself
             workflow.logger.warning("lease of %s not released: %s", run.run_id, cause(exc))
 
     async def occurred(self, run: RunInput) -> None:
@@ -143,7 +145,7 @@ class GovernorPolicy(ModeLadder):
                 start_to_close_timeout=timedelta(seconds=10),
                 retry_policy=RetryPolicy(maximum_attempts=3),
             )
-        except ActivityError as exc:
+        except FailureError as exc:
             workflow.logger.warning("occurrence of %s not counted: %s", run.run_id, cause(exc))
 
     async def effectiveness(self, run: RunInput, state: RunState, resolved: Callable[[], bool]) -> None:
@@ -163,7 +165,7 @@ class GovernorPolicy(ModeLadder):
                 schedule_to_close_timeout=timedelta(seconds=60),
                 retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5)),
             )
-        except ActivityError as exc:
+        except FailureError as exc:
             workflow.logger.warning("effectiveness of %s not reported: %s", run.run_id, cause(exc))
             return
         if tripped.opened:
@@ -191,7 +193,7 @@ async def _stopped_firing(run: RunInput, resolved: Callable[[], bool]) -> Effect
                 start_to_close_timeout=timedelta(seconds=10),
                 retry_policy=RetryPolicy(maximum_attempts=3),
             )
-        except ActivityError as exc:
+        except FailureError as exc:
             workflow.logger.warning("cannot tell whether %s still fires: %s", run.run_id, cause(exc))
             return "unknown"
         if not firing:

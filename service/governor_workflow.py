@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import FailureError
 
 with workflow.unsafe.imports_passed_through():
     from service.governance import (
@@ -63,7 +63,7 @@ class GovernorWorkflow:
                 retry_policy=ANNOUNCE_RETRY,
                 summary="policy announcement",
             )
-        except ActivityError as exc:
+        except FailureError as exc:
             workflow.logger.warning("could not announce %r: %s", text, exc)
 
     @workflow.update

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from service.approvals import Decision, DecisionRecord, Gate, MessageRef, Notice
@@ -66,8 +66,9 @@ def retry_policy(step: StepBase, dry_run: bool, ledgers: list[str]) -> RetryPoli
     )
 
 
-def _cause(exc: ActivityError) -> str:
-    cause = exc.cause
+def _cause(exc: FailureError) -> str:
+    # A local activity's failure arrives as the ApplicationError itself, a regular one's inside an ActivityError.
+    cause = exc.cause if isinstance(exc, ActivityError) else exc
     return cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
 
 
@@ -130,7 +131,7 @@ class RemediationWorkflow:
                 start_to_close_timeout=timedelta(seconds=10),
                 retry_policy=RetryPolicy(maximum_attempts=3),
             )
-        except ActivityError as exc:
+        except FailureError as exc:
             workflow.logger.warning("cannot count earlier attempts of %s: %s", run.run_id, _cause(exc))
             return PriorAttempts()
         return prior
@@ -174,7 +175,7 @@ class RemediationWorkflow:
                 retry_policy=policy,
                 summary=f"{step.id}: {step.action}",
             )
-        except ActivityError as exc:
+        except FailureError as exc:
             raise PermanentStepError(_cause(exc)) from exc
         return result
 
@@ -216,7 +217,7 @@ class RemediationWorkflow:
                 retry_policy=NOTIFY_RETRY,
                 summary="approval request",
             )
-        except ActivityError as exc:
+        except FailureError as exc:
             gate.notice = (
                 f"the approval request was not shown: {_cause(exc)}; decide through the API or `remediate approve`"
             )
