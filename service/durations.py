@@ -23,7 +23,7 @@ def _parse_duration(value: Any) -> Any:
     return value  # ISO-8601 strings go to pydantic's own parsing
 
 
-def _written(span: timedelta) -> str:
+def written(span: timedelta) -> str:
     """The shortest way a playbook would write it: 30s, 5m, 2h, 1.5s, 250ms."""
     seconds = span.total_seconds()
     for unit, size in (("h", 3600.0), ("m", 60.0), ("s", 1.0)):
@@ -38,7 +38,7 @@ Duration = Annotated[
     timedelta,
     BeforeValidator(_parse_duration),
     # Serialised the way it is written, so the schema's defaults satisfy its own pattern and records read well.
-    PlainSerializer(_written, return_type=str, when_used="json"),
+    PlainSerializer(written, return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h)$", "examples": ["30s", "5m"]}),
 ]
 
@@ -48,5 +48,5 @@ class PlaybookJsonSchema(GenerateJsonSchema):
 
     def encode_default(self, dft: Any) -> Any:
         if isinstance(dft, timedelta):
-            return _written(dft)
+            return written(dft)
         return super().encode_default(dft)

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.durations import Duration
+from service.durations import Duration, written
 
 HOUR = timedelta(hours=1)
 Verdict = Literal["grant", "approval", "refuse"]
@@ -196,7 +196,7 @@ class Governor:
             return Answer(
                 verdict="refuse",
                 limit="cooldown",
-                reason=f"cooldown {_human(limits.cooldown)} for {key!r}: run {last.run_id} wrote at "
+                reason=f"cooldown {written(limits.cooldown)} for {key!r}: run {last.run_id} wrote at "
                 f"{last.at.isoformat()}",
                 frees_at=last.at + limits.cooldown,
             )
@@ -247,7 +247,7 @@ class Governor:
                 return Answer(
                     verdict="approval",
                     limit="storm",
-                    reason=f"{len(seen)} new occurrences within {_human(limits.storm.within)} (storm above "
+                    reason=f"{len(seen)} new occurrences within {written(limits.storm.within)} (storm above "
                     f"{limits.storm.occurrences}): writes need approval until it is calm",
                 )
         return Answer(verdict="grant")
@@ -281,11 +281,3 @@ class Governor:
     def reset_breaker(self, playbook: str) -> None:
         state = self._playbook(playbook)
         state.breaker_open, state.ineffective_in_a_row = False, 0
-
-
-def _human(span: timedelta) -> str:
-    seconds = int(span.total_seconds())
-    for unit, size in (("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"

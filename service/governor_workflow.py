@@ -9,6 +9,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import FailureError
 
 with workflow.unsafe.imports_passed_through():
+    from service.durations import written
     from service.governance import (
         ANNOUNCE,
         Answer,
@@ -105,7 +106,7 @@ class GovernorWorkflow:
                 assert storm is not None  # noqa: S101 - a storm starts only where one is configured
                 self._announcements.append(
                     f"Alert storm for playbook {occurrence.playbook}: more than {storm.occurrences} new occurrences "
-                    f"within {storm.within}. Its writes need approval until it is calm."
+                    f"within {written(storm.within)}. Its writes need approval until it is calm."
                 )
 
     @workflow.query

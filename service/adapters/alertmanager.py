@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx2
 
-from service.adapters.base import ConnectionAdapter, auth_headers, basic_auth
+from service.adapters.base import ConnectionAdapter, http_client
 from service.config import AlertmanagerConnection
 from service.errors import PermanentStepError, RetryableStepError
 from service.governance import AlertQuery, SilenceRef, SilenceRequest
@@ -53,13 +53,7 @@ class AlertmanagerAdapter(ConnectionAdapter[AlertmanagerConnection, httpx2.Async
         return {}
 
     async def _open(self, name: str, conn: AlertmanagerConnection) -> httpx2.AsyncClient:
-        return httpx2.AsyncClient(
-            base_url=conn.url.rstrip("/"),
-            headers=auth_headers(conn.auth),
-            auth=basic_auth(conn.auth),
-            timeout=conn.timeout,
-            follow_redirects=False,
-        )
+        return http_client(conn.url, conn.auth, conn.timeout)
 
     async def _close(self, client: httpx2.AsyncClient) -> None:
         await client.aclose()

@@ -95,3 +95,14 @@ def basic_auth(auth: HttpAuth | None) -> httpx2.BasicAuth | None:
     if auth and auth.username and auth.password:
         return httpx2.BasicAuth(auth.username, resolve_secret(auth.password))
     return None
+
+
+def http_client(base_url: str, auth: HttpAuth | None, timeout: float = 5.0) -> httpx2.AsyncClient:
+    """A client for one HTTP-based connection: its base URL and credentials, never following redirects."""
+    return httpx2.AsyncClient(
+        base_url=base_url.rstrip("/"),
+        headers=auth_headers(auth),
+        auth=basic_auth(auth),
+        follow_redirects=False,
+        timeout=timeout,  # the library's own default, unless the connection sets one
+    )

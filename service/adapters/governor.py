@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from service.adapters.temporal_rpc import QUERY_TIMEOUT, RPC_TIMEOUT, rpc
@@ -80,6 +80,10 @@ class GovernorClient:
         self._releases = Batches(self._release_many)
         self._occurrences = Batches(self._occurred_many)
 
+    @property
+    def _handle(self) -> WorkflowHandle[GovernorWorkflow, None]:
+        return self.client.get_workflow_handle_for(GovernorWorkflow.run, self.id)
+
     async def _start(self) -> None:
         with rpc("starting the governor"):
             await self.client.start_workflow(
@@ -115,7 +119,7 @@ class GovernorClient:
         return await self._asks.submit(ask)
 
     async def _ask_many(self, asks: list[Ask]) -> list[Answer]:
-        handle = self.client.get_workflow_handle_for(GovernorWorkflow.run, self.id)
+        handle = self._handle
         return await self._update(
             lambda: handle.execute_update(GovernorWorkflow.ask, asks, rpc_timeout=RPC_TIMEOUT),
             f"asking for {len(asks)} run(s)",
@@ -125,7 +129,7 @@ class GovernorClient:
         await self._releases.submit(release)
 
     async def _release_many(self, releases: list[Release]) -> list[None]:
-        handle = self.client.get_workflow_handle_for(GovernorWorkflow.run, self.id)
+        handle = self._handle
         await self._update(
             lambda: handle.execute_update(GovernorWorkflow.release, releases, rpc_timeout=RPC_TIMEOUT),
             f"releasing {len(releases)} run(s)",
@@ -133,14 +137,14 @@ class GovernorClient:
         return [None] * len(releases)
 
     async def set_switch(self, change: SwitchChange) -> Switch:
-        handle = self.client.get_workflow_handle_for(GovernorWorkflow.run, self.id)
+        handle = self._handle
         return await self._update(
             lambda: handle.execute_update(GovernorWorkflow.set_switch, change, rpc_timeout=RPC_TIMEOUT),
             "setting the kill switch",
         )
 
     async def report(self, report: Report) -> Tripped:
-        handle = self.client.get_workflow_handle_for(GovernorWorkflow.run, self.id)
+        handle = self._handle
         return await self._update(
             lambda: handle.execute_update(
                 GovernorWorkflow.report, report, id=f"report:{report.run_id}", rpc_timeout=RPC_TIMEOUT
@@ -149,7 +153,7 @@ class GovernorClient:
         )
 
     async def reset_breaker(self, playbook: str) -> None:
-        handle = self.client.get_workflow_handle_for(GovernorWorkflow.run, self.id)
+        handle = self._handle
         await self._update(
             lambda: handle.execute_update(GovernorWorkflow.reset_breaker, playbook, rpc_timeout=RPC_TIMEOUT),
             f"resetting the breaker of {playbook}",
@@ -174,7 +178,7 @@ class GovernorClient:
 
     async def view(self) -> GovernorView:
         """The current state; a governor nobody has asked yet is the default state."""
-        handle = self.client.get_workflow_handle_for(GovernorWorkflow.run, self.id)
+        handle = self._handle
         try:
             with rpc("reading the governor"):
                 state = await handle.query(GovernorWorkflow.state, rpc_timeout=QUERY_TIMEOUT)

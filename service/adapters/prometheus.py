@@ -9,7 +9,7 @@ from typing import Any
 import httpx2
 from pydantic import JsonValue
 
-from service.adapters.base import ConnectionAdapter, auth_headers, basic_auth
+from service.adapters.base import ConnectionAdapter, http_client
 from service.config import PrometheusConnection
 from service.errors import PermanentStepError, RetryableStepError
 from service.registry import Action, specs
@@ -47,12 +47,7 @@ class PrometheusAdapter(ConnectionAdapter[PrometheusConnection, httpx2.AsyncClie
         return specs(Action(PrometheusQuery, self._query))
 
     async def _open(self, name: str, conn: PrometheusConnection) -> httpx2.AsyncClient:
-        return httpx2.AsyncClient(
-            base_url=conn.url.rstrip("/"),
-            headers=auth_headers(conn.auth),
-            auth=basic_auth(conn.auth),
-            follow_redirects=False,
-        )
+        return http_client(conn.url, conn.auth)
 
     async def _close(self, client: httpx2.AsyncClient) -> None:
         await client.aclose()
