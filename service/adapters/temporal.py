@@ -226,10 +226,12 @@ class TemporalRuns:
                 with rpc(f"querying {run_id}"):
                     return await handle.query(RemediationWorkflow.state, rpc_timeout=query_timeout)
         except (RemediateError, TimeoutError) as exc:
-            # Temporal answered the describe just now: a query that fails now has no worker to answer it.
+            # Temporal answered the describe just now: no worker answered, or the run is inside a workflow task
+            # (reads run as local activities in one, and a query waits for it to end).
             raise TemporalUnavailable(
                 f"run {run_id} is open but no worker answered within {query_timeout.total_seconds():.0f}s "
-                f"({exc or 'timed out'}); is a worker running?"
+                f"({exc or 'timed out'}): a run retrying a read answers once the read ends; "
+                "if this persists, is a worker running?"
             ) from exc
 
 

@@ -20,7 +20,7 @@ from service.policy import Mode
 from service.runs import RunState
 from tests.conftest import ROOT
 from tests.support.servers import Alertmanager, free_port, scratch, start_alertmanager, start_prometheus
-from tests.support.stack import RUNS, TOKEN, running_stack
+from tests.support.stack import RUNS, TOKEN, running_stack, state_now
 
 APPROVER = "U_ONCALL"
 APPROVER_TOKEN = "approver-token-of-the-on-call"
@@ -56,7 +56,7 @@ class Pipeline:
         states: list[RunState] = []
         while time.monotonic() < deadline:
             ids = [e.id async for e in self.client.list_workflows(f"TaskQueue = '{self.task_queue}' AND {RUNS}")]
-            states = [s for s in [await runs.state(i) for i in ids] if s is not None]
+            states = [s for s in [await state_now(runs, i) for i in ids] if s is not None]
             done = [s for s in states if (s.status == status if status else s.finished_at is not None)]
             if len(done) >= want:
                 return done

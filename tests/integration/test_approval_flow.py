@@ -28,7 +28,7 @@ from service.runs import RunState
 from tests.conftest import ROOT, job_states, seed_jobs, update_counts
 from tests.support.fake_slack import FakeSlack
 from tests.support.servers import serving
-from tests.support.stack import TOKEN, running_stack
+from tests.support.stack import TOKEN, running_stack, state_now
 
 SIGNING = "signing-secret-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -102,7 +102,7 @@ def run_id_of(message: dict[str, Any]) -> str:
 async def wait_for(runs: TemporalRuns, run_id: str, status: str, within: float = 20) -> RunState:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        state = await runs.state(run_id)
+        state = await state_now(runs, run_id)
         if state is not None and state.status == status:
             return state
         await asyncio.sleep(0.1)

@@ -27,7 +27,7 @@ from tests.support.servers import (
     start_alertmanager,
     start_postgres,
 )
-from tests.support.stack import RUNS
+from tests.support.stack import RUNS, state_now
 
 pytestmark = pytest.mark.process
 TOKEN = "shape-token"
@@ -59,7 +59,7 @@ async def finished(client: Client, queue: str, want: int, within: float = 60) ->
     runs, deadline, states = TemporalRuns(client, queue), time.monotonic() + within, []
     while time.monotonic() < deadline:
         ids = [e.id async for e in client.list_workflows(f"TaskQueue = '{queue}' AND {RUNS}")]
-        states = [s for s in [await runs.state(i) for i in ids] if s is not None and s.finished_at]
+        states = [s for s in [await state_now(runs, i) for i in ids] if s is not None and s.finished_at]
         if len(states) >= want:
             return states
         await asyncio.sleep(0.3)
@@ -219,7 +219,7 @@ async def test_a_run_failed_by_a_lost_target_is_remediated_by_the_next_delivery_
 async def _attempt(client: Client, queue: str, run_id: str, attempt: int, within: float = 60) -> RunState:
     runs, deadline = TemporalRuns(client, queue), time.monotonic() + within
     while time.monotonic() < deadline:
-        state = await runs.state(run_id)
+        state = await state_now(runs, run_id)
         if state is not None and state.attempt == attempt and state.finished_at:
             return state
         await asyncio.sleep(0.3)

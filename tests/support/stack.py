@@ -11,9 +11,12 @@ from typing import Any
 
 from temporalio.client import Client
 
+from service.adapters.temporal import TemporalRuns
 from service.compose import Adapters, load_all, serve
 from service.config import Settings
+from service.errors import TemporalUnavailable
 from service.policy import Mode
+from service.runs import RunState
 from tests.support.servers import free_port
 
 TOKEN = "test-token"
@@ -69,3 +72,15 @@ async def running_stack(
         except TimeoutError:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+async def state_now(runs: TemporalRuns, run_id: str) -> RunState | None:
+    """A run's state for a polling loop: None while its worker is too busy to answer a query.
+
+    A worker answers a query only between workflow tasks, and reads run as local activities inside one, so a run
+    retrying a read against a target that is down cannot answer for several seconds: that is "not yet", not a failure.
+    """
+    try:
+        return await runs.state(run_id)
+    except TemporalUnavailable:
+        return None
