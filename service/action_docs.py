@@ -46,9 +46,7 @@ def _notes(steps: Iterable[type[StepBase]]) -> list[str]:
     for step in steps:
         model = step.params_model()
         described = [
-            f"`{name}`: {info.description.rstrip('.')}"
-            for name, info in model.model_fields.items()
-            if info.description
+            f"`{name}`: {info.description.rstrip('.')}" for name, info in model.model_fields.items() if info.description
         ]
         what = _first_line(step.__doc__)
         lines.append(f"- `{step.action_name()}`: {what}" + (f" {'; '.join(described)}." if described else ""))

@@ -32,6 +32,8 @@ from service.approvals import NoNotifier, Notifier
 from service.catalog import Catalog
 from service.config import ConfigFile, PostgresConnection, Settings
 from service.credentials import ApproverTokens, WebAuth, is_loopback
+from service.delivery import DeliveryCounts
+from service.delivery_activities import DeliveryActivities
 from service.errors import ConfigError, RemediateError
 from service.governance import Governance, governor_id
 from service.lifecycle import QuietServer, WorkerHealth, run_worker
@@ -198,8 +200,7 @@ def build_app(
         channel=settings.slack_channel,
         durability=durability(settings, config),
         governance=governance(settings, config),
-        concurrency=settings.intake_concurrency,
-        answer_within=settings.intake_within,
+        window=settings.dedupe_ttl,
     )
     secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     return create_app(
@@ -238,7 +239,7 @@ def notifier(settings: Settings) -> Notifier:
 
 
 def worker_factory(
-    settings: Settings, adapters: Adapters, notifier: Notifier, metrics: PolicyMetrics
+    settings: Settings, adapters: Adapters, notifier: Notifier, metrics: PolicyMetrics, web_metrics: Metrics
 ) -> Callable[[Client], Workers]:
     pauses = PausePoints(settings.pause_at)
     alerts = adapters.get(AlertmanagerAdapter) if adapters.has(AlertmanagerAdapter.connection_type) else None
@@ -248,16 +249,24 @@ def worker_factory(
             adapters.registry(), notifier, attempts=TemporalRuns(client, settings.task_queue), pauses=pauses
         )
         rails = PolicyActivities(GovernorClient(client, settings.task_queue), alerts, notifier, metrics)
+        deliveries = DeliveryActivities(
+            TemporalRuns(client, settings.task_queue), settings.intake_concurrency, partial(delivered, web_metrics)
+        )
         return create_worker(
             client,
             settings.task_queue,
             activities,
-            rails=rails.all(),
+            rails=[*rails.all(), *deliveries.all()],
             governor_activities=[rails.announce],
             graceful_shutdown=timedelta(seconds=settings.shutdown_grace),
         )
 
     return build
+
+
+def delivered(metrics: Metrics, counts: DeliveryCounts) -> None:
+    for outcome, n in counts.model_dump().items():
+        metrics.delivered.labels(outcome).inc(n)
 
 
 async def watch_kill_switch(governor: GovernorClient, metrics: PolicyMetrics, stop: asyncio.Event) -> None:
@@ -298,7 +307,7 @@ async def serve(
                 run_worker(
                     client,
                     lambda: connect_eager(address, namespace),
-                    worker_factory(settings, adapters, shown, rails),
+                    worker_factory(settings, adapters, shown, rails, metrics),
                     address,
                     stop,
                     health,

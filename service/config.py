@@ -242,8 +242,9 @@ class Settings(BaseSettings):
     attempt_backoff: float = Field(default=60.0, ge=0, description="Seconds before a failed occurrence's retry.")
     dedupe_ttl: float = Field(default=60.0, ge=0, description="Seconds a known run id answers re-deliveries.")
     pause_at: str | None = Field(default=None, description="Crash drills only: named pause points.")
-    intake_concurrency: int = Field(default=32, ge=1, le=1000, description="Run starts in flight per message.")
-    intake_within: float = Field(default=8.0, gt=0, description="Seconds to start a message's runs before a 503.")
+    intake_concurrency: int = Field(
+        default=32, ge=1, le=1000, description="Run starts in flight per delivery (one webhook message)."
+    )
     body_timeout: float = Field(default=10.0, gt=0, description="Seconds a client may take to send a body.")
     allow_unauthenticated: bool = Field(default=False, description="Serve an open webhook on a non-loopback address.")
     max_writes_per_hour: int | None = Field(default=None, ge=1, description="Write-runs per hour, all playbooks.")

@@ -127,9 +127,9 @@ class Run:
         except TemplateError as exc:
             raise Stop("failed", f"step {step.id!r} approval.required_if: {exc}; nothing more was written") from exc
         self.decided[step.id] = needed
-        self.steps.record(step.id).approval_decided = (
-            f"{'required' if needed else 'not required'}: {rule} with targets={targets}"
-        )
+        self.steps.record(
+            step.id
+        ).approval_decided = f"{'required' if needed else 'not required'}: {rule} with targets={targets}"
 
     async def _decide_by_preview(self, step: StepBase) -> None:
         if approval_rule_of(step) is None or step.id in self.decided:

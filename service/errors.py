@@ -82,11 +82,3 @@ class RunNotOpen(RemediateError):
 
 class RunUnknown(RunNotOpen):
     """There is no run with that id at all (404, where a finished run is 409)."""
-
-
-class IntakeIncomplete(TemporalUnavailable):
-    """Not every run of a message could be started in time; the rest get a retryable answer (503)."""
-
-    def __init__(self, message: str, counts: dict[str, int]) -> None:
-        super().__init__(message)
-        self.counts = counts

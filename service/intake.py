@@ -1,18 +1,15 @@
-"""Intake, pure: which playbooks an alert starts or resolves, with what mode, and a short memory of known runs."""
+"""Intake, pure: which playbooks an alert starts or resolves, one delivery per message, and a memory of known runs."""
 
 from __future__ import annotations
 
-import asyncio
-import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from service.alerts import Alert, WebhookMessage, run_id
+from service.alerts import WebhookMessage, run_id
 from service.catalog import Catalog
-from service.errors import IntakeIncomplete
+from service.delivery import Delivery, PlaybookTerms, delivery_id
 from service.governance import Governance
 from service.modes import Mode, effective_mode
 from service.playbook import Playbook
@@ -60,28 +57,35 @@ class SeenRuns:
             self._ids.popitem(last=False)
 
 
+class Deliveries(Protocol):
+    """Where a message becomes durable: one delivery workflow per message (the service's Temporal, in production)."""
+
+    async def deliver(self, delivery: Delivery) -> bool:
+        """Start the delivery; False when an identical one was already accepted."""
+        ...
+
+
 class Receiver:
-    """Turns one webhook message into run starts and `resolved` signals."""
+    """Turns one webhook message into one durable delivery that starts its runs and resolves others."""
 
     def __init__(
         self,
         playbooks: Sequence[Playbook] | Catalog,
-        runs: RunStarter,
+        deliveries: Deliveries,
         ceiling: Mode,
         seen: SeenRuns,
         approvers: Callable[[list[str]], list[str]] = list,
         channel: str | None = None,
         durability: Durability | None = None,
         governance: Callable[[Playbook], Governance] = lambda _: Governance(),
-        concurrency: int = 32,
-        answer_within: float = 8.0,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.catalog = playbooks if isinstance(playbooks, Catalog) else Catalog.of(list(playbooks))
-        self.runs, self.ceiling, self.seen = runs, ceiling, seen
+        self.deliveries, self.ceiling, self.seen = deliveries, ceiling, seen
         self.approvers, self.channel = approvers, channel
         self.durability, self.governance = durability or Durability(), governance
-        # Alertmanager gives a webhook at least 10 s (notify.MinTimeout) before it retries the whole message.
-        self.concurrency, self.answer_within = concurrency, answer_within
+        self.window, self.clock = window, clock
 
     @property
     def playbooks(self) -> list[Playbook]:
@@ -91,61 +95,58 @@ class Receiver:
     def playbook_names(self) -> frozenset[str]:
         return frozenset(p.name for p in self.playbooks)
 
-    async def _start(self, playbook: Playbook, alert: Alert) -> str:
-        key = run_id(playbook.name, alert)
-        if key in self.seen:
-            return "duplicates"
-        run = RunInput(
-            run_id=key,
+    def _terms(self, playbook: Playbook) -> PlaybookTerms:
+        return PlaybookTerms(
             playbook=playbook,
-            alert=alert,
             mode=effective_mode(self.ceiling, playbook.mode),
             approvers=self.approvers(playbook.approvers),
             approval_channel=playbook.approval_channel or self.channel,
-            durability=self.durability,
             governance=self.governance(playbook),
             version=self.catalog.version(playbook.name),
         )
-        started = await self.runs.start(run)
-        self.seen.add(key)
-        return "started" if started else "duplicates"
 
-    async def _resolve(self, playbook: Playbook, alert: Alert) -> str:
-        await self.runs.resolve(run_id(playbook.name, alert))
-        return "resolved"
+    def _window(self) -> int:
+        # Without a dedupe window every message is its own delivery.
+        now = self.clock()
+        return int(now // self.window) if self.window >= 1 else int(now * 1_000_000)
 
     async def receive(self, message: WebhookMessage) -> dict[str, int]:
-        """Start or resolve every matching run, a bounded number at a time, within `answer_within` seconds.
+        """Match every alert, then make the message durable with one delivery workflow start, and answer.
 
-        Runs started stay started; if time runs out, IntakeIncomplete (503) makes Alertmanager send the message
-        again, and the second delivery adds only duplicates and the rest.
+        The delivery starts the runs (deterministic ids: one run per occurrence however often it is delivered)
+        and signals `resolved`; runs known to this receiver are not delivered again within its memory.
+        Temporal unreachable raises TemporalUnavailable (503), and Alertmanager sends the message again.
         """
         counts = {"started": 0, "duplicates": 0, "resolved": 0, "unmatched": 0}
-        jobs: list[Callable[[], Awaitable[str]]] = []
+        playbooks = self.playbooks
+        delivery = Delivery(delivery_id="", durability=self.durability)
+        terms: dict[str, int] = {}
+        fresh: list[str] = []
         for alert in message.alerts:
-            before = len(jobs)
-            for playbook in self.playbooks:
+            matched = False
+            for playbook in playbooks:
                 if playbook.match.matches(alert):
-                    jobs.append(partial(self._start, playbook, alert))
+                    matched, key = True, run_id(playbook.name, alert)
+                    if key in self.seen or key in fresh:
+                        counts["duplicates"] += 1
+                        continue
+                    if playbook.name not in terms:
+                        terms[playbook.name] = len(delivery.terms)
+                        delivery.terms.append(self._terms(playbook))
+                    if not delivery.alerts or delivery.alerts[-1] is not alert:
+                        delivery.alerts.append(alert)
+                    delivery.starts.append((terms[playbook.name], len(delivery.alerts) - 1))
+                    fresh.append(key)
                 elif playbook.match.closes(alert):
-                    jobs.append(partial(self._resolve, playbook, alert))
-            if len(jobs) == before:
-                counts["unmatched"] += 1
-        # A resend that also runs out of time then covers other alerts first, so every resend makes progress.
-        secrets.SystemRandom().shuffle(jobs)
-        loop = asyncio.get_running_loop()
-        deadline, pending = loop.time() + self.answer_within, iter(jobs)
-
-        async def lane() -> None:
-            for job in pending:
-                if loop.time() > deadline:
-                    return
-                counts[await job()] += 1
-
-        await asyncio.gather(*(lane() for _ in range(min(self.concurrency, len(jobs)))))
-        done = sum(counts[k] for k in ("started", "duplicates", "resolved"))
-        if done < len(jobs):
-            raise IntakeIncomplete(
-                f"{len(jobs) - done} of {len(jobs)} run(s) not started within {self.answer_within:.0f}s; retry", counts
-            )
+                    matched = True
+                    delivery.resolves.append(run_id(playbook.name, alert))
+            counts["unmatched"] += not matched
+        if not fresh and not delivery.resolves:
+            return counts
+        delivery.delivery_id = delivery_id(fresh, delivery.resolves, self._window())
+        accepted = await self.deliveries.deliver(delivery)
+        counts["started" if accepted else "duplicates"] += len(fresh)
+        counts["resolved"] += len(delivery.resolves)
+        for key in fresh:
+            self.seen.add(key)
         return counts

@@ -20,7 +20,7 @@ from service.bodies import BodyRefused, read_body
 from service.catalog_routes import catalog_routes
 from service.credentials import ApproverTokens, WebAuth
 from service.decisions import decision_routes
-from service.errors import IntakeIncomplete, RemediateError, TemporalUnavailable
+from service.errors import RemediateError, TemporalUnavailable
 from service.guards import guarded
 from service.intake import Receiver, SeenRuns
 from service.rail_routes import Switching, rail_routes
@@ -42,6 +42,12 @@ class Metrics:
         )
         self.requests = Counter(
             "remediate_webhook_requests", "Webhook requests by HTTP status", ["code"], registry=self.registry
+        )
+        self.delivered = Counter(
+            "remediate_delivered_runs",
+            "What delivery workflows did with the runs they carried (started, duplicates, resolved, not_open)",
+            ["outcome"],
+            registry=self.registry,
         )
         self.latency = Histogram(
             "remediate_webhook_seconds",
@@ -102,9 +108,8 @@ def health_routes(
 
 def unavailable(request: Request, exc: Exception) -> Response:
     """The one place Temporal trouble becomes a 503: Alertmanager retries only 5xx, and sends the message again."""
-    counts = exc.counts if isinstance(exc, IntakeIncomplete) else {}
     log.warning("%s %s: answering 503 so the caller retries: %s", request.method, request.url.path, exc)
-    return JSONResponse({"error": redact(str(exc)), **counts}, 503, headers={"Retry-After": "5"})
+    return JSONResponse({"error": redact(str(exc))}, 503, headers={"Retry-After": "5"})
 
 
 def create_app(

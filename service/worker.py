@@ -1,4 +1,4 @@
-"""The Temporal worker that runs RemediationWorkflow, GovernorWorkflow and their activities."""
+"""The Temporal worker that runs RemediationWorkflow, DeliveryWorkflow, GovernorWorkflow and their activities."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from service.activities import StepActivities
+from service.delivery_workflow import DeliveryWorkflow
 from service.governance import governor_queue
 from service.governor_workflow import GovernorWorkflow
 from service.workflows import RemediationWorkflow
@@ -79,7 +80,7 @@ def create_worker(
         Worker(
             client,
             task_queue=task_queue,
-            workflows=[RemediationWorkflow],
+            workflows=[RemediationWorkflow, DeliveryWorkflow],
             activities=[*activities.all(), *rails],
             max_concurrent_activities=max_concurrent_activities,
             workflow_runner=runner,

@@ -176,7 +176,6 @@ class SlackNotifier:
         ts = str(payload.get("ts", posted.id if posted else ""))
         return MessageRef(notifier=NAME, channel=str(payload.get("channel", channel)), id=ts)
 
-
     async def announce(self, text: str) -> None:
         if self._token and self._channel:
             await self._call("chat.postMessage", {"channel": self._channel, "text": text, "blocks": [_section(text)]})

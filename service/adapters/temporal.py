@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
@@ -14,6 +15,8 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from service.adapters.temporal_rpc import QUERY_TIMEOUT, RPC_TIMEOUT, connect, connect_eager, rpc
 from service.approvals import Decision, DecisionRecord
+from service.delivery import Delivery
+from service.delivery_workflow import DeliveryWorkflow
 from service.errors import RemediateError, RunNotOpen, RunUnknown, TemporalUnavailable
 from service.runs import PriorAttempts, RunInput, RunState
 from service.workflows import RemediationWorkflow
@@ -70,9 +73,25 @@ class TemporalRuns:
                 )
         except WorkflowAlreadyStartedError:  # not an error: this occurrence already has its run
             return False
-        # USE_EXISTING answers with started=False when the run was already there.
-        response = getattr(handle, "_start_workflow_response", None)
-        return bool(getattr(response, "started", True))
+        return _started(handle)
+
+    async def deliver(self, delivery: Delivery) -> bool:
+        """Make one webhook message durable with a single start; False when an identical delivery was accepted."""
+        try:
+            with rpc(f"starting {delivery.delivery_id}"):
+                handle = await self.client.start_workflow(
+                    DeliveryWorkflow.run,
+                    delivery,
+                    id=delivery.delivery_id,
+                    task_queue=self.task_queue,
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                    # A delivery that failed (it retries for an hour first) may be sent again and redone.
+                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+                    rpc_timeout=RPC_TIMEOUT,
+                )
+        except WorkflowAlreadyStartedError:  # an identical message was delivered in this window
+            return False
+        return _started(handle)
 
     async def resolve(self, run_id: str) -> bool:
         """Signal `resolved` to a run; False when there is no open run for it."""
@@ -182,9 +201,7 @@ class TemporalRuns:
             return given
         matches: list[str] = []
         with rpc("finding a run"):
-            async for execution in self.client.list_workflows(
-                "WorkflowType = 'RemediationWorkflow'", limit=within
-            ):
+            async for execution in self.client.list_workflows("WorkflowType = 'RemediationWorkflow'", limit=within):
                 if short_id(execution.id) == given or execution.id.startswith(given):
                     matches.append(execution.id)
         if len(matches) == 1:
@@ -243,6 +260,12 @@ async def _failed_state(handle: WorkflowHandle[RemediationWorkflow, RunState]) -
         if isinstance(cause, ApplicationError) and cause.type == "RunFailed" and cause.details:
             return RunState.model_validate(cause.details[0])
     return None
+
+
+def _started(handle: WorkflowHandle[Any, Any]) -> bool:
+    # USE_EXISTING answers with started=False when the workflow was already there.
+    response = getattr(handle, "_start_workflow_response", None)
+    return bool(getattr(response, "started", True))
 
 
 def _quoted(text: str) -> str:

@@ -20,7 +20,7 @@ from service.policy import Mode
 from service.runs import RunState
 from tests.conftest import DATA, job_states, seed_jobs, update_counts
 from tests.integration.test_runs import message
-from tests.support.stack import TOKEN, running_stack
+from tests.support.stack import TOKEN, run_handle, running_stack
 
 pytestmark = pytest.mark.integration
 ONCALL = "oncall-token-0123456789"
@@ -43,7 +43,7 @@ def run_id_of(body: dict[str, object]) -> str:
 
 async def outcome(client: Client, run_id: str, within: float = 30) -> RunState:
     with contextlib.suppress(WorkflowFailureError):  # a failed run carries its state in the failure: read below
-        await asyncio.wait_for(client.get_workflow_handle(run_id).result(), within)
+        await asyncio.wait_for((await run_handle(client, run_id, within)).result(), within)
     state = await TemporalRuns(client, "unused").state(run_id)
     assert state is not None
     return state

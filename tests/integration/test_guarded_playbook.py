@@ -18,7 +18,7 @@ from service.policy import Mode
 from service.runs import RunState
 from tests.support.fake_kube import FakeKube
 from tests.support.servers import Redis, serving
-from tests.support.stack import TOKEN, running_stack
+from tests.support.stack import TOKEN, run_result, running_stack
 
 PLAYBOOK = """
 name: agent-stuck
@@ -94,7 +94,7 @@ async def run_alert(temporal_client: Client, base: Path, mode: Mode, execution: 
         templating._compiled_template.cache_clear()
         assert (await http.post("/alertmanager", json=message)).json()["started"] == 1
         run_id = f"agent-stuck/{alert['fingerprint']}/{int(starts.timestamp())}"
-        state: RunState = await temporal_client.get_workflow_handle(run_id, result_type=RunState).result()
+        state = await run_result(temporal_client, run_id)
         return state
 
 
@@ -193,7 +193,7 @@ async def test_a_lock_left_without_a_ttl_gets_one_through_a_real_run(
         message = {"version": "4", "status": "firing", "alerts": [alert]}
         assert (await http.post("/alertmanager", json=message)).json()["started"] == 1
         run_id = f"lock-without-ttl/{alert['fingerprint']}/{int(starts.timestamp())}"
-        state: RunState = await temporal_client.get_workflow_handle(run_id, result_type=RunState).result()
+        state = await run_result(temporal_client, run_id)
     assert state.status == "succeeded", state.reason
     step = next(s for s in state.steps if s.id == "give-ttl")
     assert step.status == "ok" and step.targets == ["key gl:orchestrator:lock:exec-9"]

@@ -17,7 +17,7 @@ from service.cli import main
 from service.policy import Mode
 from tests.conftest import DATA, ROOT, job_states, seed_jobs, update_counts
 from tests.support.servers import free_port
-from tests.support.stack import TOKEN, running_stack
+from tests.support.stack import TOKEN, run_handle, running_stack
 
 CONFIG = DATA / "jobs-config.yaml"
 PLAYBOOKS = DATA / "playbooks"  # holds a copy of the shipped stuck-jobs.yaml, kept equal by a test
@@ -53,7 +53,7 @@ def message(
 
 async def wait_closed(client: Client, run_id: str, within: float = 30) -> TemporalRuns:
     runs = TemporalRuns(client, "unused")
-    await asyncio.wait_for(client.get_workflow_handle(run_id).result(), within)
+    await asyncio.wait_for((await run_handle(client, run_id, within)).result(), within)
     return runs
 
 

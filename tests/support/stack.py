@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
 
 from service.adapters.temporal import TemporalRuns
 from service.compose import Adapters, load_all, serve
@@ -84,3 +85,24 @@ async def state_now(runs: TemporalRuns, run_id: str) -> RunState | None:
         return await runs.state(run_id)
     except TemporalUnavailable:
         return None
+
+
+async def run_handle(client: Client, run_id: str, within: float = 30) -> WorkflowHandle[Any, Any]:
+    """The run's handle once it exists: a webhook's answer means its delivery is durable, and the delivery workflow
+    starts the run moments later."""
+    handle = client.get_workflow_handle(run_id)
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        try:
+            await handle.describe()
+            return handle
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND or asyncio.get_running_loop().time() > deadline:
+                raise
+        await asyncio.sleep(0.05)
+
+
+async def run_result(client: Client, run_id: str, within: float = 30) -> RunState:
+    """The run's final state (it must complete, not fail), waiting for the delivery to start it first."""
+    handle = await run_handle(client, run_id, within)
+    return RunState.model_validate(await asyncio.wait_for(handle.result(), within))
