@@ -129,7 +129,9 @@ def rss_mb(process: ServiceProcess) -> float:
 
 
 async def open_runs(client: Client, queue: str) -> int:
-    query = f"TaskQueue = '{queue}' AND WorkflowType = 'RemediationWorkflow' AND ExecutionStatus = 'Running'"
+    """Runs and the deliveries that will start more of them, not finished yet."""
+    kinds = "(WorkflowType = 'RemediationWorkflow' OR WorkflowType = 'DeliveryWorkflow')"
+    query = f"TaskQueue = '{queue}' AND {kinds} AND ExecutionStatus = 'Running'"
     return (await client.count_workflows(query)).count
 
 

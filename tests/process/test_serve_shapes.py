@@ -69,7 +69,8 @@ async def finished(client: Client, queue: str, want: int, within: float = 60) ->
 async def test_serve_in_one_process_remediates_what_alertmanager_delivers(
     temporal_env_address: str, temporal_client: Client, jobs_db: str, tmp_path: Path
 ) -> None:
-    """`remediate serve` (web + worker, one process) fixes the stuck rows once, then SIGTERM stops it with 0."""
+    """`remediate serve` (web + worker, one process) fixes the stuck rows once through one delivery workflow, counts
+    it in /metrics, then SIGTERM stops it with 0."""
     seed_jobs(jobs_db, stuck=[1, 2], fresh=[3])
     queue = f"one-{uuid.uuid4().hex[:8]}"
     service = start(
@@ -84,6 +85,11 @@ async def test_serve_in_one_process_remediates_what_alertmanager_delivers(
         assert state.status == "succeeded", state.reason
         assert job_states(jobs_db) == {1: "pending", 2: "pending", 3: "running"}
         assert update_counts(jobs_db) == {1: 1, 2: 1}
+        deliveries = f"TaskQueue = '{queue}' AND WorkflowType = 'DeliveryWorkflow' AND ExecutionStatus = 'Completed'"
+        assert (await temporal_client.count_workflows(deliveries)).count >= 1
+        async with httpx2.AsyncClient() as http:
+            scraped = (await http.get(f"{service.url}/metrics")).text
+        assert 'remediate_delivered_runs_total{outcome="started"} 1.0' in scraped, scraped
     finally:
         if am is not None:
             am.process.stop()

@@ -175,7 +175,7 @@ async def test_a_thousand_matching_alerts_in_one_message_are_acked_at_once_and_e
     # Only the delivery side runs here: every run is started (and stays open, since no run worker polls).
     activities = DeliveryActivities(TemporalRuns(temporal_client, queue)).all()
     async with Worker(temporal_client, task_queue=queue, workflows=[DeliveryWorkflow], activities=activities):
-        counts = await temporal_client.get_workflow_handle_for(DeliveryWorkflow.run, delivery.id).result()
+        counts = await temporal_client.get_workflow_handle(delivery.id, result_type=DeliveryCounts).result()
         assert counts == DeliveryCounts(started=1000), counts
     query = f"TaskQueue = '{queue}' AND WorkflowType = 'RemediationWorkflow'"
     for _ in range(50):  # visibility catches up within moments
