@@ -2,10 +2,16 @@
 
 Run: .venv/bin/python -m tests.bench.storm [--seconds 8]
 
-Starts a file-backed Temporal dev server, an HTTP target, two `serve --web-only` and two `serve --worker-only`
-processes with a one-step playbook (one HTTP GET per alert), then prints, each as a ratio against a baseline
-measured in this run (raw `start_workflow` on the same server) and against the numbers issue 13 measured on the
-code before the change:
+Starts a file-backed Temporal dev server and an HTTP target, then, with a one-step playbook (one HTTP GET per
+alert):
+  acceptance: two `serve --web-only` processes on a task queue no worker polls, closed-loop 10-alert messages
+    at concurrency 1 and 8, against raw `start_workflow` calls on the same server (per alert, as before);
+  end to end: two more `--web-only` and two `serve --worker-only` processes; a batch of 400 alerts at
+    concurrency 1 and 800 at 8 (runs completed per second, alert -> first diagnose step), then one 10-alert
+    message a second for 15 s (latency when not saturated);
+  burst: 2,000 alerts in 200 messages plus 60 re-sent, 8 in flight, resending on 503; RSS of each process.
+Each figure is printed as a ratio against the baseline of this run and the numbers issue 13 measured on the code
+before the change:
 
   before (issue 13, 2 cores, file-backed dev server, 10-alert messages, closed loop):
     acceptance (web-only, no worker): 39 alerts/s at concurrency 1, 30 at 8; ack p50/p99 250/390 ms and 2.5/3.5 s
@@ -155,32 +161,49 @@ async def closed_runs(client: Client, queue: str) -> int:
     return (await client.count_workflows(query)).count
 
 
-async def main(seconds: float) -> None:
-    base = Path(tempfile.mkdtemp(prefix="remediate-storm-"))
-    env = await start_dev_server(db_file=str(base / "temporal.db"))
-    address = env.client.service_client.config.target_host
-    target = Target()
-    async with serving(target.app()) as url:
-        (base / "playbooks").mkdir()
-        (base / "playbooks" / "storm.yaml").write_text(PLAYBOOK)
-        (base / "config.yaml").write_text(f"connections: {{target: {{type: http, base_url: '{url}'}}}}\n")
-        queue = f"storm-{uuid.uuid4().hex[:6]}"
-        settings = {
-            "REMEDIATE_TEMPORAL_ADDRESS": address,
-            "REMEDIATE_TASK_QUEUE": queue,
-            "REMEDIATE_PLAYBOOKS": str(base / "playbooks"),
-            "REMEDIATE_CONFIG": str(base / "config.yaml"),
-            "REMEDIATE_MODE": "auto",
-            "REMEDIATE_WEBHOOK_TOKEN": TOKEN,
-        }
-        webs = [start(f"web{i}", ["serve", "--web-only"], settings, base) for i in (1, 2)]
+def settings_for(address: str, base: Path, queue: str) -> dict[str, str]:
+    return {
+        "REMEDIATE_TEMPORAL_ADDRESS": address,
+        "REMEDIATE_TASK_QUEUE": queue,
+        "REMEDIATE_PLAYBOOKS": str(base / "playbooks"),
+        "REMEDIATE_CONFIG": str(base / "config.yaml"),
+        "REMEDIATE_MODE": "auto",
+        "REMEDIATE_WEBHOOK_TOKEN": TOKEN,
+    }
+
+
+async def send_all(urls: list[str], messages: list[dict[str, object]], concurrency: int) -> tuple[int, list[float]]:
+    """Post every message, `concurrency` at a time, resending on 503 as Alertmanager would; (503s, ack latencies)."""
+    refused, latencies, lanes = 0, list[float](), asyncio.Semaphore(concurrency)
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as http:
+
+        async def deliver(i: int, body: dict[str, object]) -> None:
+            nonlocal refused
+            async with lanes:
+                while True:
+                    began = time.monotonic()
+                    reply = await http.post(f"{urls[i % len(urls)]}/alertmanager", json=body)
+                    latencies.append(time.monotonic() - began)
+                    if reply.status_code != 503:
+                        return
+                    refused += 1
+                    await asyncio.sleep(1)
+
+        await asyncio.gather(*(deliver(i, m) for i, m in enumerate(messages)))
+    return refused, latencies
+
+
+async def acceptance(address: str, base: Path, client: Client, seconds: float) -> list[tuple[str, str]]:
+    """Web-only replicas on a task queue no worker polls: what intake alone sustains."""
+    queue = f"accept-{uuid.uuid4().hex[:6]}"
+    webs = [start(f"accept-web{i}", ["serve", "--web-only"], settings_for(address, base, queue), base) for i in (1, 2)]
+    rows = []
+    try:
         for web in webs:
             await web.wait_ready()
-        urls = [w.url for w in webs]
-        rows: list[tuple[str, str]] = []
         for concurrency in (1, 8):
-            baseline = await raw_starts(env.client, concurrency, seconds)
-            acked, latencies, refused = await closed_loop(urls, concurrency, seconds, {})
+            baseline = await raw_starts(client, concurrency, seconds)
+            acked, latencies, refused = await closed_loop([w.url for w in webs], concurrency, seconds, {})
             rate = acked / seconds
             rows.append(
                 (
@@ -190,59 +213,90 @@ async def main(seconds: float) -> None:
                     f"{pct(latencies, 0.5) * 1000:.0f}/{pct(latencies, 0.99) * 1000:.0f} ms; {refused} x 503",
                 )
             )
-        workers = [start(f"worker{i}", ["serve", "--worker-only"], settings, base) for i in (1, 2)]
-        for worker in workers:
-            await worker.wait_ready()
-        # The acceptance phase left runs waiting for a worker: let them finish first.
-        await wait_until(lambda: _none_open(env.client, queue), 300)
-        for concurrency in (1, 8):
-            closed_before, sent = await closed_runs(env.client, queue), dict[str, float]()
-            began = time.monotonic()
-            await closed_loop(urls, concurrency, seconds, sent)
-            want = closed_before + len(sent)
-            await wait_until(lambda: _closed_at_least(env.client, queue, want), 120)  # noqa: B023 - awaited here
-            elapsed = time.monotonic() - began
-            done = await closed_runs(env.client, queue) - closed_before
-            waits = [target.seen[k] - t for k, t in sent.items() if k in target.seen]
-            runs = done / elapsed
-            rows.append(
-                (
-                    f"end to end, concurrency {concurrency}",
-                    f"{runs:.1f} runs/s ({done} of {len(sent)} in {elapsed:.0f} s) = "
-                    f"{runs / BEFORE[f'runs_{concurrency}']:.1f}x before; alert -> diagnose p50/p99 "
-                    f"{pct(waits, 0.5):.2f}/{pct(waits, 0.99):.2f} s",
-                )
-            )
-        keys = [uuid.uuid4().hex[:16] for _ in range(2000)]
-        messages = [message(keys[i : i + 10]) for i in range(0, 2000, 10)]
-        messages += random.sample(messages, 60)  # about 30% re-sends
-        random.shuffle(messages)
-        closed_before, refused, began = await closed_runs(env.client, queue), 0, time.monotonic()
-        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as http:
-            lanes = asyncio.Semaphore(8)
+    finally:
+        for web in webs:
+            await web.terminate()
+    return rows
 
-            async def deliver(i: int, body: dict[str, object]) -> None:
-                nonlocal refused
-                async with lanes:
-                    while True:
-                        reply = await http.post(f"{urls[i % 2]}/alertmanager", json=body)
-                        if reply.status_code != 503:
-                            return
-                        refused += 1
-                        await asyncio.sleep(1)
 
-            await asyncio.gather(*(deliver(i, m) for i, m in enumerate(messages)))
-        delivered = time.monotonic() - began
-        await wait_until(lambda: _closed_at_least(env.client, queue, closed_before + 2000), 600)
-        last = time.monotonic() - began
-        runs = await closed_runs(env.client, queue) - closed_before
+async def end_to_end(urls: list[str], client: Client, queue: str, target: Target) -> list[tuple[str, str]]:
+    """Runs completed per second for a fixed batch at each concurrency, and alert -> diagnose when not saturated."""
+    rows = []
+    for concurrency, alerts in ((1, 400), (8, 800)):
+        keys = [uuid.uuid4().hex[:16] for _ in range(alerts)]
+        closed_before, began = await closed_runs(client, queue), time.monotonic()
+        sent = dict.fromkeys(keys, began)
+        refused, _ = await send_all(urls, [message(keys[i : i + 10]) for i in range(0, alerts, 10)], concurrency)
+        await wait_until(lambda: _closed_at_least(client, queue, closed_before + alerts), 300)  # noqa: B023
+        elapsed = time.monotonic() - began
+        done = await closed_runs(client, queue) - closed_before
+        waits = [target.seen[k] - t for k, t in sent.items() if k in target.seen]
         rows.append(
             (
-                "burst of 2,000 alerts (+60 re-sent messages)",
-                f"{refused} x 503; delivered in {delivered:.0f} s; {runs} runs for 2,000 occurrences; "
-                f"last run finished {last:.0f} s after the first message (before: 329 s)",
+                f"end to end, concurrency {concurrency}",
+                f"{done / elapsed:.1f} runs/s ({done} of {alerts} in {elapsed:.0f} s) = "
+                f"{done / elapsed / BEFORE[f'runs_{concurrency}']:.1f}x before; alert -> diagnose p50/p99 "
+                f"{pct(waits, 0.5):.2f}/{pct(waits, 0.99):.2f} s (saturated); {refused} x 503",
             )
         )
+    # Not saturated: one 10-alert message a second for 15 s.
+    sent = {}
+    for _ in range(15):
+        keys = [uuid.uuid4().hex[:16] for _ in range(10)]
+        sent |= dict.fromkeys(keys, time.monotonic())
+        await send_all(urls, [message(keys)], 1)
+        await asyncio.sleep(1)
+    await wait_until(lambda: _none_open(client, queue), 60)
+    waits = [target.seen[k] - t for k, t in sent.items() if k in target.seen]
+    rows.append(
+        (
+            "alert -> diagnose at 10 alerts/s",
+            f"p50/p99 {pct(waits, 0.5):.2f}/{pct(waits, 0.99):.2f} s ({len(waits)} of {len(sent)} diagnosed)",
+        )
+    )
+    return rows
+
+
+async def burst(urls: list[str], client: Client, queue: str) -> tuple[str, str]:
+    """2,000 alerts in 200 messages plus 60 re-sent ones, 8 at a time: no 503, one run per occurrence, time to done."""
+    keys = [uuid.uuid4().hex[:16] for _ in range(2000)]
+    messages = [message(keys[i : i + 10]) for i in range(0, 2000, 10)]
+    messages += random.sample(messages, 60)  # about 30% re-sends
+    random.shuffle(messages)
+    closed_before, began = await closed_runs(client, queue), time.monotonic()
+    refused, latencies = await send_all(urls, messages, 8)
+    delivered = time.monotonic() - began
+    await wait_until(lambda: _closed_at_least(client, queue, closed_before + 2000), 600)
+    last = time.monotonic() - began
+    await asyncio.sleep(2)  # a run started twice would show up now
+    runs = await closed_runs(client, queue) - closed_before
+    return (
+        "burst of 2,000 alerts (+60 re-sent messages)",
+        f"{refused} x 503; delivered in {delivered:.1f} s (ack p99 {pct(latencies, 0.99) * 1000:.0f} ms); {runs} runs "
+        f"for 2,000 occurrences; last run finished {last:.0f} s after the first message (before: 329 s)",
+    )
+
+
+async def main(seconds: float) -> None:
+    base = Path(tempfile.mkdtemp(prefix="remediate-storm-"))
+    env = await start_dev_server(db_file=str(base / "temporal.db"))
+    address = env.client.service_client.config.target_host
+    target = Target()
+    async with serving(target.app()) as url:
+        (base / "playbooks").mkdir()
+        (base / "playbooks" / "storm.yaml").write_text(PLAYBOOK)
+        (base / "config.yaml").write_text(f"connections: {{target: {{type: http, base_url: '{url}'}}}}\n")
+        rows = await acceptance(address, base, env.client, seconds)
+        queue = f"storm-{uuid.uuid4().hex[:6]}"
+        settings = settings_for(address, base, queue)
+        webs = [start(f"web{i}", ["serve", "--web-only"], settings, base) for i in (1, 2)]
+        workers = [start(f"worker{i}", ["serve", "--worker-only"], settings, base) for i in (1, 2)]
+        for process in [*webs, *workers]:
+            await process.wait_ready()
+        urls = [w.url for w in webs]
+        rows += await end_to_end(urls, env.client, queue, target)
+        await wait_until(lambda: _none_open(env.client, queue), 300)
+        rows.append(await burst(urls, env.client, queue))
         rows.append(("RSS", ", ".join(f"{p.name} {rss_mb(p):.0f} MB" for p in [*webs, *workers])))
         for process in [*webs, *workers]:
             await process.terminate()

@@ -154,60 +154,68 @@ async def test_kill_switch_stops_runs_in_flight_on_every_replica_within_five_sec
             b,
         ),
     ):
-        switch_env = {"REMEDIATE_TEMPORAL_ADDRESS": temporal_env_address, "REMEDIATE_TASK_QUEUE": queue}
-        rows: list[tuple[int, float, float, dict[str, float]]] = []
-        total = 0
-        async with httpx2.AsyncClient(headers=AUTH, timeout=30) as http:
-            for trial in range(TRIALS):
-                target.checks_open.clear()
-                keys: list[str] = []
-                while set(target.checks[k] for k in keys if k in target.checks) != {"a", "b"}:
-                    key = f"t{trial}-{len(keys)}"
-                    keys.append(key)
-                    replica = (a, b)[len(keys) % 2]
-                    assert (await http.post(f"{replica.url}/alertmanager", json=alert("KillDrill", key))).is_success
-                    await asyncio.sleep(0.3)
-                    assert len(keys) < 20, f"trial {trial}: runs did not reach both replicas: {target.checks}"
-                await until(lambda: all(k in target.checks for k in keys))  # noqa: B023 - awaited right here
-                total += len(keys)
-                at = datetime.now(UTC)
-                flipped = await cli(["kill-switch", "on", "--reason", f"trial {trial}", "--as", "drill"], switch_env)
-                assert flipped.returncode == 0, flipped.stderr
-                command = (datetime.now(UTC) - at).total_seconds()
-                target.checks_open.set()
-                done = await finished(temporal_client, queue, "kill-drill", total)
-                latest: dict[str, float] = {}
-                for state in done:
-                    key = state.labels["key"]
-                    if key not in keys:
-                        continue
-                    assert state.status == "blocked_by_policy" and state.limit == "kill_switch", state.reason
-                    assert state.finished_at is not None
-                    seconds = (state.finished_at - at).total_seconds()
-                    where = target.checks[key]
-                    latest[where] = max(latest.get(where, 0.0), seconds)
-                rows.append((trial, command, max(latest.values()), {k: latest[k] for k in sorted(latest)}))
-                # Off again through the other interface: PUT on one replica, as an approver.
-                off = await http.put(
-                    f"{(a, b)[trial % 2].url}/api/v1/kill-switch",
-                    json={"on": False, "reason": "next trial"},
-                    headers={"Authorization": f"Bearer {ONCALL}"},
-                )
-                assert off.status_code == 200 and off.json()["by"] == "oncall", off.text
-            shown = (await http.get(f"{b.url}/api/v1/kill-switch")).json()["everything"]
-            assert not shown["on"] and shown["by"] == "oncall" and shown["reason"] == "next trial", shown
-            assert (await cli(["kill-switch", "on", "--reason", "gauge"], switch_env)).returncode == 0
-            gauge = 'remediate_kill_switch{scope="everything"} 1.0'
-            for replica in (a, b):  # every replica's gauge shows it within its 5 s refresh
-                deadline = time.monotonic() + 8
-                while gauge not in (await http.get(f"{replica.url}/metrics")).text:
-                    assert time.monotonic() < deadline, f"{replica.name}: kill switch gauge not 1"
-                    await asyncio.sleep(0.2)
-            assert (await cli(["kill-switch", "off", "--as", "drill"], switch_env)).returncode == 0
-            status = await cli(["kill-switch", "status"], switch_env)
-            assert "kill switch for everything: off, set by drill" in status.stdout, status.stdout
-            assert (await http.put(f"{a.url}/api/v1/kill-switch", json={"on": True})).status_code == 403
-            metrics = (await http.get(f"{a.url}/metrics")).text + (await http.get(f"{b.url}/metrics")).text
+        try:
+            switch_env = {"REMEDIATE_TEMPORAL_ADDRESS": temporal_env_address, "REMEDIATE_TASK_QUEUE": queue}
+            rows: list[tuple[int, float, float, dict[str, float]]] = []
+            total = 0
+            async with httpx2.AsyncClient(headers=AUTH, timeout=30) as http:
+                for trial in range(TRIALS):
+                    target.checks_open.clear()
+                    keys: list[str] = []
+                    while set(target.checks[k] for k in keys if k in target.checks) != {"a", "b"}:
+                        # Two runs a message: the delivery's worker starts both, and Temporal hands their first tasks
+                        # to the workers in the order they polled, so a pair lands on both replicas.
+                        pair = [f"t{trial}-{len(keys)}", f"t{trial}-{len(keys) + 1}"]
+                        keys += pair
+                        replica = (a, b)[len(keys) // 2 % 2]
+                        assert (await http.post(f"{replica.url}/alertmanager", json=many("KillDrill", pair))).is_success
+                        await asyncio.sleep(0.3)
+                        assert len(keys) < 20, f"trial {trial}: runs did not reach both replicas: {target.checks}"
+                    await until(lambda: all(k in target.checks for k in keys))  # noqa: B023 - awaited right here
+                    total += len(keys)
+                    at = datetime.now(UTC)
+                    flipped = await cli(
+                        ["kill-switch", "on", "--reason", f"trial {trial}", "--as", "drill"], switch_env
+                    )
+                    assert flipped.returncode == 0, flipped.stderr
+                    command = (datetime.now(UTC) - at).total_seconds()
+                    target.checks_open.set()
+                    done = await finished(temporal_client, queue, "kill-drill", total)
+                    latest: dict[str, float] = {}
+                    for state in done:
+                        key = state.labels["key"]
+                        if key not in keys:
+                            continue
+                        assert state.status == "blocked_by_policy" and state.limit == "kill_switch", state.reason
+                        assert state.finished_at is not None
+                        seconds = (state.finished_at - at).total_seconds()
+                        where = target.checks[key]
+                        latest[where] = max(latest.get(where, 0.0), seconds)
+                    rows.append((trial, command, max(latest.values()), {k: latest[k] for k in sorted(latest)}))
+                    # Off again through the other interface: PUT on one replica, as an approver.
+                    off = await http.put(
+                        f"{(a, b)[trial % 2].url}/api/v1/kill-switch",
+                        json={"on": False, "reason": "next trial"},
+                        headers={"Authorization": f"Bearer {ONCALL}"},
+                    )
+                    assert off.status_code == 200 and off.json()["by"] == "oncall", off.text
+                shown = (await http.get(f"{b.url}/api/v1/kill-switch")).json()["everything"]
+                assert not shown["on"] and shown["by"] == "oncall" and shown["reason"] == "next trial", shown
+                assert (await cli(["kill-switch", "on", "--reason", "gauge"], switch_env)).returncode == 0
+                gauge = 'remediate_kill_switch{scope="everything"} 1.0'
+                for replica in (a, b):  # every replica's gauge shows it within its 5 s refresh
+                    deadline = time.monotonic() + 8
+                    while gauge not in (await http.get(f"{replica.url}/metrics")).text:
+                        assert time.monotonic() < deadline, f"{replica.name}: kill switch gauge not 1"
+                        await asyncio.sleep(0.2)
+                assert (await cli(["kill-switch", "off", "--as", "drill"], switch_env)).returncode == 0
+                status = await cli(["kill-switch", "status"], switch_env)
+                assert "kill switch for everything: off, set by drill" in status.stdout, status.stdout
+                assert (await http.put(f"{a.url}/api/v1/kill-switch", json={"on": True})).status_code == 403
+                metrics = (await http.get(f"{a.url}/metrics")).text + (await http.get(f"{b.url}/metrics")).text
+        finally:
+            target.checks_open.set()  # a failed trial must not leave runs parked through the teardown
+
     assert sum(target.writes.values()) == 0, target.writes
     assert 'remediate_policy_refusals_total{playbook="kill-drill",reason="kill_switch"}' in metrics
     worst = max(r[2] for r in rows)
