@@ -136,8 +136,8 @@ class GovernorPolicy(ModeLadder):
 
     async def occurred(self, run: RunInput) -> None:
         """Tell the governor about this new occurrence (the storm counts them); reads go on if it cannot hear."""
-        if not run.governance.governor:
-            return
+        if not run.governance.governor or run.governance.limits.storm is None:
+            return  # only a storm limit counts occurrences: no call for playbooks without one
         try:
             await workflow.execute_local_activity(
                 GOVERNOR_OCCURRED,

@@ -131,6 +131,9 @@ class RunInput(BaseModel):
     durability: Durability = Field(default_factory=Durability)
     governance: Governance = Field(default_factory=Governance)
     version: PlaybookVersion | None = Field(default=None, description="The playbook's file and content hash.")
+    first_attempt: bool = Field(
+        default=False, description="Set by the starter when no execution of this run id existed: nothing to count."
+    )
 
 
 class RunState(BaseModel):

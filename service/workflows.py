@@ -96,7 +96,8 @@ class RemediationWorkflow:
             settle=self._settle,
         )
         self._run.policy = governor = GovernorPolicy(self._run.state)
-        prior = await self._prior_attempts(run)
+        # A run started as a first attempt skips the visibility query: its id had no execution before.
+        prior = PriorAttempts() if run.first_attempt else await self._prior_attempts(run)
         if not prior.count:
             await governor.occurred(run)
         self._run.state.attempt = prior.count + 1

@@ -55,24 +55,39 @@ class TemporalRuns:
         self.client, self.task_queue = client, task_queue
 
     async def start(self, run: RunInput) -> bool:
-        """Start the run; False when this occurrence already has one (running or closed)."""
+        """Start the run; False when this occurrence already has one (running or closed).
+
+        The common case, an id never used, is one call that also tells the run it is a first attempt (so it need not
+        count earlier ones through visibility). Only an id with a closed execution takes a second call, which starts
+        a new attempt if the last one failed.
+        """
         try:
-            with rpc(f"starting {run.run_id}"):
-                handle = await self.client.start_workflow(
-                    RemediationWorkflow.run,
-                    run,
-                    id=run.run_id,
-                    task_queue=self.task_queue,
-                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                    # A run that ended `failed` fails its execution, so a later delivery may start the occurrence again;
-                    # the workflow itself bounds how often (max attempts, back-off).
-                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-                    memo={"playbook": run.playbook.name, "alertname": run.alert.alertname, "mode": run.mode.value},
-                    static_summary=f"{run.playbook.name} for {run.alert.alertname} ({run.mode.value})",
-                    rpc_timeout=RPC_TIMEOUT,
-                )
+            return await self._start(
+                run.model_copy(update={"first_attempt": True}), WorkflowIDReusePolicy.REJECT_DUPLICATE
+            )
+        except WorkflowAlreadyStartedError:  # a closed execution exists: another attempt only if it failed
+            pass
+        try:
+            # A run that ended `failed` fails its execution, so a later delivery may start the occurrence again;
+            # the workflow itself bounds how often (max attempts, back-off).
+            return await self._start(run, WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY)
         except WorkflowAlreadyStartedError:  # not an error: this occurrence already has its run
             return False
+
+    async def _start(self, run: RunInput, reuse: WorkflowIDReusePolicy) -> bool:
+        with rpc(f"starting {run.run_id}"):
+            handle = await self.client.start_workflow(
+                RemediationWorkflow.run,
+                run,
+                id=run.run_id,
+                task_queue=self.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=reuse,
+                memo={"playbook": run.playbook.name, "alertname": run.alert.alertname, "mode": run.mode.value},
+                static_summary=f"{run.playbook.name} for {run.alert.alertname} ({run.mode.value})",
+                rpc_timeout=RPC_TIMEOUT,
+                request_eager_start=True,
+            )
         return _started(handle)
 
     async def deliver(self, delivery: Delivery) -> bool:

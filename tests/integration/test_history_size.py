@@ -16,6 +16,7 @@ from service.delivery import Delivery
 from service.intake import Receiver, SeenRuns
 from service.playbook import load_playbooks
 from service.policy import Mode
+from service.runs import RunInput
 from tests.conftest import DATA, seed_jobs
 from tests.support.stack import TOKEN, run_handle, running_stack
 
@@ -65,6 +66,9 @@ async def test_a_run_and_its_delivery_stay_within_their_history_budgets(temporal
             )
         ]
         await temporal_client.get_workflow_handle(delivery.id).result()
+    started = await anext(aiter(temporal_client.get_workflow_handle(run_id).fetch_history_events()))
+    pinned = RunInput.model_validate_json(started.workflow_execution_started_event_attributes.input.payloads[0].data)
+    assert pinned.first_attempt  # a new id: the run skips counting earlier attempts through visibility
     run, carried = await history_bytes(temporal_client, run_id), await history_bytes(temporal_client, delivery.id)
     for name, sizes in (("run", run), ("delivery", carried)):
         print(f"\n{name}: {sum(sizes.values())} bytes of history")

@@ -163,8 +163,8 @@ async def test_kill_switch_stops_runs_in_flight_on_every_replica_within_five_sec
                     target.checks_open.clear()
                     keys: list[str] = []
                     while set(target.checks[k] for k in keys if k in target.checks) != {"a", "b"}:
-                        # Two runs a message: the delivery's worker starts both, and Temporal hands their first tasks
-                        # to the workers in the order they polled, so a pair lands on both replicas.
+                        # A message's runs start on the worker that ran its delivery (eager start), and Temporal
+                        # hands deliveries to the workers in turn: a few messages reach both replicas.
                         pair = [f"t{trial}-{len(keys)}", f"t{trial}-{len(keys) + 1}"]
                         keys += pair
                         replica = (a, b)[len(keys) // 2 % 2]
