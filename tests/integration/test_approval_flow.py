@@ -379,6 +379,11 @@ async def test_a_for_each_write_asks_approval_naming_each_item(world: World) -> 
         [posted] = world.slack.messages("chat.postMessage")
         shown = json.dumps(posted["blocks"])
         assert "Targets: row 1, row 2" in shown and "True" not in shown, shown
+        print("\nthe approval request as Slack shows it (section texts):")  # for a reader running with -s
+        for block in posted["blocks"]:
+            for part in [block.get("text"), *block.get("fields", []), *block.get("elements", [])]:
+                if isinstance(part, dict) and part.get("text"):
+                    print(part["text"] if isinstance(part["text"], str) else f"[{part['text'].get('text')}]")
         state = await runs.state(run_id)
         assert state is not None and state.gate is not None
         assert state.gate.request.writes[0].targets == ["row 1", "row 2"]
