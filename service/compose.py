@@ -245,13 +245,10 @@ def worker_factory(
     alerts = adapters.get(AlertmanagerAdapter) if adapters.has(AlertmanagerAdapter.connection_type) else None
 
     def build(client: Client) -> Workers:
-        activities = StepActivities(
-            adapters.registry(), notifier, attempts=TemporalRuns(client, settings.task_queue), pauses=pauses
-        )
+        runs = TemporalRuns(client, settings.task_queue)
+        activities = StepActivities(adapters.registry(), notifier, attempts=runs, pauses=pauses)
         rails = PolicyActivities(GovernorClient(client, settings.task_queue), alerts, notifier, metrics)
-        deliveries = DeliveryActivities(
-            TemporalRuns(client, settings.task_queue), settings.intake_concurrency, partial(delivered, web_metrics)
-        )
+        deliveries = DeliveryActivities(runs, settings.intake_concurrency, partial(delivered, web_metrics))
         return create_worker(
             client,
             settings.task_queue,

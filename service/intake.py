@@ -7,7 +7,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from service.alerts import WebhookMessage, run_id
+from service.alerts import Alert, WebhookMessage, run_id
 from service.catalog import Catalog
 from service.delivery import Delivery, PlaybookTerms, delivery_id
 from service.governance import Governance
@@ -118,10 +118,12 @@ class Receiver:
         Temporal unreachable raises TemporalUnavailable (503), and Alertmanager sends the message again.
         """
         counts = {"started": 0, "duplicates": 0, "resolved": 0, "unmatched": 0}
-        playbooks = self.playbooks
-        delivery = Delivery(delivery_id="", durability=self.durability)
-        terms: dict[str, int] = {}
-        fresh: list[str] = []
+        terms: dict[str, int] = {}  # playbook name -> its index in `carried`
+        carried: list[PlaybookTerms] = []
+        alerts: list[Alert] = []
+        fresh: dict[str, tuple[int, int]] = {}  # run id -> (terms index, alert index), in message order
+        resolves: list[str] = []
+        playbooks = self.playbooks  # one set for the whole message, even if a reload lands meanwhile
         for alert in message.alerts:
             matched = False
             for playbook in playbooks:
@@ -131,18 +133,31 @@ class Receiver:
                         counts["duplicates"] += 1
                         continue
                     if playbook.name not in terms:
-                        terms[playbook.name] = len(delivery.terms)
-                        delivery.terms.append(self._terms(playbook))
-                    if not delivery.alerts or delivery.alerts[-1] is not alert:
-                        delivery.alerts.append(alert)
-                    delivery.starts.append((terms[playbook.name], len(delivery.alerts) - 1))
-                    fresh.append(key)
+                        terms[playbook.name] = len(carried)
+                        carried.append(self._terms(playbook))
+                    if not alerts or alerts[-1] is not alert:
+                        alerts.append(alert)
+                    fresh[key] = (terms[playbook.name], len(alerts) - 1)
                 elif playbook.match.closes(alert):
                     matched = True
-                    delivery.resolves.append(run_id(playbook.name, alert))
+                    resolves.append(run_id(playbook.name, alert))
             counts["unmatched"] += not matched
-        if not fresh and not delivery.resolves:
+        if not fresh and not resolves:
             return counts
+        delivery = Delivery(
+            delivery_id=delivery_id(list(fresh), resolves, self._window()),
+            durability=self.durability,
+            terms=carried,
+            alerts=alerts,
+            starts=list(fresh.values()),
+            resolves=resolves,
+        )
+        accepted = await self.deliveries.deliver(delivery)
+        counts["started" if accepted else "duplicates"] += len(fresh)
+        counts["resolved"] += len(resolves)
+        for key in fresh:
+            self.seen.add(key)
+        return counts
         delivery.delivery_id = delivery_id(fresh, delivery.resolves, self._window())
         accepted = await self.deliveries.deliver(delivery)
         counts["started" if accepted else "duplicates"] += len(fresh)
