@@ -6,9 +6,11 @@ import json
 import os
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import httpx2
@@ -201,12 +203,14 @@ def _dev_once(env: dict[str, str], log: Path, *extra: str) -> tuple[str, str]:
 
 def test_dev_keeps_its_history_across_a_restart_unless_ephemeral(tmp_path: Path) -> None:
     """Runs made before `remediate dev` stopped are listed after it starts again (a history file under
-    $XDG_STATE_HOME/remediate); with --ephemeral nothing survives the restart."""
+    $XDG_STATE_HOME/remediate, in WAL mode); with --ephemeral nothing survives the restart."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REMEDIATE_")}
     env["XDG_STATE_HOME"] = str(tmp_path / "state")
     banner, first = _dev_once(env, tmp_path / "one.log")
     history = tmp_path / "state" / "remediate" / "dev-temporal.db"
     assert f"history:  {history}" in banner and history.is_file()
+    with closing(sqlite3.connect(history)) as db:  # the mode is kept in the file: WAL, not a sync per write
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     time.sleep(1.1)  # the next paste is a new occurrence
     _, second = _dev_once(env, tmp_path / "two.log")
     assert len([line for line in second.splitlines() if "RemediateSelfTest" in line]) == 2, second
