@@ -2,11 +2,12 @@
 
 Run: .venv/bin/python -m tests.bench.storm [--seconds 8]
 
-Starts a file-backed Temporal dev server and an HTTP target, then, with a one-step playbook (one HTTP GET per
-alert):
-  acceptance: two `serve --web-only` processes on a task queue no worker polls, closed-loop 10-alert messages
-    at concurrency 1 and 8, against raw `start_workflow` calls on the same server (per alert, as before);
-  end to end: two more `--web-only` and two `serve --worker-only` processes; a batch of 400 alerts at
+Starts file-backed Temporal dev servers (as `remediate dev` runs them: SQLite in WAL mode) and an HTTP target,
+then, with a one-step playbook (one HTTP GET per alert):
+  acceptance, on a dev server of its own: two `serve --web-only` processes on a task queue no worker polls,
+    closed-loop 10-alert messages at concurrency 1 and 8, against raw `start_workflow` calls on the same server
+    (per alert, as before);
+  end to end, on a fresh dev server: two `--web-only` and two `serve --worker-only` processes; a batch of 400 alerts at
     concurrency 1 and 800 at 8 (runs completed per second, alert -> first diagnose step), then one 10-alert
     message a second for 15 s (latency when not saturated);
   burst: 2,000 alerts in 200 messages plus 60 re-sent, 8 in flight, resending on 503; RSS of each process.
@@ -193,8 +194,14 @@ async def send_all(urls: list[str], messages: list[dict[str, object]], concurren
     return refused, latencies
 
 
-async def acceptance(address: str, base: Path, client: Client, seconds: float) -> list[tuple[str, str]]:
-    """Web-only replicas on a task queue no worker polls: what intake alone sustains."""
+async def acceptance(base: Path, seconds: float) -> list[tuple[str, str]]:
+    """Web-only replicas on a task queue no worker polls: what intake alone sustains.
+
+    It has a dev server of its own: the thousands of deliveries it leaves waiting would otherwise keep the server
+    busy (spilling their tasks to the database) while the later phases are measured.
+    """
+    env = await start_dev_server(db_file=str(base / "accept-temporal.db"))
+    address, client = env.client.service_client.config.target_host, env.client
     queue = f"accept-{uuid.uuid4().hex[:6]}"
     webs = [start(f"accept-web{i}", ["serve", "--web-only"], settings_for(address, base, queue), base) for i in (1, 2)]
     rows = []
@@ -216,6 +223,7 @@ async def acceptance(address: str, base: Path, client: Client, seconds: float) -
     finally:
         for web in webs:
             await web.terminate()
+        await env.shutdown()
     return rows
 
 
@@ -279,14 +287,14 @@ async def burst(urls: list[str], client: Client, queue: str) -> tuple[str, str]:
 
 async def main(seconds: float) -> None:
     base = Path(tempfile.mkdtemp(prefix="remediate-storm-"))
-    env = await start_dev_server(db_file=str(base / "temporal.db"))
-    address = env.client.service_client.config.target_host
     target = Target()
     async with serving(target.app()) as url:
         (base / "playbooks").mkdir()
         (base / "playbooks" / "storm.yaml").write_text(PLAYBOOK)
         (base / "config.yaml").write_text(f"connections: {{target: {{type: http, base_url: '{url}'}}}}\n")
-        rows = await acceptance(address, base, env.client, seconds)
+        rows = await acceptance(base, seconds)
+        env = await start_dev_server(db_file=str(base / "temporal.db"))
+        address = env.client.service_client.config.target_host
         queue = f"storm-{uuid.uuid4().hex[:6]}"
         settings = settings_for(address, base, queue)
         webs = [start(f"web{i}", ["serve", "--web-only"], settings, base) for i in (1, 2)]
