@@ -243,7 +243,7 @@ class Settings(BaseSettings):
     dedupe_ttl: float = Field(default=60.0, ge=0, description="Seconds a known run id answers re-deliveries.")
     pause_at: str | None = Field(default=None, description="Crash drills only: named pause points.")
     intake_concurrency: int = Field(
-        default=32, ge=1, le=1000, description="Run starts in flight per delivery (one webhook message)."
+        default=32, ge=1, le=1000, description="Run starts in flight per worker, over all its deliveries."
     )
     body_timeout: float = Field(default=10.0, gt=0, description="Seconds a client may take to send a body.")
     allow_unauthenticated: bool = Field(default=False, description="Serve an open webhook on a non-loopback address.")

@@ -17,14 +17,15 @@ class DeliveryActivities:
     def __init__(
         self, runs: RunStarter, concurrency: int = 32, observe: Callable[[DeliveryCounts], None] = lambda _: None
     ) -> None:
-        self.runs, self.concurrency, self.observe = runs, concurrency, observe
+        self.runs, self.observe = runs, observe
+        # Shared by every delivery on this worker: in a storm, starts queued at the server would otherwise grow with
+        # the deliveries in flight, and the webhook's own durable start would wait behind them (and answer 503).
+        self.lanes = asyncio.Semaphore(concurrency)
 
     @activity.defn(name=DELIVER)
     async def deliver(self, delivery: Delivery) -> DeliveryCounts:
-        lanes = asyncio.Semaphore(self.concurrency)
-
         async def bounded(call: Awaitable[bool]) -> bool:
-            async with lanes:
+            async with self.lanes:
                 return await call
 
         runs = delivery.runs()
