@@ -18,11 +18,12 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
-from service import action_docs, dev, planning, playbook_tests, rail_commands, redact
+from service import action_docs, audit_commands, dev, planning, playbook_tests, rail_commands, redact
 from service.adapters.postgres import PostgresAdapter
 from service.adapters.postgres_ledger import ledger_sql
-from service.adapters.temporal import TemporalRuns, connect
+from service.adapters.temporal import TemporalRuns
 from service.approvals import Decision
+from service.audit_setup import ready_store
 from service.compose import Adapters, load_catalog, serve
 from service.config import PostgresConnection, Settings
 from service.errors import ConfigError, PlaybookError, RemediateError
@@ -111,6 +112,8 @@ async def _plan(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    if args.connection == "audit":
+        return await audit_commands.migrate(args, settings)
     config = settings.connections()
     conn = config.connections.get(args.connection)
     if not isinstance(conn, PostgresConnection):
@@ -144,7 +147,15 @@ def _since(text: str | None) -> datetime | None:
 
 
 async def _runs(args: argparse.Namespace, settings: Settings) -> int:
-    runs = TemporalRuns(await connect(settings.temporal_address, settings.temporal_namespace), settings.task_queue)
+    async with audit_commands.runs_reader(settings) as runs:
+        return await _show_runs(args, runs)
+
+
+async def _audit(args: argparse.Namespace, settings: Settings) -> int:
+    return await audit_commands.export(args, settings, _since(args.since))
+
+
+async def _show_runs(args: argparse.Namespace, runs: TemporalRuns) -> int:
     if args.runs_command == "list":
         listed = await runs.list(args.limit, playbook=args.playbook, since=_since(args.since))
         if args.status:
@@ -170,7 +181,11 @@ async def _runs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _decide(args: argparse.Namespace, settings: Settings) -> int:
-    runs = TemporalRuns(await connect(settings.temporal_address, settings.temporal_namespace), settings.task_queue)
+    async with audit_commands.runs_reader(settings) as runs:
+        return await _send_decision(args, runs)
+
+
+async def _send_decision(args: argparse.Namespace, runs: TemporalRuns) -> int:
     user = rail_commands.who(args)
     decision = Decision(
         gate=args.gate,
@@ -200,14 +215,20 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
         f"Temporal {settings.temporal_address}/{settings.temporal_namespace}, listening on {host}:{port}",
         flush=True,
     )
-    await serve(
-        settings,
-        playbooks,
-        Adapters.build(config),
-        web=not args.worker_only,
-        worker=not args.web_only,
-        stop=_stop_on_signals(settings.shutdown_grace),
-    )
+    audit = await ready_store(settings)  # a store that is down or not migrated stops start-up, with the reason
+    try:
+        await serve(
+            settings,
+            playbooks,
+            Adapters.build(config),
+            web=not args.worker_only,
+            worker=not args.web_only,
+            stop=_stop_on_signals(settings.shutdown_grace),
+            audit=audit,
+        )
+    finally:
+        if audit is not None:
+            await audit.close()
     print("remediate serve: stopped", flush=True)
     return 0
 
@@ -276,8 +297,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="instead, print FILE (docs/actions.md) with its action tables regenerated from the step models",
     )
-    migrate = sub.add_parser("migrate", help="create the idempotency ledger on a Postgres connection")
-    migrate.add_argument("connection", help="a postgres connection that sets `ledger:`")
+    migrate = sub.add_parser(
+        "migrate", help="create the idempotency ledger on a Postgres connection, or the audit store's tables"
+    )
+    migrate.add_argument(
+        "connection", help="a postgres connection that sets `ledger:`, or `audit` for REMEDIATE_DATABASE_URL"
+    )
     migrate.add_argument("--print-sql", action="store_true", help="print the SQL for a DBA instead of running it")
     for verdict in ("approve", "reject"):
         decide = sub.add_parser(verdict, help=f"{verdict} a run waiting at an approval gate")
@@ -298,6 +323,7 @@ def _parser() -> argparse.ArgumentParser:
     breaker_reset = breaker_sub.add_parser("reset", help="close the breaker: writes no longer need approval")
     breaker_reset.add_argument("playbook", help="the playbook whose breaker to close")
     breaker_reset.add_argument("--as", dest="as_user", help="who resets it (default: $REMEDIATE_APPROVER, $USER)")
+    audit_commands.add_parsers(sub)
     runs = sub.add_parser("runs", help="list and show runs")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True)
     runs_list = runs_sub.add_parser("list", help="the newest runs first, with their final status")
@@ -334,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "approve": _decide,
             "reject": _decide,
             "migrate": _migrate,
+            "audit": _audit,
             "kill-switch": rail_commands.kill_switch,
             "breaker": rail_commands.breaker,
         }

@@ -29,6 +29,9 @@ from service.adapters.slack import SlackNotifier
 from service.adapters.temporal import TemporalRuns, connect, connect_eager
 from service.adapters.temporal_target import TemporalTargetAdapter
 from service.approvals import NoNotifier, Notifier
+from service.audit import AuditStore
+from service.audit_activities import AuditActivities
+from service.audit_setup import scrubber
 from service.catalog import Catalog
 from service.config import ConfigFile, PostgresConnection, Settings
 from service.credentials import ApproverTokens, WebAuth, is_loopback
@@ -40,6 +43,7 @@ from service.lifecycle import QuietServer, WorkerHealth, run_worker
 from service.playbook import Playbook, PlaybookVersion, load_playbooks, load_versioned
 from service.policy_activities import PolicyActivities, PolicyMetrics
 from service.registry import Registry
+from service.run_records import AuditedRuns
 from service.runs import Durability
 from service.web import Metrics, Receiver, SeenRuns, create_app, health_routes
 from service.worker import Workers, create_worker
@@ -135,6 +139,7 @@ def durability(settings: Settings, config: ConfigFile) -> Durability:
         heartbeat_timeout=settings.heartbeat_timeout,
         max_attempts=settings.max_attempts_per_occurrence,
         attempt_backoff=settings.attempt_backoff,
+        audit=settings.database_url is not None,
     )
 
 
@@ -183,6 +188,7 @@ def build_app(
     adapters: Adapters,
     worker_problem: Callable[[], str | None] | None = None,
     metrics: Metrics | None = None,
+    audit: AuditStore | None = None,
 ) -> Starlette:
     """The web side. Its readiness is Temporal's, plus this process's worker and its connections when it runs one:
     a web-only replica never talks to the targets."""
@@ -206,7 +212,7 @@ def build_app(
     return create_app(
         receiver,
         auth,
-        runs,
+        AuditedRuns(client, settings.task_queue, audit) if audit is not None else runs,
         max_body_bytes=settings.max_body_bytes,
         body_timeout=settings.body_timeout,
         pings={"temporal": runs.ping, **(adapters.pings if worker_problem is not None else {})},
@@ -239,9 +245,19 @@ def notifier(settings: Settings) -> Notifier:
 
 
 def worker_factory(
-    settings: Settings, adapters: Adapters, notifier: Notifier, metrics: PolicyMetrics, web_metrics: Metrics
+    settings: Settings,
+    adapters: Adapters,
+    notifier: Notifier,
+    metrics: PolicyMetrics,
+    web_metrics: Metrics,
+    audit: AuditStore | None = None,
 ) -> Callable[[Client], Workers]:
     pauses = PausePoints(settings.pause_at)
+    recorders = (
+        AuditActivities(audit, scrubber(settings, settings.connections()), web_metrics.audit_records.inc).all()
+        if audit is not None
+        else []
+    )
     alerts = adapters.get(AlertmanagerAdapter) if adapters.has(AlertmanagerAdapter.connection_type) else None
 
     def build(client: Client) -> Workers:
@@ -253,7 +269,7 @@ def worker_factory(
             client,
             settings.task_queue,
             activities,
-            rails=[*rails.all(), *deliveries.all()],
+            rails=[*rails.all(), *deliveries.all(), *recorders],
             governor_activities=[rails.announce],
             graceful_shutdown=timedelta(seconds=settings.shutdown_grace),
         )
@@ -289,6 +305,7 @@ async def serve(
     worker: bool = True,
     stop: asyncio.Event | None = None,
     ready: asyncio.Event | None = None,
+    audit: AuditStore | None = None,
 ) -> None:
     """Run the web server and/or the worker until `stop` is set (then drain) or the task is cancelled."""
     stop = stop or asyncio.Event()
@@ -304,7 +321,7 @@ async def serve(
                 run_worker(
                     client,
                     lambda: connect_eager(address, namespace),
-                    worker_factory(settings, adapters, shown, rails, metrics),
+                    worker_factory(settings, adapters, shown, rails, metrics, audit),
                     address,
                     stop,
                     health,
@@ -316,7 +333,7 @@ async def serve(
     if web:
         if isinstance(playbooks, Catalog):
             reload_on_sighup(playbooks)
-        app = build_app(settings, playbooks, client, adapters, problem, metrics)
+        app = build_app(settings, playbooks, client, adapters, problem, metrics, audit)
     else:
         assert problem is not None  # noqa: S101 - serve runs the web side, the worker, or both
         app = build_health_app(settings, adapters, problem, metrics)

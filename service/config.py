@@ -158,6 +158,8 @@ class ConfigFile(BaseModel):
         for name in value:
             if not name or len(name) > 63 or not all(c.isalnum() or c in "-_" for c in name):
                 raise ValueError(f"connection name {name!r}: use letters, digits, '-' and '_'")
+            if name == "audit":  # `remediate migrate audit` means the audit store
+                raise ValueError("connection name 'audit' is reserved for the audit store; choose another")
         return value
 
     def alertmanager(self, named: str | None) -> str | None:
@@ -228,7 +230,9 @@ class Settings(BaseSettings):
     listen: str = "127.0.0.1:8080"
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     redis_url: str | None = None
-    database_url: str | None = None
+    database_url: SecretStr | None = Field(
+        default=None, description="The audit store: postgresql://… or sqlite:///path."
+    )
     config: Path | None = None
     dedupe_cache_size: int = Field(default=100_000, ge=0)
     slack_bot_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("SLACK_BOT_TOKEN"))

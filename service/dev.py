@@ -10,13 +10,16 @@ import socket
 import tempfile
 from pathlib import Path
 
+from pydantic import SecretStr
 from ruamel.yaml import YAML
 
+from service.audit_setup import ready_store
 from service.compose import Adapters, load_catalog, serve
 from service.config import ConfigFile, Settings, load_config_file
 from service.devserver import start_dev_server
 from service.errors import ConfigError
 from service.modes import Mode
+from service.redact import redact
 
 SAMPLE = Path(__file__).parent / "samples" / "selftest-alert.json"
 DEV_CONFIG = """\
@@ -120,21 +123,25 @@ async def run(args: argparse.Namespace, settings: Settings, stop: asyncio.Event)
             "temporal_address": f"127.0.0.1:{temporal_port}",
         }
     )
+    history = None if args.ephemeral else state_dir() / "dev-temporal.db"
+    trail = (state_dir() if history else config_file.parent) / "audit.db"
+    if settings.database_url is None:  # the audit trail beside the history (in the temporary directory if ephemeral)
+        dev_settings = dev_settings.model_copy(update={"database_url": SecretStr(f"sqlite://{trail}")})
     config = dev_settings.connections()
     catalog = load_catalog(dev_settings, config)
     playbooks = catalog.playbooks
     mode = settings.mode
     print(f"remediate dev: starting the Temporal dev server on 127.0.0.1:{temporal_port} …", flush=True)
-    history = None if args.ephemeral else state_dir() / "dev-temporal.db"
     if history is not None:
         history.parent.mkdir(parents=True, exist_ok=True)
     env = await start_dev_server(
         port=temporal_port, namespace=settings.temporal_namespace, db_file=str(history) if history else None
     )
+    audit = await ready_store(dev_settings)
     try:
         ready = asyncio.Event()
         server = asyncio.create_task(
-            serve(dev_settings, catalog, Adapters.build(config), client=env.client, ready=ready, stop=stop)
+            serve(dev_settings, catalog, Adapters.build(config), client=env.client, ready=ready, stop=stop, audit=audit)
         )
         waiting = asyncio.create_task(ready.wait())
         await asyncio.wait({server, waiting}, return_when=asyncio.FIRST_COMPLETED)
@@ -156,6 +163,7 @@ remediate dev is up: {len(playbooks)} playbook(s) ({", ".join(p.name for p in pl
   webhook:  POST http://{settings.listen}/alertmanager
   runs:     remediate runs list   (REMEDIATE_TEMPORAL_ADDRESS=127.0.0.1:{temporal_port})
   history:  {history or "in memory (--ephemeral): gone when this stops"}
+  audit:    {_shown(dev_settings)}   (REMEDIATE_DATABASE_URL; `remediate audit export` reads it)
 
 Send a sample alert (a new occurrence each time):
 
@@ -168,5 +176,12 @@ Then: remediate runs list && remediate runs show <id>      (Ctrl-C stops everyth
         )
         await server
     finally:
+        if audit is not None:
+            await audit.close()
         await env.shutdown()
     return 0
+
+
+def _shown(settings: Settings) -> str:
+    url = settings.database_url.get_secret_value() if settings.database_url else ""
+    return redact(url) if url else "none"

@@ -17,6 +17,10 @@ from service.templating import condition, render
 __all__ = ["Run", "item_key", "new_state"]
 
 
+async def _nothing() -> None:
+    return None
+
+
 def new_state(run: RunInput) -> RunState:
     return RunState(
         run_id=run.run_id,
@@ -52,10 +56,12 @@ class Run:
         gatekeeper: GateKeeper | None = None,
         policy: Policy | None = None,
         settle: Callable[[], Awaitable[None]] | None = None,
+        record: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.run, self.clock, self.resolved = run, clock, resolved
         # Before each write: let signals that arrived during the reads (a `resolved`) be seen first.
         self.settle = settle
+        self.record = record or _nothing  # the audit trail: at the start, around each write, at the gate
         self.gatekeeper, self.policy = gatekeeper, policy or ModeLadder()
         self.state = new_state(run)
         self.steps = StepRunner(run, execute, clock, self.state.steps)
@@ -88,6 +94,7 @@ class Run:
         if refusal is not None:
             raise Stop("blocked_by_policy", refusal)
         self.state.status = "diagnosing"
+        await self.record()
         for key, value in playbook.inputs.items():
             try:
                 self.scope.inputs[key] = render(value, self.scope.variables())
@@ -105,6 +112,8 @@ class Run:
             return
         done = await self._act()
         self.state.status = "verifying"
+        if done:
+            await self.record()
         for step in playbook.verify:
             await self.steps.read(step, self.scope)
         self.state.status = "succeeded"
@@ -190,7 +199,9 @@ class Run:
             if not self.attempted:
                 await self.policy.acting(self.run)
             self.attempted += 1
+            await self.record()  # the write as planned, before it is sent: a run killed now still shows it
             await self.steps.write(step, self.scope)
+            await self.record()  # a failed write is recorded with the run's end
             done += 1
         return done
 

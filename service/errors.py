@@ -82,3 +82,7 @@ class RunNotOpen(RemediateError):
 
 class RunUnknown(RunNotOpen):
     """There is no run with that id at all (404, where a finished run is 409)."""
+
+
+class AuditUnavailable(RemediateError):
+    """The audit store cannot be reached or has no tables yet (`remediate migrate audit`)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Literal, Protocol
 
@@ -36,6 +37,11 @@ RUN_STEP = "run_step"  # the one activity every step runs through
 NOTIFY_GATE = "notify_gate"  # posts or updates an approval request
 PRIOR_ATTEMPTS = "prior_attempts"  # how often this occurrence was already attempted
 SETTLE = "settle"  # does nothing: a workflow-task boundary, so signals that came during local reads are seen
+
+
+def short_id(run_id: str) -> str:
+    """Eight hex digits that name one run in `runs list`; `runs show` accepts them."""
+    return hashlib.sha256(run_id.encode()).hexdigest()[:8]
 
 
 class StepRequest(BaseModel):
@@ -109,7 +115,8 @@ class StepRecord(BaseModel):
 
 
 class Durability(BaseModel):
-    """How a run survives lost workers and failures: heartbeats, safe retries of writes, attempts per occurrence."""
+    """How a run survives lost workers and failures (heartbeats, safe retries of writes, attempts per occurrence),
+    and whether it leaves an audit trail beyond Temporal's retention."""
 
     ledgers: list[str] = Field(
         default_factory=list, description="Postgres connections with a ledger: their writes may be retried."
@@ -117,6 +124,7 @@ class Durability(BaseModel):
     heartbeat_timeout: float = Field(default=10.0, ge=1, description="Seconds; a silent worker is lost after this.")
     max_attempts: int = Field(default=3, ge=1, description="Executions one occurrence may have after failures.")
     attempt_backoff: float = Field(default=60.0, ge=0, description="Seconds; doubled for every earlier failure.")
+    audit: bool = Field(default=False, description="Append the run's records to the audit store as it goes.")
 
 
 class RunInput(BaseModel):

@@ -49,6 +49,11 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.audit_records = Counter(
+            "remediate_audit_records",
+            "Records appended to the audit store (a repeated snapshot adds none)",
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "remediate_webhook_seconds",
             "Webhook handling time",

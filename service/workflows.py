@@ -11,6 +11,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from service.approvals import Decision, DecisionRecord, Gate, MessageRef, Notice
+    from service.audit import RECORD_AUDIT, AuditSnapshot
     from service.engine import Run
     from service.errors import PermanentStepError
     from service.governor_policy import GovernorPolicy
@@ -33,6 +34,10 @@ NOTIFY_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=1),
     maximum_attempts=10,
+)
+# The audit store may be restarting: retry for a while; the last record of a run (which carries everything) longer.
+AUDIT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30)
 )
 NON_RETRYABLE = ["PermanentStepError", "GuardViolation", "ConfigError"]
 WRITE_ATTEMPTS = 6  # a lost worker or a restarting target, for writes whose retry is safe
@@ -83,6 +88,7 @@ class RemediationWorkflow:
         self._early: list[DecisionRecord] = []
         self._notify_tasks: list[asyncio.Task[None]] = []
         self._read_locally = False  # reads ran as local activities since the last workflow task boundary
+        self._audit_seq = 0  # snapshots sent to the audit store; a newer one replaces an older one
 
     @workflow.run
     async def run(self, run: RunInput) -> RunState:
@@ -94,6 +100,7 @@ class RemediationWorkflow:
             resolved=lambda: self._resolved,
             gatekeeper=self._gatekeeper,
             settle=self._settle,
+            record=self._record,
         )
         self._run.policy = governor = GovernorPolicy(self._run.state)
         # A run started as a first attempt skips the visibility query: its id had no execution before.
@@ -107,6 +114,7 @@ class RemediationWorkflow:
                 f"this occurrence already failed {prior.count} time(s); not attempted again "
                 f"(REMEDIATE_MAX_ATTEMPTS_PER_OCCURRENCE={run.durability.max_attempts})",
             )
+            await self._record(final=True)
             return state
         await self._back_off(run, prior)
         state = await self._run.execute_run()
@@ -117,6 +125,7 @@ class RemediationWorkflow:
             await asyncio.gather(*self._notify_tasks)  # the request must exist before its outcome is shown
             if gate.message:
                 await self._notify(gate, outcome=f"{state.status}: {state.reason}")
+        await self._record(final=True)
         if state.status == "failed":
             # A failed execution lets a later delivery of the same occurrence start it again (bounded above).
             raise ApplicationError(f"run failed: {state.reason}", state, type="RunFailed", non_retryable=True)
@@ -180,6 +189,28 @@ class RemediationWorkflow:
             raise PermanentStepError(_cause(exc)) from exc
         return result
 
+    async def _record(self, final: bool = False) -> None:
+        """Append the run as it is now to the audit store, when one is configured. A local activity: no round trip
+        through the server, and its input (the whole state) is not copied into the history."""
+        if self._input is None or self._run is None or not self._input.durability.audit:
+            return
+        self._audit_seq += 1
+        try:
+            await workflow.execute_local_activity(
+                RECORD_AUDIT,
+                AuditSnapshot(seq=self._audit_seq, state=self._run.state),
+                result_type=int,
+                start_to_close_timeout=timedelta(seconds=10),
+                schedule_to_close_timeout=timedelta(minutes=15 if final else 1),
+                retry_policy=AUDIT_RETRY,
+                summary="audit",
+            )
+        except FailureError as exc:
+            # The next snapshot carries everything this one had; only a lost last one leaves the record behind.
+            workflow.logger.warning(
+                "audit record %d of %s not written: %s", self._audit_seq, self._input.run_id, _cause(exc)
+            )
+
     async def _settle(self) -> None:
         """Before a write that follows reads: end this workflow task. The reads ran as local activities inside it,
         and a signal that came meanwhile (a `resolved`) is delivered only in the next one."""
@@ -194,6 +225,7 @@ class RemediationWorkflow:
         for early in self._early:
             gate.decisions.append(early.model_copy(update={"outcome": "ignored", "reason": "before the gate opened"}))
         self._notify_tasks.append(asyncio.create_task(self._notify(gate)))
+        await self._record()
         remaining = (gate.request.expires_at - workflow.now()).total_seconds()
         try:
             await workflow.wait_condition(
@@ -205,6 +237,7 @@ class RemediationWorkflow:
             gate.close("resolved")
         if gate.message:
             self._notify_tasks.append(asyncio.create_task(self._notify(gate)))
+        await self._record()
 
     async def _notify(self, gate: Gate, outcome: str = "") -> None:
         assert self._input is not None  # noqa: S101 - set before any gate opens

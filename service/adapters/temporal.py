@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,7 +17,7 @@ from service.approvals import Decision, DecisionRecord
 from service.delivery import Delivery
 from service.delivery_workflow import DeliveryWorkflow
 from service.errors import RemediateError, RunNotOpen, RunUnknown, TemporalUnavailable
-from service.runs import PriorAttempts, RunInput, RunState
+from service.runs import PriorAttempts, RunInput, RunState, short_id
 from service.workflows import RemediationWorkflow
 
 __all__ = ["RunSummary", "TemporalRuns", "connect", "connect_eager"]
@@ -41,11 +40,6 @@ class RunSummary:
     @property
     def short_id(self) -> str:
         return short_id(self.run_id)
-
-
-def short_id(run_id: str) -> str:
-    """Eight hex digits that name one run in `runs list`; `runs show` accepts them."""
-    return hashlib.sha256(run_id.encode()).hexdigest()[:8]
 
 
 class TemporalRuns:
@@ -130,6 +124,15 @@ class TemporalRuns:
             if not await self._exists(run_id):
                 raise RunUnknown(f"no run {run_id}") from exc
             raise RunNotOpen(f"run {run_id} has finished; it waits for no decision") from exc
+
+    async def execution_status(self, run_id: str) -> WorkflowExecutionStatus | None:
+        """What Temporal says of the run's latest execution; None when it has no such run (or no longer)."""
+        try:
+            with rpc(f"reading {run_id}"):
+                description = await self.client.get_workflow_handle(run_id).describe(rpc_timeout=RPC_TIMEOUT)
+        except RunUnknown:
+            return None
+        return description.status
 
     async def _exists(self, run_id: str) -> bool:
         try:

@@ -203,7 +203,7 @@ def _dev_once(env: dict[str, str], log: Path, *extra: str) -> tuple[str, str]:
 
 def test_dev_keeps_its_history_across_a_restart_unless_ephemeral(tmp_path: Path) -> None:
     """Runs made before `remediate dev` stopped are listed after it starts again (a history file under
-    $XDG_STATE_HOME/remediate, in WAL mode); with --ephemeral nothing survives the restart."""
+    $XDG_STATE_HOME/remediate, in WAL mode, with the audit trail beside it); with --ephemeral nothing survives."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REMEDIATE_")}
     env["XDG_STATE_HOME"] = str(tmp_path / "state")
     banner, first = _dev_once(env, tmp_path / "one.log")
@@ -211,6 +211,13 @@ def test_dev_keeps_its_history_across_a_restart_unless_ephemeral(tmp_path: Path)
     assert f"history:  {history}" in banner and history.is_file()
     with closing(sqlite3.connect(history)) as db:  # the mode is kept in the file: WAL, not a sync per write
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    trail = history.parent / "audit.db"  # the audit trail beside it, with the run and its final record
+    assert f"audit:    sqlite://{trail}" in banner
+    with closing(sqlite3.connect(trail)) as db:
+        run_id = first.splitlines()[1].split()[-1]
+        assert db.execute("select status from audit_runs where run_id = ?", [run_id]).fetchone() == ("succeeded",)
+        keys = [k for (k,) in db.execute("select key from audit_events where run_id = ?", [run_id])]
+        assert "run/received" in keys and "run/succeeded" in keys, keys
     time.sleep(1.1)  # the next paste is a new occurrence
     _, second = _dev_once(env, tmp_path / "two.log")
     assert len([line for line in second.splitlines() if "RemediateSelfTest" in line]) == 2, second

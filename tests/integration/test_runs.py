@@ -12,9 +12,10 @@ import httpx2
 import pytest
 from temporalio.client import Client
 
-from service.adapters.temporal import TemporalRuns, connect, short_id
+from service.adapters.temporal import TemporalRuns, connect
 from service.cli import main
 from service.policy import Mode
+from service.runs import short_id
 from tests.conftest import DATA, ROOT, job_states, seed_jobs, update_counts
 from tests.support.servers import free_port
 from tests.support.stack import TOKEN, run_handle, running_stack

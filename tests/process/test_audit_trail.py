@@ -1,0 +1,117 @@
+"""The audit trail as deployed: `remediate migrate audit`, `remediate serve` with a real Postgres store, runs that
+outlive their Temporal history or were terminated, `remediate runs show` and `remediate audit export` as processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+
+import httpx2
+import psycopg
+import pytest
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
+from temporalio.client import Client
+
+from service.adapters.temporal import TemporalRuns
+from service.runs import short_id
+from tests.conftest import new_database
+from tests.process.test_rails import AUTH, alert, cli, env, finished, until, write_config
+from tests.support.processes import start
+from tests.support.rail_target import RailTarget, playbook
+from tests.support.servers import Postgres, serving
+
+pytestmark = pytest.mark.process
+NAME = "audit-drill"
+
+
+def recorded(dsn: str, run_id: str) -> dict[str, int]:
+    """Audit records per kind for one run, read straight from the store's table."""
+    with psycopg.connect(dsn) as db:
+        rows = db.execute("select kind, count(*) from remediate_audit_events where run_id = %s group by kind", [run_id])
+        return {kind: count for kind, count in rows}
+
+
+def last_status(dsn: str, run_id: str) -> str:
+    with psycopg.connect(dsn) as db:
+        row = db.execute("select status from remediate_audit_runs where run_id = %s", [run_id]).fetchone()
+        return row[0] if row else ""
+
+
+async def deleted(client: Client, run_id: str) -> None:
+    """Delete the run's workflow through Temporal's API, as retention eventually does, and wait until it is gone."""
+    await client.workflow_service.delete_workflow_execution(
+        DeleteWorkflowExecutionRequest(
+            namespace=client.namespace, workflow_execution=WorkflowExecution(workflow_id=run_id)
+        )
+    )
+    runs, status = TemporalRuns(client, "unused"), None
+    for _ in range(600):
+        status = await runs.execution_status(run_id)
+        if status is None:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{run_id} was not deleted: {status}")
+
+
+async def test_runs_outlive_their_history_a_terminated_run_shows_its_steps_and_the_trail_exports(
+    postgres: Postgres, temporal_env_address: str, temporal_client: Client, tmp_path: Path
+) -> None:
+    """Serve refuses an unmigrated store; after `migrate audit`, a finished run whose workflow was deleted is still
+    shown by `runs show` and the API, a run terminated after its write shows that write, and `audit export`
+    writes each record once as JSON Lines."""
+    dsn, queue, target = new_database(postgres), f"audit-{uuid.uuid4().hex[:8]}", RailTarget()
+    books = tmp_path / "playbooks"
+    books.mkdir()
+    (books / "drill.yaml").write_text(playbook(NAME, "AuditDrill"))
+    async with serving(target.app()) as url:
+        settings = env(temporal_env_address, queue, write_config(tmp_path / "c.yaml", url, "one"), books)
+        settings["REMEDIATE_DATABASE_URL"] = dsn
+        refused = start("unmigrated", ["serve"], settings, tmp_path)
+        assert await asyncio.to_thread(refused.proc.wait, 60) == 2
+        assert "run `remediate migrate audit`" in refused.log.read_text()
+        migrated = await cli(["migrate", "audit"], settings)
+        assert migrated.returncode == 0 and "audit store is ready" in migrated.stdout, migrated.stderr
+
+        service = start("serve", ["serve"], settings, tmp_path)
+        try:
+            await service.wait_ready()
+            async with httpx2.AsyncClient(base_url=service.url, headers=AUTH, timeout=30) as http:
+                await http.post("/alertmanager", json=alert("AuditDrill", "a1"))
+                (done,) = await finished(temporal_client, queue, NAME, 1)
+                await until(lambda: last_status(dsn, done.run_id) == "succeeded")
+                await deleted(temporal_client, done.run_id)
+                shown = await cli(["runs", "show", short_id(done.run_id)], settings)
+                assert shown.returncode == 0, shown.stderr
+                assert "status: succeeded" in shown.stdout and "[act] fix: http.request on target — ok" in shown.stdout
+                api = await http.get(f"/api/v1/runs/{done.run_id}")
+                assert api.status_code == 200 and api.json()["status"] == "succeeded"
+
+                target.verify_open.clear()  # the next run writes, then waits in verify until it is terminated
+                await http.post("/alertmanager", json=alert("AuditDrill", "a2"))
+                await until(lambda: target.writes["a2"] == 1)
+                run_id = (await TemporalRuns(temporal_client, queue).list(playbook=NAME))[0].run_id
+                await until(lambda: recorded(dsn, run_id).get("step", 0) >= 2)  # the read and the write
+                await temporal_client.get_workflow_handle(run_id).terminate(reason="audit drill")
+                cut = await cli(["runs", "show", run_id], settings)
+                assert "status: cancelled — terminated in Temporal" in cut.stdout and "while verifying" in cut.stdout
+                assert "[act] fix: http.request on target — ok" in cut.stdout
+                listed = await cli(["runs", "list", "--playbook", NAME], settings)
+                rows = [line for line in listed.stdout.splitlines() if NAME in line]
+                assert len(rows) == 2 and "cancelled" in listed.stdout, listed.stdout
+                metrics = (await http.get("/metrics")).text
+                assert "remediate_audit_records_total" in metrics
+        finally:
+            target.verify_open.set()
+            await service.terminate()
+
+        out = tmp_path / "audit.jsonl"
+        exported = await cli(["audit", "export", "--playbook", NAME, "--since", "1d", "-o", str(out)], settings)
+        assert exported.returncode == 0, exported.stderr
+        lines = [json.loads(line) for line in out.read_text().splitlines()]
+        first = [(r["kind"], r["key"].split("/")[0:3]) for r in lines if r["run_id"] == done.run_id]
+        assert [kind for kind, _ in first].count("step") == 3 and ("run", ["run", "succeeded"]) in first
+        assert len({(r["run_id"], r["key"]) for r in lines}) == len(lines)  # each record once
+        assert f"{len(lines)} record(s) exported" in exported.stderr
