@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Any, Protocol
@@ -14,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from service.approvals import MessageRef, Notice, Notifier
 from service.errors import ConfigError, NotifyError, StepError
+from service.log_format import in_step
 from service.redact import redact
 from service.registry import Registry
 from service.runs import NOTIFY_GATE, PRIOR_ATTEMPTS, RUN_STEP, SETTLE, PriorAttempts, StepRequest, StepResult
@@ -94,14 +96,26 @@ class StepActivities:
         request = request.model_copy(update={"attempt": attempt})
         # A local activity (a read) has no heartbeat: it runs within its workflow task's own deadline.
         beating = asyncio.create_task(_heartbeat() if not info.is_local else asyncio.sleep(0))
+        began = time.monotonic()
         try:
-            await self._pauses.at("before", request)
-            result = await self._registry.dispatch(request)
-            await self._pauses.at("after", request)
+            with in_step(request.step_id, request.action):
+                await self._pauses.at("before", request)
+                result = await self._registry.dispatch(request)
+                await self._pauses.at("after", request)
+                log.info(
+                    "step %s (%s%s) done in %.0f ms: %s",
+                    request.step_id,
+                    request.action,
+                    ", dry-run" if request.dry_run else "",
+                    (time.monotonic() - began) * 1000,
+                    result.summary[:200] or "ok",
+                )
         except ConfigError as exc:
             message = redact(f"configuration: {exc}")
             raise ApplicationError(message, type="ConfigError", non_retryable=True) from exc
         except StepError as exc:
+            with in_step(request.step_id, request.action):
+                log.warning("step %s (%s) failed on attempt %d: %s", request.step_id, request.action, attempt, exc)
             raise ApplicationError(redact(str(exc)), type=type(exc).__name__, non_retryable=not exc.retryable) from exc
         finally:
             beating.cancel()

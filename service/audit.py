@@ -10,7 +10,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from service.redact import MASK, redact
+from service.redact import mask, worth_masking
 from service.runs import RunState
 
 AuditKind = Literal["run", "step", "decision", "refusal", "effectiveness"]
@@ -141,13 +141,10 @@ class Scrubber:
     """Masks secrets before anything is stored: every known secret value, then whatever looks like a credential."""
 
     def __init__(self, known: Iterable[str] = ()) -> None:
-        # Longest first, so a secret that contains another is masked whole; short strings would mask common words.
-        self._known = sorted({k for k in known if len(k) >= 6}, key=len, reverse=True)
+        self.known = worth_masking(known)
 
     def text(self, value: str) -> str:
-        for secret in self._known:
-            value = value.replace(secret, MASK)
-        return redact(value)
+        return mask(value, self.known)
 
     def _walk(self, value: JsonValue) -> JsonValue:
         # String by string, so masking can never break the JSON around a value.

@@ -18,14 +18,15 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
-from service import action_docs, audit_commands, dev, planning, playbook_tests, rail_commands, redact
+from service import action_docs, audit_commands, dev, log_format, planning, playbook_tests, rail_commands, redact
 from service.adapters.postgres import PostgresAdapter
 from service.adapters.postgres_ledger import ledger_sql
 from service.adapters.temporal import TemporalRuns
 from service.approvals import Decision
-from service.audit_setup import ready_store
+from service.audit_setup import ready_store, scrubber
 from service.compose import Adapters, load_catalog, serve
 from service.config import PostgresConnection, Settings
+from service.error_reporting import start_reporting
 from service.errors import ConfigError, PlaybookError, RemediateError
 from service.playbook import load_playbooks, playbook_schema
 from service.report import format_state
@@ -210,11 +211,15 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     playbooks = load_catalog(settings, config)
     host, port = settings.listen_host_port
     shape = "web only" if args.web_only else "worker only" if args.worker_only else "web + worker"
-    print(
+    _say(
+        settings,
         f"remediate serve ({shape}): {len(playbooks.playbooks)} playbook(s), mode ceiling {settings.mode}, "
         f"Temporal {settings.temporal_address}/{settings.temporal_namespace}, listening on {host}:{port}",
-        flush=True,
     )
+    secrets = scrubber(settings, config)
+    redact.install(known=secrets.known)  # the resolved secret values, masked in every log line from now on
+    if settings.sentry_dsn:
+        start_reporting(settings.sentry_dsn, secrets)
     audit = await ready_store(settings)  # a store that is down or not migrated stops start-up, with the reason
     try:
         await serve(
@@ -229,8 +234,16 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         if audit is not None:
             await audit.close()
-    print("remediate serve: stopped", flush=True)
+    _say(settings, "remediate serve: stopped")
     return 0
+
+
+def _say(settings: Settings, line: str) -> None:
+    """A lifecycle line: printed for people, or one more JSON log line when the log is for machines."""
+    if settings.log_format == "json":
+        logging.getLogger("remediate").info(line)
+    else:
+        print(line, flush=True)
 
 
 def _stop_on_signals(grace: float) -> asyncio.Event:
@@ -345,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     redact.install()  # DSNs and tokens never reach the log, whichever library logs them
     try:
         settings = Settings()
+        log_format.configure(settings.log_format)
         if args.command == "lint":
             return _lint(args, settings)
         if args.command == "schema":

@@ -37,6 +37,7 @@ from service.config import ConfigFile, PostgresConnection, Settings
 from service.credentials import ApproverTokens, WebAuth, is_loopback
 from service.delivery import DeliveryCounts
 from service.delivery_activities import DeliveryActivities
+from service.error_reporting import ReportingInterceptor
 from service.errors import ConfigError, RemediateError
 from service.governance import Governance, governor_id
 from service.lifecycle import QuietServer, WorkerHealth, run_worker
@@ -253,6 +254,7 @@ def worker_factory(
     audit: AuditStore | None = None,
 ) -> Callable[[Client], Workers]:
     pauses = PausePoints(settings.pause_at)
+    reporting = [ReportingInterceptor()] if settings.sentry_dsn else []
     recorders = (
         AuditActivities(audit, scrubber(settings, settings.connections()), web_metrics.audit_records.inc).all()
         if audit is not None
@@ -272,6 +274,7 @@ def worker_factory(
             rails=[*rails.all(), *deliveries.all(), *recorders],
             governor_activities=[rails.announce],
             graceful_shutdown=timedelta(seconds=settings.shutdown_grace),
+            interceptors=reporting,
         )
 
     return build

@@ -240,6 +240,7 @@ class Settings(BaseSettings):
     slack_channel: str | None = Field(default=None, description="Channel id for approval requests.")
     slack_api_url: str = "https://slack.com/api"
     sentry_dsn: str | None = Field(default=None, validation_alias=AliasChoices("SENTRY_DSN"))
+    log_format: Literal["text", "json"] = Field(default="text", description="json: one JSON object per log line.")
     shutdown_grace: float = Field(default=30.0, ge=0, description="Seconds in-flight work gets after SIGTERM.")
     heartbeat_timeout: float = Field(default=10.0, ge=1, description="Seconds without a heartbeat: worker lost.")
     max_attempts_per_occurrence: int = Field(default=3, ge=1, le=20)

@@ -13,13 +13,14 @@ from pathlib import Path
 from pydantic import SecretStr
 from ruamel.yaml import YAML
 
-from service.audit_setup import ready_store
+from service.audit_setup import ready_store, scrubber
 from service.compose import Adapters, load_catalog, serve
 from service.config import ConfigFile, Settings, load_config_file
 from service.devserver import start_dev_server
+from service.error_reporting import start_reporting
 from service.errors import ConfigError
 from service.modes import Mode
-from service.redact import redact
+from service.redact import install, redact
 
 SAMPLE = Path(__file__).parent / "samples" / "selftest-alert.json"
 DEV_CONFIG = """\
@@ -137,6 +138,10 @@ async def run(args: argparse.Namespace, settings: Settings, stop: asyncio.Event)
     env = await start_dev_server(
         port=temporal_port, namespace=settings.temporal_namespace, db_file=str(history) if history else None
     )
+    secrets = scrubber(dev_settings, config)
+    install(known=secrets.known)  # the resolved secret values, masked in every log line from now on
+    if settings.sentry_dsn:
+        start_reporting(settings.sentry_dsn, secrets)
     audit = await ready_store(dev_settings)
     try:
         ready = asyncio.Event()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import traceback
+from collections.abc import Iterable, Sequence
 
 MASK = "***"
 # scheme://user:password@host (DSNs, Redis URLs, HTTP URLs), the password part only.
@@ -24,23 +25,46 @@ def redact(text: str) -> str:
     return _BEARER.sub(lambda m: f"{m['head']}{MASK}", text)
 
 
+def mask(text: str, known: Sequence[str]) -> str:
+    """The text with each known secret value masked (longest first), then whatever looks like a credential."""
+    for secret in known:
+        text = text.replace(secret, MASK)
+    return redact(text)
+
+
+def worth_masking(values: Iterable[str]) -> list[str]:
+    """Secret values long enough to mask safely (a short one would mask ordinary words), longest first."""
+    return sorted({v for v in values if len(v) >= 6}, key=len, reverse=True)
+
+
 class RedactSecrets(logging.Filter):
-    """On a handler: every record it writes, ours or a library's, with its traceback, is redacted first."""
+    """On a handler: every record it writes, ours or a library's, with its traceback, is redacted first; `known`
+    are the secret values this process resolved, masked wherever they appear."""
+
+    def __init__(self, known: Sequence[str] = ()) -> None:
+        super().__init__()
+        self.known = list(known)
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        cleaned = redact(message)
+        cleaned = mask(message, self.known)
         if cleaned != message:
             record.msg, record.args = cleaned, None
         if record.exc_info and not record.exc_text:
-            record.exc_text = redact("".join(traceback.format_exception(*record.exc_info)).rstrip())
+            record.exc_text = mask("".join(traceback.format_exception(*record.exc_info)).rstrip(), self.known)
         elif record.exc_text:
-            record.exc_text = redact(record.exc_text)
+            record.exc_text = mask(record.exc_text, self.known)
         return True
 
 
-def install(logger: logging.Logger | None = None) -> None:
-    """Put the filter on every handler of the root logger, where library records end up too."""
+def install(logger: logging.Logger | None = None, known: Iterable[str] | None = None) -> None:
+    """Put the filter on every handler of the root logger, where library records end up too; `known` (when given)
+    replaces the secret values it masks."""
     for handler in (logger or logging.getLogger()).handlers:
-        if not any(isinstance(f, RedactSecrets) for f in handler.filters):
+        present = [f for f in handler.filters if isinstance(f, RedactSecrets)]
+        if not present:
             handler.addFilter(RedactSecrets())
+        if known is not None:
+            for f in handler.filters:
+                if isinstance(f, RedactSecrets):
+                    f.known = worth_masking(known)

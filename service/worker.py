@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from service.activities import StepActivities
@@ -29,6 +29,7 @@ PASSTHROUGH = (
     "pglast",
     "re2",
     "service",
+    "sentry_sdk",
 )
 
 
@@ -65,6 +66,7 @@ def create_worker(
     rails: Sequence[Callable[..., Any]] = (),
     governor_activities: Sequence[Callable[..., Any]] = (),
     graceful_shutdown: timedelta = timedelta(seconds=30),
+    interceptors: Sequence[Interceptor] = (),
 ) -> Workers:
     runner = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH))
     # The governor has its own task queue, so its answers never wait behind a storm of run tasks.
@@ -85,6 +87,7 @@ def create_worker(
             max_concurrent_activities=max_concurrent_activities,
             workflow_runner=runner,
             graceful_shutdown_timeout=graceful_shutdown,  # activities in flight finish after SIGTERM, within this
+            interceptors=interceptors,
         ),
         governor,
     )
