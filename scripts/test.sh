@@ -26,4 +26,6 @@ echo "== playbooks";     .venv/bin/remediate lint playbooks
 echo "== playbook tests"; .venv/bin/remediate test
 echo "== deploy files";  .venv/bin/hadolint deploy/container/Dockerfile
 kubectl kustomize deploy/kubernetes | .venv/bin/kubernetes-validate --strict --quiet -
+promtool check rules deploy/prometheus/rules/*.yaml deploy/prometheus/health/remediate.rules.yaml
+promtool test rules deploy/prometheus/health/remediate.test.yaml
 echo "== tests";         .venv/bin/pytest -p no:cacheprovider "$@"

@@ -85,9 +85,10 @@ class StepActivities:
         notifier: Notifier,
         attempts: AttemptCounter | None = None,
         pauses: PausePoints | None = None,
+        observe: Callable[[StepRequest, float, StepResult | None], None] = lambda _r, _s, _o: None,
     ) -> None:
         self._registry, self._notifier, self._attempts = registry, notifier, attempts
-        self._pauses = pauses or PausePoints()
+        self._pauses, self._observe = pauses or PausePoints(), observe
 
     @activity.defn(name=RUN_STEP)
     async def run_step(self, request: StepRequest) -> StepResult:
@@ -111,9 +112,11 @@ class StepActivities:
                     result.summary[:200] or "ok",
                 )
         except ConfigError as exc:
+            self._observe(request, time.monotonic() - began, None)
             message = redact(f"configuration: {exc}")
             raise ApplicationError(message, type="ConfigError", non_retryable=True) from exc
         except StepError as exc:
+            self._observe(request, time.monotonic() - began, None)
             with in_step(request.step_id, request.action):
                 log.warning("step %s (%s) failed on attempt %d: %s", request.step_id, request.action, attempt, exc)
             raise ApplicationError(redact(str(exc)), type=type(exc).__name__, non_retryable=not exc.retryable) from exc
@@ -121,6 +124,7 @@ class StepActivities:
             beating.cancel()
             with suppress(asyncio.CancelledError):
                 await beating
+        self._observe(request, time.monotonic() - began, result)
         result = bounded(result)
         if attempt > 1:
             done = result.note or "retried with the same idempotency key"

@@ -62,6 +62,7 @@ class GateRequest(BaseModel):
     approvers: list[str]
     min_approvals: int
     expires_at: datetime
+    opened_at: datetime | None = Field(default=None, description="When the gate opened (time to decision).")
     caution: str = Field(default="", description="Why the governor asks for a human (a storm, an open breaker).")
 
 

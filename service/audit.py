@@ -40,6 +40,7 @@ class AuditSnapshot(BaseModel):
 
     seq: int
     state: RunState
+    final: bool = Field(default=False, description="The run's last snapshot: it has ended (counted in metrics).")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,10 @@ class AuditStore(Protocol):
         """The latest attempt of this run as last recorded."""
         ...
 
+    async def waiting(self, limit: int = 1000) -> list[RunState]:
+        """Runs last recorded at an open approval gate."""
+        ...
+
     async def find(self, given: str, within: int = 1000) -> list[str]:
         """Run ids whose 8-digit short id is `given`, or that start with it."""
         ...
@@ -73,6 +78,15 @@ class AuditStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+def open_gates(waiting: list[RunState], now: datetime) -> list[datetime]:
+    """When each still-open gate opened; a gate past its expiry (its run was cut short) no longer counts."""
+    return [
+        s.gate.request.opened_at or s.gate.request.expires_at
+        for s in waiting
+        if s.gate is not None and s.gate.status == "open" and s.gate.request.expires_at > now
+    ]
 
 
 def events_of(state: RunState) -> list[AuditEvent]:

@@ -1,4 +1,5 @@
-"""The activity that appends a run's snapshot to the audit store: scrubbed, and idempotent by record key."""
+"""The activity that records a run: its snapshot in the audit store (scrubbed, idempotent by record key) and, at
+its end, its outcome in the metrics."""
 
 from __future__ import annotations
 
@@ -10,23 +11,32 @@ from temporalio.exceptions import ApplicationError
 
 from service.audit import RECORD_AUDIT, AuditSnapshot, AuditStore, Scrubber, events_of
 from service.errors import AuditUnavailable
+from service.runs import RunState
 
 
 class AuditActivities:
-    """One per worker; `appended` is told how many new records each call added (zero for a repeat)."""
+    """One per worker. Without a store, only a run's end is recorded (in the metrics); `appended` is told how many
+    new records each write added (zero for a repeat)."""
 
     def __init__(
-        self, store: AuditStore, scrubber: Scrubber, appended: Callable[[int], None] = lambda _n: None
+        self,
+        store: AuditStore | None,
+        scrubber: Scrubber,
+        appended: Callable[[int], None] = lambda _n: None,
+        ended: Callable[[RunState], None] = lambda _s: None,
     ) -> None:
-        self._store, self._scrubber, self._appended = store, scrubber, appended
+        self._store, self._scrubber, self._appended, self._ended = store, scrubber, appended, ended
 
     @activity.defn(name=RECORD_AUDIT)
     async def record_audit(self, snapshot: AuditSnapshot) -> int:
         """Write the run as it is now and every record it implies that the store does not have yet."""
+        if snapshot.final and activity.info().attempt == 1:  # counted once, even if the store makes it retry
+            self._ended(snapshot.state)
+        if self._store is None:
+            return 0
         state = self._scrubber.state(snapshot.state)
-        events = events_of(state)
         try:
-            added = await self._store.append(snapshot.model_copy(update={"state": state}), events)
+            added = await self._store.append(snapshot.model_copy(update={"state": state}), events_of(state))
         except AuditUnavailable as exc:
             raise ApplicationError(str(exc), type="AuditUnavailable") from exc
         self._appended(added)

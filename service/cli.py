@@ -359,6 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings()
         log_format.configure(settings.log_format)
+        if settings.log_format == "json":
+            log_format.forward_core_logs()
         if args.command == "lint":
             return _lint(args, settings)
         if args.command == "schema":

@@ -38,14 +38,16 @@ from service.credentials import ApproverTokens, WebAuth, is_loopback
 from service.delivery import DeliveryCounts
 from service.delivery_activities import DeliveryActivities
 from service.error_reporting import ReportingInterceptor
-from service.errors import ConfigError, RemediateError
+from service.errors import ConfigError
 from service.governance import Governance, governor_id
 from service.lifecycle import QuietServer, WorkerHealth, run_worker
 from service.playbook import Playbook, PlaybookVersion, load_playbooks, load_versioned
 from service.policy_activities import PolicyActivities, PolicyMetrics
 from service.registry import Registry
+from service.run_metrics import ApprovalGauges, worker_up
 from service.run_records import AuditedRuns
 from service.runs import Durability
+from service.watchers import watch_approvals, watch_kill_switch
 from service.web import Metrics, Receiver, SeenRuns, create_app, health_routes
 from service.worker import Workers, create_worker
 
@@ -255,16 +257,16 @@ def worker_factory(
 ) -> Callable[[Client], Workers]:
     pauses = PausePoints(settings.pause_at)
     reporting = [ReportingInterceptor()] if settings.sentry_dsn else []
-    recorders = (
-        AuditActivities(audit, scrubber(settings, settings.connections()), web_metrics.audit_records.inc).all()
-        if audit is not None
-        else []
-    )
+    recorders = AuditActivities(
+        audit, scrubber(settings, settings.connections()), web_metrics.audit_records.inc, web_metrics.run.ended
+    ).all()
     alerts = adapters.get(AlertmanagerAdapter) if adapters.has(AlertmanagerAdapter.connection_type) else None
 
     def build(client: Client) -> Workers:
         runs = TemporalRuns(client, settings.task_queue)
-        activities = StepActivities(adapters.registry(), notifier, attempts=runs, pauses=pauses)
+        activities = StepActivities(
+            adapters.registry(), notifier, attempts=runs, pauses=pauses, observe=web_metrics.run.step
+        )
         rails = PolicyActivities(GovernorClient(client, settings.task_queue), alerts, notifier, metrics)
         deliveries = DeliveryActivities(runs, settings.intake_concurrency, partial(delivered, web_metrics))
         return create_worker(
@@ -283,19 +285,6 @@ def worker_factory(
 def delivered(metrics: Metrics, counts: DeliveryCounts) -> None:
     for outcome, n in counts.model_dump().items():
         metrics.delivered.labels(outcome).inc(n)
-
-
-async def watch_kill_switch(governor: GovernorClient, metrics: PolicyMetrics, stop: asyncio.Event) -> None:
-    """Keep the `remediate_kill_switch` gauge current on every replica (the switch itself needs no polling)."""
-    while not stop.is_set():
-        try:
-            metrics.show(await governor.view())
-        except RemediateError as exc:  # no worker answers yet, or Temporal is away: try again
-            log.debug("kill switch gauge not refreshed: %s", exc)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=5)
-        except TimeoutError:
-            continue
 
 
 async def serve(
@@ -341,6 +330,10 @@ async def serve(
         assert problem is not None  # noqa: S101 - serve runs the web side, the worker, or both
         app = build_health_app(settings, adapters, problem, metrics)
     tasks.append(asyncio.create_task(watch_kill_switch(GovernorClient(client, settings.task_queue), rails, stop)))
+    if health is not None:
+        worker_up(metrics.registry, health.problem)
+    if audit is not None:
+        tasks.append(asyncio.create_task(watch_approvals(audit, ApprovalGauges(metrics.registry), stop)))
     host, port = settings.listen_host_port
     server = QuietServer(
         uvicorn.Config(

@@ -47,6 +47,7 @@ def gate_request(
         approvers=list(run.approvers),
         min_approvals=min_approvals(run, gated),
         expires_at=now + playbook.approval_timeout,
+        opened_at=now,
     )
 
 

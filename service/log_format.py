@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from temporalio import activity
+from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 
 from service.redact import install
 
@@ -79,6 +80,16 @@ class JsonLines(logging.Formatter):
         if record.exc_text:
             line["exception"] = record.exc_text
         return json.dumps(line, ensure_ascii=False)
+
+
+def forward_core_logs() -> None:
+    """Temporal's core (Rust) logs through Python logging too, so they get the same format and redaction; before
+    any client exists (a process's runtime is chosen when its first client connects)."""
+    core = LoggingConfig(
+        filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+        forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+    )
+    Runtime.set_default(Runtime(telemetry=TelemetryConfig(logging=core)), error_if_already_set=False)
 
 
 def configure(fmt: LogFormat = "text") -> None:

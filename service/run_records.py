@@ -37,7 +37,7 @@ class AuditedRuns(TemporalRuns):
         recorded = await self.store.run(run_id)
         if recorded is None:  # from before the audit store, or not recorded yet: Temporal may still know it
             return await super().state(run_id, query_timeout)
-        return await self._current(recorded)
+        return await self._current(recorded, always=True)
 
     async def resolve_id(self, given: str, within: int = 1000) -> str:
         if "/" in given and given.count("/") >= 2:
@@ -49,18 +49,27 @@ class AuditedRuns(TemporalRuns):
             raise RunUnknown(f"{given!r} names {len(matches)} runs; give more of the id: {', '.join(matches[:5])}")
         return await super().resolve_id(given, within)
 
-    async def _current(self, recorded: RunState) -> RunState:
-        """A finished record as it is; an unfinished one as Temporal sees it now (live, or how it was cut short)."""
-        if recorded.status in FINAL:
+    async def _current(self, recorded: RunState, always: bool = False) -> RunState:
+        """A finished record as it is; an unfinished one as Temporal sees it now (live, or how it was cut short).
+        `always` asks Temporal about a finished record too: a worker may have finished a terminated run's reads
+        (and recorded them) before it learned of the termination."""
+        if recorded.status in FINAL and not always:
             return recorded
         try:
             execution = await self.execution_status(recorded.run_id)
         except RemediateError:
             return recorded  # Temporal is away: the record is the best we know
+        if execution is None and recorded.status in FINAL:
+            return recorded
         if execution is None:
             return recorded.model_copy(
                 update={"reason": _join(recorded.reason, "Temporal no longer has this run; last recorded as shown")}
             )
+        if (
+            execution in (WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.FAILED)
+            and recorded.status in FINAL
+        ):
+            return recorded
         if execution == WorkflowExecutionStatus.RUNNING:
             try:
                 live = await super().state(recorded.run_id)
@@ -69,8 +78,13 @@ class AuditedRuns(TemporalRuns):
             return live or recorded
         why = _CUT_SHORT.get(execution)
         if why is not None:
+            when = (
+                f"while {recorded.status}"
+                if recorded.status not in FINAL
+                else f"(its worker went on to record {recorded.status}: reads may finish after a termination)"
+            )
             return recorded.model_copy(
-                update={"status": "cancelled", "reason": f"{why} while {recorded.status}; steps as last recorded"}
+                update={"status": "cancelled", "reason": f"{why} {when}; steps as last recorded"}
             )
         return (await super().state(recorded.run_id)) or recorded
 

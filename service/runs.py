@@ -55,6 +55,7 @@ class StepRequest(BaseModel):
     connection: str
     params: dict[str, JsonValue]
     dry_run: bool = False
+    effect: Effect = "read"
     timeout_seconds: float = 30.0
     attempt: int = Field(default=1, ge=1, description="Set by the activity: Temporal's attempt number.")
 

@@ -119,6 +119,7 @@ class StepRunner:
             connection=step.connection,
             params=params,
             dry_run=dry_run,
+            effect=step.effect,
             timeout_seconds=step.timeout.total_seconds(),
         )
 

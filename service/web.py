@@ -25,6 +25,7 @@ from service.guards import guarded
 from service.intake import Receiver, SeenRuns
 from service.rail_routes import Switching, rail_routes
 from service.redact import redact
+from service.run_metrics import RunMetrics
 
 __all__ = ["Metrics", "Receiver", "SeenRuns", "create_app", "health_routes"]
 
@@ -49,6 +50,7 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.run = RunMetrics(self.registry)
         self.audit_records = Counter(
             "remediate_audit_records",
             "Records appended to the audit store (a repeated snapshot adds none)",

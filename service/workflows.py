@@ -190,15 +190,15 @@ class RemediationWorkflow:
         return result
 
     async def _record(self, final: bool = False) -> None:
-        """Append the run as it is now to the audit store, when one is configured. A local activity: no round trip
-        through the server, and its input (the whole state) is not copied into the history."""
-        if self._input is None or self._run is None or not self._input.durability.audit:
+        """Append the run as it is now to the audit store, when one is configured, and its end to the metrics in any
+        case. A local activity: no round trip through the server, and its input is not copied into the history."""
+        if self._input is None or self._run is None or not (final or self._input.durability.audit):
             return
         self._audit_seq += 1
         try:
             await workflow.execute_local_activity(
                 RECORD_AUDIT,
-                AuditSnapshot(seq=self._audit_seq, state=self._run.state),
+                AuditSnapshot(seq=self._audit_seq, state=self._run.state, final=final),
                 result_type=int,
                 start_to_close_timeout=timedelta(seconds=10),
                 schedule_to_close_timeout=timedelta(minutes=15 if final else 1),

@@ -136,6 +136,12 @@ class PostgresAuditStore:
         )
         return RunState.model_validate(rows[0][0]) if rows else None
 
+    async def waiting(self, limit: int = 1000) -> list[RunState]:
+        rows = await self._rows(
+            "SELECT state FROM remediate_audit_runs WHERE status = 'awaiting_approval' LIMIT %s", (limit,)
+        )
+        return [RunState.model_validate(row[0]) for row in rows]
+
     async def find(self, given: str, within: int = 1000) -> list[str]:
         rows = await self._rows(
             "SELECT DISTINCT run_id FROM remediate_audit_runs WHERE short_id = %s OR starts_with(run_id, %s) LIMIT %s",

@@ -122,6 +122,12 @@ class SqliteAuditStore:
         )
         return RunState.model_validate_json(rows[0][0]) if rows else None
 
+    async def waiting(self, limit: int = 1000) -> list[RunState]:
+        rows = await asyncio.to_thread(
+            self._run, "SELECT state FROM audit_runs WHERE status = 'awaiting_approval' LIMIT ?", (limit,)
+        )
+        return [RunState.model_validate_json(row[0]) for row in rows]
+
     async def find(self, given: str, within: int = 1000) -> list[str]:
         """Run ids whose short id is `given` or that start with it."""
         rows = await asyncio.to_thread(

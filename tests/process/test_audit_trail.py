@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx2
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client
@@ -18,13 +19,14 @@ from temporalio.client import Client
 from service.adapters.temporal import TemporalRuns
 from service.runs import short_id
 from tests.conftest import new_database
-from tests.process.test_rails import AUTH, alert, cli, env, finished, until, write_config
+from tests.process.test_rails import AUTH, ONCALL, alert, cli, env, finished, until, write_config
 from tests.support.processes import start
 from tests.support.rail_target import RailTarget, playbook
 from tests.support.servers import Postgres, serving
 
 pytestmark = pytest.mark.process
 NAME = "audit-drill"
+GATED = "audit-gated"
 
 
 def recorded(dsn: str, run_id: str) -> dict[str, int]:
@@ -38,6 +40,36 @@ def last_status(dsn: str, run_id: str) -> str:
     with psycopg.connect(dsn) as db:
         row = db.execute("select status from remediate_audit_runs where run_id = %s", [run_id]).fetchone()
         return row[0] if row else ""
+
+
+def _waiting(dsn: str) -> int:
+    return len(_waiting_ids(dsn))
+
+
+def _waiting_ids(dsn: str) -> list[str]:
+    with psycopg.connect(dsn) as db:
+        rows = db.execute("select run_id from remediate_audit_runs where status = 'awaiting_approval'")
+        return [row[0] for row in rows]
+
+
+async def metrics(http: httpx2.AsyncClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of /metrics, keyed by name and sorted labels."""
+    text = (await http.get("/metrics")).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def until_metric(http: httpx2.AsyncClient, name: str, labels: dict[str, str], want: float) -> None:
+    """The gauges are refreshed every few seconds from the audit store: poll the scrape."""
+    key = (name, tuple(sorted(labels.items())))
+    for _ in range(150):
+        if (await metrics(http)).get(key) == want:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{name}{labels} never became {want}: {(await metrics(http)).get(key)}")
 
 
 async def deleted(client: Client, run_id: str) -> None:
@@ -101,8 +133,39 @@ async def test_runs_outlive_their_history_a_terminated_run_shows_its_steps_and_t
                 listed = await cli(["runs", "list", "--playbook", NAME], settings)
                 rows = [line for line in listed.stdout.splitlines() if NAME in line]
                 assert len(rows) == 2 and "cancelled" in listed.stdout, listed.stdout
-                metrics = (await http.get("/metrics")).text
-                assert "remediate_audit_records_total" in metrics
+
+                # A third run waits at an approval gate, then is approved (no verify: the target still holds those).
+                gated = books / "gated.yaml"
+                gated.write_text(
+                    playbook(GATED, "AuditGated").replace("approval: none", "approval: required").split("verify:")[0]
+                    + "approvers: [oncall]\n"
+                )
+                assert (await http.post("/api/v1/playbooks/reload")).status_code == 200
+                await http.post("/alertmanager", json=alert("AuditGated", "g1"))
+                await until(lambda: _waiting(dsn) == 1)
+                await until_metric(http, "remediate_approvals_pending", {}, 1.0)
+                (gate_run,) = _waiting_ids(dsn)
+                decided = await http.post(
+                    f"/api/v1/runs/{gate_run}/approve", json={}, headers={"Authorization": f"Bearer {ONCALL}"}
+                )
+                assert decided.status_code == 200, decided.text
+                await until(lambda: last_status(dsn, gate_run) == "succeeded")
+                await until_metric(http, "remediate_approvals_pending", {}, 0.0)
+                scrape = await metrics(http)
+                # What the three runs imply: a1 and g1 succeeded (a2 was terminated: it never ended); three writes
+                # (a1, a2, g1), each touching one target; reads: a1 check+verify, a2 check, g1 check and its
+                # re-diagnosis after approval; g1 also previewed its write as a dry-run for the request and again
+                # after the re-diagnosis.
+                assert scrape[("remediate_runs_total", (("playbook", NAME), ("status", "succeeded")))] == 1.0
+                assert scrape[("remediate_runs_total", (("playbook", GATED), ("status", "succeeded")))] == 1.0
+                assert scrape[("remediate_writes_total", (("action", "http.request"), ("outcome", "ok")))] == 3.0
+                assert scrape[("remediate_writes_total", (("action", "http.request"), ("outcome", "dry_run")))] == 2.0
+                assert scrape[("remediate_targets_touched_total", (("action", "http.request"),))] == 3.0
+                reads = (("action", "http.request"), ("effect", "read"), ("outcome", "ok"))
+                assert scrape[("remediate_step_seconds_count", reads)] == 5.0
+                assert scrape[("remediate_approval_decision_seconds_count", (("outcome", "approved"),))] == 1.0
+                assert scrape[("remediate_worker_up", ())] == 1.0
+                assert scrape[("remediate_audit_records_total", ())] > 0
         finally:
             target.verify_open.set()
             await service.terminate()

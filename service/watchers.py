@@ -1,0 +1,42 @@
+"""Background loops that keep one replica's gauges current: the kill switch, approvals waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from service.adapters.governor import GovernorClient
+from service.audit import AuditStore, open_gates
+from service.errors import RemediateError
+from service.policy_activities import PolicyMetrics
+from service.run_metrics import ApprovalGauges
+
+log = logging.getLogger("remediate")
+
+
+async def watch_kill_switch(governor: GovernorClient, metrics: PolicyMetrics, stop: asyncio.Event) -> None:
+    """Keep the `remediate_kill_switch` gauge current on every replica (the switch itself needs no polling)."""
+    while not stop.is_set():
+        try:
+            metrics.show(await governor.view())
+        except RemediateError as exc:  # no worker answers yet, or Temporal is away: try again
+            log.debug("kill switch gauge not refreshed: %s", exc)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=5)
+        except TimeoutError:
+            continue
+
+
+async def watch_approvals(store: AuditStore, gauges: ApprovalGauges, stop: asyncio.Event) -> None:
+    """Keep the pending-approvals gauges current from the audit store."""
+    while not stop.is_set():
+        try:
+            now = datetime.now(UTC)
+            gauges.show(open_gates(await store.waiting(), now), now)
+        except RemediateError as exc:  # the store is away for a moment: the gauges keep their last value
+            log.debug("approval gauges not refreshed: %s", exc)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=5)
+        except TimeoutError:
+            continue
