@@ -13,9 +13,10 @@ from pydantic import JsonValue
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from service.approvals import MessageRef, Notice, Notifier
+from service.approvals import MessageRef, Notice
 from service.errors import ConfigError, NotifyError, StepError
 from service.log_format import in_step
+from service.outcomes import NOTIFY_OUTCOME, Notifying, OutcomeNotice
 from service.redact import redact
 from service.registry import Registry
 from service.runs import NOTIFY_GATE, PRIOR_ATTEMPTS, RUN_STEP, SETTLE, PriorAttempts, StepRequest, StepResult
@@ -82,7 +83,7 @@ class StepActivities:
     def __init__(
         self,
         registry: Registry,
-        notifier: Notifier,
+        notifier: Notifying,
         attempts: AttemptCounter | None = None,
         pauses: PausePoints | None = None,
         observe: Callable[[StepRequest, float, StepResult | None], None] = lambda _r, _s, _o: None,
@@ -140,6 +141,15 @@ class StepActivities:
                 str(exc), type="NotifyError", non_retryable=not exc.retryable, next_retry_delay=exc.retry_after
             ) from exc
 
+    @activity.defn(name=NOTIFY_OUTCOME)
+    async def notify_outcome(self, notice: OutcomeNotice) -> MessageRef:
+        try:
+            return await self._notifier.report(notice)
+        except NotifyError as exc:
+            raise ApplicationError(
+                str(exc), type="NotifyError", non_retryable=not exc.retryable, next_retry_delay=exc.retry_after
+            ) from exc
+
     @activity.defn(name=PRIOR_ATTEMPTS)
     async def prior_attempts(self, run_id: str) -> PriorAttempts:
         if self._attempts is None:
@@ -152,7 +162,7 @@ class StepActivities:
         return None
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.run_step, self.notify_gate, self.prior_attempts, self.settle]
+        return [self.run_step, self.notify_gate, self.notify_outcome, self.prior_attempts, self.settle]
 
 
 async def _heartbeat() -> None:

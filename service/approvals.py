@@ -161,6 +161,9 @@ class NoNotifier:
     async def publish(self, notice: Notice) -> MessageRef:
         return MessageRef()
 
+    async def report(self, notice: object) -> MessageRef:
+        return MessageRef()
+
     async def announce(self, text: str) -> None:
         return None
 

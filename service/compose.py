@@ -22,13 +22,14 @@ from service.adapters.base import Adapter, ConnectionAdapter
 from service.adapters.governor import GovernorClient
 from service.adapters.http import HttpAdapter
 from service.adapters.kubernetes import KubernetesAdapter
+from service.adapters.notify_webhook import WebhookNotifier
 from service.adapters.postgres import PostgresAdapter
 from service.adapters.prometheus import PrometheusAdapter
 from service.adapters.redis import RedisAdapter
 from service.adapters.slack import SlackNotifier
 from service.adapters.temporal import TemporalRuns, connect, connect_eager
 from service.adapters.temporal_target import TemporalTargetAdapter
-from service.approvals import NoNotifier, Notifier
+from service.approvals import NoNotifier
 from service.audit import AuditStore
 from service.audit_activities import AuditActivities
 from service.audit_setup import scrubber
@@ -41,6 +42,8 @@ from service.error_reporting import ReportingInterceptor
 from service.errors import ConfigError
 from service.governance import Governance, governor_id
 from service.lifecycle import QuietServer, WorkerHealth, run_worker
+from service.notifiers import AllNotifiers
+from service.outcomes import Notifying
 from service.playbook import Playbook, PlaybookVersion, load_playbooks, load_versioned
 from service.policy_activities import PolicyActivities, PolicyMetrics
 from service.registry import Registry
@@ -240,17 +243,24 @@ def build_health_app(
     return Starlette(routes=health_routes(dict(adapters.pings), metrics.registry, worker_problem, authenticated))
 
 
-def notifier(settings: Settings) -> Notifier:
-    """Where approval requests are shown: Slack when a bot token is set, else nowhere (API and CLI decide)."""
-    if settings.slack_bot_token is None:
+def notifier(settings: Settings) -> Notifying:
+    """Where approval requests, announcements and run outcomes are shown: Slack when a bot token is set, a generic
+    webhook when its URL is set, both, or nowhere (then the API and the CLI decide)."""
+    found: list[Notifying] = []
+    if settings.slack_bot_token is not None:
+        token = settings.slack_bot_token.get_secret_value()
+        found.append(SlackNotifier(token, settings.slack_channel, settings.slack_api_url))
+    if settings.notify_webhook_url is not None:
+        found.append(WebhookNotifier(settings.notify_webhook_url.get_secret_value()))
+    if not found:
         return NoNotifier()
-    return SlackNotifier(settings.slack_bot_token.get_secret_value(), settings.slack_channel, settings.slack_api_url)
+    return found[0] if len(found) == 1 else AllNotifiers(found)
 
 
 def worker_factory(
     settings: Settings,
     adapters: Adapters,
-    notifier: Notifier,
+    notifier: Notifying,
     metrics: PolicyMetrics,
     web_metrics: Metrics,
     audit: AuditStore | None = None,

@@ -239,6 +239,9 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = Field(default=None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET"))
     slack_channel: str | None = Field(default=None, description="Channel id for approval requests.")
     slack_api_url: str = "https://slack.com/api"
+    notify_webhook_url: SecretStr | None = Field(
+        default=None, description="Also POST approval requests, announcements and run outcomes here as JSON."
+    )
     sentry_dsn: str | None = Field(default=None, validation_alias=AliasChoices("SENTRY_DSN"))
     log_format: Literal["text", "json"] = Field(default="text", description="json: one JSON object per log line.")
     shutdown_grace: float = Field(default=30.0, ge=0, description="Seconds in-flight work gets after SIGTERM.")

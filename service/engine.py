@@ -57,11 +57,13 @@ class Run:
         policy: Policy | None = None,
         settle: Callable[[], Awaitable[None]] | None = None,
         record: Callable[[], Awaitable[None]] | None = None,
+        acting: Callable[[], None] | None = None,
     ) -> None:
         self.run, self.clock, self.resolved = run, clock, resolved
         # Before each write: let signals that arrived during the reads (a `resolved`) be seen first.
         self.settle = settle
         self.record = record or _nothing  # the audit trail: at the start, around each write, at the gate
+        self.acting = acting or (lambda: None)  # told once, as the first real write starts (outcome messages)
         self.gatekeeper, self.policy = gatekeeper, policy or ModeLadder()
         self.state = new_state(run)
         self.steps = StepRunner(run, execute, clock, self.state.steps)
@@ -198,6 +200,7 @@ class Run:
                 await self._ask(step)  # the wait may have been long: the kill switch may be on by now
             if not self.attempted:
                 await self.policy.acting(self.run)
+                self.acting()
             self.attempted += 1
             await self.record()  # the write as planned, before it is sent: a run killed now still shows it
             await self.steps.write(step, self.scope)

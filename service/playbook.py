@@ -26,6 +26,7 @@ from service.errors import PlaybookError, Problem, TemplateError
 from service.governor import Limits
 from service.matching import LabelMatcher, Match, anchored
 from service.modes import Mode
+from service.outcomes import NotifyPolicy
 from service.steps import ACTIONS, Duration, Step, StepBase, WriteStep, approval_rule_of
 from service.template_refs import playbook_problems
 from service.templating import check_expression, check_template, is_template, iter_strings
@@ -72,6 +73,9 @@ class Playbook(BaseModel):
     limits: PlaybookLimits = Field(default_factory=PlaybookLimits, description="The governor's rails for this one.")
     silence: bool = Field(
         default=False, description="Silence exactly the alert's labels in Alertmanager while a run acts and verifies."
+    )
+    notify: NotifyPolicy = Field(
+        default_factory=NotifyPolicy, description="Which runs are announced (default: those that wrote or failed)."
     )
 
     def steps(self) -> list[tuple[str, StepBase]]:

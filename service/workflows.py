@@ -15,6 +15,7 @@ with workflow.unsafe.imports_passed_through():
     from service.engine import Run
     from service.errors import PermanentStepError
     from service.governor_policy import GovernorPolicy
+    from service.outcomes import NOTIFY_OUTCOME, OutcomeNotice
     from service.runs import (
         NOTIFY_GATE,
         PRIOR_ATTEMPTS,
@@ -89,6 +90,9 @@ class RemediationWorkflow:
         self._notify_tasks: list[asyncio.Task[None]] = []
         self._read_locally = False  # reads ran as local activities since the last workflow task boundary
         self._audit_seq = 0  # snapshots sent to the audit store; a newer one replaces an older one
+        self._outcome: MessageRef | None = None  # the run's outcome message, once posted
+        self._outcome_seq = 0
+        self._outcome_posting: asyncio.Task[None] | None = None
 
     @workflow.run
     async def run(self, run: RunInput) -> RunState:
@@ -101,6 +105,7 @@ class RemediationWorkflow:
             gatekeeper=self._gatekeeper,
             settle=self._settle,
             record=self._record,
+            acting=self._acting,
         )
         self._run.policy = governor = GovernorPolicy(self._run.state)
         # A run started as a first attempt skips the visibility query: its id had no execution before.
@@ -114,6 +119,7 @@ class RemediationWorkflow:
                 f"this occurrence already failed {prior.count} time(s); not attempted again "
                 f"(REMEDIATE_MAX_ATTEMPTS_PER_OCCURRENCE={run.durability.max_attempts})",
             )
+            await self._announce(ended=True)
             await self._record(final=True)
             return state
         await self._back_off(run, prior)
@@ -125,6 +131,7 @@ class RemediationWorkflow:
             await asyncio.gather(*self._notify_tasks)  # the request must exist before its outcome is shown
             if gate.message:
                 await self._notify(gate, outcome=f"{state.status}: {state.reason}")
+        await self._announce(ended=True)
         await self._record(final=True)
         if state.status == "failed":
             # A failed execution lets a later delivery of the same occurrence start it again (bounded above).
@@ -210,6 +217,59 @@ class RemediationWorkflow:
             workflow.logger.warning(
                 "audit record %d of %s not written: %s", self._audit_seq, self._input.run_id, _cause(exc)
             )
+
+    def _acting(self) -> None:
+        """The first real write starts: announce it without holding the write up (the end updates the message)."""
+        if workflow.patched("outcome-notifications"):  # runs started before this existed replay without it
+            self._outcome_posting = asyncio.create_task(self._announce(ended=False))
+
+    async def _announce(self, ended: bool) -> None:
+        """Post or update the run's outcome message, when its playbook's `notify.on` asks for this run. A run with
+        an approval message is told there instead: one message per run."""
+        if self._input is None or self._run is None:
+            return
+        if ended and self._outcome_posting is not None:
+            await self._outcome_posting  # the update needs the first message's id
+        run, state = self._input, self._run.state
+        wrote = self._run.attempted > 0 and not state.dry_run
+        if (state.gate is not None and state.gate.message) or not run.playbook.notify.wants(
+            state.status if ended else "acting", wrote or not ended
+        ):
+            return
+        self._outcome_seq += 1
+        notice = OutcomeNotice(
+            run_id=run.run_id,
+            playbook=state.playbook,
+            alertname=state.alertname,
+            labels=state.labels,
+            mode=state.mode.value,
+            status=state.status,
+            reason=state.reason,
+            writes=[
+                f"{r.id}: {r.action} on {r.connection}, {len(r.targets)} target(s)"
+                + (f": {', '.join(r.targets[:5])}" if r.targets else "")
+                for r in state.steps
+                if r.effect == "write" and r.status == "ok"
+            ],
+            ended=ended,
+            channel=run.playbook.notify.channel or run.approval_channel,
+            message=self._outcome,
+            sequence=self._outcome_seq,
+        )
+        try:
+            posted = await workflow.execute_activity(
+                NOTIFY_OUTCOME,
+                notice,
+                result_type=MessageRef,
+                start_to_close_timeout=timedelta(seconds=15),
+                retry_policy=NOTIFY_RETRY,
+                summary="outcome message",
+            )
+        except FailureError as exc:
+            workflow.logger.warning("outcome message for %s not shown: %s", run.run_id, _cause(exc))
+            return
+        if posted.id:
+            self._outcome = posted
 
     async def _settle(self) -> None:
         """Before a write that follows reads: end this workflow task. The reads ran as local activities inside it,

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.approvals import Decision, Gate, MessageRef, Notice, Verdict
 from service.errors import NotifyError
+from service.outcomes import OutcomeNotice
 
 NAME = "slack"  # the notifier named in a gate's message reference
 SIGNATURE_WINDOW = 300  # seconds, as Slack recommends against replays
@@ -173,6 +174,26 @@ class SlackNotifier:
         if posted:
             body["ts"] = posted.id
         payload = await self._call(method, body)
+        ts = str(payload.get("ts", posted.id if posted else ""))
+        return MessageRef(notifier=NAME, channel=str(payload.get("channel", channel)), id=ts)
+
+    async def report(self, notice: OutcomeNotice) -> MessageRef:
+        posted = notice.message if notice.message and notice.message.notifier == NAME else None
+        channel = (posted.channel if posted else None) or notice.channel or self._channel
+        if not self._token or not channel:
+            return MessageRef()
+        lines = [f"*{escape(notice.text())}*"] + [f"• {escape(w)}" for w in notice.writes[:20]]
+        if not notice.ended:
+            lines.append("_in progress: this message is updated when the run ends_")
+        lines.append(f"`remediate runs show {escape(notice.run_id)}`")
+        body: dict[str, Any] = {
+            "channel": channel,
+            "text": notice.text(),
+            "blocks": [{"type": "section", "text": _mrkdwn("\n".join(lines))}],
+        }
+        if posted:
+            body["ts"] = posted.id
+        payload = await self._call("chat.update" if posted else "chat.postMessage", body)
         ts = str(payload.get("ts", posted.id if posted else ""))
         return MessageRef(notifier=NAME, channel=str(payload.get("channel", channel)), id=ts)
 
