@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any, Protocol
 
@@ -134,21 +134,11 @@ class StepActivities:
 
     @activity.defn(name=NOTIFY_GATE)
     async def notify_gate(self, notice: Notice) -> MessageRef:
-        try:
-            return await self._notifier.publish(notice)
-        except NotifyError as exc:
-            raise ApplicationError(
-                str(exc), type="NotifyError", non_retryable=not exc.retryable, next_retry_delay=exc.retry_after
-            ) from exc
+        return await _shown(self._notifier.publish(notice))
 
     @activity.defn(name=NOTIFY_OUTCOME)
     async def notify_outcome(self, notice: OutcomeNotice) -> MessageRef:
-        try:
-            return await self._notifier.report(notice)
-        except NotifyError as exc:
-            raise ApplicationError(
-                str(exc), type="NotifyError", non_retryable=not exc.retryable, next_retry_delay=exc.retry_after
-            ) from exc
+        return await _shown(self._notifier.report(notice))
 
     @activity.defn(name=PRIOR_ATTEMPTS)
     async def prior_attempts(self, run_id: str) -> PriorAttempts:
@@ -163,6 +153,16 @@ class StepActivities:
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.run_step, self.notify_gate, self.notify_outcome, self.prior_attempts, self.settle]
+
+
+async def _shown(posting: Awaitable[MessageRef]) -> MessageRef:
+    """A notifier's answer, its failure as Temporal should retry it (a 429's Retry-After, permanent refusals)."""
+    try:
+        return await posting
+    except NotifyError as exc:
+        raise ApplicationError(
+            str(exc), type="NotifyError", non_retryable=not exc.retryable, next_retry_delay=exc.retry_after
+        ) from exc
 
 
 async def _heartbeat() -> None:
