@@ -44,6 +44,10 @@ _INSERT_EVENT = """
 INSERT INTO remediate_audit_events (run_id, attempt, key, kind, at, playbook, record)
 VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
 """
+# Records of one workflow task share a time: a run's start first, its end last, its steps and decisions between.
+ORDER_EVENTS = (
+    " ORDER BY at, CASE WHEN key = 'run/received' THEN 0 WHEN starts_with(key, 'run/') THEN 2 ELSE 1 END, run_id, key"
+)
 
 
 @contextmanager
@@ -156,9 +160,7 @@ class PostgresAuditStore:
             sql, params = sql + " AND playbook = %s", [*params, query.playbook]
         if query.since:
             sql, params = sql + " AND at >= %s", [*params, query.since]
-        for run_id, attempt, key, kind, at, playbook, record in await self._rows(
-            sql + " ORDER BY at, run_id, key", tuple(params)
-        ):
+        for run_id, attempt, key, kind, at, playbook, record in await self._rows(sql + ORDER_EVENTS, tuple(params)):
             yield AuditEvent(
                 run_id=run_id,
                 attempt=attempt,

@@ -41,6 +41,10 @@ _INSERT_EVENT = """
 INSERT INTO audit_events (run_id, attempt, key, kind, at, playbook, record, recorded_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
 """
+# Records of one workflow task share a time: a run's start first, its end last, its steps and decisions between.
+ORDER_EVENTS = (
+    " ORDER BY at, CASE WHEN key = 'run/received' THEN 0 WHEN key LIKE 'run/%' THEN 2 ELSE 1 END, run_id, key"
+)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -144,7 +148,7 @@ class SqliteAuditStore:
             sql, params = sql + " AND playbook = ?", [*params, query.playbook]
         if query.since:
             sql, params = sql + " AND at >= ?", [*params, _iso(query.since)]
-        rows = await asyncio.to_thread(self._run, sql + " ORDER BY at, run_id, key", tuple(params))
+        rows = await asyncio.to_thread(self._run, sql + ORDER_EVENTS, tuple(params))
         for run_id, attempt, key, kind, at, playbook, record in rows:
             yield AuditEvent(
                 run_id=run_id, attempt=attempt, key=key, kind=kind, at=at, playbook=playbook, record=json.loads(record)

@@ -111,8 +111,8 @@ async def test_a_repeated_snapshot_adds_nothing_and_an_older_one_never_replaces_
     assert kept is not None and kept.status == "succeeded"
     events = [e async for e in store.events(AuditQuery(playbook="audit-test"))]
     assert [e.key for e in events] == [
-        "decision/d1",
         "run/received",
+        "decision/d1",
         "step/diagnose/check/2026-12-01T03:00:00+00:00/ok",
         "step/act/fix/2026-12-01T03:00:02+00:00/ok",
         "run/succeeded",
