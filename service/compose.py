@@ -146,6 +146,7 @@ def durability(settings: Settings, config: ConfigFile) -> Durability:
         max_attempts=settings.max_attempts_per_occurrence,
         attempt_backoff=settings.attempt_backoff,
         audit=settings.database_url is not None,
+        notify=settings.slack_bot_token is not None or settings.notify_webhook_url is not None,
     )
 
 

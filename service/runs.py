@@ -126,6 +126,7 @@ class Durability(BaseModel):
     max_attempts: int = Field(default=3, ge=1, description="Executions one occurrence may have after failures.")
     attempt_backoff: float = Field(default=60.0, ge=0, description="Seconds; doubled for every earlier failure.")
     audit: bool = Field(default=False, description="Append the run's records to the audit store as it goes.")
+    notify: bool = Field(default=False, description="A notifier is configured: outcome messages have somewhere to go.")
 
 
 class RunInput(BaseModel):

@@ -220,13 +220,15 @@ class RemediationWorkflow:
 
     def _acting(self) -> None:
         """The first real write starts: announce it without holding the write up (the end updates the message)."""
+        if self._input is None or not self._input.durability.notify:
+            return
         if workflow.patched("outcome-notifications"):  # runs started before this existed replay without it
             self._outcome_posting = asyncio.create_task(self._announce(ended=False))
 
     async def _announce(self, ended: bool) -> None:
         """Post or update the run's outcome message, when its playbook's `notify.on` asks for this run. A run with
         an approval message is told there instead: one message per run."""
-        if self._input is None or self._run is None:
+        if self._input is None or self._run is None or not self._input.durability.notify:
             return
         if ended and self._outcome_posting is not None:
             await self._outcome_posting  # the update needs the first message's id
