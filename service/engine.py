@@ -59,7 +59,10 @@ class Run:
         record: Callable[[], Awaitable[None]] | None = None,
         acting: Callable[[], None] | None = None,
     ) -> None:
-        self.run, self.clock, self.resolved = run, clock, resolved
+        self.run, self.clock, self.alert_resolved = run, clock, resolved
+        # A playbook whose own first write resolves its alert (it changes what the rule selects) says so, and then a
+        # `resolved` is recorded but stops nothing.
+        self.resolved = resolved if run.playbook.stop_when_resolved else (lambda: False)
         # Before each write: let signals that arrived during the reads (a `resolved`) be seen first.
         self.settle = settle
         self.record = record or _nothing  # the audit trail: at the start, around each write, at the gate
@@ -86,7 +89,7 @@ class Run:
             self.state.status, self.state.reason = stop.status, stop.reason
         if self.asked:
             await self.policy.after_run(self.run, self.attempted > 0, self.state.status)
-        self.state.resolved = self.state.resolved or self.resolved()
+        self.state.resolved = self.state.resolved or self.alert_resolved()
         self.state.finished_at = self.clock.now()
         return self.state
 

@@ -74,6 +74,11 @@ class Playbook(BaseModel):
     silence: bool = Field(
         default=False, description="Silence exactly the alert's labels in Alertmanager while a run acts and verifies."
     )
+    stop_when_resolved: bool = Field(
+        default=True,
+        description="A `resolved` stops writes not yet made and cancels a pending approval. Set false when the "
+        "playbook's own first write makes its alert resolve, so the rest of the fix still runs.",
+    )
     notify: NotifyPolicy = Field(
         default_factory=NotifyPolicy, description="Which runs are announced (default: those that wrote or failed)."
     )

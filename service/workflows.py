@@ -290,12 +290,10 @@ class RemediationWorkflow:
         await self._record()
         remaining = (gate.request.expires_at - workflow.now()).total_seconds()
         try:
-            await workflow.wait_condition(
-                lambda: gate.status != "open" or self._resolved, timeout=max(remaining, 0.001)
-            )
+            await workflow.wait_condition(lambda: gate.status != "open" or self._stops(), timeout=max(remaining, 0.001))
         except TimeoutError:
             gate.close("expired")
-        if self._resolved:
+        if self._stops():
             gate.close("resolved")
         if gate.message:
             self._notify_tasks.append(asyncio.create_task(self._notify(gate)))
@@ -320,6 +318,10 @@ class RemediationWorkflow:
             return
         if posted.id:
             gate.message = posted
+
+    def _stops(self) -> bool:
+        """Whether the alert's `resolved` stops this run (its playbook may say its own fix resolves it)."""
+        return self._resolved and (self._input is None or self._input.playbook.stop_when_resolved)
 
     @workflow.signal
     def resolve(self) -> None:

@@ -121,6 +121,18 @@ async def test_resolved_before_action_skips_writes() -> None:
     assert [r.step_id for r in script.requests] == ["stuck"]
 
 
+async def test_a_playbook_whose_fix_resolves_its_alert_goes_on_after_resolved() -> None:
+    """With `stop_when_resolved: false`, a resolved alert is recorded and the writes still run."""
+    script, clock = Script([1]), Clock()
+    playbook = PLAYBOOK.model_copy(update={"stop_when_resolved": False})
+    run = Run(
+        RunInput(run_id="r", playbook=playbook, alert=ALERT, mode=Mode.AUTO), script, clock, resolved=lambda: True
+    )
+    await run.execute_run()
+    assert run.state.status == "succeeded" and run.state.resolved
+    assert [r.step_id for r in script.requests] == ["stuck", "requeue", "none-left"]
+
+
 async def test_mode_off_is_recorded_not_dropped() -> None:
     """Mode off ends the run as blocked_by_policy without touching anything."""
     script = Script([1])
