@@ -6,7 +6,7 @@ import json
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
@@ -160,18 +160,16 @@ class Scrubber:
     def text(self, value: str) -> str:
         return mask(value, self.known)
 
-    def _walk(self, value: JsonValue) -> JsonValue:
-        # String by string, so masking can never break the JSON around a value.
+    def walk(self, value: Any) -> Any:
+        """Every string inside a JSON-like value (dicts, lists, tuples), masked; one string at a time, so masking can
+        never break the structure around a value."""
         if isinstance(value, str):
             return self.text(value)
-        if isinstance(value, list):
-            return [self._walk(v) for v in value]
+        if isinstance(value, list | tuple):
+            return [self.walk(v) for v in value]
         if isinstance(value, dict):
-            return {self.text(k): self._walk(v) for k, v in value.items()}
+            return {self.text(k) if isinstance(k, str) else k: self.walk(v) for k, v in value.items()}
         return value
 
     def state(self, state: RunState) -> RunState:
-        return RunState.model_validate(self._walk(state.model_dump(mode="json")))
-
-    def event(self, event: AuditEvent) -> AuditEvent:
-        return AuditEvent.model_validate(self._walk(event.model_dump(mode="json")))
+        return RunState.model_validate(self.walk(state.model_dump(mode="json")))

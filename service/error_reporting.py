@@ -40,17 +40,8 @@ def start_reporting(dsn: str, scrubber: Scrubber, environment: str | None = None
 
 
 def _scrubbing(scrubber: Scrubber) -> Callable[[Event, Hint], Event | None]:
-    def walk(value: Any) -> Any:
-        if isinstance(value, str):
-            return scrubber.text(value)
-        if isinstance(value, list | tuple):
-            return [walk(v) for v in value]
-        if isinstance(value, dict):
-            return {k: walk(v) for k, v in value.items()}
-        return value
-
     def before_send(event: Event, _hint: Hint) -> Event | None:
-        cleaned: Event = walk(event)
+        cleaned: Event = scrubber.walk(event)
         return cleaned
 
     return before_send

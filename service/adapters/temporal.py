@@ -121,7 +121,7 @@ class TemporalRuns:
                     RemediationWorkflow.decide, decision, rpc_timeout=RPC_TIMEOUT
                 )
         except RunNotOpen as exc:
-            if not await self._exists(run_id):
+            if await self.execution_status(run_id) is None:
                 raise RunUnknown(f"no run {run_id}") from exc
             raise RunNotOpen(f"run {run_id} has finished; it waits for no decision") from exc
 
@@ -133,14 +133,6 @@ class TemporalRuns:
         except RunUnknown:
             return None
         return description.status
-
-    async def _exists(self, run_id: str) -> bool:
-        try:
-            with rpc(f"reading {run_id}"):
-                await self.client.get_workflow_handle(run_id).describe(rpc_timeout=RPC_TIMEOUT)
-        except RunUnknown:
-            return False
-        return True
 
     async def decision(self, run_id: str, decision_id: str, within: float = 3.0) -> DecisionRecord | None:
         """The recorded fate of one decision, once the run has processed it (None if not yet)."""
