@@ -23,10 +23,10 @@ from service.adapters.postgres import PostgresAdapter
 from service.adapters.postgres_ledger import ledger_sql
 from service.adapters.temporal import TemporalRuns
 from service.approvals import Decision
-from service.audit_setup import ready_store, scrubber
+from service.audit_setup import ready_store
 from service.compose import Adapters, load_catalog, serve
 from service.config import PostgresConnection, Settings
-from service.error_reporting import start_reporting
+from service.error_reporting import guard_secrets
 from service.errors import ConfigError, PlaybookError, RemediateError
 from service.playbook import load_playbooks, playbook_schema
 from service.report import format_state
@@ -216,10 +216,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
         f"remediate serve ({shape}): {len(playbooks.playbooks)} playbook(s), mode ceiling {settings.mode}, "
         f"Temporal {settings.temporal_address}/{settings.temporal_namespace}, listening on {host}:{port}",
     )
-    secrets = scrubber(settings, config)
-    redact.install(known=secrets.known)  # the resolved secret values, masked in every log line from now on
-    if settings.sentry_dsn:
-        start_reporting(settings.sentry_dsn, secrets)
+    secrets = guard_secrets(settings, config)
     audit = await ready_store(settings)  # a store that is down or not migrated stops start-up, with the reason
     try:
         await serve(
@@ -230,6 +227,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
             worker=not args.web_only,
             stop=_stop_on_signals(settings.shutdown_grace),
             audit=audit,
+            secrets=secrets,
         )
     finally:
         if audit is not None:

@@ -30,7 +30,7 @@ from service.adapters.slack import SlackNotifier
 from service.adapters.temporal import TemporalRuns, connect, connect_eager
 from service.adapters.temporal_target import TemporalTargetAdapter
 from service.approvals import NoNotifier
-from service.audit import AuditStore
+from service.audit import AuditStore, Scrubber
 from service.audit_activities import AuditActivities
 from service.audit_setup import scrubber
 from service.catalog import Catalog
@@ -265,11 +265,15 @@ def worker_factory(
     metrics: PolicyMetrics,
     web_metrics: Metrics,
     audit: AuditStore | None = None,
+    secrets: Scrubber | None = None,
 ) -> Callable[[Client], Workers]:
     pauses = PausePoints(settings.pause_at)
     reporting = [ReportingInterceptor()] if settings.sentry_dsn else []
     recorders = AuditActivities(
-        audit, scrubber(settings, settings.connections()), web_metrics.audit_records.inc, web_metrics.run.ended
+        audit,
+        secrets or scrubber(settings, settings.connections()),
+        web_metrics.audit_records.inc,
+        web_metrics.run.ended,
     ).all()
     alerts = adapters.get(AlertmanagerAdapter) if adapters.has(AlertmanagerAdapter.connection_type) else None
 
@@ -309,6 +313,7 @@ async def serve(
     stop: asyncio.Event | None = None,
     ready: asyncio.Event | None = None,
     audit: AuditStore | None = None,
+    secrets: Scrubber | None = None,
 ) -> None:
     """Run the web server and/or the worker until `stop` is set (then drain) or the task is cancelled."""
     stop = stop or asyncio.Event()
@@ -324,7 +329,7 @@ async def serve(
                 run_worker(
                     client,
                     lambda: connect_eager(address, namespace),
-                    worker_factory(settings, adapters, shown, rails, metrics, audit),
+                    worker_factory(settings, adapters, shown, rails, metrics, audit, secrets),
                     address,
                     stop,
                     health,

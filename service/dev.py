@@ -13,14 +13,14 @@ from pathlib import Path
 from pydantic import SecretStr
 from ruamel.yaml import YAML
 
-from service.audit_setup import ready_store, scrubber
+from service.audit_setup import ready_store
 from service.compose import Adapters, load_catalog, serve
 from service.config import ConfigFile, Settings, load_config_file
 from service.devserver import start_dev_server
-from service.error_reporting import start_reporting
+from service.error_reporting import guard_secrets
 from service.errors import ConfigError
 from service.modes import Mode
-from service.redact import install, redact
+from service.redact import redact
 
 SAMPLE = Path(__file__).parent / "samples" / "selftest-alert.json"
 DEV_CONFIG = """\
@@ -138,15 +138,21 @@ async def run(args: argparse.Namespace, settings: Settings, stop: asyncio.Event)
     env = await start_dev_server(
         port=temporal_port, namespace=settings.temporal_namespace, db_file=str(history) if history else None
     )
-    secrets = scrubber(dev_settings, config)
-    install(known=secrets.known)  # the resolved secret values, masked in every log line from now on
-    if settings.sentry_dsn:
-        start_reporting(settings.sentry_dsn, secrets)
+    secrets = guard_secrets(dev_settings, config)
     audit = await ready_store(dev_settings)
     try:
         ready = asyncio.Event()
         server = asyncio.create_task(
-            serve(dev_settings, catalog, Adapters.build(config), client=env.client, ready=ready, stop=stop, audit=audit)
+            serve(
+                dev_settings,
+                catalog,
+                Adapters.build(config),
+                client=env.client,
+                ready=ready,
+                stop=stop,
+                audit=audit,
+                secrets=secrets,
+            )
         )
         waiting = asyncio.create_task(ready.wait())
         await asyncio.wait({server, waiting}, return_when=asyncio.FIRST_COMPLETED)

@@ -21,8 +21,21 @@ from temporalio.worker import (
 )
 
 from service.audit import Scrubber
+from service.audit_setup import scrubber
+from service.config import ConfigFile, Settings
 from service.log_format import RUN_WORKFLOW
+from service.redact import install
 from service.runs import StepRequest
+
+
+def guard_secrets(settings: Settings, config: ConfigFile) -> Scrubber:
+    """Resolve the process's secret values once: masked in every log line from now on, scrubbed from what Sentry is
+    sent (when SENTRY_DSN is set), and handed to the audit trail's writer."""
+    secrets = scrubber(settings, config)
+    install(known=secrets.known)
+    if settings.sentry_dsn:
+        start_reporting(settings.sentry_dsn, secrets)
+    return secrets
 
 
 def start_reporting(dsn: str, scrubber: Scrubber, environment: str | None = None) -> None:
