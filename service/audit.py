@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -50,6 +50,18 @@ class AuditQuery:
     limit: int = 50
     playbook: str | None = None
     since: datetime | None = None
+
+    def where(
+        self, time_column: str, mark: str, time: Callable[[datetime], object] = lambda t: t
+    ) -> tuple[str, list[object]]:
+        """The filters as ` AND …` SQL with the driver's placeholder `mark`, and their parameters in order;
+        `time_column` is the store's own constant, never input."""
+        sql, params = "", list[object]()
+        if self.playbook:
+            sql, params = f"{sql} AND playbook = {mark}", [*params, self.playbook]
+        if self.since:
+            sql, params = f"{sql} AND {time_column} >= {mark}", [*params, time(self.since)]
+        return sql, params
 
 
 class AuditStore(Protocol):

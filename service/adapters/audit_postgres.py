@@ -44,6 +44,9 @@ _INSERT_EVENT = """
 INSERT INTO remediate_audit_events (run_id, attempt, key, kind, at, playbook, record)
 VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
 """
+RUNS_SQL = "SELECT state FROM remediate_audit_runs WHERE true"
+EVENTS_SQL = "SELECT run_id, attempt, key, kind, at, playbook, record FROM remediate_audit_events WHERE true"
+ORDER_RUNS = " ORDER BY COALESCE(started_at, updated_at) DESC, attempt DESC"
 # Records of one workflow task share a time: a run's start first, its end last, its steps and decisions between.
 ORDER_EVENTS = (
     " ORDER BY at, CASE WHEN key = 'run/received' THEN 0 WHEN starts_with(key, 'run/') THEN 2 ELSE 1 END, run_id, key"
@@ -125,12 +128,8 @@ class PostgresAuditStore:
         return added
 
     async def runs(self, query: AuditQuery) -> list[RunState]:
-        sql, params = "SELECT state FROM remediate_audit_runs WHERE true", list[Any]()
-        if query.playbook:
-            sql, params = sql + " AND playbook = %s", [*params, query.playbook]
-        if query.since:
-            sql, params = sql + " AND started_at >= %s", [*params, query.since]
-        sql += " ORDER BY COALESCE(started_at, updated_at) DESC, attempt DESC LIMIT %s"
+        where, params = query.where("started_at", "%s")
+        sql = RUNS_SQL + where + ORDER_RUNS + " LIMIT %s"
         rows = await self._rows(sql, (*params, query.limit))
         return [RunState.model_validate(row[0]) for row in rows]
 
@@ -154,12 +153,8 @@ class PostgresAuditStore:
         return [row[0] for row in rows]
 
     async def events(self, query: AuditQuery) -> AsyncIterator[AuditEvent]:
-        sql = "SELECT run_id, attempt, key, kind, at, playbook, record FROM remediate_audit_events WHERE true"
-        params: list[Any] = []
-        if query.playbook:
-            sql, params = sql + " AND playbook = %s", [*params, query.playbook]
-        if query.since:
-            sql, params = sql + " AND at >= %s", [*params, query.since]
+        where, params = query.where("at", "%s")
+        sql = EVENTS_SQL + where
         for run_id, attempt, key, kind, at, playbook, record in await self._rows(sql + ORDER_EVENTS, tuple(params)):
             yield AuditEvent(
                 run_id=run_id,

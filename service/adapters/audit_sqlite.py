@@ -41,6 +41,9 @@ _INSERT_EVENT = """
 INSERT INTO audit_events (run_id, attempt, key, kind, at, playbook, record, recorded_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
 """
+RUNS_SQL = "SELECT state FROM audit_runs WHERE 1=1"
+EVENTS_SQL = "SELECT run_id, attempt, key, kind, at, playbook, record FROM audit_events WHERE 1=1"
+ORDER_RUNS = " ORDER BY COALESCE(started_at, updated_at) DESC, attempt DESC"
 # Records of one workflow task share a time: a run's start first, its end last, its steps and decisions between.
 ORDER_EVENTS = (
     " ORDER BY at, CASE WHEN key = 'run/received' THEN 0 WHEN key LIKE 'run/%' THEN 2 ELSE 1 END, run_id, key"
@@ -111,12 +114,8 @@ class SqliteAuditStore:
         return added
 
     async def runs(self, query: AuditQuery) -> list[RunState]:
-        sql, params = "SELECT state FROM audit_runs WHERE 1=1", list[Any]()
-        if query.playbook:
-            sql, params = sql + " AND playbook = ?", [*params, query.playbook]
-        if query.since:
-            sql, params = sql + " AND started_at >= ?", [*params, _iso(query.since)]
-        sql += " ORDER BY COALESCE(started_at, updated_at) DESC, attempt DESC LIMIT ?"
+        where, params = query.where("started_at", "?", _iso)
+        sql = RUNS_SQL + where + ORDER_RUNS + " LIMIT ?"
         rows = await asyncio.to_thread(self._run, sql, (*params, query.limit))
         return [RunState.model_validate_json(row[0]) for row in rows]
 
@@ -142,12 +141,8 @@ class SqliteAuditStore:
         return [row[0] for row in rows]
 
     async def events(self, query: AuditQuery) -> AsyncIterator[AuditEvent]:
-        sql = "SELECT run_id, attempt, key, kind, at, playbook, record FROM audit_events WHERE 1=1"
-        params: list[Any] = []
-        if query.playbook:
-            sql, params = sql + " AND playbook = ?", [*params, query.playbook]
-        if query.since:
-            sql, params = sql + " AND at >= ?", [*params, _iso(query.since)]
+        where, params = query.where("at", "?", _iso)
+        sql = EVENTS_SQL + where
         rows = await asyncio.to_thread(self._run, sql + ORDER_EVENTS, tuple(params))
         for run_id, attempt, key, kind, at, playbook, record in rows:
             yield AuditEvent(
