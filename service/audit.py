@@ -164,13 +164,15 @@ def _jsonable(value: object) -> dict[str, JsonValue]:
 
 
 class Scrubber:
-    """Masks secrets before anything is stored: every known secret value, then whatever looks like a credential."""
+    """Masks secrets before anything is stored: every known secret value, then whatever looks like a credential;
+    a NUL becomes the text `\\u0000` (a label may hold one; the stores cannot)."""
 
     def __init__(self, known: Iterable[str] = ()) -> None:
         self.known = worth_masking(known)
 
     def text(self, value: str) -> str:
-        return mask(value, self.known)
+        # Postgres text and jsonb cannot hold NUL: it is stored as the visible escape `\u0000`, never dropped.
+        return mask(value, self.known).replace("\x00", "\\u0000")
 
     def walk(self, value: Any) -> Any:
         """Every string inside a JSON-like value (dicts, lists, tuples), masked; one string at a time, so masking can

@@ -10,7 +10,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from service.audit import RECORD_AUDIT, AuditSnapshot, AuditStore, Scrubber, events_of
-from service.errors import AuditUnavailable
+from service.errors import AuditRejected, AuditUnavailable
 from service.runs import RunState
 
 
@@ -24,8 +24,10 @@ class AuditActivities:
         scrubber: Scrubber,
         appended: Callable[[int], None] = lambda _n: None,
         ended: Callable[[RunState], None] = lambda _s: None,
+        failed: Callable[[], None] = lambda: None,
     ) -> None:
         self._store, self._scrubber, self._appended, self._ended = store, scrubber, appended, ended
+        self._failed = failed  # counted, so an audit trail with gaps is seen in the metrics
 
     @activity.defn(name=RECORD_AUDIT)
     async def record_audit(self, snapshot: AuditSnapshot) -> int:
@@ -38,7 +40,9 @@ class AuditActivities:
         try:
             added = await self._store.append(snapshot.model_copy(update={"state": state}), events_of(state))
         except AuditUnavailable as exc:
-            raise ApplicationError(str(exc), type="AuditUnavailable") from exc
+            self._failed()
+            rejected = isinstance(exc, AuditRejected)  # the data, not the store: a retry cannot help
+            raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=rejected) from exc
         self._appended(added)
         return added
 

@@ -158,18 +158,22 @@ async def _audit(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _show_runs(args: argparse.Namespace, runs: TemporalRuns) -> int:
     if args.runs_command == "list":
-        listed = await runs.list(args.limit, playbook=args.playbook, since=_since(args.since))
+        if args.stuck:
+            listed = await runs.stuck(args.limit)
+        else:
+            listed = await runs.list(args.limit, playbook=args.playbook, since=_since(args.since))
         if args.status:
             listed = [r for r in listed if r.status == args.status]
         if not listed:
-            print("no runs" + (" match" if args.playbook or args.status or args.since else ""))
+            filtered = args.playbook or args.status or args.since
+            print("no stuck runs" if args.stuck else "no runs match" if filtered else "no runs")
             return 0
         print(f"{'STARTED (UTC)':<19}  {'ID':<8}  {'STATUS':<22} {'PLAYBOOK':<24} {'ALERT':<28} {'MODE':<8} RUN")
         for r in listed:
             started = r.started.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if r.started else "-"
             print(
                 f"{started:<19}  {r.short_id:<8}  {r.status:<22} {r.playbook:<24} {r.alertname:<28} {r.mode:<8} "
-                f"{r.run_id}"
+                f"{r.run_id}" + (f"  ({r.execution})" if args.stuck else "")
             )
         return 0
     run_id = await runs.resolve_id(args.run_id)
@@ -344,6 +348,11 @@ def _parser() -> argparse.ArgumentParser:
         "--status", help="only runs that ended so (succeeded, failed, blocked_by_policy, …) or are running"
     )
     runs_list.add_argument("--since", help="only runs started since: a span (30m, 2h, 7d) or an ISO date/time")
+    runs_list.add_argument(
+        "--stuck",
+        action="store_true",
+        help="only open runs whose workflow tasks keep failing or timing out, with what Temporal reports",
+    )
     show = runs_sub.add_parser("show", help="the full record of one run")
     show.add_argument("run_id", help="the run id, or its 8-digit short id from `runs list`, or a unique prefix")
     show.add_argument("--json", action="store_true", help="print the record as JSON")

@@ -50,7 +50,7 @@ from service.registry import Registry
 from service.run_metrics import ApprovalGauges, worker_up
 from service.run_records import AuditedRuns
 from service.runs import Durability
-from service.watchers import watch_approvals, watch_kill_switch
+from service.watchers import watch_approvals, watch_kill_switch, watch_stuck
 from service.web import Metrics, Receiver, SeenRuns, create_app, health_routes
 from service.worker import Workers, create_worker
 
@@ -241,7 +241,11 @@ def build_health_app(
     def authenticated(header: str | None) -> bool:
         return (auth.enabled and auth.allows(header)) or tokens.identity(header) is not None
 
-    return Starlette(routes=health_routes(dict(adapters.pings), metrics.registry, worker_problem, authenticated))
+    return Starlette(
+        routes=health_routes(
+            dict(adapters.pings), metrics.registry, worker_problem, authenticated, metrics.stuck.advice
+        )
+    )
 
 
 def notifier(settings: Settings) -> Notifying:
@@ -274,6 +278,7 @@ def worker_factory(
         secrets or scrubber(settings, settings.connections()),
         web_metrics.audit_records.inc,
         web_metrics.run.ended,
+        web_metrics.audit_failures.inc,
     ).all()
     alerts = adapters.get(AlertmanagerAdapter) if adapters.has(AlertmanagerAdapter.connection_type) else None
 
@@ -346,6 +351,7 @@ async def serve(
         assert problem is not None  # noqa: S101 - serve runs the web side, the worker, or both
         app = build_health_app(settings, adapters, problem, metrics)
     tasks.append(asyncio.create_task(watch_kill_switch(GovernorClient(client, settings.task_queue), rails, stop)))
+    tasks.append(asyncio.create_task(watch_stuck(TemporalRuns(client, settings.task_queue), metrics.stuck, stop)))
     if health is not None:
         worker_up(metrics.registry, health.problem)
     if audit is not None:

@@ -10,11 +10,18 @@ from service.gates import Approved, approved_targets, gate_request, nothing_left
 from service.modes import Mode
 from service.policy import ModeLadder, Policy
 from service.runs import Clock, Executor, GateKeeper, RunInput, RunState, RunStatus, StepRecord
+from service.sizes import shown_dict
 from service.step_runner import Scope, StepRunner, Stop, alert_variables, item_key
 from service.steps import StepBase, WriteStep, approval_label, approval_of, approval_rule_of
 from service.templating import condition, render
 
-__all__ = ["Run", "item_key", "new_state"]
+__all__ = ["Run", "internal_error", "item_key", "new_state"]
+
+
+def internal_error(exc: BaseException, writes_started: int) -> str:
+    """The reason a run that hit an unexpected error ends with: what it was, and what had been written."""
+    written = f"{writes_started} write(s) had started" if writes_started else "nothing was written"
+    return f"internal error: {type(exc).__name__}: {str(exc)[:500]}; the run stopped here ({written})"
 
 
 async def _nothing() -> None:
@@ -87,6 +94,8 @@ class Run:
             await self._phases()
         except Stop as stop:
             self.state.status, self.state.reason = stop.status, stop.reason
+        except Exception as exc:  # noqa: BLE001 - the run's boundary: a bug or a hostile value ends the run, never hangs it
+            self.state.status, self.state.reason = "failed", internal_error(exc, self.attempted)
         if self.asked:
             await self.policy.after_run(self.run, self.attempted > 0, self.state.status)
         self.state.resolved = self.state.resolved or self.alert_resolved()
@@ -288,6 +297,6 @@ class Run:
         if isinstance(step, WriteStep) and step.each() is not None:
             return  # rendered once per item, when it runs
         try:
-            record.params = self.steps.render(step, self.scope)
+            record.params = shown_dict(self.steps.render(step, self.scope))
         except Stop:
             record.status, record.summary = "planned", "parameters depend on earlier writes"

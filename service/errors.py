@@ -86,3 +86,7 @@ class RunUnknown(RunNotOpen):
 
 class AuditUnavailable(RemediateError):
     """The audit store cannot be reached or has no tables yet (`remediate migrate audit`)."""
+
+
+class AuditRejected(AuditUnavailable):
+    """The audit store refused this record's data: sending it again cannot help, so it is not retried."""

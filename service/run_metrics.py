@@ -89,3 +89,25 @@ class ApprovalGauges:
     def show(self, opened: list[datetime], now: datetime) -> None:
         self.pending.set(len(opened))
         self.oldest.set(max(((now - o).total_seconds() for o in opened), default=0.0))
+
+
+class StuckRuns:
+    """Open runs whose workflow tasks keep failing, as Temporal reports them (every replica shows the same number:
+    use max() in PromQL); `advice` is what /readyz shows beside its checks."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.gauge = Gauge(
+            "remediate_runs_stuck",
+            "Open runs whose workflow tasks keep failing or timing out (remediate runs list --stuck)",
+            registry=registry,
+        )
+        self.count: int | None = None
+
+    def show(self, count: int) -> None:
+        self.count = count
+        self.gauge.set(count)
+
+    def advice(self) -> str | None:
+        if not self.count:
+            return None
+        return f"{self.count} stuck run(s): workflow tasks failing; see `remediate runs list --stuck`"

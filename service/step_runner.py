@@ -13,6 +13,7 @@ from pydantic import JsonValue
 from service.alerts import Alert
 from service.errors import StepError, TemplateError
 from service.runs import Clock, Executor, RunInput, RunStatus, StepRecord, StepRequest, StepResult
+from service.sizes import REQUEST_LIMIT, json_size, shown_dict
 from service.steps import StepBase, WriteStep
 from service.targets import name_of
 from service.templating import condition, evaluate, render
@@ -109,6 +110,15 @@ class StepRunner:
         except TemplateError as exc:
             self.record(step.id).status = "failed"
             raise Stop("failed", f"step {step.id!r}: {exc}") from exc
+        size = json_size(rendered)
+        if size > REQUEST_LIMIT:
+            # Sent whole or not at all: a cut parameter would change what the step does.
+            self.record(step.id).status = "failed"
+            raise Stop(
+                "failed",
+                f"step {step.id!r}: its rendered parameters are {size} bytes, over the {REQUEST_LIMIT} a step may "
+                "send (a large label or result rendered into them?); nothing was sent",
+            )
         return rendered
 
     def _request(self, step: StepBase, params: dict[str, JsonValue], dry_run: bool, item: str = "") -> StepRequest:
@@ -132,7 +142,7 @@ class StepRunner:
         except StepError as exc:
             record.status, record.error, record.finished_at = "failed", str(exc), self.clock.now()
             raise Stop("failed", f"step {step.id!r} failed: {exc}") from exc
-        record.result, record.summary, record.targets = result.data, result.summary, result.targets
+        record.result, record.summary, record.targets = shown_dict(result.data), result.summary, result.targets
         record.blast_radius = result.blast_radius
         record.note = result.note or record.note
         record.finished_at = self.clock.now()
@@ -149,8 +159,9 @@ class StepRunner:
         interval = step.retry.interval if step.retry else timedelta(seconds=1)
         backoff = step.retry.backoff if step.retry else 1.0
         for attempt in range(attempts):
-            record.params = self.render(step, scope)
-            await self._call(step, self._request(step, record.params, dry_run=False), scope)
+            params = self.render(step, scope)
+            record.params = shown_dict(params)
+            await self._call(step, self._request(step, params, dry_run=False), scope)
             if step.expect is None or self._expect(step, step.expect, scope):
                 record.status = "ok"
                 return
@@ -171,8 +182,9 @@ class StepRunner:
         if isinstance(step, WriteStep) and each is not None:
             await self._write_each(step, *each, scope, dry_run)
         else:
-            record.params = self.render(step, scope)
-            await self._call(step, self._request(step, record.params, dry_run=dry_run), scope)
+            params = self.render(step, scope)
+            record.params = shown_dict(params)
+            await self._call(step, self._request(step, params, dry_run=dry_run), scope)
         record.status = "dry_run" if dry_run else "ok"
 
     async def preview(self, steps: Sequence[StepBase], scope: Scope) -> list[StepBase]:
@@ -212,7 +224,7 @@ class StepRunner:
             # A call that names no target of its own is named by its item: the approver sees which one.
             targets.extend(result.targets or [name_of(item) or f"item {len(results)}"])
         record.params = {"for_each": source, "max_items": cap, "items": len(items)}
-        record.result, record.targets = {"results": results, "count": len(results)}, targets
+        record.result, record.targets = shown_dict({"results": results, "count": len(results)}), targets
         record.blast_radius = f"{len(targets)} target(s); cap: max_items {cap}"
         record.summary = f"{'planned' if dry_run else 'ran'} for {len(items)} item(s) (max_items {cap})"
-        scope.steps[step.id] = record.result
+        scope.steps[step.id] = {"results": results, "count": len(results)}

@@ -1,4 +1,4 @@
-"""Background loops that keep one replica's gauges current: the kill switch, approvals waiting."""
+"""Background loops that keep one replica's gauges current: the kill switch, approvals waiting, stuck runs."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import logging
 from datetime import UTC, datetime
 
 from service.adapters.governor import GovernorClient
+from service.adapters.temporal import TemporalRuns
 from service.audit import AuditStore, open_gates
 from service.errors import RemediateError
 from service.policy_activities import PolicyMetrics
-from service.run_metrics import ApprovalGauges
+from service.run_metrics import ApprovalGauges, StuckRuns
 
 log = logging.getLogger("remediate")
 
@@ -38,5 +39,18 @@ async def watch_approvals(store: AuditStore, gauges: ApprovalGauges, stop: async
             log.debug("approval gauges not refreshed: %s", exc)
         try:
             await asyncio.wait_for(stop.wait(), timeout=5)
+        except TimeoutError:
+            continue
+
+
+async def watch_stuck(runs: TemporalRuns, stuck: StuckRuns, stop: asyncio.Event, every: float = 30.0) -> None:
+    """Keep `remediate_runs_stuck` current: one count through visibility, whatever the number of open runs."""
+    while not stop.is_set():
+        try:
+            stuck.show(await runs.count_stuck())
+        except RemediateError as exc:
+            log.debug("stuck runs not counted: %s", exc)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=every)
         except TimeoutError:
             continue

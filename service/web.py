@@ -25,7 +25,7 @@ from service.guards import guarded
 from service.intake import Receiver, SeenRuns
 from service.rail_routes import Switching, rail_routes
 from service.redact import redact
-from service.run_metrics import RunMetrics
+from service.run_metrics import RunMetrics, StuckRuns
 
 __all__ = ["Metrics", "Receiver", "SeenRuns", "create_app", "health_routes"]
 
@@ -51,9 +51,15 @@ class Metrics:
             registry=self.registry,
         )
         self.run = RunMetrics(self.registry)
+        self.stuck = StuckRuns(self.registry)
         self.audit_records = Counter(
             "remediate_audit_records",
             "Records appended to the audit store (a repeated snapshot adds none)",
+            registry=self.registry,
+        )
+        self.audit_failures = Counter(
+            "remediate_audit_failures",
+            "Audit writes the store did not take (a store that is down is retried; a record it refuses is not)",
             registry=self.registry,
         )
         self.latency = Histogram(
@@ -77,10 +83,13 @@ def health_routes(
     registry: CollectorRegistry,
     worker_problem: Callable[[], str | None] | None = None,
     authenticated: Callable[[str | None], bool] = lambda _: True,
+    advice: Callable[[], str | None] = lambda: None,
 ) -> list[Route]:
     """Liveness, readiness (Temporal, this process's worker, every connection) and metrics.
 
     Readiness details (connection names, error text) go only to an authenticated caller; probes get 200 or 503.
+    `advice` (stuck runs) is shown beside the checks but never fails readiness: taking a replica out of rotation
+    would stop the webhook, and so lose alerts, because of runs it cannot help.
     """
 
     async def healthz(request: Request) -> Response:
@@ -96,11 +105,16 @@ def health_routes(
                 await asyncio.wait_for(ping(), timeout=5)
                 checks[name] = "ok"
             except (RemediateError, OSError, TimeoutError) as exc:
-                checks[name] = redact(f"failed: {exc}")
+                checks[name] = redact(f"failed: {str(exc) or type(exc).__name__}")
 
         await asyncio.gather(*(check(name, ping) for name, ping in pings.items()))
         ready = all(v == "ok" for v in checks.values())
-        shown = {"ready": ready, "checks": checks} if authenticated(request.headers.get("authorization")) else {}
+        notes = {"runs": advice() or "ok"}
+        shown = (
+            {"ready": ready, "checks": checks, "advice": notes}
+            if authenticated(request.headers.get("authorization"))
+            else {}
+        )
         return JSONResponse({"ready": ready, **shown}, 200 if ready else 503)
 
     async def metrics_endpoint(request: Request) -> Response:
@@ -195,7 +209,7 @@ def create_app(
     return Starlette(
         routes=[
             Route("/alertmanager", guarded(alertmanager, auth.allows, "Bearer"), methods=["POST"]),
-            *health_routes(pings, metrics.registry, worker_problem, reader),
+            *health_routes(pings, metrics.registry, worker_problem, reader, metrics.stuck.advice),
             Route("/api/v1/runs", guarded(runs_list, run_reader), methods=["GET"]),
             *decision_routes(runs, auth, approvers, slack_signing_secret, body_timeout),
             Route("/api/v1/runs/{run_id:path}", guarded(run_show, run_reader), methods=["GET"]),

@@ -11,8 +11,8 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from service.approvals import Decision, DecisionRecord, Gate, MessageRef, Notice
-    from service.audit import RECORD_AUDIT, AuditSnapshot
-    from service.engine import Run
+    from service.audit import FINAL, RECORD_AUDIT, AuditSnapshot
+    from service.engine import Run, internal_error
     from service.errors import PermanentStepError
     from service.governor_policy import GovernorPolicy
     from service.outcomes import NOTIFY_OUTCOME, OutcomeNotice
@@ -36,10 +36,25 @@ NOTIFY_RETRY = RetryPolicy(
     maximum_interval=timedelta(minutes=1),
     maximum_attempts=10,
 )
-# The audit store may be restarting: retry for a while; the last record of a run (which carries everything) longer.
+# The audit store may be restarting: retry a few times; the last record of a run (which carries everything) longer.
+# Both are bounded: a store that never takes a record cannot hold a run open (the metrics count what was lost).
 AUDIT_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30)
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=5,
+    non_retryable_error_types=["AuditRejected"],
 )
+FINAL_AUDIT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=20,
+    non_retryable_error_types=["AuditRejected"],
+)
+# A local activity waiting longer than this between attempts waits on a durable timer, which frees the worker's
+# workflow slot: a run that cannot record holds no slot another run needs.
+LOCAL_RETRY_THRESHOLD = timedelta(seconds=2)
 NON_RETRYABLE = ["PermanentStepError", "GuardViolation", "ConfigError"]
 WRITE_ATTEMPTS = 6  # a lost worker or a restarting target, for writes whose retry is safe
 
@@ -96,6 +111,30 @@ class RemediationWorkflow:
 
     @workflow.run
     async def run(self, run: RunInput) -> RunState:
+        try:
+            return await self._run_to_end(run)
+        except (ApplicationError, workflow.NondeterminismError):
+            raise  # our own RunFailed; a changed workflow is fixed by deploying code, not by failing the run
+        except Exception as exc:
+            raise await self._failed(run, exc) from exc
+
+    async def _failed(self, run: RunInput, exc: Exception) -> ApplicationError:
+        """An error outside the engine's own boundary (our bug, a value no code foresaw): the run ends `failed` with
+        the reason, recorded, instead of a workflow task that fails and is retried for ever."""
+        workflow.logger.error("run %s stopped by an internal error: %r", run.run_id, exc)
+        if self._run is None:
+            return ApplicationError(f"run failed: {internal_error(exc, 0)}", type="RunFailed", non_retryable=True)
+        state = self._run.state
+        if state.status not in FINAL:
+            state.status, state.reason = "failed", internal_error(exc, self._run.attempted)
+            state.finished_at = workflow.now()
+        try:
+            await self._record(final=True)
+        except Exception as again:  # noqa: BLE001 - recording is best effort here; the failure itself must land
+            workflow.logger.error("run %s: its last record failed too: %r", run.run_id, again)
+        return ApplicationError(f"run failed: {state.reason}", state, type="RunFailed", non_retryable=True)
+
+    async def _run_to_end(self, run: RunInput) -> RunState:
         self._input = run
         self._run = Run(
             run,
@@ -209,7 +248,8 @@ class RemediationWorkflow:
                 result_type=int,
                 start_to_close_timeout=timedelta(seconds=10),
                 schedule_to_close_timeout=timedelta(minutes=15 if final else 1),
-                retry_policy=AUDIT_RETRY,
+                retry_policy=FINAL_AUDIT_RETRY if final else AUDIT_RETRY,
+                local_retry_threshold=LOCAL_RETRY_THRESHOLD,
                 summary="audit",
             )
         except FailureError as exc:

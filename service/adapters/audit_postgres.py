@@ -12,7 +12,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from service.audit import AuditEvent, AuditQuery, AuditSnapshot
-from service.errors import AuditUnavailable
+from service.errors import AuditRejected, AuditUnavailable
 from service.redact import redact
 from service.runs import RunState, short_id
 
@@ -60,6 +60,8 @@ def _errors() -> Iterator[None]:
         yield
     except psycopg.errors.UndefinedTable as exc:
         raise AuditUnavailable("the audit tables do not exist: run `remediate migrate audit`") from exc
+    except (psycopg.DataError, psycopg.errors.CharacterNotInRepertoire) as exc:
+        raise AuditRejected(f"audit store refused the record: {redact(str(exc))}") from exc
     except psycopg.Error as exc:
         raise AuditUnavailable(f"audit store: {redact(str(exc))}") from exc
 

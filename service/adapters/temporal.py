@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,6 +15,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from service.adapters.temporal_rpc import QUERY_TIMEOUT, RPC_TIMEOUT, connect, connect_eager, rpc
 from service.approvals import Decision, DecisionRecord
+from service.deadline import longest_run
 from service.delivery import Delivery
 from service.delivery_workflow import DeliveryWorkflow
 from service.errors import RemediateError, RunNotOpen, RunUnknown, TemporalUnavailable
@@ -21,6 +23,9 @@ from service.runs import PriorAttempts, RunInput, RunState, short_id
 from service.workflows import RemediationWorkflow
 
 __all__ = ["RunSummary", "TemporalRuns", "connect", "connect_eager"]
+
+PROBLEMS = "TemporalReportedProblems"  # set by the server after consecutive workflow task failures or timeouts
+STUCK = f"WorkflowType = 'RemediationWorkflow' AND ExecutionStatus = 'Running' AND {PROBLEMS} IS NOT NULL"
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,7 @@ class TemporalRuns:
                 id_reuse_policy=reuse,
                 memo={"playbook": run.playbook.name, "alertname": run.alert.alertname, "mode": run.mode.value},
                 static_summary=f"{run.playbook.name} for {run.alert.alertname} ({run.mode.value})",
+                execution_timeout=longest_run(run),  # no run stays open past its playbook's own timeouts
                 rpc_timeout=RPC_TIMEOUT,
                 request_eager_start=True,
             )
@@ -188,6 +194,32 @@ class TemporalRuns:
                 )
             )
         return runs
+
+    async def stuck(self, limit: int = 100) -> builtins.list[RunSummary]:
+        """Open runs whose workflow tasks keep failing or timing out (Temporal reports it after a few in a row):
+        they make no progress until someone looks. Runs past their own timeouts need no list: Temporal ends them."""
+        found = []
+        with rpc("listing stuck runs"):
+            async for execution in self.client.list_workflows(STUCK, limit=limit):
+                memo = await execution.memo()
+                problems = execution.search_attributes.get(PROBLEMS) or []
+                found.append(
+                    RunSummary(
+                        run_id=execution.id,
+                        status="stuck",
+                        playbook=str(memo.get("playbook", "")),
+                        alertname=str(memo.get("alertname", "")),
+                        mode=str(memo.get("mode", "")),
+                        started=execution.start_time,
+                        closed=None,
+                        execution=", ".join(str(p) for p in problems) or "running",
+                    )
+                )
+        return found
+
+    async def count_stuck(self) -> int:
+        with rpc("counting stuck runs"):
+            return (await self.client.count_workflows(STUCK, rpc_timeout=RPC_TIMEOUT)).count
 
     async def _outcome(self, run_id: str, status: WorkflowExecutionStatus | None) -> str:
         if status == WorkflowExecutionStatus.RUNNING:
