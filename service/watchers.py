@@ -43,7 +43,7 @@ async def watch_approvals(store: AuditStore, gauges: ApprovalGauges, stop: async
             continue
 
 
-async def watch_stuck(runs: TemporalRuns, stuck: StuckRuns, stop: asyncio.Event, every: float = 30.0) -> None:
+async def watch_stuck(runs: TemporalRuns, stuck: StuckRuns, stop: asyncio.Event, every: float = 15.0) -> None:
     """Keep `remediate_runs_stuck` current: one count through visibility, whatever the number of open runs."""
     while not stop.is_set():
         try:

@@ -115,24 +115,31 @@ class RemediationWorkflow:
             return await self._run_to_end(run)
         except (ApplicationError, workflow.NondeterminismError):
             raise  # our own RunFailed; a changed workflow is fixed by deploying code, not by failing the run
-        except Exception as exc:
-            raise await self._failed(run, exc) from exc
+        except Exception as exc:  # noqa: BLE001 - the workflow's boundary: no error may fail its task for ever
+            return await self._stopped(run, exc)
 
-    async def _failed(self, run: RunInput, exc: Exception) -> ApplicationError:
-        """An error outside the engine's own boundary (our bug, a value no code foresaw): the run ends `failed` with
-        the reason, recorded, instead of a workflow task that fails and is retried for ever."""
+    async def _stopped(self, run: RunInput, exc: Exception) -> RunState:
+        """An error outside the engine's own boundary (our bug, a value no code foresaw) ends the run with the reason,
+        recorded, instead of a workflow task that fails and is retried for ever. A run that had already reached its
+        outcome keeps it (and completes: a failed execution could be attempted again)."""
         workflow.logger.error("run %s stopped by an internal error: %r", run.run_id, exc)
         if self._run is None:
-            return ApplicationError(f"run failed: {internal_error(exc, 0)}", type="RunFailed", non_retryable=True)
-        state = self._run.state
-        if state.status not in FINAL:
+            raise ApplicationError(
+                f"run failed: {internal_error(exc, 0)}", type="RunFailed", non_retryable=True
+            ) from exc
+        state, ended = self._run.state, self._run.state.status in FINAL
+        if ended:
+            state.reason = f"{state.reason}; afterwards {internal_error(exc, self._run.attempted)}"
+        else:
             state.status, state.reason = "failed", internal_error(exc, self._run.attempted)
             state.finished_at = workflow.now()
         try:
             await self._record(final=True)
-        except Exception as again:  # noqa: BLE001 - recording is best effort here; the failure itself must land
+        except Exception as again:  # noqa: BLE001 - recording is best effort here; the outcome itself must land
             workflow.logger.error("run %s: its last record failed too: %r", run.run_id, again)
-        return ApplicationError(f"run failed: {state.reason}", state, type="RunFailed", non_retryable=True)
+        if ended:
+            return state
+        raise ApplicationError(f"run failed: {state.reason}", state, type="RunFailed", non_retryable=True) from exc
 
     async def _run_to_end(self, run: RunInput) -> RunState:
         self._input = run

@@ -10,7 +10,9 @@ from pathlib import Path
 import httpx2
 import psycopg
 import pytest
+from temporalio import workflow
 from temporalio.client import Client
+from temporalio.worker import Worker
 
 from tests.conftest import new_database
 from tests.process.test_rails import AUTH, cli, env, many, write_config
@@ -87,4 +89,120 @@ async def test_nul_labels_end_their_runs_and_starve_no_one(
                 assert labels is not None and "\\u0000" in labels["v"]
                 assert (await http.get("/readyz", headers=AUTH)).status_code == 200
         finally:
+            assert await service.terminate() == 0
+
+
+OVERFLOW = """
+name: overflow-probe
+match: {alertname: OverflowProbe}
+inputs: {pages: "{{ range(alert.labels.pages|int) | list | length }}"}
+diagnose:
+  - id: check
+    action: http.request
+    connection: target
+    with: {path: "/check/{{ inputs.pages }}"}
+"""
+HUGE = """
+name: huge-probe
+match: {alertname: HugeProbe}
+diagnose:
+  - id: check
+    action: http.request
+    connection: target
+    with: {path: "/check/one", query: {a: "{{ alert.labels }}", b: "{{ alert.labels }}"}}
+act:
+  - id: fix
+    action: http.request
+    connection: target
+    approval: none
+    with:
+      method: POST
+      path: "/fix/one"
+      body: {a: "{{ alert.labels }}", b: "{{ alert.labels }}", c: "{{ alert.labels }}", d: "{{ alert.labels }}"}
+"""
+
+
+async def test_template_overflow_and_the_largest_alert_fail_their_runs_with_a_reason(
+    postgres: Postgres, temporal_env_address: str, temporal_client: Client, tmp_path: Path
+) -> None:
+    """`range(labels.pages|int)` with pages=1000000 and 16 labels of 16,000 characters rendered into two steps:
+    each run ends `failed` with the reason (the sandbox's overflow, the bytes over the step limit), recorded."""
+    dsn, queue, target = new_database(postgres), f"big-{uuid.uuid4().hex[:8]}", RailTarget()
+    books = tmp_path / "playbooks"
+    books.mkdir()
+    (books / "overflow.yaml").write_text(OVERFLOW)
+    (books / "huge.yaml").write_text(HUGE)
+    async with serving(target.app()) as url:
+        settings = env(temporal_env_address, queue, write_config(tmp_path / "c.yaml", url, "one"), books)
+        settings["REMEDIATE_DATABASE_URL"] = dsn
+        assert (await cli(["migrate", "audit"], settings)).returncode == 0
+        service = start("serve", ["serve"], settings, tmp_path)
+        try:
+            await service.wait_ready()
+            async with httpx2.AsyncClient(base_url=service.url, headers=AUTH, timeout=30) as http:
+                overflow = many("OverflowProbe", ["p1"])
+                overflow["alerts"][0]["labels"]["pages"] = "1000000"  # type: ignore[index]
+                huge = many("HugeProbe", ["h1"])
+                huge["alerts"][0]["labels"].update({f"l{i}": "x" * 16_000 for i in range(15)})  # type: ignore[index]
+                for message in (overflow, huge):
+                    reply = await http.post("/alertmanager", json=message)
+                    assert reply.status_code == 200 and reply.json()["started"] == 1, reply.text
+                deadline = time.monotonic() + 60
+                while len(audit_statuses(dsn)) < 2 or await open_runs(temporal_client, queue):
+                    assert time.monotonic() < deadline, "runs still open after 60 s"
+                    await asyncio.sleep(0.5)
+                with psycopg.connect(dsn) as db:
+                    ended = dict(db.execute("select playbook, state->>'reason' from remediate_audit_runs").fetchall())
+                assert set(audit_statuses(dsn).values()) == {"failed"}
+                assert "OverflowError" in ended["overflow-probe"] and "nothing was written" in ended["overflow-probe"]
+                assert "over the 65536 a step may send" in ended["huge-probe"], ended
+                assert target.writes == {}
+        finally:
+            assert await service.terminate() == 0
+
+
+@workflow.defn(name="RemediationWorkflow", sandboxed=False)
+class BrokenRun:
+    """A run whose workflow task fails every time, as a bug or an unforeseen value once made ours do."""
+
+    @workflow.run
+    async def run(self, _input: object) -> None:
+        raise RuntimeError("a workflow task that always fails")
+
+
+async def test_a_run_whose_workflow_tasks_fail_is_seen(
+    temporal_env_address: str, temporal_client: Client, tmp_path: Path
+) -> None:
+    """A run stuck on failing workflow tasks shows in `remediate runs list --stuck` (with what Temporal reports),
+    in the `remediate_runs_stuck` gauge and in /readyz's advice, which still answers ready."""
+    queue, broken_queue = f"stuck-{uuid.uuid4().hex[:8]}", f"broken-{uuid.uuid4().hex[:8]}"
+    run_id = f"stuck-probe/{uuid.uuid4().hex[:16]}/1"
+    books = tmp_path / "playbooks"
+    books.mkdir()
+    (books / "probe.yaml").write_text(playbook(NAME, "NulProbe"))
+    settings = env(temporal_env_address, queue, write_config(tmp_path / "c.yaml", "http://127.0.0.1:9", "one"), books)
+    service = start("serve", ["serve", "--web-only"], settings, tmp_path)
+    async with Worker(temporal_client, task_queue=broken_queue, workflows=[BrokenRun]):
+        handle = await temporal_client.start_workflow(
+            "RemediationWorkflow", {}, id=run_id, task_queue=broken_queue, memo={"playbook": "stuck-probe"}
+        )
+        try:
+            await service.wait_ready()
+            listed = ""
+            for _ in range(60):
+                listed = (await cli(["runs", "list", "--stuck"], settings)).stdout
+                if run_id in listed:
+                    break
+                await asyncio.sleep(1)
+            assert run_id in listed and "category=WorkflowTaskFailed" in listed and "stuck-probe" in listed, listed
+            async with httpx2.AsyncClient(base_url=service.url, headers=AUTH, timeout=10) as http:
+                for _ in range(40):
+                    ready = await http.get("/readyz")
+                    if "stuck run(s)" in ready.json().get("advice", {}).get("runs", ""):
+                        break
+                    await asyncio.sleep(1)
+                assert ready.status_code == 200 and "runs list --stuck" in ready.json()["advice"]["runs"], ready.text
+                assert "remediate_runs_stuck 1.0" in (await http.get("/metrics")).text
+        finally:
+            await handle.terminate("test over")
             assert await service.terminate() == 0
