@@ -152,7 +152,9 @@ async def test_template_overflow_and_the_largest_alert_fail_their_runs_with_a_re
                     assert time.monotonic() < deadline, "runs still open after 60 s"
                     await asyncio.sleep(0.5)
                 with psycopg.connect(dsn) as db:
-                    ended = dict(db.execute("select playbook, state->>'reason' from remediate_audit_runs").fetchall())
+                    ended: dict[str, str] = dict(
+                        db.execute("select playbook, state->>'reason' from remediate_audit_runs").fetchall()
+                    )
                 assert set(audit_statuses(dsn).values()) == {"failed"}
                 assert "OverflowError" in ended["overflow-probe"] and "nothing was written" in ended["overflow-probe"]
                 assert "over the 65536 a step may send" in ended["huge-probe"], ended
