@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 from pglast import ast, parse_sql
@@ -32,7 +33,20 @@ REFUSED_FUNCTIONS = {
     "lo_import": "file access on the database server",
     "lo_export": "file access on the database server",
     "pg_log_backend_memory_contexts": "server administration is not remediation",
+    "query_to_xml": "it runs the SQL in its argument, which no check sees",
+    "query_to_xml_and_xmlschema": "it runs the SQL in its argument, which no check sees",
+    "query_to_xmlschema": "it runs the SQL in its argument, which no check sees",
+    "cursor_to_xml": "it reads a cursor opened elsewhere",
+    "pg_notify": "a notification is a message to other sessions, not a read",
+    "currval": "it reads this session's sequence state, which a pooled connection does not keep",
+    "lastval": "it reads this session's sequence state, which a pooled connection does not keep",
 }
+# Volatile functions that a read or a dry-run may still call: they change nothing outside the statement (a sleep ends
+# at the statement timeout). Every other volatile function is refused at first use, from what the target's own
+# pg_proc says (user functions included).
+HARMLESS_VOLATILE = frozenset(
+    {"random", "clock_timestamp", "timeofday", "gen_random_uuid", "uuid_generate_v4", "pg_sleep", "pg_sleep_for"}
+)
 REFUSED_PREFIXES = {
     "dblink": "it runs SQL on another connection, outside this transaction",
     "pg_advisory": "advisory locks outlive the statement; hold locks in the target's own code",
@@ -89,6 +103,38 @@ def _walk(node: Any) -> Iterator[Any]:
     elif isinstance(node, tuple | list):
         for item in node:
             yield from _walk(item)
+
+
+@dataclass(frozen=True)
+class SqlFacts:
+    """What the adapter needs to know of a statement at first use: the functions it calls (schema or None, name),
+    and for an INSERT its table and the columns it names."""
+
+    functions: tuple[tuple[str | None, str], ...] = ()
+    insert_table: tuple[str | None, str] | None = None
+    insert_columns: tuple[str, ...] = ()
+
+
+@lru_cache(maxsize=1024)
+def facts(sql: str) -> SqlFacts:
+    """Parsed once per statement and process; a statement that does not parse has no facts (it never loaded)."""
+    try:
+        (statement,) = parse_sql(placeholders(sql)[0])
+    except (ParseError, ValueError):
+        return SqlFacts()
+    stmt, called = statement.stmt, []
+    for node in _walk(stmt):
+        if isinstance(node, ast.FuncCall) and node.funcname:
+            names = [part.sval for part in node.funcname]
+            called.append((names[-2] if len(names) > 1 else None, names[-1]))
+    relation = stmt.relation if isinstance(stmt, ast.InsertStmt) else None
+    if relation is None:
+        return SqlFacts(functions=tuple(dict.fromkeys(called)))
+    return SqlFacts(
+        functions=tuple(dict.fromkeys(called)),
+        insert_table=(relation.schemaname, relation.relname or ""),
+        insert_columns=tuple(col.name for col in getattr(stmt, "cols", None) or ()),
+    )
 
 
 def _function_problems(tree: Any) -> Iterable[SqlProblem]:

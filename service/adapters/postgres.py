@@ -15,11 +15,13 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import JsonValue
 
 from service.adapters.base import ConnectionAdapter
+from service.adapters.postgres_functions import StatementRules, reset
 from service.adapters.postgres_ledger import claim, from_ledger, ledger_sql, record, row_targets, rows_json
 from service.config import PostgresConnection, resolve_secret
 from service.errors import ConfigError, GuardViolation, PermanentStepError, RetryableStepError, StepError
 from service.registry import Action, specs
 from service.runs import StepRequest, StepResult, per_target
+from service.sql_check import facts
 from service.steps import (
     PostgresExecute,
     PostgresExecuteParams,
@@ -61,6 +63,7 @@ class PostgresAdapter(ConnectionAdapter[PostgresConnection, Pool]):
     """One pool per configured Postgres connection, opened on first use."""
 
     connection_type = "postgres"
+    rules: StatementRules | None = None
 
     def actions(self) -> dict[str, Action[Any]]:
         return specs(
@@ -79,6 +82,7 @@ class PostgresAdapter(ConnectionAdapter[PostgresConnection, Pool]):
             timeout=5.0,  # waiting for a connection from a target that is down
             # A target that restarted leaves dead connections in the pool: check before handing one out.
             check=Pool.check_connection,
+            reset=reset,  # no advisory lock, setting or temporary table outlives the step that made it
         )
         await pool.open()
         return pool
@@ -112,10 +116,16 @@ class PostgresAdapter(ConnectionAdapter[PostgresConnection, Pool]):
         ms = int(min(conn.statement_timeout, request.timeout_seconds) * 1000)
         return sql.SQL("set local statement_timeout = {}").format(sql.Literal(ms))
 
+    def _rules(self) -> StatementRules:
+        if self.rules is None:
+            self.rules = StatementRules()
+        return self.rules
+
     async def _query(self, request: StepRequest, params: PostgresQueryParams) -> StepResult:
         pool = await self.client(request.connection)
         with _errors(request.connection):
             async with pool.connection() as conn, conn.transaction():
+                await self._rules().functions(conn, request.connection, params.sql)
                 await conn.execute("set transaction read only")
                 await conn.execute(self._timeout(request))
                 async with conn.cursor(row_factory=dict_row) as cur:
@@ -129,6 +139,15 @@ class PostgresAdapter(ConnectionAdapter[PostgresConnection, Pool]):
             data={"rows": rows, "count": len(rows), "truncated": truncated}, summary=f"{len(rows)} row(s){note}"
         )
 
+    async def _checked(self, pool: Pool, request: StepRequest, statement: str) -> tuple[str, ...]:
+        """Every write is also dry-run (plans, previews, dry-run mode), so it meets a read's function rule; returns,
+        for a dry-run INSERT, the columns it leaves to a sequence (then it is planned, not run)."""
+        rules = self._rules()
+        with _errors(request.connection):
+            async with pool.connection() as conn:
+                await rules.functions(conn, request.connection, statement)
+                return await rules.sequenced(conn, request.connection, statement) if request.dry_run else ()
+
     async def _execute(self, request: StepRequest, params: PostgresExecuteParams) -> StepResult:
         ledger = self.connection(request.connection).ledger
         if request.attempt > 1 and ledger is None and not request.dry_run:
@@ -137,6 +156,9 @@ class PostgresAdapter(ConnectionAdapter[PostgresConnection, Pool]):
                 "attempt may have committed, so it is not sent again (at most once; see `remediate migrate`)"
             )
         pool = await self.client(request.connection)
+        sequenced = await self._checked(pool, request, params.sql)
+        if sequenced:
+            return _not_run(params, sequenced)
         statement = _with_returning(params.sql)
         digest = hashlib.sha256(params.sql.encode()).hexdigest()
         changed: list[JsonValue] = []
@@ -170,7 +192,7 @@ class PostgresAdapter(ConnectionAdapter[PostgresConnection, Pool]):
             data={"rowcount": count, "rows": changed[:ROWS_RECORDED], "dry_run": request.dry_run},
             summary=f"{verb} {count} row(s) (max_rows {params.max_rows})"
             + ("; rolled back" if request.dry_run else ""),
-            targets=row_targets(changed[:ROWS_RECORDED]),
+            targets=row_targets(_named(changed[:ROWS_RECORDED], params.sql)),
             dry_run=request.dry_run,
             note="" if ledger or request.dry_run else f"at most once: connection {request.connection} has no ledger",
         )
@@ -208,6 +230,25 @@ class PostgresAdapter(ConnectionAdapter[PostgresConnection, Pool]):
             " (dry-run: listed, none ended)" if request.dry_run else ""
         )
         return per_target(outcomes, summary, request.dry_run)
+
+
+def _named(rows: list[JsonValue], statement: str) -> list[JsonValue]:
+    """An INSERT's rows are named by the columns it sets itself: a default such as clock_timestamp() differs on every
+    dry-run, and would make the approved rows look like others."""
+    columns = facts(statement).insert_columns
+    if not columns:
+        return rows
+    return [{k: v for k, v in row.items() if k in columns} if isinstance(row, dict) else row for row in rows]
+
+
+def _not_run(params: PostgresExecuteParams, sequenced: tuple[str, ...]) -> StepResult:
+    """A dry-run INSERT that a rollback could not undo: planned, not run; the plan says why."""
+    why = f"its sequence for {', '.join(sequenced)} would advance even though a dry-run rolls back"
+    return StepResult(
+        data={"rowcount": None, "rows": [], "dry_run": True, "not_run": why},
+        summary=f"dry-run: planned, not run: {why} (max_rows {params.max_rows})",
+        dry_run=True,
+    )
 
 
 STILL_A_TARGET = """

@@ -49,13 +49,14 @@ async def test_query_returns_rows_with_bound_parameters(registry: Registry, jobs
 
 
 async def test_query_runs_in_a_read_only_transaction(registry: Registry, jobs_db: str) -> None:
-    """A diagnose query cannot write, even through a function the SQL checker cannot see into."""
+    """A diagnose query cannot write through a function the SQL checker cannot see into: the target says it is
+    volatile, so it is refused before it runs (the read-only transaction stands behind that rule)."""
     seed_jobs(jobs_db, stuck=[1])
     with psycopg.connect(jobs_db, autocommit=True) as conn:
         conn.execute(
             "create function sneaky() returns int language sql as $$ update jobs set status = 'x'; select 1 $$"
         )
-    with pytest.raises(PermanentStepError, match="read-only"):
+    with pytest.raises(PermanentStepError, match="sneaky\\(\\), which PostgreSQL marks volatile"):
         await registry.dispatch(_req("postgres.query", sql="select sneaky()"))
     assert job_states(jobs_db) == {1: "running"}
 
@@ -169,3 +170,69 @@ async def test_without_a_ledger_a_second_attempt_is_refused(registry: Registry, 
     with pytest.raises(PermanentStepError, match="no ledger"):
         await registry.dispatch(request)
     assert update_counts(jobs_db) == {}
+
+
+async def test_a_pooled_connection_goes_back_with_no_session_state(jobs_db: str) -> None:
+    """Whatever a statement leaves on its connection (an advisory lock, a setting, a temporary table) is gone when
+    the pool hands the connection out again."""
+    adapter = PostgresAdapter({"jobs-db": PostgresConnection(type="postgres", dsn="env:JOBS_DB_DSN", pool_size=1)})
+    try:
+        pool = await adapter.client("jobs-db")
+        async with pool.connection() as conn:
+            await conn.execute("select pg_advisory_lock(5)")
+            await conn.execute("set application_name = 'left-behind'")
+            await conn.execute("create temporary table scratch (x int)")
+            backend = (await (await conn.execute("select pg_backend_pid()")).fetchone() or (0,))[0]
+        async with pool.connection() as conn:  # the only connection: the same backend, reset
+            same = (await (await conn.execute("select pg_backend_pid()")).fetchone() or (0,))[0]
+            name = (await (await conn.execute("show application_name")).fetchone() or ("",))[0]
+            temp = (await (await conn.execute("select to_regclass('pg_temp.scratch')")).fetchone() or (None,))[0]
+        assert same == backend and name == "remediate" and temp is None
+        with psycopg.connect(jobs_db) as db:
+            held = db.execute("select count(*) from pg_locks where locktype = 'advisory'").fetchone()
+        assert held == (0,)
+    finally:
+        await adapter.close()
+
+
+async def test_a_dry_run_insert_that_would_advance_a_sequence_is_planned_not_run(
+    registry: Registry, jobs_db: str
+) -> None:
+    """An INSERT into a table with a serial column is planned without running in a dry-run (the sequence would
+    advance though the rows roll back); naming the column itself runs it as usual."""
+    with psycopg.connect(jobs_db, autocommit=True) as db:
+        db.execute("create table notes (id serial primary key, note text, at timestamptz default clock_timestamp())")
+    planned = await registry.dispatch(
+        _req(
+            "postgres.execute",
+            dry_run=True,
+            sql="insert into notes (note) values (%(n)s)",
+            params={"n": "x"},
+            max_rows=1,
+        )
+    )
+    assert planned.data["not_run"] and "sequence for id would advance" in planned.summary
+    ran = await registry.dispatch(
+        _req(
+            "postgres.execute",
+            dry_run=True,
+            sql="insert into notes (id, note) values (7, %(n)s)",
+            params={"n": "x"},
+            max_rows=1,
+        )
+    )
+    assert ran.data["rowcount"] == 1 and ran.targets == ["row 7"]
+    with psycopg.connect(jobs_db) as db:
+        assert db.execute("select last_value, is_called from notes_id_seq").fetchone() == (1, False)
+        assert db.execute("select count(*) from notes").fetchone() == (0,)
+
+
+async def test_an_insert_names_its_rows_by_the_columns_it_sets(registry: Registry, jobs_db: str) -> None:
+    """A clock_timestamp() default differs on every dry-run; rows are named by what the INSERT itself sets, so the
+    rows an approver saw are the rows the write touches."""
+    with psycopg.connect(jobs_db, autocommit=True) as db:
+        db.execute("create table events (note text, at timestamptz default clock_timestamp())")
+    request = _req("postgres.execute", dry_run=True, sql="insert into events (note) values (%(n)s)", params={"n": "x"})
+    request.params["max_rows"] = 1
+    seen = [(await registry.dispatch(request)).targets for _ in range(2)]
+    assert seen == [["row note=x"], ["row note=x"]]
