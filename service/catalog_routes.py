@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service.catalog import Catalog
-from service.guards import guarded
+from service.guards import Endpoint
 
 
 def listing(catalog: Catalog) -> dict[str, object]:
@@ -19,8 +19,26 @@ def listing(catalog: Catalog) -> dict[str, object]:
     }
 
 
-def catalog_routes(catalog: Catalog, reader: Callable[[str | None], bool]) -> list[Route]:
-    """GET /api/v1/playbooks and POST /api/v1/playbooks/reload (lint first; a refused set changes nothing)."""
+def catalog_routes(
+    catalog: Catalog, operator: Callable[[str | None], bool], webhook: Callable[[str | None], bool]
+) -> list[Route]:
+    """GET /api/v1/playbooks and POST /api/v1/playbooks/reload (lint first; a refused set changes nothing), for an
+    operator (an approver's token, or anyone where the service runs open); the webhook's credential only delivers
+    alerts: it may neither see where playbooks live nor change which ones run."""
+
+    def operators_only(endpoint: Endpoint) -> Endpoint:
+        async def checked(request: Request) -> Response:
+            header = request.headers.get("authorization")
+            if operator(header):
+                return await endpoint(request)
+            if header and webhook(header):
+                return JSONResponse(
+                    {"error": "the webhook's credential only delivers alerts; use an approver token for playbooks"},
+                    403,
+                )
+            return JSONResponse({"error": "unauthorized"}, 401)
+
+        return checked
 
     async def show(request: Request) -> Response:
         return JSONResponse(listing(catalog))
@@ -35,6 +53,6 @@ def catalog_routes(catalog: Catalog, reader: Callable[[str | None], bool]) -> li
         return JSONResponse({"reloaded": True, **listing(catalog)})
 
     return [
-        Route("/api/v1/playbooks", guarded(show, reader), methods=["GET"]),
-        Route("/api/v1/playbooks/reload", guarded(reload, reader), methods=["POST"]),
+        Route("/api/v1/playbooks", operators_only(show), methods=["GET"]),
+        Route("/api/v1/playbooks/reload", operators_only(reload), methods=["POST"]),
     ]

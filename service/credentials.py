@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from base64 import b64decode
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-
-LOOPBACK = ("127.", "localhost", "::1", "[::1]")
 
 
 @dataclass
@@ -60,4 +59,11 @@ class ApproverTokens:
 
 
 def is_loopback(host: str) -> bool:
-    return host.startswith(LOOPBACK)
+    """Exactly a loopback address or `localhost`: `127.0.0.1.nip.io` and `localhost.example` are other hosts."""
+    name = host.strip().removeprefix("[").removesuffix("]").rstrip(".").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False

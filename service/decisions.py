@@ -16,6 +16,7 @@ from service.approvals import Decision, Verdict
 from service.bodies import BodyRefused, read_body
 from service.credentials import ApproverTokens, WebAuth
 from service.errors import RunNotOpen, RunUnknown
+from service.runs import run_id_problem
 
 SLACK_BODY_LIMIT = 64 * 1024
 API_BODY_LIMIT = 16 * 1024
@@ -92,6 +93,8 @@ def decision_routes(
         if body.approver is not None and body.approver != identity:
             return JSONResponse({"error": f"this token decides as {identity}, not as {body.approver}"}, 403)
         run_id = request.path_params["run_id"]
+        if problem := run_id_problem(run_id):
+            return JSONResponse({"error": problem}, 400)
         decision = Decision(
             gate=body.gate,
             verdict=verdict,

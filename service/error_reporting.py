@@ -48,6 +48,8 @@ def start_reporting(dsn: str, scrubber: Scrubber, environment: str | None = None
         include_local_variables=False,  # a frame's locals may hold a secret no scrubber knows about
         max_request_body_size="never",
         traces_sample_rate=0.0,
+        # No sentry-trace or baggage header on our own requests: targets and readiness pings learn nothing of Sentry.
+        trace_propagation_targets=[],
         environment=environment,
     )
 

@@ -158,10 +158,3 @@ class Receiver:
         for key in fresh:
             self.seen.add(key)
         return counts
-        delivery.delivery_id = delivery_id(fresh, delivery.resolves, self._window())
-        accepted = await self.deliveries.deliver(delivery)
-        counts["started" if accepted else "duplicates"] += len(fresh)
-        counts["resolved"] += len(delivery.resolves)
-        for key in fresh:
-            self.seen.add(key)
-        return counts

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import re
 import traceback
@@ -18,11 +20,22 @@ _KEY_VALUE = re.compile(
 _BEARER = re.compile(r"(?i)(?P<head>\b(?:bearer|basic)\s+)(?P<secret>[A-Za-z0-9._~+/=-]{8,})")
 
 
+def _credential(scheme: str, value: str) -> bool:
+    """Whether the word after `Basic`/`Bearer` is a credential, not prose ("basic functionality"): Basic carries
+    base64 of `user:password`; a bearer token is long or has digits or symbols, which plain words do not."""
+    if scheme.lower() == "basic":
+        try:
+            return ":" in base64.b64decode(value + "=" * (-len(value) % 4), validate=True).decode("utf-8", "replace")
+        except (binascii.Error, ValueError):
+            return False
+    return len(value) >= 20 or not value.isalpha()
+
+
 def redact(text: str) -> str:
     """The text with every credential-looking part masked."""
     text = _URL_PASSWORD.sub(lambda m: f"{m['head']}{MASK}@", text)
     text = _KEY_VALUE.sub(lambda m: f"{m['head']}{MASK}", text)
-    return _BEARER.sub(lambda m: f"{m['head']}{MASK}", text)
+    return _BEARER.sub(lambda m: f"{m['head']}{MASK}" if _credential(m["head"].strip(), m["secret"]) else m[0], text)
 
 
 def mask(text: str, known: Sequence[str]) -> str:

@@ -39,6 +39,18 @@ PRIOR_ATTEMPTS = "prior_attempts"  # how often this occurrence was already attem
 SETTLE = "settle"  # does nothing: a workflow-task boundary, so signals that came during local reads are seen
 
 
+MAX_RUN_ID = 512  # a playbook name (63), a fingerprint (64) and a time, with room to spare
+
+
+def run_id_problem(given: str) -> str | None:
+    """Why a run id (or a short id, or a prefix) from outside cannot name a run; None when it may."""
+    if not given or len(given) > MAX_RUN_ID:
+        return f"a run id has 1 to {MAX_RUN_ID} characters"
+    if not given.isprintable():
+        return "a run id holds no control characters (NUL, newline, …)"
+    return None
+
+
 def short_id(run_id: str) -> str:
     """Eight hex digits that name one run in `runs list`; `runs show` accepts them."""
     return hashlib.sha256(run_id.encode()).hexdigest()[:8]

@@ -20,12 +20,13 @@ from service.bodies import BodyRefused, read_body
 from service.catalog_routes import catalog_routes
 from service.credentials import ApproverTokens, WebAuth
 from service.decisions import decision_routes
-from service.errors import RemediateError, TemporalUnavailable
+from service.errors import AuditUnavailable, RemediateError, TemporalUnavailable
 from service.guards import guarded
 from service.intake import Receiver, SeenRuns
 from service.rail_routes import Switching, rail_routes
 from service.redact import redact
 from service.run_metrics import RunMetrics, StuckRuns
+from service.runs import run_id_problem
 
 __all__ = ["Metrics", "Receiver", "SeenRuns", "create_app", "health_routes"]
 
@@ -128,7 +129,8 @@ def health_routes(
 
 
 def unavailable(request: Request, exc: Exception) -> Response:
-    """The one place Temporal trouble becomes a 503: Alertmanager retries only 5xx, and sends the message again."""
+    """The one place Temporal or audit-store trouble becomes a 503: Alertmanager retries only 5xx, and sends the
+    message again; a reader tries again later."""
     log.warning("%s %s: answering 503 so the caller retries: %s", request.method, request.url.path, exc)
     return JSONResponse({"error": redact(str(exc))}, 503, headers={"Retry-After": "5"})
 
@@ -155,6 +157,10 @@ def create_app(
     def reader(header: str | None) -> bool:
         # Readiness details: Alertmanager's credential (when one is set) or any approver's token.
         return (auth.enabled and auth.allows(header)) or approvers.identity(header) is not None
+
+    def operator(header: str | None) -> bool:
+        # Playbooks: an approver, or anyone where the service runs open (loopback without a credential).
+        return not auth.enabled or approvers.identity(header) is not None
 
     def run_reader(header: str | None) -> bool:
         # The run API: as the webhook (open on loopback when no credential is set), or any approver's token.
@@ -201,6 +207,9 @@ def create_app(
         )
 
     async def run_show(request: Request) -> Response:
+        problem = run_id_problem(request.path_params["run_id"])
+        if problem:
+            return JSONResponse({"error": problem}, 400)
         state = await runs.state(request.path_params["run_id"])
         if state is None:
             return JSONResponse({"error": "no such run"}, 404)
@@ -218,7 +227,7 @@ def create_app(
                 if governor
                 else []
             ),
-            *catalog_routes(receiver.catalog, run_reader),
+            *catalog_routes(receiver.catalog, operator, auth.allows),
         ],
-        exception_handlers={TemporalUnavailable: unavailable},
+        exception_handlers={TemporalUnavailable: unavailable, AuditUnavailable: unavailable},
     )

@@ -168,7 +168,8 @@ class SlackNotifier:
         channel = (posted.channel if posted else None) or notice.channel or self._channel
         if not self._token or not channel:
             return MessageRef()
-        text = f"Approval needed: {gate.request.playbook} for {gate.request.alertname} ({gate.status})"
+        # The fallback `text` is what notifications show: escaped like the blocks, or a label could @channel.
+        text = escape(f"Approval needed: {gate.request.playbook} for {gate.request.alertname} ({gate.status})")
         body: dict[str, Any] = {"channel": channel, "text": text, "blocks": approval_blocks(gate, notice.outcome)}
         method = "chat.update" if posted else "chat.postMessage"
         if posted:
@@ -188,7 +189,7 @@ class SlackNotifier:
         lines.append(f"`remediate runs show {escape(notice.run_id)}`")
         body: dict[str, Any] = {
             "channel": channel,
-            "text": notice.text(),
+            "text": escape(notice.text()),
             "blocks": [{"type": "section", "text": _mrkdwn("\n".join(lines))}],
         }
         if posted:
@@ -199,7 +200,8 @@ class SlackNotifier:
 
     async def announce(self, text: str) -> None:
         if self._token and self._channel:
-            await self._call("chat.postMessage", {"channel": self._channel, "text": text, "blocks": [_section(text)]})
+            body = {"channel": self._channel, "text": escape(text), "blocks": [_section(text)]}
+            await self._call("chat.postMessage", body)
 
     async def _call(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
         try:

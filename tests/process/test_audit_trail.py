@@ -140,7 +140,8 @@ async def test_runs_outlive_their_history_a_terminated_run_shows_its_steps_and_t
                     playbook(GATED, "AuditGated").replace("approval: none", "approval: required").split("verify:")[0]
                     + "approvers: [oncall]\n"
                 )
-                assert (await http.post("/api/v1/playbooks/reload")).status_code == 200
+                oncall = {"Authorization": f"Bearer {ONCALL}"}
+                assert (await http.post("/api/v1/playbooks/reload", headers=oncall)).status_code == 200
                 await http.post("/alertmanager", json=alert("AuditGated", "g1"))
                 await until(lambda: _waiting(dsn) == 1)
                 await until_metric(http, "remediate_approvals_pending", {}, 1.0)

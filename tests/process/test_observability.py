@@ -50,6 +50,8 @@ async def test_a_failing_step_reaches_sentry_tagged_and_scrubbed_and_every_log_l
             (failed,) = await finished(temporal_client, queue, NAME, 1)
             assert failed.status == "failed"
             await until(lambda: len(sentry.items) >= 2)
+            async with httpx2.AsyncClient(base_url=service.url, timeout=30) as http:
+                assert (await http.get("/readyz")).status_code == 200  # pings the target too
         finally:
             await service.terminate()
     step = next(e for e in sentry.items if tags(e).get("step") == "fix")
@@ -57,6 +59,8 @@ async def test_a_failing_step_reaches_sentry_tagged_and_scrubbed_and_every_log_l
     assert tags(step)["action"] == "http.request"
     run = next(e for e in sentry.items if "step" not in tags(e))
     assert tags(run)["run_id"] == failed.run_id and "run failed" in json.dumps(run)
+    # Sentry's trace propagation is off: neither a step nor a readiness ping tells a target about Sentry.
+    assert not target.header_names & {"baggage", "sentry-trace"}, target.header_names
     sent = b"".join(sentry.raw).decode()
     assert canary not in sent and "***" in sent
 

@@ -13,7 +13,7 @@ import pytest
 from temporalio.client import Client
 
 from service.runs import RunState
-from tests.process.test_rails import AUTH, alert, cli, env, finished, write_config
+from tests.process.test_rails import AUTH, ONCALL, alert, cli, env, finished, write_config
 from tests.support.processes import start
 from tests.support.rail_target import RailTarget, playbook
 from tests.support.servers import serving
@@ -47,7 +47,11 @@ async def test_a_reload_is_used_by_the_next_run_and_recorded_and_a_broken_one_ch
         try:
             await service.wait_ready()
             async with httpx2.AsyncClient(base_url=service.url, headers=AUTH, timeout=30) as http:
-                await http.post("/alertmanager", json=alert("ReloadDrill", "r1"))
+                # The webhook's credential delivers alerts only: it can neither list nor reload playbooks.
+                assert (await http.get("/api/v1/playbooks")).status_code == 403
+                assert (await http.post("/api/v1/playbooks/reload")).status_code == 403
+                http.headers["Authorization"] = f"Bearer {ONCALL}"  # an approver's token from here on
+                await http.post("/alertmanager", json=alert("ReloadDrill", "r1"), headers=AUTH)
                 first = await one_run(temporal_client, queue, "r1", 1)
                 assert first.version is not None and first.version.sha256 == v1 and first.version.file == str(file)
                 listed = (await http.get("/api/v1/playbooks")).json()["playbooks"]
@@ -60,7 +64,7 @@ async def test_a_reload_is_used_by_the_next_run_and_recorded_and_a_broken_one_ch
                 service.proc.send_signal(signal.SIGHUP)
                 await service.wait_log("SIGHUP: reloaded 1 playbook(s): reload-drill@" + v2[:12])
                 assert (await http.get("/api/v1/playbooks")).json()["playbooks"][0]["sha256"] == v2
-                await http.post("/alertmanager", json=alert("ReloadDrill", "r2"))
+                await http.post("/alertmanager", json=alert("ReloadDrill", "r2"), headers=AUTH)
                 second = await one_run(temporal_client, queue, "r2", 2)
                 assert second.version is not None and second.version.sha256 == v2
                 assert dict(target.writes) == {"r1": 1, "r2-v2": 1}
@@ -79,7 +83,7 @@ async def test_a_reload_is_used_by_the_next_run_and_recorded_and_a_broken_one_ch
                 service.proc.send_signal(signal.SIGHUP)
                 await service.wait_log("SIGHUP: playbook reload refused, the 1 loaded stay")
                 assert (await http.get("/api/v1/playbooks")).json()["playbooks"][0]["sha256"] == v2
-                await http.post("/alertmanager", json=alert("ReloadDrill", "r3"))
+                await http.post("/alertmanager", json=alert("ReloadDrill", "r3"), headers=AUTH)
                 third = await one_run(temporal_client, queue, "r3", 3)
                 assert third.version is not None and third.version.sha256 == v2 and target.writes["r3-v2"] == 1
                 async with httpx2.AsyncClient() as anonymous:  # no credential: refused before anything loads

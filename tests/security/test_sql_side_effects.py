@@ -32,7 +32,8 @@ create table victim_log (id serial primary key, note text);
 create table victim_target (id int primary key, note text);
 insert into victim_target values (1, 'untouched');
 create function kill_victim() returns boolean language sql as
-  $$ select coalesce(bool_or(pg_terminate_backend(pid)), false) from pg_stat_activity where application_name = 'victim' $$;
+  $$ select coalesce(bool_or(pg_terminate_backend(pid)), false) from pg_stat_activity
+     where application_name = 'victim' $$;
 create function lock_it() returns boolean language sql as $$ select pg_try_advisory_lock(7) $$;
 """
 # The role docs/security.md recommends for diagnosis: it may read and (for dry-runs) write the tables it remediates,
@@ -100,7 +101,7 @@ async def test_hostile_sql_is_refused_or_changes_nothing_in_lint_plan_and_dry_ru
     with psycopg.connect(dsn, autocommit=True) as db:
         db.execute(SCHEMA)
         db.execute(ROLE.format(role=role))
-        assert not db.execute("select pg_has_role(%s, 'pg_signal_backend', 'member')", [role]).fetchone()[0]
+        assert db.execute("select pg_has_role(%s, 'pg_signal_backend', 'member')", [role]).fetchone() == (False,)
     victim = psycopg.connect(dsn + "?application_name=victim", autocommit=True)
     before = target_state(dsn)
     books = tmp_path / "all"

@@ -96,6 +96,13 @@ async def test_hostile_requests_get_reasoned_4xx_from_the_real_process(
             answers.append(
                 ("webhook token approves", (await http.post("/api/v1/runs/a/b/1/approve", headers=auth)).status_code)
             )
+            for hostile_id in ("a%00b/f/1", "p/f/1%0a", "x" * 600):  # control characters, or far too long
+                shown = await http.get(f"/api/v1/runs/{hostile_id}", headers=auth)
+                answers.append((f"run id {hostile_id[:10]}", shown.status_code))
+                decided = await http.post(
+                    f"/api/v1/runs/{hostile_id}/approve", headers={"Authorization": f"Bearer {APPROVER_TOKEN}"}
+                )
+                answers.append((f"approve {hostile_id[:10]}", decided.status_code))
             approver = {"Authorization": f"Bearer {APPROVER_TOKEN}"}
             answers.append(
                 ("unknown run", (await http.post("/api/v1/runs/a/b/1/approve", headers=approver)).status_code)

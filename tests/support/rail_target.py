@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -49,6 +50,7 @@ class RailTarget:
     checks: dict[str, str] = field(default_factory=dict)  # key -> the replica that read it (X-Replica)
     writes: Counter[str] = field(default_factory=Counter)
     failing: set[str] = field(default_factory=set)
+    header_names: set[str] = field(default_factory=set)  # every header any request carried, lowercased
     checks_open: asyncio.Event = field(default_factory=asyncio.Event)
     verify_open: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -74,10 +76,16 @@ class RailTarget:
             await self.verify_open.wait()
             return JSONResponse({"fixed": True})
 
-        return Starlette(
+        async def record_headers(request: Request, call_next: RequestResponseEndpoint) -> Response:
+            self.header_names.update(request.headers.keys())
+            return await call_next(request)
+
+        app = Starlette(
             routes=[
                 Route("/check/{key}", check, methods=["GET"]),
                 Route("/fix/{key}", fix, methods=["POST"]),
                 Route("/fixed/{key}", fixed, methods=["GET"]),
             ]
         )
+        app.add_middleware(BaseHTTPMiddleware, dispatch=record_headers)
+        return app
