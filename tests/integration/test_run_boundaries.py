@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx2
 import pytest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
+from service.alerts import Alert
+from service.deadline import longest_run
 from service.engine import Run
+from service.playbook import load_playbooks
 from service.policy import Mode
-from service.runs import RunState
+from service.runs import RunInput, RunState
 from service.workflows import RemediationWorkflow
 from tests.conftest import DATA, seed_jobs
 from tests.support.stack import TOKEN, run_handle, running_stack
@@ -97,3 +100,24 @@ async def test_a_bug_after_the_outcome_keeps_the_outcome_and_completes(
         state, failed = await _outcome(temporal_client, stack.url)
     assert not failed and state.status == "succeeded"
     assert "afterwards internal error: RuntimeError: injected" in state.reason
+
+
+async def test_a_run_is_started_with_its_playbooks_own_lifetime(temporal_client: Client, jobs_db: str) -> None:
+    """Every run carries an execution timeout computed from its playbook's own timeouts: past it, Temporal ends the
+    run instead of leaving it open without progress."""
+    seed_jobs(jobs_db, stuck=[1])
+    queue = f"life-{uuid.uuid4().hex[:8]}"
+    async with running_stack(
+        temporal_client, DATA / "jobs-config.yaml", DATA / "playbooks", Mode.DRY_RUN, task_queue=queue
+    ) as stack:
+        state, failed = await _outcome(temporal_client, stack.url)
+    assert not failed and state.status == "succeeded"
+    described = await temporal_client.get_workflow_handle(state.run_id).describe()
+    timeout = described.raw_description.execution_config.workflow_execution_timeout.ToTimedelta()
+    playbook = next(p for p in load_playbooks([DATA / "playbooks"]) if p.name == "stuck-jobs")
+    alert = Alert.model_validate(
+        {"status": "firing", "labels": state.labels, "startsAt": "2026-12-01T00:00:00Z", "fingerprint": "f"}
+    )
+    expected = longest_run(RunInput(run_id="x", playbook=playbook, alert=alert, mode=Mode.DRY_RUN))
+    # The governance the service adds (effectiveness) only lengthens it: at least the playbook's own bound.
+    assert timeout >= expected and timeout < timedelta(days=1), timeout
