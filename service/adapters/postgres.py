@@ -143,6 +143,9 @@ class PostgresAdapter(ConnectionAdapter[PostgresConnection, Pool]):
         """Every write is also dry-run (plans, previews, dry-run mode), so it meets a read's function rule; returns,
         for a dry-run INSERT, the columns it leaves to a sequence (then it is planned, not run)."""
         rules = self._rules()
+        known = rules.known(request.connection, statement, request.dry_run)
+        if known is not None:  # asked before: no round trip
+            return known
         with _errors(request.connection):
             async with pool.connection() as conn:
                 await rules.functions(conn, request.connection, statement)

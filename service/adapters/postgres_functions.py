@@ -43,6 +43,16 @@ class StatementRules:
         self._refusals: dict[tuple[str, str], str | None] = {}
         self._sequenced: dict[tuple[str, str], tuple[str, ...]] = {}
 
+    def known(self, connection: str, statement: str, dry_run: bool) -> tuple[str, ...] | None:
+        """What a write's checks found before, without a connection: raises the kept refusal; None when the
+        target must be asked first."""
+        key = (connection, statement)
+        if key not in self._refusals or (dry_run and key not in self._sequenced and facts(statement).insert_table):
+            return None
+        if refusal := self._refusals[key]:
+            raise GuardViolation(refusal)
+        return self._sequenced.get(key, ()) if dry_run else ()
+
     async def functions(self, conn: psycopg.AsyncConnection[Any], connection: str, statement: str) -> None:
         """Raise GuardViolation when the statement calls a function the target marks volatile (user functions
         included), unless it is one of the harmless few; nothing has run yet when it does."""
