@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -45,13 +46,7 @@ AUDIT_RETRY = RetryPolicy(
     maximum_attempts=5,
     non_retryable_error_types=["AuditRejected"],
 )
-FINAL_AUDIT_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=20,
-    non_retryable_error_types=["AuditRejected"],
-)
+FINAL_AUDIT_RETRY = dataclasses.replace(AUDIT_RETRY, maximum_attempts=20)
 # A local activity waiting longer than this between attempts waits on a durable timer, which frees the worker's
 # workflow slot: a run that cannot record holds no slot another run needs.
 LOCAL_RETRY_THRESHOLD = timedelta(seconds=2)
