@@ -127,11 +127,12 @@ def facts(sql: str) -> SqlFacts:
         if isinstance(node, ast.FuncCall) and node.funcname:
             names = [part.sval for part in node.funcname]
             called.append((names[-2] if len(names) > 1 else None, names[-1]))
+    functions = tuple(dict.fromkeys(called))
     relation = stmt.relation if isinstance(stmt, ast.InsertStmt) else None
     if relation is None:
-        return SqlFacts(functions=tuple(dict.fromkeys(called)))
+        return SqlFacts(functions=functions)
     return SqlFacts(
-        functions=tuple(dict.fromkeys(called)),
+        functions=functions,
         insert_table=(relation.schemaname, relation.relname or ""),
         insert_columns=tuple(col.name for col in getattr(stmt, "cols", None) or ()),
     )
