@@ -11,10 +11,10 @@ from typing import Any, Protocol
 
 from pydantic import JsonValue
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from service.approvals import MessageRef, Notice
-from service.errors import ConfigError, NotifyError, StepError
+from service.errors import ConfigError, NotifyError, StepError, WriteRefused
 from service.log_format import in_step
 from service.outcomes import NOTIFY_OUTCOME, Notifying, OutcomeNotice
 from service.redact import redact
@@ -87,9 +87,11 @@ class StepActivities:
         attempts: AttemptCounter | None = None,
         pauses: PausePoints | None = None,
         observe: Callable[[StepRequest, float, StepResult | None], None] = lambda _r, _s, _o: None,
+        may_write: Callable[[str], Awaitable[str | None]] | None = None,
     ) -> None:
         self._registry, self._notifier, self._attempts = registry, notifier, attempts
         self._pauses, self._observe = pauses or PausePoints(), observe
+        self._may_write = may_write  # the kill switch as this worker sees it, asked again just before a real write
 
     @activity.defn(name=RUN_STEP)
     async def run_step(self, request: StepRequest) -> StepResult:
@@ -102,6 +104,7 @@ class StepActivities:
         try:
             with in_step(request.step_id, request.action):
                 await self._pauses.at("before", request)
+                await self._still_allowed(request)
                 result = await self._registry.dispatch(request)
                 await self._pauses.at("after", request)
                 log.info(
@@ -120,7 +123,14 @@ class StepActivities:
             self._observe(request, time.monotonic() - began, None)
             with in_step(request.step_id, request.action):
                 log.warning("step %s (%s) failed on attempt %d: %s", request.step_id, request.action, attempt, exc)
-            raise ApplicationError(redact(str(exc)), type=type(exc).__name__, non_retryable=not exc.retryable) from exc
+            # A refusal at the last moment is a rail doing its job, not an error: no traceback in the worker's log.
+            category = ApplicationErrorCategory.BENIGN if isinstance(exc, WriteRefused) else None
+            raise ApplicationError(
+                redact(str(exc)),
+                type=type(exc).__name__,
+                non_retryable=not exc.retryable,
+                category=category or ApplicationErrorCategory.UNSPECIFIED,
+            ) from exc
         finally:
             beating.cancel()
             with suppress(asyncio.CancelledError):
@@ -131,6 +141,14 @@ class StepActivities:
             done = result.note or "retried with the same idempotency key"
             result.note = f"attempt {attempt}: an earlier attempt did not finish (worker lost or transient); {done}"
         return result
+
+    async def _still_allowed(self, request: StepRequest) -> None:
+        """The last look before a real write is sent: a switch turned on since its grant stops it here."""
+        if request.effect != "write" or request.dry_run or self._may_write is None:
+            return
+        why = await self._may_write(request.run_id.partition("/")[0])
+        if why:
+            raise WriteRefused(why)
 
     @activity.defn(name=NOTIFY_GATE)
     async def notify_gate(self, notice: Notice) -> MessageRef:

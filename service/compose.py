@@ -284,10 +284,15 @@ def worker_factory(
 
     def build(client: Client) -> Workers:
         runs = TemporalRuns(client, settings.task_queue)
-        activities = StepActivities(
-            adapters.registry(), notifier, attempts=runs, pauses=pauses, observe=web_metrics.run.step
-        )
         rails = PolicyActivities(GovernorClient(client, settings.task_queue), alerts, notifier, metrics)
+        activities = StepActivities(
+            adapters.registry(),
+            notifier,
+            attempts=runs,
+            pauses=pauses,
+            observe=web_metrics.run.step,
+            may_write=rails.switch.forbids,
+        )
         deliveries = DeliveryActivities(runs, settings.intake_concurrency, partial(delivered, web_metrics))
         return create_worker(
             client,

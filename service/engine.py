@@ -94,6 +94,7 @@ class Run:
             await self._phases()
         except Stop as stop:
             self.state.status, self.state.reason = stop.status, stop.reason
+            self.state.limit = stop.limit or self.state.limit
         except Exception as exc:  # noqa: BLE001 - the run's boundary: a bug or a hostile value ends the run, never hangs it
             self.state.status, self.state.reason = "failed", internal_error(exc, self.attempted)
         if self.asked:

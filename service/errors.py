@@ -60,6 +60,10 @@ class PermanentStepError(StepError):
     """A failure that repeating will not fix, or a write whose outcome is unknown."""
 
 
+class WriteRefused(PermanentStepError):
+    """A rail (the kill switch) turned on between a write's grant and its sending: nothing was sent."""
+
+
 class GuardViolation(PermanentStepError):
     """A blast-radius guard refused the step (for example more rows than `max_rows`)."""
 

@@ -34,7 +34,7 @@ async def kill_switch(args: argparse.Namespace, settings: Settings) -> int:
     if args.state != "status":
         change = SwitchChange(on=args.state == "on", by=who(args), reason=args.reason, playbook=args.playbook)
         await governor.set_switch(change)
-    shown = switch_view(await governor.view())
+    shown = switch_view(await governor.board())
     everything: dict[str, Any] = shown["everything"]  # type: ignore[assignment]
     playbooks: dict[str, dict[str, Any]] = shown["playbooks"]  # type: ignore[assignment]
     if args.json:

@@ -12,8 +12,9 @@ from starlette.routing import Route
 
 from service.bodies import BodyRefused, read_body
 from service.credentials import ApproverTokens, WebAuth
-from service.governance import GovernorView, Switch, SwitchChange
+from service.governance import Switch, SwitchChange
 from service.guards import guarded
+from service.kill_switch import SwitchBoard
 
 BODY_LIMIT = 16 * 1024
 ANONYMOUS = "anonymous (open API on loopback)"
@@ -22,7 +23,7 @@ ANONYMOUS = "anonymous (open API on loopback)"
 class Switching(Protocol):
     async def set_switch(self, change: SwitchChange) -> Switch: ...
 
-    async def view(self) -> GovernorView: ...
+    async def board(self) -> SwitchBoard: ...
 
 
 class SwitchBody(BaseModel):
@@ -35,12 +36,10 @@ class SwitchBody(BaseModel):
     playbook: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
-def switch_view(view: GovernorView) -> dict[str, object]:
+def switch_view(board: SwitchBoard) -> dict[str, object]:
     """The switch for everything and every playbook that has one set, as the API and the CLI show them."""
-    playbooks = {
-        name: state.switch.model_dump(mode="json") for name, state in view.state.playbooks.items() if state.switch.at
-    }
-    return {"everything": view.state.switch.model_dump(mode="json"), "playbooks": playbooks}
+    playbooks = {name: switch.model_dump(mode="json") for name, switch in board.playbooks.items() if switch.at}
+    return {"everything": board.everything.model_dump(mode="json"), "playbooks": playbooks}
 
 
 def rail_routes(
@@ -54,7 +53,7 @@ def rail_routes(
     """GET (anyone who may read runs) and PUT (an approver) /api/v1/kill-switch."""
 
     async def read(request: Request) -> Response:
-        return JSONResponse(switch_view(await governor.view()))
+        return JSONResponse(switch_view(await governor.board()))
 
     async def put(request: Request) -> Response:
         header = request.headers.get("authorization")

@@ -11,7 +11,7 @@ from datetime import timedelta
 from pydantic import JsonValue
 
 from service.alerts import Alert
-from service.errors import StepError, TemplateError
+from service.errors import StepError, TemplateError, WriteRefused
 from service.runs import Clock, Executor, RunInput, RunStatus, StepRecord, StepRequest, StepResult
 from service.sizes import REQUEST_LIMIT, json_size, shown_dict
 from service.steps import StepBase, WriteStep
@@ -61,9 +61,9 @@ class Scope:
 class Stop(Exception):
     """Ends a run early with a final status."""
 
-    def __init__(self, status: RunStatus, reason: str) -> None:
+    def __init__(self, status: RunStatus, reason: str, limit: str = "") -> None:
         super().__init__(reason)
-        self.status, self.reason = status, reason
+        self.status, self.reason, self.limit = status, reason, limit
 
 
 class StepRunner:
@@ -139,6 +139,11 @@ class StepRunner:
         record.started_at = record.started_at or self.clock.now()
         try:
             result = await self.execute(step, request)
+        except WriteRefused as exc:
+            record.status, record.summary, record.finished_at = "not_run", f"not sent: {exc}", self.clock.now()
+            raise Stop(
+                "blocked_by_policy", f"step {step.id!r}: {exc}; nothing more was written", limit="kill_switch"
+            ) from exc
         except StepError as exc:
             record.status, record.error, record.finished_at = "failed", str(exc), self.clock.now()
             raise Stop("failed", f"step {step.id!r} failed: {exc}") from exc

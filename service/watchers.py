@@ -20,7 +20,7 @@ async def watch_kill_switch(governor: GovernorClient, metrics: PolicyMetrics, st
     """Keep the `remediate_kill_switch` gauge current on every replica (the switch itself needs no polling)."""
     while not stop.is_set():
         try:
-            metrics.show(await governor.view())
+            metrics.show(await governor.board())
         except RemediateError as exc:  # no worker answers yet, or Temporal is away: try again
             log.debug("kill switch gauge not refreshed: %s", exc)
         try:

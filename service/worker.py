@@ -15,6 +15,8 @@ from service.activities import StepActivities
 from service.delivery_workflow import DeliveryWorkflow
 from service.governance import governor_queue
 from service.governor_workflow import GovernorWorkflow
+from service.kill_switch import switch_queue
+from service.kill_switch_workflow import KillSwitchWorkflow
 from service.workflows import RemediationWorkflow
 
 # Deterministic libraries the workflow uses. Jinja2 imports parts of itself lazily while compiling, which the
@@ -78,6 +80,14 @@ def create_worker(
         workflow_runner=runner,
         graceful_shutdown_timeout=graceful_shutdown,
     )
+    # The kill switch has a queue of its own too: reading it never waits behind the governor's asks.
+    switch = Worker(
+        client,
+        task_queue=switch_queue(task_queue),
+        workflows=[KillSwitchWorkflow],
+        workflow_runner=runner,
+        graceful_shutdown_timeout=graceful_shutdown,
+    )
     return Workers(
         Worker(
             client,
@@ -90,4 +100,5 @@ def create_worker(
             interceptors=interceptors,
         ),
         governor,
+        switch,  # last: the run worker's last writes still look at the switch while it drains
     )

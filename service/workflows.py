@@ -14,7 +14,7 @@ with workflow.unsafe.imports_passed_through():
     from service.approvals import Decision, DecisionRecord, Gate, MessageRef, Notice
     from service.audit import FINAL, RECORD_AUDIT, AuditSnapshot
     from service.engine import Run, internal_error
-    from service.errors import PermanentStepError
+    from service.errors import PermanentStepError, WriteRefused
     from service.governor_policy import GovernorPolicy
     from service.outcomes import NOTIFY_OUTCOME, OutcomeNotice
     from service.runs import (
@@ -234,7 +234,8 @@ class RemediationWorkflow:
                 summary=f"{step.id}: {step.action}",
             )
         except FailureError as exc:
-            raise PermanentStepError(_cause(exc)) from exc
+            refused = isinstance(exc.cause, ApplicationError) and exc.cause.type == "WriteRefused"
+            raise (WriteRefused if refused else PermanentStepError)(_cause(exc)) from exc
         return result
 
     async def _record(self, final: bool = False) -> None:

@@ -26,6 +26,8 @@ from service.governance import (
     governor_queue,
 )
 from service.governor_workflow import CONTINUE_AFTER, GovernorWorkflow
+from service.kill_switch import CONFIRM_WITHIN, SwitchBoard, kill_switch_id, switch_queue
+from service.kill_switch_workflow import KillSwitchWorkflow
 
 T = TypeVar("T")
 Item = TypeVar("Item")
@@ -136,12 +138,66 @@ class GovernorClient:
         )
         return [None] * len(releases)
 
-    async def set_switch(self, change: SwitchChange) -> Switch:
+    @property
+    def _board(self) -> WorkflowHandle[KillSwitchWorkflow, None]:
+        return self.client.get_workflow_handle_for(KillSwitchWorkflow.run, kill_switch_id(self.task_queue))
+
+    async def _start_board(self) -> None:
+        """The first board takes over the switches the governor held before it existed (and clears them there, so
+        the governor's own copy can never refuse after the board turns a switch off)."""
+        held = (await self.view()).state
+        board = SwitchBoard(
+            everything=held.switch, playbooks={n: p.switch for n, p in held.playbooks.items() if p.switch.at}
+        )
+        with rpc("starting the kill switch"):
+            await self.client.start_workflow(
+                KillSwitchWorkflow.run,
+                board,
+                id=kill_switch_id(self.task_queue),
+                task_queue=switch_queue(self.task_queue),
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                static_summary="the kill switch for this task queue: flipped by `remediate kill-switch`",
+                rpc_timeout=RPC_TIMEOUT,
+            )
+        scopes: list[str | None] = [None] if held.switch.on else []
+        for scope in scopes + [n for n, p in held.playbooks.items() if p.switch.on]:
+            await self._clear_governor_copy(scope)
+
+    async def _clear_governor_copy(self, scope: str | None) -> None:
+        moved = SwitchChange(on=False, by="remediate", reason="moved to the kill switch board", playbook=scope)
         handle = self._handle
-        return await self._update(
-            lambda: handle.execute_update(GovernorWorkflow.set_switch, change, rpc_timeout=RPC_TIMEOUT),
+        await self._update(
+            lambda: handle.execute_update(GovernorWorkflow.set_switch, moved, rpc_timeout=RPC_TIMEOUT),
+            "moving the kill switch",
+        )
+
+    async def board(self) -> SwitchBoard:
+        """The switch board as it is now (a query: nothing written, nothing queued behind asks)."""
+        for attempt in range(UPDATE_ATTEMPTS):
+            try:
+                with rpc("reading the kill switch"):
+                    return await self._board.query(KillSwitchWorkflow.board, rpc_timeout=QUERY_TIMEOUT)
+            except RunUnknown:
+                await self._start_board()
+            except (RunNotOpen, TemporalUnavailable):
+                if attempt == UPDATE_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.1 * 2**attempt)
+        raise TemporalUnavailable("the kill switch did not answer")
+
+    async def set_switch(self, change: SwitchChange) -> Switch:
+        """Flip one switch. Turning one on returns only once no worker can still start a write it forbids: every
+        worker has seen the flip, or has gone CONFIRM_WITHIN without confirming and so refuses writes anyway."""
+        await self.board()  # started (and seeded) before the first flip
+        handle = self._board
+        board = await self._update(
+            lambda: handle.execute_update(KillSwitchWorkflow.flip, change, rpc_timeout=RPC_TIMEOUT),
             "setting the kill switch",
         )
+        if change.on:
+            await asyncio.sleep(CONFIRM_WITHIN)
+        return board.everything if change.playbook is None else board.playbooks[change.playbook]
 
     async def report(self, report: Report) -> Tripped:
         handle = self._handle
@@ -177,7 +233,8 @@ class GovernorClient:
         return [None] * len(occurrences)
 
     async def view(self) -> GovernorView:
-        """The current state; a governor nobody has asked yet is the default state."""
+        """The governor's state (limits, storms, breakers); a governor nobody has asked yet is the default state.
+        The kill switch is on its own board: `board()`."""
         handle = self._handle
         try:
             with rpc("reading the governor"):

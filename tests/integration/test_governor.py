@@ -12,12 +12,16 @@ import httpx2
 import psycopg
 import pytest
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from service.adapters.governor import GovernorClient
 from service.adapters.temporal import TemporalRuns
-from service.governance import Ask, Limits, SwitchChange
+from service.governance import Ask, Limits, SwitchChange, governor_queue
+from service.governor_workflow import GovernorWorkflow
 from service.policy import Mode
 from service.runs import RunState
+from service.worker import PASSTHROUGH
 from tests.conftest import DATA, job_states, seed_jobs, update_counts
 from tests.integration.test_runs import message
 from tests.support.stack import TOKEN, run_handle, running_stack
@@ -139,7 +143,7 @@ async def test_a_switch_for_one_playbook_blocks_only_its_writes(temporal_client:
         state = await outcome(temporal_client, run_id_of(body))
         assert state.status == "blocked_by_policy" and "playbook stuck-jobs" in state.reason
         await governor.set_switch(SwitchChange(on=False, by="tester", playbook="stuck-jobs"))
-        assert not (await governor.view()).state.playbooks["stuck-jobs"].switch.on
+        assert not (await governor.board()).playbooks["stuck-jobs"].on
     assert update_counts(jobs_db) == {}
 
 
@@ -154,16 +158,43 @@ async def test_the_governor_continues_as_new_with_its_state_and_answers_the_same
     ):
         governor = GovernorClient(temporal_client, queue, continue_after=40)
         await governor.set_switch(SwitchChange(on=True, by="tester", reason="kept", playbook="other"))
-        first = (await temporal_client.get_workflow_handle(governor.id).describe()).run_id
         limits = Limits(cooldown=timedelta(minutes=5))
+        first = ""
         for i in range(60):
             answer = await governor.ask(Ask(run_id=f"r{i}", playbook="p", key=f"k{i}", limits=limits))
             assert answer.verdict == "grant", answer
+            # The switch lives on its own board; the governor starts with the first ask.
+            first = first or (await temporal_client.get_workflow_handle(governor.id).describe()).run_id
         again = await governor.ask(Ask(run_id="r0", playbook="p", key="k0", limits=limits))
         refused = await governor.ask(Ask(run_id="late", playbook="p", key="k0", limits=limits))
-        view = await governor.view()
+        view, board = await governor.view(), await governor.board()
         last = (await temporal_client.get_workflow_handle(governor.id).describe()).run_id
     assert last != first  # it did continue as new, at least once
     assert again.verdict == "grant" and refused.limit == "cooldown"
-    assert view.state.playbooks["other"].switch.on and view.state.playbooks["other"].switch.reason == "kept"
+    assert board.playbooks["other"].on and board.playbooks["other"].reason == "kept"  # on its own board
     assert len(view.state.grants) == 60 and len(view.state.playbooks["p"].cooldowns) == 60
+
+
+async def test_a_switch_the_governor_held_before_the_board_moves_to_the_board(temporal_client: Client) -> None:
+    """A kill switch set on the governor by a release without the board (an upgrade) is on the board from its first
+    read, and no longer in the governor, so turning it off on the board lets writes through."""
+    queue = f"gov-{uuid.uuid4().hex[:8]}"
+    governor = GovernorClient(temporal_client, queue)
+    runner = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH))
+    async with Worker(  # the governor alone, as the release before the board ran it
+        temporal_client, task_queue=governor_queue(queue), workflows=[GovernorWorkflow], workflow_runner=runner
+    ):
+        legacy = SwitchChange(on=True, by="before-upgrade", reason="old")
+        await governor._update(
+            lambda: governor._handle.execute_update(GovernorWorkflow.set_switch, legacy),
+            "setting the old switch",
+        )
+    async with running_stack(
+        temporal_client, DATA / "jobs-config.yaml", DATA / "playbooks", Mode.AUTO, task_queue=queue
+    ):
+        board = await governor.board()
+        assert board.everything.on and board.everything.by == "before-upgrade"
+        assert not (await governor.view()).state.switch.on
+        await governor.set_switch(SwitchChange(on=False, by="tester"))
+        answer = await governor.ask(Ask(run_id="r", playbook="p", key="k", limits=Limits()))
+    assert answer.verdict == "grant", answer

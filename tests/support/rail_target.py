@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -51,6 +52,7 @@ class RailTarget:
     writes: Counter[str] = field(default_factory=Counter)
     failing: set[str] = field(default_factory=set)
     header_names: set[str] = field(default_factory=set)  # every header any request carried, lowercased
+    write_log: list[tuple[float, str, str]] = field(default_factory=list)  # (monotonic time, key, replica) per write
     checks_open: asyncio.Event = field(default_factory=asyncio.Event)
     verify_open: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -70,6 +72,7 @@ class RailTarget:
             if key in self.failing:
                 return JSONResponse({"error": "refused"}, 409)
             self.writes[key] += 1
+            self.write_log.append((time.monotonic(), key, request.headers.get("x-replica", "")))
             return JSONResponse({"fixed": key})
 
         async def fixed(request: Request) -> Response:

@@ -1,0 +1,77 @@
+"""A worker's view of the kill switch: refused at once when on, trusted only while fresh, closed when unconfirmed."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from service.errors import TemporalUnavailable
+from service.governance import SwitchChange
+from service.kill_switch import SwitchBoard
+from service.policy_activities import SwitchWatch
+
+NOW = datetime(2026, 12, 5, tzinfo=UTC)
+
+
+class Board:
+    """The board as the watch reads it: a value, or a read that fails (Temporal away)."""
+
+    def __init__(self) -> None:
+        self.board, self.failing, self.reads = SwitchBoard(), False, 0
+
+    async def read(self) -> SwitchBoard:
+        self.reads += 1
+        if self.failing:
+            raise TemporalUnavailable("the kill switch did not answer")
+        return self.board
+
+
+async def test_a_switch_that_is_on_refuses_and_one_just_turned_off_does_not() -> None:
+    """A write meets this worker's own view (no ask queues in front of it); a refusal is confirmed by one fresh read,
+    so a switch turned off since the last poll refuses nothing."""
+    source = Board()
+    source.board = source.board.flipped(SwitchChange(on=True, by="alice", reason="incident"), NOW)
+    watch = SwitchWatch(source.read, poll=10)
+    refused = await watch.refusal("stuck-jobs")
+    assert refused is not None and refused.limit == "kill_switch" and "set by alice: incident" in refused.reason
+    source.board = source.board.flipped(SwitchChange(on=False, by="alice", reason="fixed"), NOW)
+    assert await watch.refusal("stuck-jobs") is None  # the poll (every 10 s) has not seen it yet
+
+
+async def test_one_playbooks_switch_leaves_the_others_writing() -> None:
+    """A playbook's own switch refuses that playbook only."""
+    source = Board()
+    source.board = source.board.flipped(SwitchChange(on=True, by="bob", playbook="stuck-jobs"), NOW)
+    watch = SwitchWatch(source.read, poll=0.01)
+    refused = await watch.refusal("stuck-jobs")
+    assert refused is not None and "playbook stuck-jobs" in refused.reason
+    assert await watch.refusal("other") is None
+
+
+async def test_an_unconfirmed_switch_makes_writes_wait_then_refuses_them() -> None:
+    """A watch that cannot read the board for longer than its bound neither trusts its last view nor lets writes
+    through: a write waits for a fresh answer and is refused (fail closed) when none comes."""
+    source = Board()
+    watch = SwitchWatch(source.read, poll=0.01, fresh_for=0.05, wait=0.2)
+    assert await watch.refusal("p") is None
+    source.failing = True
+    await asyncio.sleep(0.1)
+    refused = await watch.refusal("p")
+    assert refused is not None and refused.limit == "kill_switch_unconfirmed" and "fail closed" in refused.reason
+
+
+async def test_a_write_waiting_for_confirmation_goes_on_when_the_board_answers_again() -> None:
+    """Busy is not down: a write waits for the next answer rather than being refused while one comes in time."""
+    source = Board()
+    watch = SwitchWatch(source.read, poll=0.01, fresh_for=0.05, wait=5)
+    assert await watch.refusal("p") is None
+    source.failing = True
+    await asyncio.sleep(0.1)
+
+    async def recover() -> None:
+        await asyncio.sleep(0.1)
+        source.failing = False
+
+    recovering = asyncio.create_task(recover())
+    assert await watch.refusal("p") is None
+    await recovering
