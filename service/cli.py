@@ -172,7 +172,7 @@ async def _show_runs(args: argparse.Namespace, runs: TemporalRuns) -> int:
         for r in listed:
             started = r.started.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if r.started else "-"
             print(
-                f"{started:<19}  {r.short_id:<8}  {r.status:<22} {r.playbook:<24} {r.alertname:<28} {r.mode:<8} "
+                f"{started:<19}  {r.short_id:<8}  {r.shown_status:<22} {r.playbook:<24} {r.alertname:<28} {r.mode:<8} "
                 f"{r.run_id}" + (f"  ({r.execution})" if args.stuck else "")
             )
         return 0

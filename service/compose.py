@@ -50,7 +50,7 @@ from service.registry import Registry
 from service.run_metrics import ApprovalGauges, worker_up
 from service.run_records import AuditedRuns
 from service.runs import Durability
-from service.watchers import watch_approvals, watch_kill_switch, watch_stuck
+from service.watchers import watch_approvals, watch_kill_switch, watch_lines, watch_stuck
 from service.web import Metrics, Receiver, SeenRuns, create_app, health_routes
 from service.worker import Workers, create_worker
 
@@ -284,7 +284,8 @@ def worker_factory(
 
     def build(client: Client) -> Workers:
         runs = TemporalRuns(client, settings.task_queue)
-        rails = PolicyActivities(GovernorClient(client, settings.task_queue), alerts, notifier, metrics)
+        governor = GovernorClient(client, settings.task_queue)
+        rails = PolicyActivities(governor, alerts, notifier, metrics)
         activities = StepActivities(
             adapters.registry(),
             notifier,
@@ -302,6 +303,9 @@ def worker_factory(
             governor_activities=[rails.announce],
             graceful_shutdown=timedelta(seconds=settings.shutdown_grace),
             interceptors=reporting,
+            cached_runs=settings.worker_cached_runs,
+            concurrent_tasks=settings.worker_concurrent_tasks,
+            after=governor.settle,
         )
 
     return build
@@ -355,7 +359,9 @@ async def serve(
     else:
         assert problem is not None  # noqa: S101 - serve runs the web side, the worker, or both
         app = build_health_app(settings, adapters, problem, metrics)
-    tasks.append(asyncio.create_task(watch_kill_switch(GovernorClient(client, settings.task_queue), rails, stop)))
+    governor = GovernorClient(client, settings.task_queue)
+    tasks.append(asyncio.create_task(watch_kill_switch(governor, rails, stop)))
+    tasks.append(asyncio.create_task(watch_lines(governor, rails, stop)))
     tasks.append(asyncio.create_task(watch_stuck(TemporalRuns(client, settings.task_queue), metrics.stuck, stop)))
     if health is not None:
         worker_up(metrics.registry, health.problem)

@@ -245,6 +245,12 @@ class Settings(BaseSettings):
     sentry_dsn: str | None = Field(default=None, validation_alias=AliasChoices("SENTRY_DSN"))
     log_format: Literal["text", "json"] = Field(default="text", description="json: one JSON object per log line.")
     shutdown_grace: float = Field(default=30.0, ge=0, description="Seconds in-flight work gets after SIGTERM.")
+    worker_cached_runs: int = Field(
+        default=500, ge=10, le=100_000, description="Open runs a worker keeps in memory (the rest are replayed)."
+    )
+    worker_concurrent_tasks: int = Field(
+        default=50, ge=2, le=1000, description="Workflow tasks of runs a worker works on at once."
+    )
     heartbeat_timeout: float = Field(default=10.0, ge=1, description="Seconds without a heartbeat: worker lost.")
     max_attempts_per_occurrence: int = Field(default=3, ge=1, le=20)
     attempt_backoff: float = Field(default=60.0, ge=0, description="Seconds before a failed occurrence's retry.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from service.governor import BUSY_AT_MOST, WAIT_AT_MOST
 from service.runs import RunInput
 from service.steps import StepBase, WriteStep
 
@@ -21,11 +22,14 @@ def _step(step: StepBase) -> timedelta:
 
 def longest_run(run: RunInput) -> timedelta:
     """Every phase at its worst: diagnosis twice (again after approval), each write previewed twice and made once,
-    verify, the approval wait, the effectiveness check and the back-off before a later attempt. A run still open
+    verify, each write's wait for its turn (limits.wait_at_most) and on a busy governor, the approval wait, the
+    effectiveness check and the back-off before a later attempt. A run still open
     after this is stuck, not slow, and ending it frees its lease and lets a later delivery try again."""
     book = run.playbook
     diagnose = sum((_step(s) for s in book.diagnose), timedelta())
-    act = sum((_step(s) + ASK_WAIT for s in book.act), timedelta())
+    governed = run.governance.governor
+    turn = (run.governance.limits.wait_at_most or WAIT_AT_MOST) + BUSY_AT_MOST if governed else timedelta()
+    act = sum((_step(s) + ASK_WAIT + turn for s in book.act), timedelta())
     verify = sum((_step(s) for s in book.verify), timedelta())
     back_off = timedelta(seconds=run.durability.attempt_backoff * 2**run.durability.max_attempts)
     effective = run.governance.effective_within if run.governance.governor else timedelta()

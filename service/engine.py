@@ -175,6 +175,11 @@ class Run:
         a human."""
         self.asked = True
         answer = await self.policy.before_write(self.run, step, self._cooldown_key())
+        if answer.verdict == "refuse" and self.resolved():  # it waited for its turn, and the alert went away
+            self.state.resolved = True
+            raise Stop(
+                "resolved_before_action", f"the alert resolved before step {step.id!r}; nothing more was written"
+            )
         if answer.verdict == "refuse":
             self.state.limit = answer.limit
             frees = f" (frees at {answer.frees_at.isoformat(timespec='seconds')})" if answer.frees_at else ""
@@ -240,6 +245,7 @@ class Run:
         request = gate_request(self.run, self.state.steps, previewed, gated, self.clock.now())
         request.caution = self.state.caution
         gate = Gate(request=request)
+        await self.policy.paused(self.run)  # a run waiting for a person holds no slot: it asks again after
         self.state.gate, self.state.status = gate, "awaiting_approval"
         await self.gatekeeper(gate)
         if gate.status == "rejected":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,9 +22,16 @@ SILENCE_EXPIRE = "silence_expire"
 ANNOUNCE = "announce"  # one message to the notifier: a storm began, a breaker opened
 
 
-def governor_id(task_queue: str) -> str:
-    """One governor per namespace and task queue: every replica of one deployment shares it."""
-    return f"remediate-governor:{task_queue}"
+def governor_id(task_queue: str, playbook: str | None = None) -> str:
+    """One governor shard per playbook, namespace and task queue: every replica of one deployment shares it, and
+    independent playbooks never wait on each other. Without a playbook: the one governor of releases before
+    shards (read once, for the kill switch it may still hold)."""
+    return f"remediate-governor:{task_queue}" + (f":{playbook}" if playbook else "")
+
+
+def budget_id(task_queue: str) -> str:
+    """The keeper of the global hourly budget, which it lends to workers in blocks."""
+    return f"remediate-budget:{task_queue}"
 
 
 def governor_queue(task_queue: str) -> str:
@@ -47,16 +54,27 @@ class Governance(BaseModel):
 
 
 class Ask(BaseModel):
+    """May this run write now. `since`: when it first asked (its place in line); `unit` and `budget_frees_at` are
+    filled in by the worker from its purse (the global budget), never by the run."""
+
+    kind: Literal["ask"] = "ask"
     run_id: str
     playbook: str
     key: str
     limits: Limits
     max_writes_per_hour: int | None = None
+    since: datetime | None = None
+    unit: datetime | bool | None = None
+    budget_frees_at: datetime | None = None
 
 
 class Release(BaseModel):
+    """The run ended (wrote or not), or it waits for a person now (`wrote` true: it keeps its count, not its slot)."""
+
+    kind: Literal["release"] = "release"
     run_id: str
     wrote: bool
+    playbook: str = ""
 
 
 class Occurrence(BaseModel):
@@ -77,6 +95,7 @@ class SwitchChange(BaseModel):
 class Report(BaseModel):
     """One run's effectiveness, once: the governor counts it toward the breaker."""
 
+    kind: Literal["report"] = "report"
     run_id: str
     playbook: str
     result: Effectiveness
@@ -88,6 +107,17 @@ class Tripped(BaseModel):
 
     opened: bool = False
     ineffective_in_a_row: int = 0
+
+
+Message = Annotated[Ask | Release | Report, Field(discriminator="kind")]
+
+
+class Reply(BaseModel):
+    """The shard's answer to one message of a batch, in the batch's order."""
+
+    answer: Answer | None = None
+    tripped: Tripped | None = None
+    refunded: bool = Field(default=False, description="A release gave a counted write-run back.")
 
 
 class AlertQuery(BaseModel):

@@ -1,8 +1,9 @@
-"""The governor's decisions as a pure state machine: kill switch, cooldowns, budgets, concurrency, storm and breaker.
+"""The governor's decisions as a pure state machine: cooldowns, hourly limits, concurrency, the line, storm, breaker.
 
-One instance lives in one long-lived workflow per namespace and task queue (issue 11); this module holds only the
-rules and the state they keep, so the workflow stays thin and every rule is tested without Temporal. Times are
-passed in (the workflow's clock), never read here.
+One instance lives in one long-lived workflow per playbook (a shard, issue 21); this module holds only the rules and
+the state they keep, so the workflow stays thin and every rule is tested without Temporal. The global hourly budget
+is not here: workers hold it in leased blocks (service/budget.py) and say with each ask whether they hold a unit.
+Times are passed in (the workflow's clock), never read here.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.durations import Duration, written
 
 HOUR = timedelta(hours=1)
-Verdict = Literal["grant", "approval", "refuse"]
+WAIT_AT_MOST = timedelta(hours=1)  # how long a run waits for its turn when its playbook sets no limits.wait_at_most
+BUSY_AT_MOST = timedelta(minutes=30)  # the longest a run waits on a governor that answers only `busy`
+REPORTED = 2_000  # runs remembered as having reported their effectiveness, per playbook
+WAIT_STALE = timedelta(seconds=90)  # a place in line not asked about for this long is given up (the run is gone)
+Verdict = Literal["grant", "approval", "refuse", "wait"]
+OnLimit = Literal["wait", "refuse"]
+PACED = ("max_concurrent", "max_runs_per_hour", "max_writes_per_hour")  # the limits a run may wait out
 
 
 class Storm(BaseModel):
@@ -45,6 +52,15 @@ class Limits(BaseModel):
     max_concurrent: int | None = Field(default=None, ge=1, le=1000)
     storm: Storm | None = None
     breaker: Breaker | None = None
+    on_limit: OnLimit | None = Field(
+        default=None, description="Over max_concurrent or an hourly limit: wait for a turn (default) or refuse."
+    )
+    wait_at_most: Duration | None = Field(
+        default=None, le=timedelta(hours=24), description="The longest a run waits for its turn (default 1h)."
+    )
+
+    def waits(self) -> bool:
+        return self.on_limit != "refuse"
 
 
 class Switch(BaseModel):
@@ -81,12 +97,23 @@ class Cooldown(BaseModel):
 
 
 class Answer(BaseModel):
-    """A grant, a grant that needs a human first (storm, breaker), or a refusal naming the limit and when it frees."""
+    """A grant, a grant that needs a human first (storm, breaker), a refusal naming the limit and when it frees, or
+    `wait`: the run has a place in line (`place`, 1 = next) and asks again."""
 
     verdict: Verdict
     reason: str = ""
     limit: str = ""
     frees_at: datetime | None = None
+    place: int = 0
+    counted: bool = Field(default=False, description="A new write-run was counted: the budget unit it held is spent.")
+
+
+class Waiting(BaseModel):
+    """A run waiting for its turn: since when (its place), and when it last asked (a gone run's place lapses)."""
+
+    playbook: str
+    since: datetime
+    seen: datetime
 
 
 class PlaybookState(BaseModel):
@@ -97,6 +124,7 @@ class PlaybookState(BaseModel):
     cooldowns: dict[str, Cooldown] = Field(default_factory=dict, description="Cooldown key -> its last write-run.")
     ineffective_in_a_row: int = 0
     breaker_open: bool = False
+    reported: list[str] = Field(default_factory=list, description="The runs whose effectiveness counted, latest.")
     switch: Switch = Field(default_factory=Switch)
 
 
@@ -107,7 +135,7 @@ class GovernorState(BaseModel):
     leases: dict[str, Lease] = Field(default_factory=dict, description="Run id -> its lease.")
     grants: dict[str, Grant] = Field(default_factory=dict, description="Run id -> its write-run, last hour.")
     playbooks: dict[str, PlaybookState] = Field(default_factory=dict)
-    max_writes_per_hour: int | None = None
+    waiting: dict[str, Waiting] = Field(default_factory=dict, description="Run id -> its place in line.")
 
 
 def _recent(times: list[datetime], now: datetime, window: timedelta) -> list[datetime]:
@@ -119,13 +147,18 @@ class Governor:
 
     def __init__(self, state: GovernorState | None = None, lease: timedelta = timedelta(minutes=10)) -> None:
         self.state, self.lease = state or GovernorState(), lease
+        self._expired_at: datetime | None = None
 
     def _playbook(self, name: str) -> PlaybookState:
         return self.state.playbooks.setdefault(name, PlaybookState())
 
     def _expire(self, now: datetime) -> None:
+        if now == self._expired_at:  # a batch is decided at one instant: once is enough
+            return
+        self._expired_at = now
         self.state.leases = {run: lease for run, lease in self.state.leases.items() if lease.until > now}
         self.state.grants = {run: g for run, g in self.state.grants.items() if now - HOUR < g.at <= now}
+        self.state.waiting = {run: w for run, w in self.state.waiting.items() if now - w.seen < WAIT_STALE}
         for state in self.state.playbooks.values():  # cooldowns are at most a day long
             state.cooldowns = {k: c for k, c in state.cooldowns.items() if now - c.at < timedelta(hours=24)}
 
@@ -154,15 +187,23 @@ class Governor:
         key: str,
         now: datetime,
         limits: Limits,
-        max_writes_per_hour: int | None = None,
+        unit: datetime | bool | None = None,
+        since: datetime | None = None,
+        budget_frees_at: datetime | None = None,
     ) -> Answer:
-        """May this run write now? The same run asking again renews its lease and is counted once."""
+        """May this run write now? The same run asking again renews its lease and is counted once.
+
+        `unit` is the global budget: None when there is none, the end of the block when the asking worker holds a
+        unit for this run (spent if the answer is `counted`; a unit past its block's end is none), False when the
+        budget is spent until `budget_frees_at`. `since` is when the run first asked, so a run keeps its place in
+        line however long it waited."""
         self._expire(now)
-        if max_writes_per_hour is not None:
-            self.state.max_writes_per_hour = max_writes_per_hour
+        if isinstance(unit, datetime) and now >= unit:
+            unit = False  # its block has ended: the keeper may have counted it as spent at its end, not now
         state = self._playbook(playbook)
         for switch, scope in ((self.state.switch, "everything"), (state.switch, f"playbook {playbook}")):
             if switch.on:
+                self.state.waiting.pop(run_id, None)
                 return Answer(
                     verdict="refuse",
                     limit="kill_switch",
@@ -172,20 +213,54 @@ class Governor:
         if held is not None:
             held.until = now + self.lease
             return Answer(verdict="grant", reason="lease renewed")
-        returning = run_id in self.state.grants  # counted already; its lease ran out (a long approval wait)
-        refusal = (
-            self._concurrency(playbook, limits) if returning else self._refusal(run_id, playbook, key, now, limits)
-        )
-        if refusal is not None:
+        returning = run_id in self.state.grants  # counted already; it paused for a person, or its lease ran out
+        if not returning and (refusal := self._cooldown(run_id, playbook, key, now, limits)) is not None:
+            self.state.waiting.pop(run_id, None)
             return refusal
+        full = self._full(run_id, playbook, now, limits, returning, since or now)
+        if full is None and not returning and unit is False:
+            full = Answer(
+                verdict="refuse",
+                limit="max_writes_per_hour",
+                reason="the global budget (REMEDIATE_MAX_WRITES_PER_HOUR) is spent for this hour",
+                frees_at=budget_frees_at,
+            )
+        if full is not None:
+            return self._line_up(run_id, playbook, now, limits, full, since or now)
+        self.state.waiting.pop(run_id, None)
         answer = self._caution(playbook, now, limits, state)
         self.state.leases[run_id] = Lease(playbook=playbook, key=key, granted_at=now, until=now + self.lease)
         if not returning:
             self.state.grants[run_id] = Grant(playbook=playbook, key=key, at=now)
             state.cooldowns[key] = Cooldown(at=now, run_id=run_id)
+            answer.counted = True
         return answer
 
-    def _refusal(self, run_id: str, playbook: str, key: str, now: datetime, limits: Limits) -> Answer | None:
+    def _line_up(
+        self, run_id: str, playbook: str, now: datetime, limits: Limits, full: Answer, since: datetime
+    ) -> Answer:
+        """Over a limit a run may wait out: it keeps (or takes) its place in line, or is refused if it may not wait."""
+        if not limits.waits():
+            self.state.waiting.pop(run_id, None)
+            return full
+        mine = self.state.waiting.get(run_id)
+        if mine is None:
+            mine = self.state.waiting[run_id] = Waiting(playbook=playbook, since=since, seen=now)
+        mine.seen = now
+        place = 1 + len(self._ahead(run_id, playbook, mine.since))
+        return full.model_copy(
+            update={"verdict": "wait", "place": place, "reason": f"{full.reason}; place {place} in line"}
+        )
+
+    def _ahead(self, run_id: str, playbook: str, since: datetime) -> list[str]:
+        """Runs of this playbook waiting since before this one: their turn comes first."""
+        return [
+            other
+            for other, w in self.state.waiting.items()
+            if other != run_id and w.playbook == playbook and (w.since, other) < (since, run_id)
+        ]
+
+    def _cooldown(self, run_id: str, playbook: str, key: str, now: datetime, limits: Limits) -> Answer | None:
         last = self._playbook(playbook).cooldowns.get(key)
         if (
             limits.cooldown is not None
@@ -200,36 +275,29 @@ class Governor:
                 f"{last.at.isoformat()}",
                 frees_at=last.at + limits.cooldown,
             )
+        return None
+
+    def _full(
+        self, run_id: str, playbook: str, now: datetime, limits: Limits, returning: bool, since: datetime
+    ) -> Answer | None:
+        """The first limit with no slot left for this run, counting the runs waiting ahead of it as taking theirs."""
+        ahead = len(self._ahead(run_id, playbook, since)) if limits.waits() else 0
+        acting = [lease for lease in self.state.leases.values() if lease.playbook == playbook]
+        if limits.max_concurrent is not None and len(acting) + ahead >= limits.max_concurrent:
+            return Answer(
+                verdict="refuse",
+                limit="max_concurrent",
+                reason=f"{len(acting)} run(s) of {playbook} acting now (max_concurrent {limits.max_concurrent})",
+                frees_at=min((lease.until for lease in acting), default=None),
+            )
         recent = [g.at for g in self.state.grants.values() if g.playbook == playbook]
-        if limits.max_runs_per_hour is not None and len(recent) >= limits.max_runs_per_hour:
+        if not returning and limits.max_runs_per_hour is not None and len(recent) + ahead >= limits.max_runs_per_hour:
             return Answer(
                 verdict="refuse",
                 limit="max_runs_per_hour",
                 reason=f"{len(recent)} write-runs of {playbook} in the last hour (max_runs_per_hour "
                 f"{limits.max_runs_per_hour})",
-                frees_at=min(recent) + HOUR,
-            )
-        refusal = self._concurrency(playbook, limits)
-        if refusal is not None:
-            return refusal
-        cap, writes = self.state.max_writes_per_hour, [g.at for g in self.state.grants.values()]
-        if cap is not None and len(writes) >= cap:
-            return Answer(
-                verdict="refuse",
-                limit="max_writes_per_hour",
-                reason=f"{len(writes)} write-runs in the last hour (REMEDIATE_MAX_WRITES_PER_HOUR {cap})",
-                frees_at=min(writes) + HOUR,
-            )
-        return None
-
-    def _concurrency(self, playbook: str, limits: Limits) -> Answer | None:
-        acting = [lease for lease in self.state.leases.values() if lease.playbook == playbook]
-        if limits.max_concurrent is not None and len(acting) >= limits.max_concurrent:
-            return Answer(
-                verdict="refuse",
-                limit="max_concurrent",
-                reason=f"{len(acting)} run(s) of {playbook} acting now (max_concurrent {limits.max_concurrent})",
-                frees_at=min(lease.until for lease in acting),
+                frees_at=min(recent, default=now) + HOUR,
             )
         return None
 
@@ -252,22 +320,31 @@ class Governor:
                 )
         return Answer(verdict="grant")
 
-    def release(self, run_id: str, wrote: bool = True) -> None:
-        """The run ended: it no longer counts as acting; a run that wrote nothing gets its budget back."""
+    def release(self, run_id: str, wrote: bool = True) -> bool:
+        """The run ended (or waits for a person): it no longer counts as acting, nor waits in line; a run that wrote
+        nothing gets its hourly slot and cooldown back. True when a counted write-run was refunded."""
         self.state.leases.pop(run_id, None)
+        self.state.waiting.pop(run_id, None)
         if wrote:
-            return
+            return False
         grant = self.state.grants.pop(run_id, None)
-        if grant is not None:
-            cooldowns = self._playbook(grant.playbook).cooldowns
-            if (held := cooldowns.get(grant.key)) is not None and held.run_id == run_id:
-                del cooldowns[grant.key]
+        if grant is None:
+            return False
+        cooldowns = self._playbook(grant.playbook).cooldowns
+        if (held := cooldowns.get(grant.key)) is not None and held.run_id == run_id:
+            del cooldowns[grant.key]
+        return True
 
     def effectiveness(
-        self, playbook: str, result: Literal["effective", "ineffective", "unknown"], limits: Limits
+        self, playbook: str, result: Literal["effective", "ineffective", "unknown"], limits: Limits, run_id: str = ""
     ) -> bool:
-        """Record a run's effectiveness; True when this result opened the breaker."""
+        """Record a run's effectiveness, once per run (a batch sent again after a lost answer counts nothing twice);
+        True when this result opened the breaker."""
         state = self._playbook(playbook)
+        if run_id:
+            if run_id in state.reported:
+                return False
+            state.reported = [*state.reported, run_id][-REPORTED:]
         if result == "effective":
             state.ineffective_in_a_row = 0
             return False

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
+from service.durations import written
 from service.governance import (
     ALERT_FIRING,
     GOVERNOR_ASK,
@@ -28,14 +29,18 @@ from service.governance import (
     SilenceRequest,
     Tripped,
 )
+from service.governor import BUSY_AT_MOST, WAIT_AT_MOST, Limits
 from service.policy import ModeLadder
 from service.runs import RunInput, RunState
 from service.steps import StepBase
 
-# An ask is safe to repeat (a run already granted is renewed, not counted again); give up within a minute.
+# An ask is safe to repeat (a run already granted is renewed, not counted again). Retries are for a governor that
+# cannot be reached: a busy one answers `wait` (governor_busy) and the run asks again, with patience (below).
 ASK_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
 ASK_WITHIN = timedelta(seconds=60)
-ASK_ATTEMPT = timedelta(seconds=20)  # one attempt: a few batched Updates, slow only when a storm loads the workers
+ASK_ATTEMPT = timedelta(seconds=20)  # one attempt: the activity itself answers `wait` after ASK_PATIENCE (8 s)
+BUSY_PATIENCE = timedelta(minutes=2)  # how long a run waits on a busy governor with nothing queued before it …
+BUSY_PER_QUEUED = timedelta(milliseconds=500)  # … plus this per ask queued before its own, up to BUSY_AT_MOST
 SILENCE_FOR = timedelta(hours=1)  # the silence ends by itself if nothing is left to expire it
 
 
@@ -46,22 +51,77 @@ def cause(exc: FailureError) -> str:
     return inner.message if isinstance(inner, ApplicationError) else str(inner or exc)
 
 
-class GovernorPolicy(ModeLadder):
-    """The mode ladder, then the governor: no answer from it means no write."""
+def busy_bound(queued: int) -> timedelta:
+    """How long a run waits on a governor that answers `busy`: grows with the queue in front of it, within bounds."""
+    return min(BUSY_PATIENCE + queued * BUSY_PER_QUEUED, BUSY_AT_MOST)
 
-    def __init__(self, state: RunState) -> None:
-        self.state = state
+
+def wait_bound(limits: Limits) -> timedelta:
+    """How long a run waits for its turn over max_concurrent or an hourly limit."""
+    return limits.wait_at_most or WAIT_AT_MOST
+
+
+def _every(place: int) -> float:
+    """Seconds before a waiting run asks again: soon near the front of the line, rarely far back."""
+    return min(1.0 + 0.1 * max(place - 1, 0), 15.0)
+
+
+class GovernorPolicy(ModeLadder):
+    """The mode ladder, then the governor: no answer from it means no write; over a limit that paces, the run waits
+    for its turn (in order of arrival); a busy governor makes it wait, never refuses it."""
+
+    def __init__(self, state: RunState, resolved: Callable[[], bool] = lambda: False) -> None:
+        self.state, self.resolved = state, resolved
 
     async def before_write(self, run: RunInput, step: StepBase, key: str) -> Answer:
-        governance = run.governance
-        if not governance.governor:
+        if not run.governance.governor:
             return Answer(verdict="grant")
+        since = workflow.now()
+        status, waits, busy = self.state.status, wait_bound(run.governance.limits), timedelta()
+        try:
+            while True:
+                answer = await self._ask(run, step, key, since)
+                if answer.verdict != "wait":
+                    return answer
+                waited = workflow.now() - since
+                if answer.limit == "governor_busy":
+                    busy = busy_bound(answer.place)
+                if waited >= (busy if answer.limit == "governor_busy" else waits):
+                    return self._gave_up(answer, waited)
+                self.state.status, self.state.place = "waiting_for_slot", answer.place
+                self.state.reason = f"step {step.id!r} waits: {answer.reason}"
+                if await _until_resolved(self.resolved, _every(answer.place)):
+                    return Answer(verdict="refuse", limit="resolved", reason="the alert resolved while it waited")
+        finally:
+            self.state.waited += (workflow.now() - since).total_seconds()
+            if self.state.status == "waiting_for_slot":
+                self.state.status, self.state.place, self.state.reason = status, 0, ""
+
+    @staticmethod
+    def _gave_up(answer: Answer, waited: timedelta) -> Answer:
+        if answer.limit == "governor_busy":
+            return Answer(
+                verdict="refuse",
+                limit="governor_unavailable",
+                reason=f"the governor answered nothing but `busy` for {written(waited)}: no write without its grant",
+            )
+        return Answer(
+            verdict="refuse",
+            limit=answer.limit,
+            reason=f"{answer.reason.rsplit('; place', 1)[0]}; waited {written(waited)} for a turn "
+            "(limits.wait_at_most)",
+            frees_at=answer.frees_at,
+        )
+
+    async def _ask(self, run: RunInput, step: StepBase, key: str, since: datetime) -> Answer:
+        governance = run.governance
         ask = Ask(
             run_id=run.run_id,
             playbook=run.playbook.name,
             key=key,
             limits=governance.limits,
             max_writes_per_hour=governance.max_writes_per_hour,
+            since=since,
         )
         try:
             answer: Answer = await workflow.execute_local_activity(
@@ -80,6 +140,11 @@ class GovernorPolicy(ModeLadder):
                 reason=f"the governor did not answer ({cause(exc)}): no write without its grant",
             )
         return answer
+
+    async def paused(self, run: RunInput) -> None:
+        """Before a gate: give the slot back (the run stays counted for the hour and keeps its cooldown)."""
+        if run.governance.governor:
+            await self._release(run, wrote=True)
 
     async def acting(self, run: RunInput) -> None:
         """The first write is about to start: silence exactly this alert while the run acts and verifies."""
@@ -120,12 +185,15 @@ class GovernorPolicy(ModeLadder):
                 )
             except FailureError as exc:
                 workflow.logger.warning("silence %s of %s not expired: %s", self.state.silence, run.run_id, cause(exc))
-        if not governance.governor:
-            return
+        if governance.governor:
+            await self._release(run, wrote)
+
+    @staticmethod
+    async def _release(run: RunInput, wrote: bool) -> None:
         try:
             await workflow.execute_local_activity(
                 GOVERNOR_RELEASE,
-                Release(run_id=run.run_id, wrote=wrote),
+                Release(run_id=run.run_id, wrote=wrote, playbook=run.playbook.name),
                 start_to_close_timeout=ASK_ATTEMPT,
                 schedule_to_close_timeout=ASK_WITHIN,
                 retry_policy=ASK_RETRY,
@@ -202,6 +270,15 @@ async def _stopped_firing(run: RunInput, resolved: Callable[[], bool]) -> Effect
         if left <= 0:
             return "ineffective"
         await _until(resolved, min(every, left))
+
+
+async def _until_resolved(resolved: Callable[[], bool], seconds: float) -> bool:
+    """Wait this long, or until the alert resolves (True)."""
+    try:
+        await workflow.wait_condition(resolved, timeout=max(seconds, 0.001))
+    except TimeoutError:
+        return False
+    return True
 
 
 async def _until(resolved: Callable[[], bool], seconds: float) -> None:

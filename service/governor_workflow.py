@@ -1,4 +1,4 @@
-"""GovernorWorkflow: the governor's state, durable and shared by every replica; Updates ask it, it answers."""
+"""GovernorWorkflow: one shard of the governor (one playbook's rails), durable and shared by every replica."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ with workflow.unsafe.imports_passed_through():
         Answer,
         Ask,
         GovernorState,
+        Message,
         Occurrence,
         Release,
+        Reply,
         Report,
         Switch,
         SwitchChange,
@@ -68,23 +70,34 @@ class GovernorWorkflow:
             workflow.logger.warning("could not announce %r: %s", text, exc)
 
     @workflow.update
-    def ask(self, asks: list[Ask]) -> list[Answer]:
-        """Answers in order: a batch from one worker is decided as if its asks came one after the other."""
-        now = workflow.now()
-        return [self._governor.ask(a.run_id, a.playbook, a.key, now, a.limits, a.max_writes_per_hour) for a in asks]
+    def exchange(self, messages: list[Message]) -> list[Reply]:
+        """One worker's batch (asks, releases, reports), decided in order as if they came one after the other: one
+        Update per worker per shard per tick, however many runs ask, so Temporal's in-flight limit is never met."""
+        return [self._one(message) for message in messages]
+
+    def _one(self, message: Message) -> Reply:
+        if isinstance(message, Ask):
+            return Reply(answer=self._ask(message))
+        if isinstance(message, Release):
+            return Reply(refunded=self._governor.release(message.run_id, message.wrote))
+        return Reply(tripped=self.report(message))
+
+    def _ask(self, a: Ask) -> Answer:
+        return self._governor.ask(
+            a.run_id, a.playbook, a.key, workflow.now(), a.limits, a.unit, a.since, a.budget_frees_at
+        )
 
     @workflow.update
-    def release(self, releases: list[Release]) -> None:
-        for release in releases:
-            self._governor.release(release.run_id, release.wrote)
+    def ask(self, asks: list[Ask]) -> list[Answer]:
+        """Asks alone (tests and tools); workers send `exchange`."""
+        return [self._ask(a) for a in asks]
 
     @workflow.update
     def set_switch(self, change: SwitchChange) -> Switch:
         return self._governor.set_switch(change.on, change.by, change.reason, workflow.now(), change.playbook)
 
-    @workflow.update
     def report(self, report: Report) -> Tripped:
-        opened = self._governor.effectiveness(report.playbook, report.result, report.limits)
+        opened = self._governor.effectiveness(report.playbook, report.result, report.limits, report.run_id)
         state = self._governor.state.playbooks.get(report.playbook)
         in_a_row = state.ineffective_in_a_row if state else 0
         if opened:

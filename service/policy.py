@@ -27,6 +27,10 @@ class Policy(Protocol):
         """The run's first write is about to start (after any approval)."""
         ...
 
+    async def paused(self, run: RunInput) -> None:
+        """The run is about to wait for a person: it gives its slot back (it keeps its place in the hourly count)."""
+        ...
+
     async def after_run(self, run: RunInput, wrote: bool, status: str) -> None: ...
 
 
@@ -42,6 +46,9 @@ class ModeLadder:
         return Answer(verdict="grant")
 
     async def acting(self, run: RunInput) -> None:
+        return None
+
+    async def paused(self, run: RunInput) -> None:
         return None
 
     async def after_run(self, run: RunInput, wrote: bool, status: str) -> None:

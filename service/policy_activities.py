@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from service.approvals import Notifier
-from service.errors import NotifyError, RemediateError, StepError
+from service.errors import NotifyError, RemediateError, StepError, TemporalUnavailable
 from service.governance import (
     ALERT_FIRING,
     ANNOUNCE,
@@ -27,7 +26,6 @@ from service.governance import (
     AlertQuery,
     Answer,
     Ask,
-    GovernorView,
     Occurrence,
     Release,
     Report,
@@ -35,10 +33,16 @@ from service.governance import (
     SilenceRequest,
     Tripped,
 )
-from service.kill_switch import CONFIRM_WITHIN, POLL_EVERY, SwitchBoard
+from service.kill_switch import SwitchBoard
 from service.redact import redact
+from service.switch_watch import SwitchWatch
 
 log = logging.getLogger("remediate.rails")
+ASK_PATIENCE = 8.0  # seconds one ask waits for its batch's answer; then the run hears `busy` and asks again
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 class Governing(Protocol):
@@ -52,84 +56,15 @@ class Governing(Protocol):
 
     async def occurred(self, occurrence: Occurrence) -> None: ...
 
-    async def view(self) -> GovernorView: ...
-
     async def board(self) -> SwitchBoard: ...
 
+    def queued(self) -> int:
+        """Asks waiting in this process for their shard's next batch."""
+        ...
 
-class SwitchWatch:
-    """This worker's view of the kill switch, kept by polling the board (a query) every `poll` seconds and consulted
-    before every ask without a round trip. A view older than `fresh_for` is not trusted: an ask then waits for a
-    fresh one, and is refused if none comes within `wait` (fail closed)."""
-
-    def __init__(
-        self,
-        read: Callable[[], Awaitable[SwitchBoard]],
-        poll: float = POLL_EVERY,
-        fresh_for: float = CONFIRM_WITHIN,
-        wait: float = 15.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._read, self.poll, self.fresh_for, self.wait, self._clock = read, poll, fresh_for, wait, clock
-        self.board: SwitchBoard | None = None
-        self.confirmed = float("-inf")  # when the last answer was asked for: it is at least that fresh
-        self._task: asyncio.Task[None] | None = None
-        self._answered = asyncio.Event()  # set by every answer from the board: waiting writes look again
-        self._warned = False
-
-    def age(self) -> float:
-        return self._clock() - self.confirmed
-
-    def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._watch())
-
-    async def _watch(self) -> None:
-        while True:
-            asked = self._clock()
-            try:
-                self.board, self.confirmed = await self._read(), asked
-                self._answered.set()
-                if self._warned:
-                    log.warning("kill switch confirmed again (version %d)", self.board.version)
-                    self._warned = False
-            except RemediateError as exc:
-                if self.age() > self.fresh_for and not self._warned:
-                    log.warning(
-                        "kill switch unconfirmed for %.1fs, writes wait and then are refused: %s", self.age(), exc
-                    )
-                    self._warned = True
-            await asyncio.sleep(self.poll)
-
-    async def forbids(self, playbook: str) -> str | None:
-        """For a write about to be sent: why it may not be, or None."""
-        refused = await self.refusal(playbook)
-        return refused.reason if refused is not None else None
-
-    async def refusal(self, playbook: str) -> Answer | None:
-        """A refusal when a switch forbids this playbook's write, or when the switch cannot be confirmed."""
-        self.start()
-        deadline = self._clock() + self.wait
-        while self.board is None or self.age() > self.fresh_for:
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                age = "ever" if self.board is None else f"{self.age():.0f}s"
-                return Answer(
-                    verdict="refuse",
-                    limit="kill_switch_unconfirmed",
-                    reason=f"the kill switch could not be confirmed for {age}: no write (fail closed)",
-                )
-            self._answered.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._answered.wait(), timeout=min(remaining, self.poll))
-        why = self.board.refusal(playbook)
-        if why:
-            # A refusal ends the run: worth one fresh read, so a switch turned off a moment ago refuses nothing.
-            asked = self._clock()
-            with contextlib.suppress(RemediateError):
-                self.board, self.confirmed = await self._read(), asked
-                why = self.board.refusal(playbook)
-        return Answer(verdict="refuse", limit="kill_switch", reason=why) if why else None
+    async def reachable(self) -> bool:
+        """Whether Temporal answers at all: a governor that does not answer is busy if so, down if not."""
+        ...
 
 
 class AlertStatus(Protocol):
@@ -154,6 +89,25 @@ class PolicyMetrics:
         self.switch_age.set(-1)
         self.refusals = Counter(
             "remediate_policy_refusals", "Writes refused by the governor", ["playbook", "reason"], registry=registry
+        )
+        self.grant_wait = Histogram(
+            "remediate_grant_wait_seconds",
+            "From a write's first ask to the governor's grant: its turn in line, and a busy governor",
+            ["playbook"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+            registry=registry,
+        )
+        self.busy = Counter(
+            "remediate_governor_busy",
+            "Asks that got no answer in time from a governor Temporal still reaches: the run waited and asked again",
+            ["playbook"],
+            registry=registry,
+        )
+        self.waiting = Gauge(
+            "remediate_runs_waiting_for_slot",
+            "Runs waiting for their turn over max_concurrent or an hourly limit (the playbook's line)",
+            ["playbook"],
+            registry=registry,
         )
         self.effectiveness = Counter(
             "remediate_run_effectiveness",
@@ -193,8 +147,10 @@ class PolicyActivities:
         notifier: Notifier,
         metrics: PolicyMetrics,
         switch: SwitchWatch | None = None,
+        patience: float = ASK_PATIENCE,
     ) -> None:
         self._governor, self._alerts, self._notifier, self._metrics = governor, alerts, notifier, metrics
+        self.patience = patience
         self.switch = switch or SwitchWatch(governor.board)
         metrics.watch(self.switch)
 
@@ -204,15 +160,34 @@ class PolicyActivities:
         if refused is not None:
             self._metrics.refusals.labels(ask.playbook, refused.limit).inc()
             return refused
-        try:
-            answer = await self._governor.ask(ask)  # asking again is safe: a run already granted is renewed
+        try:  # asking again is safe: a run already granted is renewed
+            answer = await asyncio.wait_for(self._governor.ask(ask), self.patience)
+        except TimeoutError:
+            return self._busy(ask, f"no answer within {self.patience:g} s")
+        except TemporalUnavailable as exc:
+            if await self._governor.reachable():
+                return self._busy(ask, str(exc))
+            raise _failure(exc) from exc
         except RemediateError as exc:
             raise _failure(exc) from exc
+        if answer.verdict != "wait" and ask.since is not None:
+            self._metrics.grant_wait.labels(ask.playbook).observe(max((_now() - ask.since).total_seconds(), 0.0))
         if answer.verdict == "refuse":
             self._metrics.refusals.labels(ask.playbook, answer.limit).inc()
             if answer.limit == "kill_switch":
                 self._metrics.kill_switch.labels("everything").set(1)
         return answer
+
+    def _busy(self, ask: Ask, why: str) -> Answer:
+        """Temporal answers but the governor did not, in time: the run waits and asks again (never refused for it)."""
+        self._metrics.busy.labels(ask.playbook).inc()
+        queued = self._governor.queued()
+        return Answer(
+            verdict="wait",
+            limit="governor_busy",
+            place=queued + 1,
+            reason=f"the governor is busy ({redact(why)}; {queued} ask(s) queued in this worker)",
+        )
 
     @activity.defn(name=GOVERNOR_RELEASE)
     async def release(self, release: Release) -> None:

@@ -49,9 +49,10 @@ async def kill_switch(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _breaker_lines(view: GovernorView, only: str | None) -> list[str]:
+def _breaker_lines(views: list[GovernorView], only: str | None) -> list[str]:
     lines = []
-    for name, state in sorted(view.state.playbooks.items()):
+    shown = sorted((name, state) for view in views for name, state in view.state.playbooks.items())
+    for name, state in shown:
         if only not in (None, name):
             continue
         status = "OPEN: writes need approval" if state.breaker_open else "closed"
@@ -66,6 +67,7 @@ async def breaker(args: argparse.Namespace, settings: Settings) -> int:
     if args.breaker_command == "reset":
         await governor.reset_breaker(args.playbook)
         print(f"breaker of {args.playbook} reset by {who(args)}: its writes no longer need approval for it")
-    for line in _breaker_lines(await governor.view(), args.playbook):
+    names = [args.playbook] if args.playbook else await governor.playbooks()
+    for line in _breaker_lines([await governor.view(name) for name in names], args.playbook):
         print(line)
     return 0

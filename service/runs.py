@@ -21,6 +21,7 @@ RunStatus = Literal[
     "diagnosing",
     "planned",
     "awaiting_approval",
+    "waiting_for_slot",
     "acting",
     "verifying",
     "succeeded",
@@ -177,6 +178,8 @@ class RunState(BaseModel):
     gate: Gate | None = None
     limit: str = Field(default="", description="The rail that blocked the run (kill_switch, cooldown, …), if one did.")
     caution: str = Field(default="", description="Why the governor asked for a human before writing.")
+    place: int = Field(default=0, description="While waiting_for_slot: its place in line (1 = next).")
+    waited: float = Field(default=0.0, description="Seconds spent waiting for the governor's grants, in all.")
     effectiveness: Effectiveness | Literal["checking"] | None = Field(
         default=None, description="After a run that wrote: did the alert stop firing within effective_within."
     )

@@ -1,4 +1,4 @@
-"""Background loops that keep one replica's gauges current: the kill switch, approvals waiting, stuck runs."""
+"""Background loops that keep one replica's gauges current: the kill switch, lines, approvals waiting, stuck runs."""
 
 from __future__ import annotations
 
@@ -25,6 +25,21 @@ async def watch_kill_switch(governor: GovernorClient, metrics: PolicyMetrics, st
             log.debug("kill switch gauge not refreshed: %s", exc)
         try:
             await asyncio.wait_for(stop.wait(), timeout=5)
+        except TimeoutError:
+            continue
+
+
+async def watch_lines(governor: GovernorClient, metrics: PolicyMetrics, stop: asyncio.Event, every: float = 10) -> None:
+    """Keep `remediate_runs_waiting_for_slot` current: the length of each playbook's line, from its shard."""
+    while not stop.is_set():
+        try:
+            for playbook in await governor.playbooks():
+                view = await governor.view(playbook)
+                metrics.waiting.labels(playbook).set(len(view.state.waiting))
+        except RemediateError as exc:
+            log.debug("lines not measured: %s", exc)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=every)
         except TimeoutError:
             continue
 

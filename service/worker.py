@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -12,6 +13,7 @@ from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from service.activities import StepActivities
+from service.budget_workflow import BudgetWorkflow
 from service.delivery_workflow import DeliveryWorkflow
 from service.governance import governor_queue
 from service.governor_workflow import GovernorWorkflow
@@ -35,11 +37,17 @@ PASSTHROUGH = (
 )
 
 
-class Workers:
-    """The run worker and the governor's worker of one process, run and stopped together."""
+AFTER_WITHIN = 5.0  # seconds for the budget's hand-back after the runs have drained
+RAILS_GRACE = timedelta(seconds=5)  # the governor's and the board's own work is small: they stop fast
+log = logging.getLogger("remediate")
 
-    def __init__(self, *workers: Worker) -> None:
-        self.workers = workers
+
+class Workers:
+    """The run worker and the governor's worker of one process, run and stopped together; `after` runs once all
+    have stopped (the worker hands back the budget it holds)."""
+
+    def __init__(self, *workers: Worker, after: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.workers, self.after = workers, after
 
     async def run(self) -> None:
         """Until both stop; if one fails, the other is shut down and the failure raised."""
@@ -49,15 +57,24 @@ class Workers:
             for task in done:
                 task.result()
         finally:
-            for worker, task in zip(self.workers, tasks, strict=True):
-                if not task.done():
-                    await worker.shutdown()  # in order, as in shutdown()
+            await self._stop([w for w, task in zip(self.workers, tasks, strict=True) if not task.done()])
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def shutdown(self) -> None:
-        """In order: the run worker drains first (its last writes still ask and release), the governor last."""
-        for worker in self.workers:
-            await worker.shutdown()
+        await self._stop(list(self.workers))
+
+    async def _stop(self, running: list[Worker]) -> None:
+        """The run worker drains first, within its grace (its last writes still ask, release and look at the
+        switch); then its unused budget goes back; then the governor and the board stop together, quickly."""
+        runs, rest = self.workers[0], [w for w in self.workers[1:] if w in running]
+        if runs in running:
+            await runs.shutdown()
+        if self.after is not None:
+            try:
+                await asyncio.wait_for(self.after(), AFTER_WITHIN)
+            except TimeoutError:
+                log.warning("worker: unused budget not handed back in time; it ends by itself, counted in full")
+        await asyncio.gather(*(w.shutdown() for w in rest))
 
 
 def create_worker(
@@ -69,16 +86,22 @@ def create_worker(
     governor_activities: Sequence[Callable[..., Any]] = (),
     graceful_shutdown: timedelta = timedelta(seconds=30),
     interceptors: Sequence[Interceptor] = (),
+    cached_runs: int = 500,
+    concurrent_tasks: int = 50,
+    after: Callable[[], Awaitable[None]] | None = None,
 ) -> Workers:
+    """Three workers: runs, the governor (shards and budget), the kill switch board. Memory stays bounded by
+    `cached_runs` (open runs kept in memory; others are replayed from history when they wake) and by
+    `concurrent_tasks` (run workflow tasks at once), whatever number of runs is open."""
     runner = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH))
     # The governor has its own task queue, so its answers never wait behind a storm of run tasks.
     governor = Worker(
         client,
         task_queue=governor_queue(task_queue),
-        workflows=[GovernorWorkflow],
+        workflows=[GovernorWorkflow, BudgetWorkflow],
         activities=list(governor_activities),
         workflow_runner=runner,
-        graceful_shutdown_timeout=graceful_shutdown,
+        graceful_shutdown_timeout=min(graceful_shutdown, RAILS_GRACE),
     )
     # The kill switch has a queue of its own too: reading it never waits behind the governor's asks.
     switch = Worker(
@@ -86,7 +109,7 @@ def create_worker(
         task_queue=switch_queue(task_queue),
         workflows=[KillSwitchWorkflow],
         workflow_runner=runner,
-        graceful_shutdown_timeout=graceful_shutdown,
+        graceful_shutdown_timeout=min(graceful_shutdown, RAILS_GRACE),
     )
     return Workers(
         Worker(
@@ -95,10 +118,13 @@ def create_worker(
             workflows=[RemediationWorkflow, DeliveryWorkflow],
             activities=[*activities.all(), *rails],
             max_concurrent_activities=max_concurrent_activities,
+            max_concurrent_workflow_tasks=concurrent_tasks,
+            max_cached_workflows=cached_runs,
             workflow_runner=runner,
             graceful_shutdown_timeout=graceful_shutdown,  # activities in flight finish after SIGTERM, within this
             interceptors=interceptors,
         ),
         governor,
         switch,  # last: the run worker's last writes still look at the switch while it drains
+        after=after,
     )

@@ -148,7 +148,7 @@ class RemediationWorkflow:
             record=self._record,
             acting=self._acting,
         )
-        self._run.policy = governor = GovernorPolicy(self._run.state)
+        self._run.policy = governor = GovernorPolicy(self._run.state, lambda: self._resolved)
         # A run started as a first attempt skips the visibility query: its id had no execution before.
         prior = PriorAttempts() if run.first_attempt else await self._prior_attempts(run)
         if not prior.count:

@@ -41,6 +41,11 @@ class RunSummary:
     started: datetime | None
     closed: datetime | None
     execution: str = ""
+    place: int = 0  # while waiting_for_slot: its place in line
+
+    @property
+    def shown_status(self) -> str:
+        return f"{self.status} #{self.place}" if self.place else self.status
 
     @property
     def short_id(self) -> str:
@@ -173,18 +178,19 @@ class TemporalRuns:
                 found.append(execution)
         lanes = asyncio.Semaphore(16)  # a long list reads its results a few at a time
 
-        async def read(run_id: str, status: WorkflowExecutionStatus | None) -> str:
+        async def read(run_id: str, status: WorkflowExecutionStatus | None) -> tuple[str, int]:
             async with lanes:
                 return await self._outcome(run_id, status)
 
         outcomes = await asyncio.gather(*(read(e.id, e.status) for e in found))
         runs: list[RunSummary] = []
-        for execution, outcome in zip(found, outcomes, strict=True):
+        for execution, (outcome, place) in zip(found, outcomes, strict=True):
             memo = await execution.memo()
             runs.append(
                 RunSummary(
                     run_id=execution.id,
                     status=outcome,
+                    place=place,
                     playbook=str(memo.get("playbook", "")),
                     alertname=str(memo.get("alertname", "")),
                     mode=str(memo.get("mode", "")),
@@ -221,21 +227,24 @@ class TemporalRuns:
         with rpc("counting stuck runs"):
             return (await self.client.count_workflows(STUCK, rpc_timeout=RPC_TIMEOUT)).count
 
-    async def _outcome(self, run_id: str, status: WorkflowExecutionStatus | None) -> str:
+    async def _outcome(self, run_id: str, status: WorkflowExecutionStatus | None) -> tuple[str, int]:
+        """The run's own status (and place in line while it waits for a slot)."""
         if status == WorkflowExecutionStatus.RUNNING:
-            try:  # where it is now (awaiting_approval, acting, …), if a worker answers at once
+            try:  # where it is now (awaiting_approval, waiting_for_slot, acting, …), if a worker answers at once
                 live = await self.state(run_id, query_timeout=timedelta(seconds=1))
             except RemediateError:
-                return "running"
-            return live.status if live is not None else "running"
+                return "running", 0
+            if live is None:
+                return "running", 0
+            return live.status, live.place if live.status == "waiting_for_slot" else 0
         if status in (WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.FAILED):
             try:
                 state = await self.state(run_id)
             except RemediateError:
                 state = None
             if state is not None:
-                return state.status
-        return status.name.lower() if status else "unknown"  # terminated, timed_out, cancelled: Temporal's word
+                return state.status, 0
+        return (status.name.lower() if status else "unknown"), 0  # terminated, timed_out, cancelled: Temporal's word
 
     async def resolve_id(self, given: str, within: int = 1000) -> str:
         """A full run id as given, or the one run among the newest `within` whose short id or id prefix it is."""

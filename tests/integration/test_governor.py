@@ -1,11 +1,12 @@
-"""The governor through the real Temporal dev server and Postgres: kill switch, cooldown per key, refunds."""
+"""The governor through the real Temporal dev server and Postgres: kill switch, cooldown per key, refunds, the
+line over a limit and the global budget lent in blocks."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx2
@@ -17,7 +18,8 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from service.adapters.governor import GovernorClient
 from service.adapters.temporal import TemporalRuns
-from service.governance import Ask, Limits, SwitchChange, governor_queue
+from service.budget_workflow import BudgetWorkflow
+from service.governance import Answer, Ask, Limits, Release, SwitchChange, budget_id, governor_id, governor_queue
 from service.governor_workflow import GovernorWorkflow
 from service.policy import Mode
 from service.runs import RunState
@@ -121,7 +123,7 @@ async def test_cooldown_blocks_the_same_key_and_lets_another_key_write(
         other = message(queue="q2")
         await http.post("/alertmanager", json=other)
         assert (await outcome(temporal_client, run_id_of(other))).status == "succeeded"
-        view = await GovernorClient(temporal_client, queue).view()
+        view = await GovernorClient(temporal_client, queue).view("stuck-jobs")
     assert view.started and set(view.state.playbooks["stuck-jobs"].cooldowns) == {"q1", "q2"}
     assert update_counts(jobs_db) == {1: 2, 2: 2}  # q1's row: the first run and the restale; q2's: restale + run
 
@@ -164,11 +166,11 @@ async def test_the_governor_continues_as_new_with_its_state_and_answers_the_same
             answer = await governor.ask(Ask(run_id=f"r{i}", playbook="p", key=f"k{i}", limits=limits))
             assert answer.verdict == "grant", answer
             # The switch lives on its own board; the governor starts with the first ask.
-            first = first or (await temporal_client.get_workflow_handle(governor.id).describe()).run_id
+            first = first or (await temporal_client.get_workflow_handle(governor.id("p")).describe()).run_id
         again = await governor.ask(Ask(run_id="r0", playbook="p", key="k0", limits=limits))
         refused = await governor.ask(Ask(run_id="late", playbook="p", key="k0", limits=limits))
-        view, board = await governor.view(), await governor.board()
-        last = (await temporal_client.get_workflow_handle(governor.id).describe()).run_id
+        view, board = await governor.view("p"), await governor.board()
+        last = (await temporal_client.get_workflow_handle(governor.id("p")).describe()).run_id
     assert last != first  # it did continue as new, at least once
     assert again.verdict == "grant" and refused.limit == "cooldown"
     assert board.playbooks["other"].on and board.playbooks["other"].reason == "kept"  # on its own board
@@ -185,16 +187,80 @@ async def test_a_switch_the_governor_held_before_the_board_moves_to_the_board(te
         temporal_client, task_queue=governor_queue(queue), workflows=[GovernorWorkflow], workflow_runner=runner
     ):
         legacy = SwitchChange(on=True, by="before-upgrade", reason="old")
-        await governor._update(
-            lambda: governor._handle.execute_update(GovernorWorkflow.set_switch, legacy),
-            "setting the old switch",
+        handle = temporal_client.get_workflow_handle_for(GovernorWorkflow.run, governor_id(queue))
+        await temporal_client.start_workflow(
+            GovernorWorkflow.run, args=[None], id=governor_id(queue), task_queue=governor_queue(queue)
         )
+        await handle.execute_update(GovernorWorkflow.set_switch, legacy)
     async with running_stack(
         temporal_client, DATA / "jobs-config.yaml", DATA / "playbooks", Mode.AUTO, task_queue=queue
     ):
         board = await governor.board()
         assert board.everything.on and board.everything.by == "before-upgrade"
-        assert not (await governor.view()).state.switch.on
+        held = await temporal_client.get_workflow_handle_for(GovernorWorkflow.run, governor_id(queue)).query(
+            GovernorWorkflow.state
+        )
+        assert not held.switch.on
         await governor.set_switch(SwitchChange(on=False, by="tester"))
         answer = await governor.ask(Ask(run_id="r", playbook="p", key="k", limits=Limits()))
     assert answer.verdict == "grant", answer
+
+
+async def test_over_max_concurrent_runs_wait_their_turn_in_order_of_arrival(temporal_client: Client) -> None:
+    """Through a real shard: over max_concurrent, later runs get `wait` with their place (1 = next); a newcomer
+    queues behind them even when a slot frees; the freed slot goes to the first in line; `on_limit: refuse` keeps
+    the old refusal; a release takes a run out of line."""
+    queue = f"gov-{uuid.uuid4().hex[:8]}"
+    async with running_stack(
+        temporal_client, DATA / "jobs-config.yaml", DATA / "playbooks", Mode.AUTO, task_queue=queue
+    ):
+        governor = GovernorClient(temporal_client, queue)
+        limits = Limits(max_concurrent=2)
+        t0 = datetime.now(UTC)
+
+        async def ask(run: str, at: int, given: Limits = limits) -> Answer:
+            since = t0 + timedelta(seconds=at)
+            return await governor.ask(Ask(run_id=run, playbook="line", key=run, limits=given, since=since))
+
+        assert [(await ask(r, i)).verdict for i, r in enumerate(["r1", "r2"])] == ["grant", "grant"]
+        third, fourth = await ask("r3", 3), await ask("r4", 4)
+        assert (third.verdict, third.place, third.limit) == ("wait", 1, "max_concurrent")
+        assert (fourth.verdict, fourth.place) == ("wait", 2)
+        await governor.release(Release(run_id="r1", wrote=True, playbook="line"))
+        newcomer = await ask("r5", 5)
+        assert (newcomer.verdict, newcomer.place) == ("wait", 3), newcomer  # a slot is free, but two wait before it
+        assert (await ask("r4", 4)).verdict == "wait"  # second in line: the one free slot is the first's
+        assert (await ask("r3", 3)).verdict == "grant"
+        refused = await ask("r6", 6, Limits(max_concurrent=2, on_limit="refuse"))
+        assert (refused.verdict, refused.limit) == ("refuse", "max_concurrent")
+        await governor.release(Release(run_id="r4", wrote=False, playbook="line"))  # r4 resolved while waiting
+        view = await governor.view("line")
+    assert set(view.state.waiting) == {"r5"} and set(view.state.leases) == {"r2", "r3"}
+
+
+async def test_the_global_budget_is_lent_in_blocks_and_handed_back(temporal_client: Client) -> None:
+    """REMEDIATE_MAX_WRITES_PER_HOUR 3 across two playbooks, asked by two workers' clients: three write-runs are
+    counted, the fourth waits for the budget; a run that wrote nothing hands its unit back; idle purses settle."""
+    queue = f"gov-{uuid.uuid4().hex[:8]}"
+    async with running_stack(
+        temporal_client, DATA / "jobs-config.yaml", DATA / "playbooks", Mode.AUTO, task_queue=queue
+    ):
+        one, two = GovernorClient(temporal_client, queue), GovernorClient(temporal_client, queue)
+
+        async def ask(client: GovernorClient, run: str, playbook: str) -> Answer:
+            return await client.ask(Ask(run_id=run, playbook=playbook, key=run, limits=Limits(), max_writes_per_hour=3))
+
+        answers = [await ask(one, "a1", "pa"), await ask(two, "b1", "pb"), await ask(one, "a2", "pa")]
+        assert [a.counted for a in answers] == [True, True, True]
+        over = await ask(two, "b2", "pb")
+        assert (over.verdict, over.limit) == ("wait", "max_writes_per_hour"), over
+        await one.release(Release(run_id="a2", wrote=False, playbook="pa"))
+        await one.settle()
+        await two.settle()
+        again = await ask(two, "b2", "pb")
+        budget = await temporal_client.get_workflow_handle_for(BudgetWorkflow.run, budget_id(queue)).query(
+            BudgetWorkflow.state
+        )
+    assert again.counted, again
+    assert set(budget.uses) | {u for b in budget.blocks.values() for u in b.uses} >= {"a1", "b1"}
+    assert "a2" not in budget.uses

@@ -53,6 +53,9 @@ class RailTarget:
     failing: set[str] = field(default_factory=set)
     header_names: set[str] = field(default_factory=set)  # every header any request carried, lowercased
     write_log: list[tuple[float, str, str]] = field(default_factory=list)  # (monotonic time, key, replica) per write
+    write_seconds: float = 0.0  # how long each write takes at the target
+    in_flight: int = 0
+    most_in_flight: int = 0  # the most writes the target saw at once: what max_concurrent must bound
     checks_open: asyncio.Event = field(default_factory=asyncio.Event)
     verify_open: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -71,6 +74,12 @@ class RailTarget:
             key = request.path_params["key"]
             if key in self.failing:
                 return JSONResponse({"error": "refused"}, 409)
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            try:
+                await asyncio.sleep(self.write_seconds)
+            finally:
+                self.in_flight -= 1
             self.writes[key] += 1
             self.write_log.append((time.monotonic(), key, request.headers.get("x-replica", "")))
             return JSONResponse({"fixed": key})

@@ -289,23 +289,30 @@ async def test_a_policy_refusal_before_a_write_blocks_it_and_is_recorded() -> No
 
 
 class StormCaution(ModeLadder):
-    """A policy that grants every write but asks for a human first, as the governor does during a storm."""
+    """A policy that grants every write but asks for a human first, as the governor does during a storm; it notes
+    whether the run held a slot when it started waiting for a person."""
 
     def __init__(self) -> None:
-        self.asks = 0
+        self.asks, self.holding, self.held_at_gate = 0, False, [False]
 
     async def before_write(self, run: RunInput, step: StepBase, key: str) -> Answer:
         self.asks += 1
+        self.holding = True
         return Answer(verdict="approval", limit="storm", reason="25 new occurrences within 5m")
+
+    async def paused(self, run: RunInput) -> None:
+        self.holding = False
 
 
 async def test_a_caution_puts_a_write_that_needs_no_approval_behind_the_gate_and_says_why() -> None:
     """An `approval: none` write, a policy answer of `approval`: the gate opens, shows the reason, and after the
-    approval the policy is asked again (the wait may have been long) before the write runs."""
+    approval the policy is asked again (the wait may have been long) before the write runs; while the gate is open
+    the run has given its slot back."""
     shown: list[str] = []
 
     async def approve_at_once(gate: Gate) -> None:
         shown.append(gate.request.caution)
+        policy.held_at_gate[0] = policy.holding
         gate.apply(Decision(verdict="approve", user="U_ALICE", decision_id="d"))
 
     policy, script = StormCaution(), Script([1])
@@ -318,6 +325,7 @@ async def test_a_caution_puts_a_write_that_needs_no_approval_behind_the_gate_and
     )
     await run.execute_run()
     assert shown == ["25 new occurrences within 5m"] and policy.asks == 2
+    assert policy.held_at_gate == [False]  # a run waiting for a person holds no slot; it asks again after
     assert run.state.status == "succeeded" and run.state.limit == "storm" and run.state.caution == shown[0]
 
 

@@ -7,109 +7,161 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from hypothesis import settings
+from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from service.governor import HOUR, Breaker, Governor, GovernorState, Limits, Storm
+from service.budget import Budget, BudgetState, Purse
+from service.governor import HOUR, PACED, Breaker, Governor, GovernorState, Limits, Storm
 
 START = datetime(2026, 12, 1, tzinfo=UTC)
 LIMITS = {
     "a": Limits(cooldown=timedelta(minutes=30), max_runs_per_hour=3, max_concurrent=2),
     "b": Limits(
-        max_concurrent=1, storm=Storm(occurrences=3, within=timedelta(minutes=5)), breaker=Breaker(ineffective=2)
+        max_concurrent=1,
+        storm=Storm(occurrences=3, within=timedelta(minutes=5)),
+        breaker=Breaker(ineffective=2),
+        on_limit="refuse",
     ),
 }
+WORKERS = ["w1", "w2"]
 CAP = 5
 T = TypeVar("T")
 EXAMPLES = int(os.environ.get("GOVERNOR_EXAMPLES", "200"))  # CI; GOVERNOR_EXAMPLES=10000 takes about 100 s
 
 
 class GovernorMachine(RuleBasedStateMachine):
-    """Drives a Governor with alerts, grants, completions, clock jumps, kill-switch flips, continue-as-new and
-    worker restarts (replay), and checks every grant against the limits from its own record of what was granted."""
+    """Drives one governor shard per playbook and the global budget lent to two workers' purses with alerts, asks
+    (some answers lost on the way back), releases, settlements, killed workers, clock jumps, kill-switch flips,
+    continue-as-new and worker restarts (replay); checks every grant against the limits from its own record of what
+    was granted, never from the governor's state."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.governor = Governor(GovernorState(max_writes_per_hour=CAP), lease=timedelta(minutes=10))
-        # What a worker restart replays: the state at the last continue-as-new and every call since.
-        self.base = self.governor.state.model_copy(deep=True)
-        self.log: list[Callable[[Governor], object]] = []
+        self.shards = {name: Governor(lease=timedelta(minutes=10)) for name in LIMITS}
+        self.budget = Budget()
+        self.purses = {worker: Purse() for worker in WORKERS}
+        # What a worker restart replays: each shard's state at its last continue-as-new and every call since.
+        self.base = {name: g.state.model_copy(deep=True) for name, g in self.shards.items()}
+        self.log: dict[str, list[Callable[[Governor], object]]] = {name: [] for name in LIMITS}
         self.now = START
         self.first_grants: list[tuple[datetime, str, str, str]] = []  # (at, playbook, key, run)
         self.switch_on = False
+        self.blocks = 0
 
-    def apply(self, call: Callable[[Governor], T]) -> T:
-        self.log.append(call)
-        return call(self.governor)
+    def apply(self, playbook: str, call: Callable[[Governor], T]) -> T:
+        self.log[playbook].append(call)
+        return call(self.shards[playbook])
 
-    @rule(run=st.integers(0, 8), playbook=st.sampled_from(["a", "b"]), key=st.sampled_from(["k1", "k2"]))
-    def ask(self, run: int, playbook: str, key: str) -> None:
+    def _unit(self, worker: str) -> str | None:
+        purse = self.purses[worker]
+        taken = purse.take(self.now)
+        if taken is None:
+            self.blocks += 1
+            purse.add(self.budget.lend(worker, f"{worker}-{self.blocks}", 2, CAP, self.now).block)
+            taken = purse.take(self.now)
+        return taken
+
+    @rule(
+        run=st.integers(0, 8),
+        playbook=st.sampled_from(["a", "b"]),
+        key=st.sampled_from(["k1", "k2"]),
+        worker=st.sampled_from(WORKERS),
+        lost=st.booleans(),
+    )
+    def ask(self, run: int, playbook: str, key: str, worker: str, lost: bool) -> None:
         run_id = f"{playbook}/{run}"
-        state = self.governor.state
+        state = self.shards[playbook].state
         live = run_id in state.leases and state.leases[run_id].until > self.now
         counted = run_id in state.grants and self.now - HOUR < state.grants[run_id].at
         held = live or counted  # a run already counted is not a new write-run
+        purse, block = self.purses[worker], self._unit(worker)
+        unit: datetime | bool = purse.blocks[block].until if block else False
         now = self.now
-        answer = self.apply(lambda g: g.ask(run_id, playbook, key, now, LIMITS[playbook]))
+        answer = self.apply(playbook, lambda g: g.ask(run_id, playbook, key, now, LIMITS[playbook], unit, now))
+        event(f"{answer.verdict} {answer.limit}")
+        if block is not None:  # a lost answer may have been counted: the purse takes it as spent
+            (purse.spend(block, run_id, now) if answer.counted or lost else purse.put_back(block))
         if self.switch_on:
             assert answer.verdict == "refuse" and answer.limit == "kill_switch"
             return
-        if answer.verdict != "refuse" and not held:
+        assert answer.counted == (answer.verdict in ("grant", "approval") and not held)
+        if answer.counted:
             self.first_grants.append((self.now, playbook, key, run_id))
-        if answer.verdict == "refuse":
+        if answer.verdict == "wait":
+            assert LIMITS[playbook].waits() and answer.limit in PACED and answer.place >= 1
+        if answer.verdict in ("refuse", "wait"):
             assert answer.reason and answer.limit
             assert answer.frees_at is None or answer.frees_at > self.now
 
-    @rule(run=st.integers(0, 8), playbook=st.sampled_from(["a", "b"]), wrote=st.booleans())
-    def release(self, run: int, playbook: str, wrote: bool) -> None:
+    @rule(run=st.integers(0, 8), playbook=st.sampled_from(["a", "b"]), wrote=st.booleans(), w=st.sampled_from(WORKERS))
+    def release(self, run: int, playbook: str, wrote: bool, w: str) -> None:
         run_id = f"{playbook}/{run}"
-        refunded = not wrote and run_id in self.governor.state.grants
-        self.apply(lambda g: g.release(run_id, wrote))
+        refunded = self.apply(playbook, lambda g: g.release(run_id, wrote))
+        recent = any(g[3] == run_id for g in self.first_grants if self.now - HOUR < g[0])
+        assert refunded or wrote or not recent  # a write-run of the last hour that wrote nothing is given back
+        assert not refunded or any(g[3] == run_id for g in self.first_grants)
         if refunded:  # a run that wrote nothing gives its budget back: it no longer counts as a write-run
             last = max(i for i, g in enumerate(self.first_grants) if g[3] == run_id)
             del self.first_grants[last]
+            self.purses[w].refund(run_id)
+
+    @rule(worker=st.sampled_from(WORKERS), idle=st.booleans())
+    def settle(self, worker: str, idle: bool) -> None:
+        for settlement in self.purses[worker].due(self.now, idle):
+            self.budget.settle(settlement, self.now)
+
+    @rule(worker=st.sampled_from(WORKERS))
+    def worker_killed(self, worker: str) -> None:
+        """A worker dies with its blocks: nothing it held is settled; its runs ask again from the other one."""
+        self.purses[worker] = Purse()
 
     @rule(playbook=st.sampled_from(["a", "b"]))
     def occurrence(self, playbook: str) -> None:
         now = self.now
-        self.apply(lambda g: g.occurred(playbook, now, LIMITS[playbook]))
+        self.apply(playbook, lambda g: g.occurred(playbook, now, LIMITS[playbook]))
 
-    @rule(seconds=st.sampled_from([1, 30, 120, 600, 1800, 3600, 7200]))
+    @rule(seconds=st.sampled_from([1, 10, 30, 120, 600, 1800, 3600, 7200]))
     def time_passes(self, seconds: int) -> None:
         self.now += timedelta(seconds=seconds)
 
     @rule(on=st.booleans(), playbook=st.sampled_from([None, "a", "b"]))
     def kill_switch(self, on: bool, playbook: str | None) -> None:
+        """The switch a shard of an earlier release still held (the board is tested on its own)."""
         if playbook is None:  # the property checks the global switch; per-playbook ones are flipped too
             self.switch_on = on
         now = self.now
-        self.apply(lambda g: g.set_switch(on, "oncall", "test", now, playbook))
+        for name in LIMITS if playbook is None else [playbook]:
+            self.apply(name, lambda g: g.set_switch(on, "oncall", "test", now, playbook))
 
     @rule(result=st.sampled_from(["effective", "ineffective", "unknown"]))
     def effectiveness(self, result: str) -> None:
-        self.apply(lambda g: g.effectiveness("b", result, LIMITS["b"]))  # type: ignore[arg-type]
+        self.apply("b", lambda g: g.effectiveness("b", result, LIMITS["b"]))  # type: ignore[arg-type]
 
     @rule()
     def reset(self) -> None:
-        self.apply(lambda g: g.reset_breaker("b"))
+        self.apply("b", lambda g: g.reset_breaker("b"))
 
-    @rule()
-    def continue_as_new(self) -> None:
-        """The workflow carries the state across continue-as-new (and a worker restart replays it) as JSON."""
-        carried = GovernorState.model_validate_json(self.governor.state.model_dump_json())
-        assert carried == self.governor.state
-        self.governor = Governor(carried, lease=self.governor.lease)
-        self.base, self.log = carried.model_copy(deep=True), []
+    @rule(playbook=st.sampled_from(["a", "b"]))
+    def continue_as_new(self, playbook: str) -> None:
+        """A shard carries its state across continue-as-new (and a worker restart replays it) as JSON; so does the
+        budget's keeper."""
+        carried = GovernorState.model_validate_json(self.shards[playbook].state.model_dump_json())
+        assert carried == self.shards[playbook].state
+        self.shards[playbook] = Governor(carried, lease=self.shards[playbook].lease)
+        self.base[playbook], self.log[playbook] = carried.model_copy(deep=True), []
+        kept = BudgetState.model_validate_json(self.budget.state.model_dump_json())
+        assert kept == self.budget.state
+        self.budget = Budget(kept)
 
-    @rule()
-    def worker_restart(self) -> None:
+    @rule(playbook=st.sampled_from(["a", "b"]))
+    def worker_restart(self, playbook: str) -> None:
         """A new worker replays the history since the last continue-as-new: it must reach the very same state."""
-        replayed = Governor(self.base.model_copy(deep=True), lease=self.governor.lease)
-        for call in self.log:
+        replayed = Governor(self.base[playbook].model_copy(deep=True), lease=self.shards[playbook].lease)
+        for call in self.log[playbook]:
             call(replayed)
-        assert replayed.state == self.governor.state
-        self.governor = replayed
+        assert replayed.state == self.shards[playbook].state
+        self.shards[playbook] = replayed
 
     @invariant()
     def limits_hold(self) -> None:
@@ -126,9 +178,14 @@ class GovernorMachine(RuleBasedStateMachine):
     @invariant()
     def concurrency_holds(self) -> None:
         for playbook, limits in LIMITS.items():
-            live = [r for r, lease in self.governor.state.leases.items() if lease.playbook == playbook]
+            live = self.shards[playbook].state.leases
             if limits.max_concurrent is not None:
                 assert len(live) <= limits.max_concurrent
+
+    @invariant()
+    def budget_counts_every_unit_out(self) -> None:
+        """The keeper never lends more than the cap leaves."""
+        assert self.budget.spent(self.now) <= CAP
 
 
 GovernorMachine.TestCase.settings = settings(max_examples=EXAMPLES, stateful_step_count=40, deadline=None)
@@ -148,14 +205,16 @@ def test_a_refusal_names_its_limit_and_when_it_frees() -> None:
 
 
 def test_storm_and_breaker_ask_for_approval_instead_of_writing() -> None:
-    """Over the storm threshold, or with the breaker open, a write is granted only with an approval."""
+    """Over the storm threshold, or with the breaker open, a write is granted only with an approval; a run's
+    effectiveness counts once, however often its report is sent."""
     governor = Governor()
     limits = Limits(storm=Storm(occurrences=2, within=timedelta(minutes=5)), breaker=Breaker(ineffective=2))
     for i in range(3):
         governor.occurred("b", START + timedelta(seconds=i), limits)
     assert governor.ask("r1", "b", "k", START + timedelta(seconds=5), limits).limit == "storm"
-    assert governor.effectiveness("b", "ineffective", limits) is False
-    assert governor.effectiveness("b", "ineffective", limits) is True  # the second in a row opens it
+    assert governor.effectiveness("b", "ineffective", limits, "r1") is False
+    assert governor.effectiveness("b", "ineffective", limits, "r1") is False  # the same run's report sent again
+    assert governor.effectiveness("b", "ineffective", limits, "r2") is True  # the second in a row opens it
     later = START + timedelta(hours=1)
     assert governor.ask("r2", "b", "k2", later, limits).limit == "breaker"
     governor.reset_breaker("b")

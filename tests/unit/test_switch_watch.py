@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from service.errors import TemporalUnavailable
 from service.governance import SwitchChange
 from service.kill_switch import SwitchBoard
-from service.policy_activities import SwitchWatch
+from service.switch_watch import SwitchWatch
 
 NOW = datetime(2026, 12, 5, tzinfo=UTC)
 

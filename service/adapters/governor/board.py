@@ -1,0 +1,102 @@
+"""The kill switch board as the CLI, the web side and the workers reach it: a query to read, one Update to flip."""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+
+from service.adapters.governor.updates import UPDATE_ATTEMPTS, update
+from service.adapters.temporal_rpc import QUERY_TIMEOUT, RPC_TIMEOUT, rpc
+from service.errors import RunNotOpen, RunUnknown, TemporalUnavailable
+from service.governance import GovernorState, Switch, SwitchChange, governor_id
+from service.governor_workflow import GovernorWorkflow
+from service.kill_switch import CONFIRM_WITHIN, SwitchBoard, kill_switch_id, switch_queue
+from service.kill_switch_workflow import KillSwitchWorkflow
+
+
+class Board:
+    """One board per task queue (`remediate-kill-switch:<queue>`); the first reader starts it."""
+
+    def __init__(self, client: Client, task_queue: str) -> None:
+        self.client, self.task_queue = client, task_queue
+
+    @property
+    def _handle(self) -> WorkflowHandle[KillSwitchWorkflow, None]:
+        return self.client.get_workflow_handle_for(KillSwitchWorkflow.run, kill_switch_id(self.task_queue))
+
+    @property
+    def _legacy(self) -> WorkflowHandle[GovernorWorkflow, None]:
+        """The one governor of releases before the board and the shards, which may still hold a switch."""
+        return self.client.get_workflow_handle_for(GovernorWorkflow.run, governor_id(self.task_queue))
+
+    async def _held_before(self) -> GovernorState:
+        try:
+            with rpc("reading the governor"):
+                return await self._legacy.query(GovernorWorkflow.state, rpc_timeout=QUERY_TIMEOUT)
+        except RunUnknown:
+            return GovernorState()
+
+    async def _start(self) -> None:
+        """The first board takes over the switches the governor held before it existed (and clears them there, so
+        the governor's own copy can never refuse after the board turns a switch off)."""
+        held = await self._held_before()
+        board = SwitchBoard(
+            everything=held.switch, playbooks={n: p.switch for n, p in held.playbooks.items() if p.switch.at}
+        )
+        with rpc("starting the kill switch"):
+            await self.client.start_workflow(
+                KillSwitchWorkflow.run,
+                board,
+                id=kill_switch_id(self.task_queue),
+                task_queue=switch_queue(self.task_queue),
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                static_summary="the kill switch for this task queue: flipped by `remediate kill-switch`",
+                rpc_timeout=RPC_TIMEOUT,
+            )
+        scopes: list[str | None] = [None] if held.switch.on else []
+        for scope in scopes + [n for n, p in held.playbooks.items() if p.switch.on]:
+            await self._clear_held(scope)
+
+    async def _clear_held(self, scope: str | None) -> None:
+        moved = SwitchChange(on=False, by="remediate", reason="moved to the kill switch board", playbook=scope)
+        legacy = self._legacy
+        await update(
+            lambda: legacy.execute_update(GovernorWorkflow.set_switch, moved, rpc_timeout=RPC_TIMEOUT),
+            self._nothing,
+            "moving the kill switch",
+        )
+
+    @staticmethod
+    async def _nothing() -> None:
+        raise RunUnknown("the governor of an earlier release is gone")
+
+    async def read(self) -> SwitchBoard:
+        """The switch board as it is now (a query: nothing written, nothing queued behind asks)."""
+        for attempt in range(UPDATE_ATTEMPTS):
+            try:
+                with rpc("reading the kill switch"):
+                    return await self._handle.query(KillSwitchWorkflow.board, rpc_timeout=QUERY_TIMEOUT)
+            except RunUnknown:
+                await self._start()
+            except (RunNotOpen, TemporalUnavailable):
+                if attempt == UPDATE_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.1 * 2**attempt)
+        raise TemporalUnavailable("the kill switch did not answer")
+
+    async def flip(self, change: SwitchChange) -> Switch:
+        """Flip one switch. Turning one on returns only once no worker can still start a write it forbids: every
+        worker has seen the flip, or has gone CONFIRM_WITHIN without confirming and so refuses writes anyway."""
+        await self.read()  # started (and seeded) before the first flip
+        handle = self._handle
+        board = await update(
+            lambda: handle.execute_update(KillSwitchWorkflow.flip, change, rpc_timeout=RPC_TIMEOUT),
+            self._start,
+            "setting the kill switch",
+        )
+        if change.on:
+            await asyncio.sleep(CONFIRM_WITHIN)
+        return board.everything if change.playbook is None else board.playbooks[change.playbook]

@@ -1,0 +1,90 @@
+"""A worker's own view of the kill switch: polled from the board, consulted before every ask and write."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from service.errors import RemediateError
+from service.governance import Answer
+from service.kill_switch import CONFIRM_WITHIN, POLL_EVERY, SwitchBoard
+
+log = logging.getLogger("remediate.rails")
+
+
+class SwitchWatch:
+    """This worker's view of the kill switch, kept by polling the board (a query) every `poll` seconds and consulted
+    before every ask without a round trip. A view older than `fresh_for` is not trusted: an ask then waits for a
+    fresh one, and is refused if none comes within `wait` (fail closed)."""
+
+    def __init__(
+        self,
+        read: Callable[[], Awaitable[SwitchBoard]],
+        poll: float = POLL_EVERY,
+        fresh_for: float = CONFIRM_WITHIN,
+        wait: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._read, self.poll, self.fresh_for, self.wait, self._clock = read, poll, fresh_for, wait, clock
+        self.board: SwitchBoard | None = None
+        self.confirmed = float("-inf")  # when the last answer was asked for: it is at least that fresh
+        self._task: asyncio.Task[None] | None = None
+        self._answered = asyncio.Event()  # set by every answer from the board: waiting writes look again
+        self._warned = False
+
+    def age(self) -> float:
+        return self._clock() - self.confirmed
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            asked = self._clock()
+            try:
+                self.board, self.confirmed = await self._read(), asked
+                self._answered.set()
+                if self._warned:
+                    log.warning("kill switch confirmed again (version %d)", self.board.version)
+                    self._warned = False
+            except RemediateError as exc:
+                if self.age() > self.fresh_for and not self._warned:
+                    log.warning(
+                        "kill switch unconfirmed for %.1fs, writes wait and then are refused: %s", self.age(), exc
+                    )
+                    self._warned = True
+            await asyncio.sleep(self.poll)
+
+    async def forbids(self, playbook: str) -> str | None:
+        """For a write about to be sent: why it may not be, or None."""
+        refused = await self.refusal(playbook)
+        return refused.reason if refused is not None else None
+
+    async def refusal(self, playbook: str) -> Answer | None:
+        """A refusal when a switch forbids this playbook's write, or when the switch cannot be confirmed."""
+        self.start()
+        deadline = self._clock() + self.wait
+        while self.board is None or self.age() > self.fresh_for:
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                age = "ever" if self.board is None else f"{self.age():.0f}s"
+                return Answer(
+                    verdict="refuse",
+                    limit="kill_switch_unconfirmed",
+                    reason=f"the kill switch could not be confirmed for {age}: no write (fail closed)",
+                )
+            self._answered.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._answered.wait(), timeout=min(remaining, self.poll))
+        why = self.board.refusal(playbook)
+        if why:
+            # A refusal ends the run: worth one fresh read, so a switch turned off a moment ago refuses nothing.
+            asked = self._clock()
+            with contextlib.suppress(RemediateError):
+                self.board, self.confirmed = await self._read(), asked
+                why = self.board.refusal(playbook)
+        return Answer(verdict="refuse", limit="kill_switch", reason=why) if why else None
