@@ -63,7 +63,7 @@ def wait_bound(limits: Limits) -> timedelta:
 
 def _every(place: int) -> float:
     """Seconds before a waiting run asks again: soon near the front of the line, rarely far back."""
-    return min(1.0 + 0.1 * max(place - 1, 0), 15.0)
+    return min(0.5 + 0.02 * max(place - 1, 0), 5.0)
 
 
 class GovernorPolicy(ModeLadder):

@@ -4,7 +4,8 @@ Run: .venv/bin/python -m tests.bench.governed [--alerts 2000] [--trials 20]
 
 Starts a file-backed Temporal dev server (as `remediate dev` runs it) and a Postgres server, then for each phase
 two `serve --web-only` and two `serve --worker-only` processes, `REMEDIATE_MODE=auto`. Every run makes one Postgres
-write (an INSERT that takes 50 ms and records its own start, end and worker), with a cooldown per key:
+write (an INSERT that takes 50 ms and records its own start, end and worker: each process connects as its own
+role), with a cooldown per key:
 
   baseline:  the storm with a playbook that sets no limits and no global budget (every write still asks its shard)
   governed:  the same storm with `max_concurrent: 20` and REMEDIATE_MAX_WRITES_PER_HOUR (the budget in blocks)
@@ -29,6 +30,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx2
@@ -39,7 +41,7 @@ from service.devserver import start_dev_server
 from service.workflows import RemediationWorkflow
 from tests.bench.storm import pct, rss_mb
 from tests.support.processes import ServiceProcess, start
-from tests.support.servers import start_postgres
+from tests.support.servers import scratch, start_postgres
 
 TOKEN = "governed-token"
 PLAYBOOK = """
@@ -54,7 +56,7 @@ act:
     approval: none
     with:
       sql: >-
-        insert into fixes (key, replica, started, finished) values (%(key)s, current_setting('application_name'),
+        insert into fixes (key, replica, started, finished) values (%(key)s, current_user,
         statement_timestamp(), (select clock_timestamp() from pg_sleep(0.05)))
       params: {{key: "{{{{ inputs.key }}}}"}}
       max_rows: 1
@@ -63,7 +65,16 @@ TABLE = "create table fixes (key text not null, replica text, started timestampt
 
 
 def message(name: str, keys: list[str]) -> dict[str, object]:
-    alerts = [{"status": "firing", "labels": {"alertname": name, "key": k}, "fingerprint": k} for k in keys]
+    now = datetime.now(UTC).isoformat()
+    alerts = [
+        {
+            "status": "firing",
+            "labels": {"alertname": name, "key": k},
+            "startsAt": now,
+            "fingerprint": k.replace("-", ""),
+        }
+        for k in keys
+    ]
     return {"version": "4", "status": "firing", "receiver": "remediate", "groupKey": uuid.uuid4().hex, "alerts": alerts}
 
 
@@ -85,7 +96,7 @@ class Deployment:
             "REMEDIATE_CONFIG": str(self.base / "config.yaml"),
             "REMEDIATE_MODE": "auto",
             "REMEDIATE_WEBHOOK_TOKEN": TOKEN,
-            "BENCH_DSN": f"{self.dsn}?application_name={name}",
+            "BENCH_DSN": self.dsn.replace("//postgres@", f"//{name}@"),  # each process writes as its own role
             **self.extra,
         }
 
@@ -130,6 +141,8 @@ async def send(urls: list[str], messages: list[dict[str, object]], concurrency: 
                         await asyncio.sleep(0.5)
                         continue
                     if reply.status_code != 503:
+                        if reply.status_code != 200:  # a bench that sent nothing must not report figures
+                            raise RuntimeError(f"{reply.status_code}: {reply.text}")
                         return
                     refused += 1
                     await asyncio.sleep(1)
@@ -211,9 +224,12 @@ async def storm(client: Client, d: Deployment, name: str, alerts: int) -> tuple[
 
 async def main(alerts: int, trials: int) -> None:
     base = Path(tempfile.mkdtemp(prefix="remediate-governed-"))
-    pg = start_postgres(base / "pg")
+    pg = start_postgres(scratch("governed-pg"))
     with psycopg.connect(pg.dsn, autocommit=True) as conn:
         conn.execute(TABLE)
+        for role in ("web1", "web2", "worker1", "worker2", "cli"):
+            conn.execute(f"create role {role} login")
+            conn.execute(f"grant select, insert on fixes to {role}")
     (base / "playbooks").mkdir()
     for name, limits in (("Free", ""), ("Governed", ", max_concurrent: 20")):
         book = PLAYBOOK.format(name=name.lower(), alertname=name, limits=limits)
