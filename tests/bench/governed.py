@@ -38,7 +38,7 @@ import psycopg
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from service.devserver import start_dev_server
-from service.workflows import RemediationWorkflow
+from service.runs import RunState
 from tests.bench.storm import pct, rss_mb
 from tests.support.processes import ServiceProcess, start
 from tests.support.servers import scratch, start_postgres
@@ -175,7 +175,7 @@ async def outcomes(client: Client, queue: str, playbook: str) -> Counter[str]:
     async def one(run_id: str) -> str:
         async with lanes:
             try:
-                state = await client.get_workflow_handle_for(RemediationWorkflow.run, run_id).result()
+                state = await client.get_workflow_handle(run_id, result_type=RunState).result()
             except Exception as exc:  # noqa: BLE001 - a bench counts whatever ended a run
                 return f"error {type(exc).__name__}"
             return f"{state.status} {state.limit}".strip()
