@@ -46,8 +46,6 @@ class BudgetWorkflow:
         now = workflow.now()
         for settlement in call.settle:
             self._budget.settle(settlement, now)
-        if call.want <= 0:
-            return Loan(block=self._budget.lend(call.holder, call.block_id, 0, call.cap, now).block)
         return self._budget.lend(call.holder, call.block_id, call.want, call.cap, now)
 
     @workflow.query

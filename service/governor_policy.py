@@ -269,7 +269,7 @@ async def _stopped_firing(run: RunInput, resolved: Callable[[], bool]) -> Effect
         left = (deadline - workflow.now()).total_seconds()
         if left <= 0:
             return "ineffective"
-        await _until(resolved, min(every, left))
+        await _until_resolved(resolved, min(every, left))
 
 
 async def _until_resolved(resolved: Callable[[], bool], seconds: float) -> bool:
@@ -279,10 +279,3 @@ async def _until_resolved(resolved: Callable[[], bool], seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
-
-
-async def _until(resolved: Callable[[], bool], seconds: float) -> None:
-    try:
-        await workflow.wait_condition(lambda: resolved(), timeout=max(seconds, 0.001))
-    except TimeoutError:
-        return
