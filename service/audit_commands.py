@@ -73,12 +73,3 @@ async def export(args: argparse.Namespace, settings: Settings, since: datetime |
 
 def _sink(path: str | None) -> TextIO:
     return Path(path).open("w", encoding="utf-8") if path else sys.stdout  # closed by the caller
-
-
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    audit = sub.add_parser("audit", help="the audit trail: what runs did, beyond Temporal's retention")
-    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    exported = audit_sub.add_parser("export", help="records as JSON Lines, oldest first")
-    exported.add_argument("--since", help="from this time: a span (30m, 2h, 7d) or an ISO date/time")
-    exported.add_argument("--playbook", help="only this playbook's runs")
-    exported.add_argument("--output", "-o", help="write to this file (default: standard output)")

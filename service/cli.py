@@ -1,366 +1,55 @@
-"""The `remediate` command line: the composition root of the service."""
+"""The `remediate` command line: parse, then import only the verb that runs (a kill switch loads no playbook)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import signal
 import sys
 import threading
-import time
-import uuid
-from collections.abc import Coroutine, Sequence
-from datetime import UTC, datetime, timedelta
-from importlib.metadata import version as package_version
-from pathlib import Path
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from service import action_docs, audit_commands, dev, log_format, planning, playbook_tests, rail_commands, redact
-from service.adapters.postgres import PostgresAdapter
-from service.adapters.postgres_ledger import ledger_sql
-from service.adapters.temporal import TemporalRuns
-from service.approvals import Decision
-from service.audit_setup import ready_store
-from service.compose import Adapters, load_catalog, serve
-from service.config import PostgresConnection, Settings
-from service.error_reporting import guard_secrets
-from service.errors import ConfigError, PlaybookError, RemediateError
-from service.playbook import load_playbooks, playbook_schema
-from service.report import format_state
+from service import log_format, redact
+from service.arguments import build_parser
+from service.config import Settings
+from service.errors import PlaybookError, RemediateError
+
+Verb = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
 
-def _lint(args: argparse.Namespace, settings: Settings) -> int:
-    config = settings.connections()
-    kinds = config.kinds() if settings.config is not None else None
-    if kinds is None:
-        print("note: no REMEDIATE_CONFIG, so connection names are not checked", file=sys.stderr)
-    try:
-        playbooks = load_playbooks([Path(p) for p in args.paths] or settings.playbook_dirs(), kinds)
-    except PlaybookError as exc:
-        for problem in exc.problems:
-            print(problem)
-        return 1
-    if kinds is not None:
-        ledgers = [n for n, c in config.connections.items() if isinstance(c, PostgresConnection) and c.ledger]
-        for playbook in playbooks:
-            for phase, step in playbook.steps():
-                if phase == "act" and not step.retries_safely(ledgers):
-                    why = (
-                        f"connection {step.connection} has no ledger (set `ledger:`, then `remediate migrate "
-                        f"{step.connection}`)"
-                        if step.connection_type == "postgres"
-                        else "the request is not marked `idempotent: true`"
-                    )
-                    print(f"note: {playbook.name}: step {step.id} is sent at most once after a lost worker: {why}")
-    print(f"{len(playbooks)} playbook(s) OK")
-    return 0
+def _verb(command: str) -> Verb:
+    """The verb's function, importing its module only now: `kill-switch on` is the verb that must start fastest."""
+    if command == "kill-switch":
+        from service import switch_command
 
+        return switch_command.kill_switch
+    if command == "breaker":
+        from service import rail_commands
 
-async def _test(args: argparse.Namespace, settings: Settings) -> int:
-    dirs = settings.playbook_dirs()
-    files = [Path(p) for p in args.paths] or [d / "tests" for d in dirs]
-    found = sorted(f for p in files for f in ([p] if p.is_file() else sorted(p.glob("*.yaml")) if p.is_dir() else []))
-    if not found:
-        print(f"no playbook tests found in {', '.join(str(f) for f in files)}", file=sys.stderr)
-        return 1
-    playbooks = load_playbooks([Path(p) for p in args.playbooks] if args.playbooks else dirs)
-    failed = passed = 0
-    began = time.perf_counter()
-    for path in found:
-        try:
-            outcomes = await playbook_tests.run_file(path, playbooks)
-        except ValueError as exc:
-            print(f"ERROR {exc}")
-            failed += 1
-            continue
-        for outcome in outcomes:
-            if outcome.failures:
-                failed += 1
-                print(f"FAIL {path}: {outcome.playbook}: {outcome.case}")
-                for failure in outcome.failures:
-                    print(f"     {failure}")
-            else:
-                passed += 1
-                print(f"ok   {path}: {outcome.playbook}: {outcome.case}")
-    print(f"{passed} passed, {failed} failed in {(time.perf_counter() - began) * 1000:.0f} ms")
-    return 1 if failed else 0
+        return rail_commands.breaker
+    from service import commands
 
-
-def _schema(args: argparse.Namespace, settings: Settings) -> int:
-    if args.actions_doc:
-        try:
-            print(action_docs.refresh(Path(args.actions_doc).read_text(encoding="utf-8")), end="")
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{args.actions_doc}: {exc}") from exc
-        return 0
-    print(json.dumps(playbook_schema(), indent=2, sort_keys=True))
-    return 0
-
-
-async def _plan(args: argparse.Namespace, settings: Settings) -> int:
-    if settings.config is None:
-        # As `remediate dev` does: the embedded connections the shipped playbooks name, so a plan always runs.
-        print("note: no REMEDIATE_CONFIG: planning against the dev connections (`remediate dev`)", file=sys.stderr)
-        config = dev.dev_config(settings)
-    else:
-        config = settings.connections()
-    dirs = [Path(args.playbooks)] if args.playbooks else settings.playbook_dirs()
-    playbooks = load_playbooks(dirs, config.kinds())
-    return await planning.plan(Path(args.alert), playbooks, Adapters.build(config), config)
-
-
-async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
-    if args.connection == "audit":
-        return await audit_commands.migrate(args, settings)
-    config = settings.connections()
-    conn = config.connections.get(args.connection)
-    if not isinstance(conn, PostgresConnection):
-        raise ConfigError(f"{args.connection!r} is not a postgres connection in {settings.config or 'no config file'}")
-    if conn.ledger is None:
-        raise ConfigError(f"connection {args.connection!r} sets no `ledger:` (for example ledger: remediate.ledger)")
-    if args.print_sql:
-        print(ledger_sql(conn.ledger), end="")
-        return 0
-    adapters = Adapters.build(config)
-    try:
-        await adapters.get(PostgresAdapter).migrate(args.connection)
-    finally:
-        await adapters.close()
-    print(f"ledger {conn.ledger} is ready on {args.connection}: its writes are now retried safely after a lost worker")
-    return 0
-
-
-def _since(text: str | None) -> datetime | None:
-    """`--since 2h` / `30m` / `7d`, or an ISO date or time (UTC if no zone)."""
-    if not text:
-        return None
-    unit = {"m": 60, "h": 3600, "d": 86400}.get(text[-1:])
-    if unit and text[:-1].isdigit():
-        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * unit)
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise ConfigError(f"--since {text!r}: give a span (30m, 2h, 7d) or an ISO date/time") from exc
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
-async def _runs(args: argparse.Namespace, settings: Settings) -> int:
-    async with audit_commands.runs_reader(settings) as runs:
-        return await _show_runs(args, runs)
-
-
-async def _audit(args: argparse.Namespace, settings: Settings) -> int:
-    return await audit_commands.export(args, settings, _since(args.since))
-
-
-async def _show_runs(args: argparse.Namespace, runs: TemporalRuns) -> int:
-    if args.runs_command == "list":
-        if args.stuck:
-            listed = await runs.stuck(args.limit)
-        else:
-            listed = await runs.list(args.limit, playbook=args.playbook, since=_since(args.since))
-        if args.status:
-            listed = [r for r in listed if r.status == args.status]
-        if not listed:
-            filtered = args.playbook or args.status or args.since
-            print("no stuck runs" if args.stuck else "no runs match" if filtered else "no runs")
-            return 0
-        print(f"{'STARTED (UTC)':<19}  {'ID':<8}  {'STATUS':<22} {'PLAYBOOK':<24} {'ALERT':<28} {'MODE':<8} RUN")
-        for r in listed:
-            started = r.started.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if r.started else "-"
-            print(
-                f"{started:<19}  {r.short_id:<8}  {r.shown_status:<22} {r.playbook:<24} {r.alertname:<28} {r.mode:<8} "
-                f"{r.run_id}" + (f"  ({r.execution})" if args.stuck else "")
-            )
-        return 0
-    run_id = await runs.resolve_id(args.run_id)
-    state = await runs.state(run_id)
-    if state is None:
-        print(f"no run {run_id} (or it did not complete normally)", file=sys.stderr)
-        return 1
-    print(state.model_dump_json(indent=2) if args.json else format_state(state))
-    return 0
-
-
-async def _decide(args: argparse.Namespace, settings: Settings) -> int:
-    async with audit_commands.runs_reader(settings) as runs:
-        return await _send_decision(args, runs)
-
-
-async def _send_decision(args: argparse.Namespace, runs: TemporalRuns) -> int:
-    user = rail_commands.who(args)
-    decision = Decision(
-        gate=args.gate,
-        verdict="approve" if args.command == "approve" else "reject",
-        user=user,
-        source="cli",
-        comment=args.comment,
-        decision_id=f"cli:{uuid.uuid4()}",
-    )
-    run_id = await runs.resolve_id(args.run_id)
-    await runs.decide(run_id, decision)
-    record = await runs.decision(run_id, decision.decision_id, within=5.0)
-    if record is None:
-        print(f"{args.command} sent for {run_id}; the run has not processed it yet")
-        return 0
-    print(f"{args.command} by {user}: {record.outcome}" + (f" ({record.reason})" if record.reason else ""))
-    return 0 if record.outcome in ("counted", "duplicate") else 1
-
-
-async def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    config = settings.connections()
-    playbooks = load_catalog(settings, config)
-    host, port = settings.listen_host_port
-    shape = "web only" if args.web_only else "worker only" if args.worker_only else "web + worker"
-    _say(
-        settings,
-        f"remediate serve ({shape}): {len(playbooks.playbooks)} playbook(s), mode ceiling {settings.mode}, "
-        f"Temporal {settings.temporal_address}/{settings.temporal_namespace}, listening on {host}:{port}",
-    )
-    secrets = guard_secrets(settings, config)
-    audit = await ready_store(settings)  # a store that is down or not migrated stops start-up, with the reason
-    try:
-        await serve(
-            settings,
-            playbooks,
-            Adapters.build(config),
-            web=not args.worker_only,
-            worker=not args.web_only,
-            stop=_stop_on_signals(settings.shutdown_grace),
-            audit=audit,
-            secrets=secrets,
-        )
-    finally:
-        if audit is not None:
-            await audit.close()
-    _say(settings, "remediate serve: stopped")
-    return 0
-
-
-def _say(settings: Settings, line: str) -> None:
-    """A lifecycle line: printed for people, or one more JSON log line when the log is for machines."""
-    if settings.log_format == "json":
-        logging.getLogger("remediate").info(line)
-    else:
-        print(line, flush=True)
-
-
-def _stop_on_signals(grace: float) -> asyncio.Event:
-    """SIGTERM or SIGINT asks for a graceful stop; a second one stops at once."""
-    stop = asyncio.Event()
-    task = asyncio.current_task()
-
-    def on_signal() -> None:
-        if stop.is_set() and task is not None:
-            task.cancel()
-            return
-        logging.getLogger("remediate").info("stopping: draining work in flight (up to %.0fs)", grace)
-        stop.set()
-
-    if threading.current_thread() is threading.main_thread():
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal)
-    return stop
-
-
-async def _until_terminated(work: Coroutine[Any, Any, int]) -> int:
-    """SIGTERM cancels short commands, so `finally` blocks run (pools are closed)."""
-    task = asyncio.current_task()
-    if task is not None and threading.current_thread() is threading.main_thread():
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    return await work
-
-
-async def _dev(args: argparse.Namespace, settings: Settings) -> int:
-    return await dev.run(args, settings, _stop_on_signals(settings.shutdown_grace))
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="remediate", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"remediate {package_version('remediate')}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    dev_p = sub.add_parser("dev", help="local Temporal dev server + worker + web, shipped playbooks, dry-run")
-    dev_p.add_argument(
-        "--playbooks", action="append", metavar="DIR", help="a playbook directory to add to the shipped ones (repeat)"
-    )
-    dev_p.add_argument(
-        "--ephemeral",
-        action="store_true",
-        help="keep the dev server's history in memory (default: a file under $XDG_STATE_HOME/remediate)",
-    )
-    serve_p = sub.add_parser("serve", help="web + worker against configured services")
-    only = serve_p.add_mutually_exclusive_group()
-    only.add_argument("--web-only", action="store_true", help="only the webhook and the API (no worker)")
-    only.add_argument("--worker-only", action="store_true", help="only the worker (and its health endpoints)")
-    lint = sub.add_parser("lint", help="validate playbooks; file:line:col: message per problem")
-    lint.add_argument("paths", nargs="*", help="playbook files or directories (default: REMEDIATE_PLAYBOOKS)")
-    plan = sub.add_parser("plan", help="diagnose for real and print every planned write; never writes")
-    plan.add_argument("--alert", required=True, help="a webhook message or a single alert (JSON)")
-    plan.add_argument("--playbooks", help="playbook directory (default: REMEDIATE_PLAYBOOKS)")
-    test = sub.add_parser("test", help="run playbook tests offline: recorded reads in, the plan checked")
-    test.add_argument("paths", nargs="*", help="test files or directories (default: tests/ in each playbook directory)")
-    test.add_argument(
-        "--playbooks", action="append", metavar="DIR", help="playbook directory (default: REMEDIATE_PLAYBOOKS)"
-    )
-    schema = sub.add_parser("schema", help="JSON Schema of the playbook format")
-    schema.add_argument(
-        "--actions-doc",
-        metavar="FILE",
-        help="instead, print FILE (docs/actions.md) with its action tables regenerated from the step models",
-    )
-    migrate = sub.add_parser(
-        "migrate", help="create the idempotency ledger on a Postgres connection, or the audit store's tables"
-    )
-    migrate.add_argument(
-        "connection", help="a postgres connection that sets `ledger:`, or `audit` for REMEDIATE_DATABASE_URL"
-    )
-    migrate.add_argument("--print-sql", action="store_true", help="print the SQL for a DBA instead of running it")
-    for verdict in ("approve", "reject"):
-        decide = sub.add_parser(verdict, help=f"{verdict} a run waiting at an approval gate")
-        decide.add_argument("run_id", help="the run id, or its 8-digit short id from `runs list`")
-        decide.add_argument("--gate", default="act", help="which gate (default: act, the only one today)")
-        decide.add_argument("--as", dest="as_user", help="approver id (default: $REMEDIATE_APPROVER, then $USER)")
-        decide.add_argument("--comment", default="", help="a note kept with the decision")
-    kill = sub.add_parser("kill-switch", help="stop every write that has not started, on every replica")
-    kill.add_argument("state", choices=["on", "off", "status"], help="turn it on, off, or show who set it and why")
-    kill.add_argument("--reason", default="", help="why; shown with the switch and in every refusal")
-    kill.add_argument("--playbook", help="only this playbook (default: everything)")
-    kill.add_argument("--as", dest="as_user", help="who flips it (default: $REMEDIATE_APPROVER, then $USER)")
-    kill.add_argument("--json", action="store_true", help="print the switches as JSON")
-    breaker = sub.add_parser("breaker", help="show or reset the breaker that ineffective runs open")
-    breaker_sub = breaker.add_subparsers(dest="breaker_command", required=True)
-    breaker_status = breaker_sub.add_parser("status", help="each playbook's breaker and its ineffective streak")
-    breaker_status.add_argument("playbook", nargs="?", help="only this playbook")
-    breaker_reset = breaker_sub.add_parser("reset", help="close the breaker: writes no longer need approval")
-    breaker_reset.add_argument("playbook", help="the playbook whose breaker to close")
-    breaker_reset.add_argument("--as", dest="as_user", help="who resets it (default: $REMEDIATE_APPROVER, $USER)")
-    audit_commands.add_parsers(sub)
-    runs = sub.add_parser("runs", help="list and show runs")
-    runs_sub = runs.add_subparsers(dest="runs_command", required=True)
-    runs_list = runs_sub.add_parser("list", help="the newest runs first, with their final status")
-    runs_list.add_argument("--limit", type=int, default=50, help="at most this many runs (default 50)")
-    runs_list.add_argument("--playbook", help="only runs of this playbook")
-    runs_list.add_argument(
-        "--status", help="only runs that ended so (succeeded, failed, blocked_by_policy, …) or are running"
-    )
-    runs_list.add_argument("--since", help="only runs started since: a span (30m, 2h, 7d) or an ISO date/time")
-    runs_list.add_argument(
-        "--stuck",
-        action="store_true",
-        help="only open runs whose workflow tasks keep failing or timing out, with what Temporal reports",
-    )
-    show = runs_sub.add_parser("show", help="the full record of one run")
-    show.add_argument("run_id", help="the run id, or its 8-digit short id from `runs list`, or a unique prefix")
-    show.add_argument("--json", action="store_true", help="print the record as JSON")
-    return parser
+    verbs: dict[str, Verb] = {
+        "lint": commands.lint,
+        "schema": commands.schema,
+        "serve": commands.serve,
+        "dev": commands.dev,
+        "plan": commands.plan,
+        "test": commands.test,
+        "runs": commands.runs,
+        "approve": commands.decide,
+        "reject": commands.decide,
+        "migrate": commands.migrate,
+        "audit": commands.audit,
+    }
+    return verbs[command]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     redact.install()  # DSNs and tokens never reach the log, whichever library logs them
     try:
@@ -368,27 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_format.configure(settings.log_format)
         if settings.log_format == "json":
             log_format.forward_core_logs()
-        if args.command == "lint":
-            return _lint(args, settings)
-        if args.command == "schema":
-            return _schema(args, settings)
-        if args.command == "serve":
-            return asyncio.run(_serve(args, settings))
-        if args.command == "dev":
-            return asyncio.run(_dev(args, settings))
-        commands = {
-            "plan": _plan,
-            "test": _test,
-            "runs": _runs,
-            "approve": _decide,
-            "reject": _decide,
-            "migrate": _migrate,
-            "audit": _audit,
-            "kill-switch": rail_commands.kill_switch,
-            "breaker": rail_commands.breaker,
-        }
-        command = commands[args.command]
-        return asyncio.run(_until_terminated(command(args, settings)))
+        work = _verb(args.command)(args, settings)
+        # serve and dev drain on SIGTERM themselves; a short command is cancelled so its `finally` blocks run
+        return asyncio.run(work if args.command in ("serve", "dev") else _until_terminated(work))
     except PlaybookError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -399,6 +70,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except asyncio.CancelledError:
         return 143
+
+
+async def _until_terminated(work: Coroutine[Any, Any, int]) -> int:
+    """SIGTERM cancels short commands, so `finally` blocks run (pools are closed)."""
+    task = asyncio.current_task()
+    if task is not None and threading.current_thread() is threading.main_thread():
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await work
 
 
 def entry() -> None:

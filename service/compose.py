@@ -19,7 +19,7 @@ from temporalio.client import Client
 from service.activities import PausePoints, StepActivities
 from service.adapters.alertmanager import AlertmanagerAdapter
 from service.adapters.base import Adapter, ConnectionAdapter
-from service.adapters.governor import GovernorClient
+from service.adapters.governor.client import GovernorClient
 from service.adapters.http import HttpAdapter
 from service.adapters.kubernetes import KubernetesAdapter
 from service.adapters.notify_webhook import WebhookNotifier

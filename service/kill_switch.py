@@ -49,3 +49,9 @@ class SwitchBoard(BaseModel):
 
     def any_on(self) -> bool:
         return self.everything.on or any(s.on for s in self.playbooks.values())
+
+
+def switch_view(board: SwitchBoard) -> dict[str, object]:
+    """The switch for everything and every playbook that has one set, as the API and the CLI show them."""
+    playbooks = {name: switch.model_dump(mode="json") for name, switch in board.playbooks.items() if switch.at}
+    return {"everything": board.everything.model_dump(mode="json"), "playbooks": playbooks}

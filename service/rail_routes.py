@@ -14,7 +14,7 @@ from service.bodies import BodyRefused, read_body
 from service.credentials import ApproverTokens, WebAuth
 from service.governance import Switch, SwitchChange
 from service.guards import guarded
-from service.kill_switch import SwitchBoard
+from service.kill_switch import SwitchBoard, switch_view
 
 BODY_LIMIT = 16 * 1024
 ANONYMOUS = "anonymous (open API on loopback)"
@@ -34,12 +34,6 @@ class SwitchBody(BaseModel):
     on: bool
     reason: str = Field(default="", max_length=1000)
     playbook: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
-
-
-def switch_view(board: SwitchBoard) -> dict[str, object]:
-    """The switch for everything and every playbook that has one set, as the API and the CLI show them."""
-    playbooks = {name: switch.model_dump(mode="json") for name, switch in board.playbooks.items() if switch.at}
-    return {"everything": board.everything.model_dump(mode="json"), "playbooks": playbooks}
 
 
 def rail_routes(

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from service.adapters.governor import GovernorClient
+from service.adapters.governor.client import GovernorClient
 from service.adapters.temporal import TemporalRuns
 from service.audit import AuditStore, open_gates
 from service.errors import RemediateError

@@ -168,9 +168,10 @@ async def settle(client: Client, deployment: Deployment, playbook: str, want: in
     return time.monotonic() - began
 
 
-async def outcomes(client: Client, queue: str, playbook: str) -> Counter[str]:
-    """Each run's own status (and the rail that refused it), from its result."""
+async def outcomes(client: Client, queue: str, playbook: str) -> tuple[Counter[str], list[float]]:
+    """Each run's own status (and the rail that refused it), and the seconds each waited for its grants."""
     lanes, found = asyncio.Semaphore(16), await runs_of(client, queue, playbook)
+    waits: list[float] = []
 
     async def one(run_id: str) -> str:
         async with lanes:
@@ -178,9 +179,10 @@ async def outcomes(client: Client, queue: str, playbook: str) -> Counter[str]:
                 state = await client.get_workflow_handle(run_id, result_type=RunState).result()
             except Exception as exc:  # noqa: BLE001 - a bench counts whatever ended a run
                 return f"error {type(exc).__name__}"
+            waits.append(state.waited)
             return f"{state.status} {state.limit}".strip()
 
-    return Counter(await asyncio.gather(*(one(run_id) for _, run_id in found)))
+    return Counter(await asyncio.gather(*(one(run_id) for _, run_id in found))), waits
 
 
 def rows(dsn: str, prefix: str) -> list[tuple[str, str, float, float]]:
@@ -208,16 +210,18 @@ async def storm(client: Client, d: Deployment, name: str, alerts: int) -> tuple[
     messages = [message(name, keys[i : i + 50]) for i in range(0, alerts, 50)]
     messages += random.sample(messages, min(60, len(messages)))
     random.shuffle(messages)
-    began = time.monotonic()
+    began, wall = time.monotonic(), time.time()
     refused = await send(d.urls, messages)
     await settle(client, d, name.lower(), alerts, 900)
     took = time.monotonic() - began
-    done = await outcomes(client, d.queue, name.lower())
+    done, waits = await outcomes(client, d.queue, name.lower())
     writes = rows(d.dsn, prefix)
     twice = sum(1 for n in Counter(k for k, *_ in writes).values() if n > 1)
+    first, last = (min(s for _, _, s, _ in writes) - wall, max(s for _, _, s, _ in writes) - wall) if writes else (0, 0)
     return took, (
         f"{sum(done.values())} runs for {alerts} alerts ({refused} x 503): {dict(done.most_common())}; "
-        f"{len(writes)} writes, {twice} keys written twice, at most {most_at_once(writes)} at once; "
+        f"{len(writes)} writes from {first:.1f} to {last:.1f} s, {twice} keys written twice, at most "
+        f"{most_at_once(writes)} at once; waited for grants p50/p99 {pct(waits, 0.5):.2f}/{pct(waits, 0.99):.2f} s; "
         f"last run done {took:.0f} s after the first message"
     )
 
@@ -323,7 +327,7 @@ async def web_killed(client: Client, d: Deployment) -> str:
     writes = rows(d.dsn, prefix)
     done = Counter(k for k, *_ in writes)
     unavailable = sum(
-        n for status, n in (await outcomes(client, d.queue, "governed")).items() if "unavailable" in status
+        n for status, n in (await outcomes(client, d.queue, "governed"))[0].items() if "unavailable" in status
     )
     return (
         f"{len(done)} of 450 keys written, {sum(1 for n in done.values() if n > 1)} twice; "

@@ -16,7 +16,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from service.adapters.governor import GovernorClient
+from service.adapters.governor.client import GovernorClient
 from service.adapters.temporal import TemporalRuns
 from service.budget_workflow import BudgetWorkflow
 from service.governance import Answer, Ask, Limits, Release, SwitchChange, budget_id, governor_id, governor_queue

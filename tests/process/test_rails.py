@@ -18,7 +18,7 @@ import httpx2
 import pytest
 from temporalio.client import Client
 
-from service.adapters.governor import GovernorClient
+from service.adapters.governor.client import GovernorClient
 from service.adapters.temporal import TemporalRuns
 from service.errors import TemporalUnavailable
 from service.runs import RunState
