@@ -20,6 +20,7 @@ ALERT_FIRING = "alert_firing"  # is this occurrence still firing in Alertmanager
 SILENCE_CREATE = "silence_create"  # silence exactly this alert's labels while the run acts
 SILENCE_EXPIRE = "silence_expire"
 ANNOUNCE = "announce"  # one message to the notifier: a storm began, a breaker opened
+TURN = "turn"  # a run's signal: a slot freed and it is next in line, so it asks now
 
 
 def governor_id(task_queue: str, playbook: str | None = None) -> str:
@@ -118,6 +119,7 @@ class Reply(BaseModel):
     answer: Answer | None = None
     tripped: Tripped | None = None
     refunded: bool = Field(default=False, description="A release gave a counted write-run back.")
+    turns: list[str] = Field(default_factory=list, description="Runs next in line for the slot a release freed.")
 
 
 class AlertQuery(BaseModel):

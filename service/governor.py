@@ -20,6 +20,7 @@ WAIT_AT_MOST = timedelta(hours=1)  # how long a run waits for its turn when its 
 BUSY_AT_MOST = timedelta(minutes=30)  # the longest a run waits on a governor that answers only `busy`
 REPORTED = 2_000  # runs remembered as having reported their effectiveness, per playbook
 WAIT_STALE = timedelta(seconds=90)  # a place in line not asked about for this long is given up (the run is gone)
+TOLD_AGAIN = timedelta(seconds=5)  # a run told its turn came and not asking since is told again, or the next one is
 Verdict = Literal["grant", "approval", "refuse", "wait"]
 OnLimit = Literal["wait", "refuse"]
 PACED = ("max_concurrent", "max_runs_per_hour", "max_writes_per_hour")  # the limits a run may wait out
@@ -148,6 +149,7 @@ class Governor:
     def __init__(self, state: GovernorState | None = None, lease: timedelta = timedelta(minutes=10)) -> None:
         self.state, self.lease = state or GovernorState(), lease
         self._expired_at: datetime | None = None
+        self._told: dict[str, datetime] = {}  # runs told their turn came (a hint, not state: lost on continue)
 
     def _playbook(self, name: str) -> PlaybookState:
         return self.state.playbooks.setdefault(name, PlaybookState())
@@ -198,6 +200,7 @@ class Governor:
         budget is spent until `budget_frees_at`. `since` is when the run first asked, so a run keeps its place in
         line however long it waited."""
         self._expire(now)
+        self._told.pop(run_id, None)
         if isinstance(unit, datetime) and now >= unit:
             unit = False  # its block has ended: the keeper may have counted it as spent at its end, not now
         state = self._playbook(playbook)
@@ -319,6 +322,17 @@ class Governor:
                     f"{limits.storm.occurrences}): writes need approval until it is calm",
                 )
         return Answer(verdict="grant")
+
+    def next_in_line(self, playbook: str, now: datetime) -> str | None:
+        """A slot of this playbook has just freed: the first run waiting for it, not told so in the last TOLD_AGAIN,
+        which should ask now rather than at its next poll. Only a hint: its ask decides, as every ask does."""
+        self._told = {run: at for run, at in self._told.items() if now - at < TOLD_AGAIN and run in self.state.waiting}
+        line = [(w.since, run) for run, w in self.state.waiting.items() if w.playbook == playbook]
+        first = min((entry for entry in line if entry[1] not in self._told), default=None)
+        if first is None:
+            return None
+        self._told[first[1]] = now
+        return first[1]
 
     def release(self, run_id: str, wrote: bool = True) -> bool:
         """The run ended (or waits for a person): it no longer counts as acting, nor waits in line; a run that wrote

@@ -79,7 +79,11 @@ class GovernorWorkflow:
         if isinstance(message, Ask):
             return Reply(answer=self._ask(message))
         if isinstance(message, Release):
-            return Reply(refunded=self._governor.release(message.run_id, message.wrote))
+            lease = self._governor.state.leases.get(message.run_id)
+            refunded = self._governor.release(message.run_id, message.wrote)
+            # The slot it held is free: the run next in line is told to ask now (its worker signals it).
+            nxt = self._governor.next_in_line(lease.playbook, workflow.now()) if lease else None
+            return Reply(refunded=refunded, turns=[nxt] if nxt else [])
         return Reply(tripped=self.report(message))
 
     def _ask(self, a: Ask) -> Answer:
@@ -125,3 +129,8 @@ class GovernorWorkflow:
     @workflow.query
     def state(self) -> GovernorState:
         return self._governor.state
+
+    @workflow.query
+    def waiting(self) -> int:
+        """How many runs wait in line: what the gauge needs, without the whole state (large in a storm)."""
+        return len(self._governor.state.waiting)

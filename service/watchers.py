@@ -34,8 +34,7 @@ async def watch_lines(governor: GovernorClient, metrics: PolicyMetrics, stop: as
     while not stop.is_set():
         try:
             for playbook in await governor.playbooks():
-                view = await governor.view(playbook)
-                metrics.waiting.labels(playbook).set(len(view.state.waiting))
+                metrics.waiting.labels(playbook).set(await governor.waiting(playbook))
         except RemediateError as exc:
             log.debug("lines not measured: %s", exc)
         try:

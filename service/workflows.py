@@ -15,7 +15,8 @@ with workflow.unsafe.imports_passed_through():
     from service.audit import FINAL, RECORD_AUDIT, AuditSnapshot
     from service.engine import Run, internal_error
     from service.errors import PermanentStepError, WriteRefused
-    from service.governor_policy import GovernorPolicy
+    from service.governance import TURN
+    from service.governor_policy import GovernorPolicy, Turn
     from service.outcomes import NOTIFY_OUTCOME, OutcomeNotice
     from service.runs import (
         NOTIFY_GATE,
@@ -94,6 +95,7 @@ class RemediationWorkflow:
 
     def __init__(self) -> None:
         self._resolved = False
+        self._turn = Turn()
         self._run: Run | None = None
         self._input: RunInput | None = None
         self._early: list[DecisionRecord] = []
@@ -148,7 +150,7 @@ class RemediationWorkflow:
             record=self._record,
             acting=self._acting,
         )
-        self._run.policy = governor = GovernorPolicy(self._run.state, lambda: self._resolved)
+        self._run.policy = governor = GovernorPolicy(self._run.state, lambda: self._resolved, self._turn)
         # A run started as a first attempt skips the visibility query: its id had no execution before.
         prior = PriorAttempts() if run.first_attempt else await self._prior_attempts(run)
         if not prior.count:
@@ -370,6 +372,11 @@ class RemediationWorkflow:
     def resolve(self) -> None:
         """Alertmanager sent `resolved` for this occurrence."""
         self._resolved = True
+
+    @workflow.signal(name=TURN)
+    def turn(self) -> None:
+        """A slot of its playbook freed and this run is next in line: it asks now, not at its next poll."""
+        self._turn.came = True
 
     @workflow.signal
     def decide(self, decision: Decision) -> None:

@@ -242,25 +242,30 @@ async def main(alerts: int, trials: int) -> None:
     env = await start_dev_server(db_file=str(base / "temporal.db"))
     address = env.client.service_client.config.target_host
     report: list[tuple[str, str]] = []
+
+    def say(name: str, value: str) -> None:  # as each phase ends: a long bench shows its figures as they come
+        report.append((name, value))
+        print(f"{name:<20}  {value}", flush=True)
+
     try:
         async with Deployment(base, address, pg.dsn, {}) as free:
             baseline, line = await storm(env.client, free, "Free", alerts)
-            report.append(("baseline (no limits)", line))
-            report.append(("  worker peak RSS", ", ".join(f"{n} {v:.0f} MB" for n, v in free.peak.items())))
+            say("baseline (no limits)", line)
+            say("  worker peak RSS", ", ".join(f"{n} {v:.0f} MB" for n, v in free.peak.items()))
         budget = {"REMEDIATE_MAX_WRITES_PER_HOUR": str(alerts * 10)}
         async with Deployment(base, address, pg.dsn, budget) as governed:
             took, line = await storm(env.client, governed, "Governed", alerts)
-            report.append(("governed", line + f" = {took / baseline:.2f}x the baseline (target <= 1.5x)"))
-            report.append(("  worker peak RSS", ", ".join(f"{n} {v:.0f} MB" for n, v in governed.peak.items())))
-            report.append(("kill switch", await drill(env.client, governed, base, trials)))
-            report.append(("web replica killed", await web_killed(env.client, governed)))
-            report.append(("pacing, 400 alerts", await pacing(env.client, governed)))
+            say("governed", line + f" = {took / baseline:.2f}x the baseline (target <= 1.5x)")
+            say("  worker peak RSS", ", ".join(f"{n} {v:.0f} MB" for n, v in governed.peak.items()))
+            say("kill switch", await drill(env.client, governed, base, trials))
+            say("web replica killed", await web_killed(env.client, governed))
+            say("pacing, 400 alerts", await pacing(env.client, governed))
     finally:
         await env.shutdown()
         pg.stop()
-    width = max(len(name) for name, _ in report)
+    print("\nsummary", flush=True)
     for name, value in report:
-        print(f"{name:<{width}}  {value}")
+        print(f"{name:<20}  {value}")
 
 
 async def drill(client: Client, d: Deployment, base: Path, trials: int) -> str:

@@ -12,14 +12,25 @@ from pathlib import Path
 import httpx2
 import psycopg
 import pytest
+from temporalio import workflow
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from service.adapters.governor.client import GovernorClient
 from service.adapters.temporal import TemporalRuns
 from service.budget_workflow import BudgetWorkflow
-from service.governance import Answer, Ask, Limits, Release, SwitchChange, budget_id, governor_id, governor_queue
+from service.governance import (
+    TURN,
+    Answer,
+    Ask,
+    Limits,
+    Release,
+    SwitchChange,
+    budget_id,
+    governor_id,
+    governor_queue,
+)
 from service.governor_workflow import GovernorWorkflow
 from service.policy import Mode
 from service.runs import RunState
@@ -29,6 +40,27 @@ from tests.integration.test_runs import message
 from tests.support.stack import TOKEN, run_handle, running_stack
 
 pytestmark = pytest.mark.integration
+UNSANDBOXED = UnsandboxedWorkflowRunner()
+
+
+@workflow.defn(name="TurnListener")
+class TurnListener:
+    """Stands in for a waiting run: True once its `turn` signal came (within 30 s)."""
+
+    def __init__(self) -> None:
+        self.told = False
+
+    @workflow.run
+    async def run(self) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(lambda: self.told, timeout=timedelta(seconds=30))
+        return self.told
+
+    @workflow.signal(name=TURN)
+    def turn(self) -> None:
+        self.told = True
+
+
 ONCALL = "oncall-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -208,7 +240,8 @@ async def test_a_switch_the_governor_held_before_the_board_moves_to_the_board(te
 
 async def test_over_max_concurrent_runs_wait_their_turn_in_order_of_arrival(temporal_client: Client) -> None:
     """Through a real shard: over max_concurrent, later runs get `wait` with their place (1 = next); a newcomer
-    queues behind them even when a slot frees; the freed slot goes to the first in line; `on_limit: refuse` keeps
+    queues behind them even when a slot frees; the release tells the first in line (a `turn` signal to its run), and
+    the freed slot goes to it; `on_limit: refuse` keeps
     the old refusal; a release takes a run out of line."""
     queue = f"gov-{uuid.uuid4().hex[:8]}"
     async with running_stack(
@@ -223,19 +256,25 @@ async def test_over_max_concurrent_runs_wait_their_turn_in_order_of_arrival(temp
             return await governor.ask(Ask(run_id=run, playbook="line", key=run, limits=given, since=since))
 
         assert [(await ask(r, i)).verdict for i, r in enumerate(["r1", "r2"])] == ["grant", "grant"]
-        third, fourth = await ask("r3", 3), await ask("r4", 4)
+        r3 = f"r3-{queue}"
+        third, fourth = await ask(r3, 3), await ask("r4", 4)
         assert (third.verdict, third.place, third.limit) == ("wait", 1, "max_concurrent")
         assert (fourth.verdict, fourth.place) == ("wait", 2)
-        await governor.release(Release(run_id="r1", wrote=True, playbook="line"))
+        async with Worker(
+            temporal_client, task_queue=f"{queue}-listen", workflows=[TurnListener], workflow_runner=UNSANDBOXED
+        ):
+            listener = await temporal_client.start_workflow(TurnListener.run, id=r3, task_queue=f"{queue}-listen")
+            await governor.release(Release(run_id="r1", wrote=True, playbook="line"))
+            assert await listener.result() is True  # the first in line was told its turn came
         newcomer = await ask("r5", 5)
         assert (newcomer.verdict, newcomer.place) == ("wait", 3), newcomer  # a slot is free, but two wait before it
         assert (await ask("r4", 4)).verdict == "wait"  # second in line: the one free slot is the first's
-        assert (await ask("r3", 3)).verdict == "grant"
+        assert (await ask(r3, 3)).verdict == "grant"
         refused = await ask("r6", 6, Limits(max_concurrent=2, on_limit="refuse"))
         assert (refused.verdict, refused.limit) == ("refuse", "max_concurrent")
         await governor.release(Release(run_id="r4", wrote=False, playbook="line"))  # r4 resolved while waiting
         view = await governor.view("line")
-    assert set(view.state.waiting) == {"r5"} and set(view.state.leases) == {"r2", "r3"}
+    assert set(view.state.waiting) == {"r5"} and set(view.state.leases) == {"r2", r3}
 
 
 async def test_the_global_budget_is_lent_in_blocks_and_handed_back(temporal_client: Client) -> None:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from service.budget import Budget, BudgetState, Purse
-from service.governor import HOUR, PACED, Breaker, Governor, GovernorState, Limits, Storm
+from service.governor import HOUR, PACED, TOLD_AGAIN, Breaker, Governor, GovernorState, Limits, Storm
 
 START = datetime(2026, 12, 1, tzinfo=UTC)
 LIMITS = {
@@ -120,6 +120,12 @@ class GovernorMachine(RuleBasedStateMachine):
     def occurrence(self, playbook: str) -> None:
         now = self.now
         self.apply(playbook, lambda g: g.occurred(playbook, now, LIMITS[playbook]))
+
+    @rule(playbook=st.sampled_from(["a", "b"]))
+    def told_next_in_line(self, playbook: str) -> None:
+        now = self.now
+        told = self.apply(playbook, lambda g: g.next_in_line(playbook, now))
+        assert told is None or told in self.apply(playbook, lambda g: g.state.waiting)  # a hint names a waiting run
 
     @rule(seconds=st.sampled_from([1, 10, 30, 120, 600, 1800, 3600, 7200]))
     def time_passes(self, seconds: int) -> None:
@@ -240,3 +246,28 @@ def test_the_first_occurrence_over_the_threshold_starts_a_storm_once() -> None:
     assert started == [False, False, True, False, False]
     assert governor.occurred("b", START + timedelta(hours=1), limits) is False
     assert [governor.occurred("b", START + timedelta(hours=1, seconds=i), limits) for i in (1, 2)] == [False, True]
+
+
+def test_a_freed_slot_tells_the_first_run_in_line_once_then_the_next() -> None:
+    """`next_in_line` names the earliest waiting run of the playbook; a run told and not asking since is skipped for
+    TOLD_AGAIN (the next slot goes to the next run), told again after it, and forgotten once it asks."""
+    governor = Governor()
+    limits = Limits(max_concurrent=1)
+    assert governor.ask("r1", "a", "k1", START, limits).verdict == "grant"
+    for i, run in enumerate(["r3", "r2"], start=1):  # r2 arrived first, asks second
+        since = START + timedelta(seconds=3 if run == "r3" else 2)
+        assert governor.ask(run, "a", run, START + timedelta(seconds=i), limits, since=since).verdict == "wait"
+    assert governor.ask("x1", "other", "x1", START, limits).verdict == "grant"
+    now = START + timedelta(seconds=5)
+    assert [governor.next_in_line("a", now), governor.next_in_line("a", now), governor.next_in_line("a", now)] == [
+        "r2",
+        "r3",
+        None,
+    ]
+    assert governor.next_in_line("a", now + TOLD_AGAIN) == "r2"
+    governor.release("r1")
+    assert (
+        governor.ask("r2", "a", "r2", now + TOLD_AGAIN, limits, since=START + timedelta(seconds=2)).verdict == "grant"
+    )
+    assert governor.next_in_line("a", now + TOLD_AGAIN) == "r3"  # told 5 s ago: told again
+    assert governor.next_in_line("other", now) is None

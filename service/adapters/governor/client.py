@@ -19,8 +19,9 @@ from service.adapters.governor.updates import update
 from service.adapters.temporal_rpc import QUERY_TIMEOUT, RPC_TIMEOUT, rpc
 from service.budget import Block, Loan, Purse
 from service.budget_workflow import Borrow, BudgetWorkflow
-from service.errors import RunUnknown, TemporalUnavailable
+from service.errors import RemediateError, RunUnknown, TemporalUnavailable
 from service.governance import (
+    TURN,
     Answer,
     Ask,
     GovernorState,
@@ -205,6 +206,15 @@ class GovernorClient:
         reply = await self._shard(release.playbook).submit(release)
         if reply.refunded and self._budgeted:
             self._purse.refund(release.run_id)
+        await asyncio.gather(*(self._tell_turn(run_id) for run_id in reply.turns))
+
+    async def _tell_turn(self, run_id: str) -> None:
+        """The run next in line asks now instead of at its next poll; if it cannot be told, it polls as before."""
+        try:
+            with rpc("telling a waiting run its turn came"):
+                await self.client.get_workflow_handle(run_id).signal(TURN, rpc_timeout=RPC_TIMEOUT)
+        except RemediateError:
+            return
 
     async def report(self, report: Report) -> Tripped:
         """Effectiveness, batched like asks (one Update per run was what filled Temporal's in-flight limit)."""
@@ -248,6 +258,14 @@ class GovernorClient:
         except RunUnknown:
             return GovernorView()
         return GovernorView(state=GovernorState.model_validate(state.model_dump()), started=True)
+
+    async def waiting(self, playbook: str) -> int:
+        """How many runs wait in this playbook's line (0 for a shard nobody has asked yet)."""
+        try:
+            with rpc(f"reading the line of {playbook}"):
+                return await self._handle(playbook).query(GovernorWorkflow.waiting, rpc_timeout=QUERY_TIMEOUT)
+        except RunUnknown:
+            return 0
 
     async def playbooks(self) -> list[str]:
         """The playbooks that have a shard (a visibility list: a shard started a moment ago may be missing)."""
