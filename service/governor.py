@@ -95,6 +95,7 @@ class Cooldown(BaseModel):
 
     at: datetime
     run_id: str
+    until: datetime | None = Field(default=None, description="When it ends (the cooldown then); None: a day after.")
 
 
 class Answer(BaseModel):
@@ -162,7 +163,11 @@ class Governor:
         self.state.grants = {run: g for run, g in self.state.grants.items() if now - HOUR < g.at <= now}
         self.state.waiting = {run: w for run, w in self.state.waiting.items() if now - w.seen < WAIT_STALE}
         for state in self.state.playbooks.values():  # cooldowns are at most a day long
-            state.cooldowns = {k: c for k, c in state.cooldowns.items() if now - c.at < timedelta(hours=24)}
+            state.cooldowns = {
+                k: c
+                for k, c in state.cooldowns.items()
+                if now - c.at < timedelta(hours=24) and (c.until is None or now < c.until)
+            }
 
     def set_switch(self, on: bool, by: str, reason: str, now: datetime, playbook: str | None = None) -> Switch:
         switch = Switch(on=on, by=by, at=now, reason=reason)
@@ -235,7 +240,8 @@ class Governor:
         self.state.leases[run_id] = Lease(playbook=playbook, key=key, granted_at=now, until=now + self.lease)
         if not returning:
             self.state.grants[run_id] = Grant(playbook=playbook, key=key, at=now)
-            state.cooldowns[key] = Cooldown(at=now, run_id=run_id)
+            if limits.cooldown is not None:  # kept only as long as it counts: the carried state stays small
+                state.cooldowns[key] = Cooldown(at=now, run_id=run_id, until=now + limits.cooldown)
             answer.counted = True
         return answer
 

@@ -24,10 +24,11 @@ def _switch_line(scope: str, switch: dict[str, Any]) -> str:
 
 async def kill_switch(args: argparse.Namespace, settings: Settings) -> int:
     board = Board(await connect(settings.temporal_address, settings.temporal_namespace), settings.task_queue)
-    if args.state != "status":
+    if args.state == "status":
+        shown = switch_view(await board.read())
+    else:
         change = SwitchChange(on=args.state == "on", by=who(args.as_user), reason=args.reason, playbook=args.playbook)
-        await board.flip(change)
-    shown = switch_view(await board.read())
+        shown = switch_view(await board.flip(change))
     everything: dict[str, Any] = shown["everything"]  # type: ignore[assignment]
     playbooks: dict[str, dict[str, Any]] = shown["playbooks"]  # type: ignore[assignment]
     if args.json:

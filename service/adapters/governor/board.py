@@ -10,7 +10,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from service.adapters.governor.updates import UPDATE_ATTEMPTS, update
 from service.adapters.temporal_rpc import QUERY_TIMEOUT, RPC_TIMEOUT, rpc
 from service.errors import RunNotOpen, RunUnknown, TemporalUnavailable
-from service.governance import GovernorState, Switch, SwitchChange, governor_id
+from service.governance import GovernorState, SwitchChange, governor_id
 from service.governor_workflow import GovernorWorkflow
 from service.kill_switch import CONFIRM_WITHIN, SwitchBoard, kill_switch_id, switch_queue
 from service.kill_switch_workflow import KillSwitchWorkflow
@@ -87,10 +87,10 @@ class Board:
                 await asyncio.sleep(0.1 * 2**attempt)
         raise TemporalUnavailable("the kill switch did not answer")
 
-    async def flip(self, change: SwitchChange) -> Switch:
-        """Flip one switch. Turning one on returns only once no worker can still start a write it forbids: every
-        worker has seen the flip, or has gone CONFIRM_WITHIN without confirming and so refuses writes anyway."""
-        await self.read()  # started (and seeded) before the first flip
+    async def flip(self, change: SwitchChange) -> SwitchBoard:
+        """Flip one switch (a board not started yet is started, and seeded, first); the whole board after it.
+        Turning one on returns only once no worker can still start a write it forbids: every worker has seen the
+        flip, or has gone CONFIRM_WITHIN without confirming and so refuses writes anyway."""
         handle = self._handle
         board = await update(
             lambda: handle.execute_update(KillSwitchWorkflow.flip, change, rpc_timeout=RPC_TIMEOUT),
@@ -99,4 +99,4 @@ class Board:
         )
         if change.on:
             await asyncio.sleep(CONFIRM_WITHIN)
-        return board.everything if change.playbook is None else board.playbooks[change.playbook]
+        return board

@@ -283,4 +283,5 @@ class GovernorClient:
         return await self._board.read()
 
     async def set_switch(self, change: SwitchChange) -> Switch:
-        return await self._board.flip(change)
+        board = await self._board.flip(change)
+        return board.everything if change.playbook is None else board.playbooks[change.playbook]
