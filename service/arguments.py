@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--print-sql", action="store_true", help="print the SQL for a DBA instead of running it")
     for verdict in ("approve", "reject"):
         decide = sub.add_parser(verdict, help=f"{verdict} a run waiting at an approval gate")
-        decide.add_argument("run_id", help="the run id, or its 8-digit short id from `runs list`")
+        decide.add_argument("run_id", help="the run id, or its 8-hex-digit short id from `runs list`")
         decide.add_argument("--gate", default="act", help="which gate (default: act, the only one today)")
         decide.add_argument("--as", dest="as_user", help="approver id (default: $REMEDIATE_APPROVER, then $USER)")
         decide.add_argument("--comment", default="", help="a note kept with the decision")
@@ -88,6 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="only open runs whose workflow tasks keep failing or timing out, with what Temporal reports",
     )
     show = runs_sub.add_parser("show", help="the full record of one run")
-    show.add_argument("run_id", help="the run id, or its 8-digit short id from `runs list`, or a unique prefix")
+    show.add_argument("run_id", help="the run id, or its 8-hex-digit short id from `runs list`, or a unique prefix")
     show.add_argument("--json", action="store_true", help="print the record as JSON")
     return parser

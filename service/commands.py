@@ -166,13 +166,14 @@ async def _show_runs(args: argparse.Namespace, runs: TemporalRuns) -> int:
             filtered = args.playbook or args.status or args.since
             print("no stuck runs" if args.stuck else "no runs match" if filtered else "no runs")
             return 0
-        print(f"{'STARTED (UTC)':<19}  {'ID':<8}  {'STATUS':<22} {'PLAYBOOK':<24} {'ALERT':<28} {'MODE':<8} RUN")
+        # Columns as wide as their longest value (playbook names go up to 63 characters), so rows stay aligned.
+        pw = max(len("PLAYBOOK"), *(len(r.playbook) for r in listed))
+        aw = max(len("ALERT"), *(len(r.alertname) for r in listed))
+        print(f"{'STARTED (UTC)':<19}  {'ID':<8}  {'STATUS':<22} {'PLAYBOOK':<{pw}} {'ALERT':<{aw}} {'MODE':<8} RUN")
         for r in listed:
             started = r.started.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if r.started else "-"
-            print(
-                f"{started:<19}  {r.short_id:<8}  {r.shown_status:<22} {r.playbook:<24} {r.alertname:<28} {r.mode:<8} "
-                f"{r.run_id}" + (f"  ({r.execution})" if args.stuck else "")
-            )
+            columns = f"{started:<19}  {r.short_id:<8}  {r.shown_status:<22} {r.playbook:<{pw}} {r.alertname:<{aw}}"
+            print(f"{columns} {r.mode:<8} {r.run_id}" + (f"  ({r.execution})" if args.stuck else ""))
         return 0
     run_id = await runs.resolve_id(args.run_id)
     state = await runs.state(run_id)

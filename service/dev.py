@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import socket
+import sys
 import tempfile
 from pathlib import Path
 
@@ -80,8 +81,20 @@ def state_dir() -> Path:
     return Path(base) / "remediate"
 
 
+def invoked_as() -> str:
+    """The command as the user started it (`.venv/bin/remediate`, `python -m service`), so the banner's next
+    commands paste as they are."""
+    first = sys.argv[0]
+    if first.endswith("__main__.py"):
+        return "python -m service"
+    return first if os.sep in first else "remediate"
+
+
 def port_free(host: str, port: int) -> bool:
+    """Whether a server could listen here now. Bound as servers bind (SO_REUSEADDR): the TIME-WAIT sockets that a
+    stopped `remediate dev` leaves for a minute do not count, while anything listening there does."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -167,12 +180,13 @@ async def run(args: argparse.Namespace, settings: Settings, stop: asyncio.Event)
             if mode == Mode.DRY_RUN
             else f"\n  !! mode {mode} (from REMEDIATE_MODE): writes WILL be made on the configured connections !!\n"
         )
+        me = invoked_as()
         print(
             f"""
 remediate dev is up: {len(playbooks)} playbook(s) ({", ".join(p.name for p in playbooks)}), mode {mode}.{warning}
   playbooks: {", ".join(str(d) for d in dirs)}
   webhook:  POST http://{settings.listen}/alertmanager
-  runs:     remediate runs list   (REMEDIATE_TEMPORAL_ADDRESS=127.0.0.1:{temporal_port})
+  runs:     {me} runs list   (REMEDIATE_TEMPORAL_ADDRESS=127.0.0.1:{temporal_port})
   history:  {history or "in memory (--ephemeral): gone when this stops"}
   audit:    {_shown(dev_settings)}   (REMEDIATE_DATABASE_URL; `remediate audit export` reads it)
 
@@ -181,7 +195,7 @@ Send a sample alert (a new occurrence each time):
 curl -sS -X POST http://{settings.listen}/alertmanager -H 'Content-Type: application/json'{auth} \\
   -d '{sample_message()}'
 
-Then: remediate runs list && remediate runs show <id>      (Ctrl-C stops everything)
+Then: {me} runs list && {me} runs show <id>      (Ctrl-C stops everything)
 """,
             flush=True,
         )

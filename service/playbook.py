@@ -289,6 +289,8 @@ def load_file(
                     else "missing action"
                 )
                 message += f" (known: {', '.join(ACTIONS)})"
+            elif "with" in loc[:-1] and isinstance(error.get("input"), str) and is_template(error["input"]):
+                message = f"{loc[-1]} takes no templates: it is decided when the playbook is written ({message})"
             line, col = _locate(loc, file.data, file.positions)
             where = ".".join(str(p) for p in error["loc"] if not (isinstance(p, str) and "." in p))
             problems.append(Problem(str(path), line + 1, col + 1, f"{where}: {message}"))

@@ -20,7 +20,8 @@ from tests.support.servers import free_port, wait_http
 
 
 def test_dev_prints_a_curl_whose_alert_becomes_a_listed_dry_run(tmp_path: Path) -> None:
-    """The banner's curl, pasted into a shell twice, makes two dry-run runs that `remediate runs list/show` print."""
+    """The banner's curl, pasted into a shell twice, makes two dry-run runs that `remediate runs list/show` print;
+    stopped and started again at once, dev comes up on the same ports."""
     web, temporal = free_port(), free_port()
     env = {**os.environ, "REMEDIATE_LISTEN": f"127.0.0.1:{web}", "REMEDIATE_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal}"}
     env["XDG_STATE_HOME"] = str(tmp_path / "state")  # this test's own history file
@@ -40,6 +41,7 @@ def test_dev_prints_a_curl_whose_alert_becomes_a_listed_dry_run(tmp_path: Path) 
             text = log.read_text()
         curl = re.search(r"^(curl .*\\\n.*-d '.+')$", text, re.MULTILINE)
         assert curl is not None, text
+        assert "Then: python -m service runs list" in text  # the next command as this one was started
         for _ in range(2):  # pasted twice, a moment apart: two occurrences, two runs
             pasted = subprocess.run(["bash", "-c", curl.group(1)], capture_output=True, text=True, check=True)
             assert json.loads(pasted.stdout) == {"started": 1, "duplicates": 0, "resolved": 0, "unmatched": 0}
@@ -66,6 +68,16 @@ def test_dev_prints_a_curl_whose_alert_becomes_a_listed_dry_run(tmp_path: Path) 
     finally:
         dev.terminate()
         dev.wait(20)
+    # Started again at once on the same ports, whose closed connections are still in TIME-WAIT: it comes up.
+    with log.open("ab") as out:
+        again = subprocess.Popen(
+            [sys.executable, "-m", "service", "dev"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_http(f"http://127.0.0.1:{web}/healthz", timeout=60)
+    finally:
+        again.terminate()
+        assert again.wait(20) == 0, log.read_text()[-2000:]
 
 
 def test_dev_refuses_ports_that_are_taken(tmp_path: Path) -> None:

@@ -58,6 +58,7 @@ def test_yaml_syntax_errors_have_positions(tmp_path: Path) -> None:
             "p.yaml:8:10: template syntax error",
         ),
         ("and status = 'running'", "and status = '{{ inputs.queue }}'", "p.yaml:26:12: sql takes no templates"),
+        ("      max_rows: 50", '      max_rows: "{{ alert.labels.n }}"', "max_rows takes no templates"),
         ("  - id: none-left", "  - id: stuck", "p.yaml:32:9: step id 'stuck' is used twice"),
         (
             "    action: postgres.query\n    connection: jobs-db\n    with:\n      sql: >-\n        select id",
@@ -69,7 +70,7 @@ def test_yaml_syntax_errors_have_positions(tmp_path: Path) -> None:
     ],
 )
 def test_each_problem_is_located(tmp_path: Path, old: str, new: str, expected: str) -> None:
-    """Unknown actions, fields, connections, template errors and templated SQL point at their line."""
+    """Unknown actions, fields, connections, template errors and templated SQL or caps point at their line."""
     assert old in EXAMPLE
     problems = _problems(tmp_path, EXAMPLE.replace(old, new, 1))
     assert any(expected in p for p in problems), problems
