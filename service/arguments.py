@@ -31,9 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--alert", required=True, help="a webhook message or a single alert (JSON)")
     plan.add_argument("--playbooks", help="playbook directory (default: REMEDIATE_PLAYBOOKS)")
     test = sub.add_parser("test", help="run playbook tests offline: recorded reads in, the plan checked")
-    test.add_argument("paths", nargs="*", help="test files or directories (default: tests/ in each playbook directory)")
     test.add_argument(
-        "--playbooks", action="append", metavar="DIR", help="playbook directory (default: REMEDIATE_PLAYBOOKS)"
+        "paths",
+        nargs="*",
+        help="playbook directories (their tests/), tests/ directories or test files (default: REMEDIATE_PLAYBOOKS)",
+    )
+    test.add_argument(
+        "--playbooks",
+        action="append",
+        metavar="DIR",
+        help="a playbook directory to add to each test file's own (the one holding its tests/); repeat",
     )
     schema = sub.add_parser("schema", help="JSON Schema of the playbook format")
     schema.add_argument(

@@ -14,7 +14,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from service import action_docs, audit_commands, compose, planning, playbook_tests
+from service import action_docs, audit_commands, compose, planning, playbook_tests, test_files
 from service import dev as dev_stack
 from service.adapters.postgres import PostgresAdapter
 from service.adapters.postgres_ledger import ledger_sql
@@ -25,7 +25,7 @@ from service.config import PostgresConnection, Settings
 from service.error_reporting import guard_secrets
 from service.errors import ConfigError, PlaybookError
 from service.operator import who
-from service.playbook import load_playbooks, playbook_schema
+from service.playbook import Playbook, load_playbooks, playbook_schema
 from service.report import format_state
 
 
@@ -57,18 +57,23 @@ async def lint(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def test(args: argparse.Namespace, settings: Settings) -> int:
-    dirs = settings.playbook_dirs()
-    files = [Path(p) for p in args.paths] or [d / "tests" for d in dirs]
-    found = sorted(f for p in files for f in ([p] if p.is_file() else sorted(p.glob("*.yaml")) if p.is_dir() else []))
+    extra = [Path(p) for p in args.playbooks or []]  # added to each test file's own playbook directory
+    given = [Path(p) for p in args.paths] or settings.playbook_dirs()
+    found = [f for p in given for f in test_files.tests_in(p)]
     if not found:
-        print(f"no playbook tests found in {', '.join(str(f) for f in files)}", file=sys.stderr)
+        where = ", ".join(str(test_files.where_tests_are(p)) for p in given)
+        print(f"no playbook tests found in {where} (give a playbook directory: remediate test DIR)", file=sys.stderr)
         return 1
-    playbooks = load_playbooks([Path(p) for p in args.playbooks] if args.playbooks else dirs)
+    loaded: dict[tuple[Path, ...], list[Playbook]] = {}
     failed = passed = 0
     began = time.perf_counter()
     for path in found:
+        own = test_files.playbooks_of(path)  # a file outside a tests/ folder: the configured playbooks
+        dirs = tuple(dict.fromkeys(d.resolve() for d in ([own] if own else settings.playbook_dirs()) + extra))
+        if dirs not in loaded:
+            loaded[dirs] = load_playbooks(list(dirs))
         try:
-            outcomes = await playbook_tests.run_file(path, playbooks)
+            outcomes = await playbook_tests.run_file(path, loaded[dirs])
         except ValueError as exc:
             print(f"ERROR {exc}")
             failed += 1

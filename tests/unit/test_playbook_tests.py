@@ -48,3 +48,32 @@ cases:
     assert "writes: expected [], made ['requeue']" in done.stdout
     assert "no recorded result for read step 'stuck'" in done.stdout
     assert "0 passed, 2 failed" in done.stdout
+
+
+def test_a_playbook_directory_means_its_tests_folder_with_its_own_playbooks(tmp_path: Path) -> None:
+    """`remediate test DIR` runs DIR/tests against DIR's playbooks, from anywhere (inside DIR: `remediate test .`);
+    the shipped directory works the same; no playbook file is ever read as a test."""
+    mine = tmp_path / "mine"
+    (mine / "tests").mkdir(parents=True)
+    (mine / "my-jobs.yaml").write_text(
+        (ROOT / "playbooks" / "stuck-jobs.yaml").read_text().replace("name: stuck-jobs", "name: my-jobs")
+    )
+    (mine / "tests" / "my-jobs.yaml").write_text(
+        (ROOT / "playbooks" / "tests" / "stuck-jobs.yaml")
+        .read_text()
+        .replace("playbook: stuck-jobs", "playbook: my-jobs")
+    )
+    for args, cwd, name in (
+        ([str(mine)], ROOT, "my-jobs"),
+        (["."], mine, "my-jobs"),
+        (["tests"], mine, "my-jobs"),
+        (["playbooks"], ROOT, "stuck-jobs"),
+    ):
+        done = subprocess.run(
+            [REMEDIATE, "test", *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert done.returncode == 0 and " 0 failed in " in done.stdout, (args, done.stdout + done.stderr)
+        assert f": {name}: " in done.stdout and "Field required" not in done.stdout
+    empty = subprocess.run([REMEDIATE, "test", str(tmp_path)], capture_output=True, text=True, check=False)
+    assert empty.returncode == 1
+    assert f"no playbook tests found in {tmp_path / 'tests'} (give a playbook directory" in empty.stderr
