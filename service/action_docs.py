@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import get_args, get_origin
 
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from service.steps import ACTIONS, StepBase, WriteStep
@@ -17,13 +19,33 @@ def _first_line(text: str | None) -> str:
     return " ".join((text or "").strip().split("\n\n")[0].split())
 
 
+def _models(annotation: object, listed: bool = False) -> list[tuple[type[BaseModel], bool]]:
+    """The models a field holds (a template alternative aside), each with whether it comes as a list."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [(annotation, listed)]
+    inner = get_args(annotation)
+    if get_origin(annotation) is list and inner:
+        return _models(inner[0], True)
+    return [found for arg in inner for found in _models(arg, listed)]
+
+
+def _shape(info: FieldInfo) -> str:
+    """A nested model's own fields, as `{pid, backend_start}` (a list: `[{…}]`; a list field: `state[]`)."""
+    shapes = []
+    for model, listed in _models(info.annotation):
+        names = [f"{n}[]" if get_origin(f.annotation) is list else n for n, f in model.model_fields.items()]
+        shape = "{" + ", ".join(names) + "}"
+        shapes.append(f"[{shape}]" if listed else shape)
+    return f": `{' | '.join(shapes)}`" if shapes else ""
+
+
 def _field(name: str, info: FieldInfo) -> str:
     if info.is_required():
-        return f"`{name}` (required)"
+        return f"`{name}` (required){_shape(info)}"
     default = info.get_default(call_default_factory=True)
     if isinstance(default, bool | int | float) or (isinstance(default, str) and default):
         return f"`{name}` = `{str(default).lower() if isinstance(default, bool) else default}`"
-    return f"`{name}`"
+    return f"`{name}`{_shape(info)}"
 
 
 def _effect(step: type[StepBase]) -> str:
@@ -47,6 +69,12 @@ def _notes(steps: Iterable[type[StepBase]]) -> list[str]:
         model = step.params_model()
         described = [
             f"`{name}`: {info.description.rstrip('.')}" for name, info in model.model_fields.items() if info.description
+        ] + [
+            f"`{name}.{inner}`: {field.description.rstrip('.')}"
+            for name, info in model.model_fields.items()
+            for nested, _ in _models(info.annotation)
+            for inner, field in nested.model_fields.items()
+            if field.description
         ]
         what = _first_line(step.__doc__)
         lines.append(f"- `{step.action_name()}`: {what}" + (f" {'; '.join(described)}." if described else ""))

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -13,6 +14,8 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from pydantic import SecretStr
 
 from service import action_docs, audit_commands, compose, planning, playbook_tests, test_files
 from service import dev as dev_stack
@@ -150,13 +153,23 @@ def _since(text: str | None) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+def _with_dev_trail(settings: Settings) -> Settings:
+    """No audit store configured, and `remediate dev` runs on this Temporal address: read the trail it keeps, so
+    `runs list` and `audit export` after `remediate dev` need nothing set."""
+    trail = None if settings.database_url is not None else dev_stack.attached_trail(settings.temporal_address)
+    if trail is None:
+        return settings
+    print(f"note: no REMEDIATE_DATABASE_URL: reading the audit trail of `remediate dev` ({trail})", file=sys.stderr)
+    return settings.model_copy(update={"database_url": SecretStr(trail)})
+
+
 async def runs(args: argparse.Namespace, settings: Settings) -> int:
-    async with audit_commands.runs_reader(settings) as runs:
+    async with audit_commands.runs_reader(_with_dev_trail(settings)) as runs:
         return await _show_runs(args, runs)
 
 
 async def audit(args: argparse.Namespace, settings: Settings) -> int:
-    return await audit_commands.export(args, settings, _since(args.since))
+    return await audit_commands.export(args, _with_dev_trail(settings), _since(args.since))
 
 
 async def _show_runs(args: argparse.Namespace, runs: TemporalRuns) -> int:
@@ -190,7 +203,7 @@ async def _show_runs(args: argparse.Namespace, runs: TemporalRuns) -> int:
 
 
 async def decide(args: argparse.Namespace, settings: Settings) -> int:
-    async with audit_commands.runs_reader(settings) as runs:
+    async with audit_commands.runs_reader(_with_dev_trail(settings)) as runs:
         return await _send_decision(args, runs)
 
 
@@ -252,6 +265,20 @@ def _say(settings: Settings, line: str) -> None:
         print(line, flush=True)
 
 
+STOP_MARGIN = 15.0  # after the run worker's grace: the budget handed back (5 s) and the rails workers' stop (5 s)
+
+
+def _exit_after_drain(bound: float) -> None:
+    logging.getLogger("remediate").warning(
+        "stopping: not drained within %.0fs (is Temporal reachable?); exiting, in-flight work is retried elsewhere",
+        bound,
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def _stop_on_signals(grace: float) -> asyncio.Event:
     """SIGTERM or SIGINT asks for a graceful stop; a second one stops at once."""
     stop = asyncio.Event()
@@ -263,6 +290,11 @@ def _stop_on_signals(grace: float) -> asyncio.Event:
             return
         logging.getLogger("remediate").info("stopping: draining work in flight (up to %.0fs)", grace)
         stop.set()
+        # Outside the event loop, so nothing in it can hold the exit: with Temporal gone too, the SDK's own
+        # shutdown never returns, and a stop must still end the process (what was in flight is retried elsewhere).
+        watchdog = threading.Timer(grace + STOP_MARGIN, _exit_after_drain, args=(grace + STOP_MARGIN,))
+        watchdog.daemon = True
+        watchdog.start()
 
     if threading.current_thread() is threading.main_thread():
         loop = asyncio.get_running_loop()

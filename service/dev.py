@@ -75,10 +75,32 @@ def dev_config(settings: Settings) -> ConfigFile:
     )
 
 
+ATTACHED = "dev-attached.json"  # under the state directory: the trail the last `remediate dev` keeps
+
+
 def state_dir() -> Path:
     """Where `remediate dev` keeps its Temporal history between restarts: $XDG_STATE_HOME/remediate."""
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "remediate"
+
+
+def _attach(temporal_address: str, audit: str) -> None:
+    """Say which trail this dev keeps, for the CLI run beside it (`runs list`, `audit export`): never a secret,
+    only the sqlite path dev chose itself."""
+    state_dir().mkdir(parents=True, exist_ok=True)
+    (state_dir() / ATTACHED).write_text(json.dumps({"temporal_address": temporal_address, "audit": audit}))
+
+
+def attached_trail(temporal_address: str) -> str | None:
+    """The audit trail of the `remediate dev` on this local Temporal address (its last start), if any."""
+    host, _, port = temporal_address.rpartition(":")
+    try:
+        attached = json.loads((state_dir() / ATTACHED).read_text(encoding="utf-8"))
+        dev_port = str(attached["temporal_address"]).rpartition(":")[2]
+        audit = str(attached["audit"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return audit if host in ("127.0.0.1", "localhost") and port == dev_port else None
 
 
 def invoked_as() -> str:
@@ -141,6 +163,7 @@ async def run(args: argparse.Namespace, settings: Settings, stop: asyncio.Event)
     trail = (state_dir() if history else config_file.parent) / "audit.db"
     if settings.database_url is None:  # the audit trail beside the history (in the temporary directory if ephemeral)
         dev_settings = dev_settings.model_copy(update={"database_url": SecretStr(f"sqlite://{trail}")})
+        _attach(dev_settings.temporal_address, f"sqlite://{trail}")
     config = dev_settings.connections()
     catalog = load_catalog(dev_settings, config)
     playbooks = catalog.playbooks
@@ -181,6 +204,8 @@ async def run(args: argparse.Namespace, settings: Settings, stop: asyncio.Event)
             else f"\n  !! mode {mode} (from REMEDIATE_MODE): writes WILL be made on the configured connections !!\n"
         )
         me = invoked_as()
+        # The CLI finds the trail dev chose by itself (dev-attached.json); a store the user named, they know.
+        reader = "`runs list` and `audit export` read it, nothing to set" if settings.database_url is None else "yours"
         print(
             f"""
 remediate dev is up: {len(playbooks)} playbook(s) ({", ".join(p.name for p in playbooks)}), mode {mode}.{warning}
@@ -188,7 +213,7 @@ remediate dev is up: {len(playbooks)} playbook(s) ({", ".join(p.name for p in pl
   webhook:  POST http://{settings.listen}/alertmanager
   runs:     {me} runs list   (REMEDIATE_TEMPORAL_ADDRESS=127.0.0.1:{temporal_port})
   history:  {history or "in memory (--ephemeral): gone when this stops"}
-  audit:    {_shown(dev_settings)}   (REMEDIATE_DATABASE_URL; `remediate audit export` reads it)
+  audit:    {_shown(dev_settings)}   ({reader})
 
 Send a sample alert (a new occurrence each time):
 

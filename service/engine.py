@@ -84,12 +84,13 @@ class Run:
 
     def stop_before_start(self, status: RunStatus, reason: str) -> RunState:
         """End the run before its first step (a policy said no); recorded like any other outcome."""
-        self.state.started_at = self.state.finished_at = self.clock.now()
+        self.state.started_at = self.state.started_at or self.clock.now()
+        self.state.finished_at = self.clock.now()
         self.state.status, self.state.reason = status, reason
         return self.state
 
     async def execute_run(self) -> RunState:
-        self.state.started_at = self.clock.now()
+        self.state.started_at = self.state.started_at or self.clock.now()  # the workflow sets it: when it began
         try:
             await self._phases()
         except Stop as stop:

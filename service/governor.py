@@ -19,7 +19,7 @@ HOUR = timedelta(hours=1)
 WAIT_AT_MOST = timedelta(hours=1)  # how long a run waits for its turn when its playbook sets no limits.wait_at_most
 BUSY_AT_MOST = timedelta(minutes=30)  # the longest a run waits on a governor that answers only `busy`
 REPORTED = 2_000  # runs remembered as having reported their effectiveness, per playbook
-WAIT_STALE = timedelta(seconds=90)  # a place in line not asked about for this long is given up (the run is gone)
+WAIT_STALE = timedelta(seconds=180)  # a place in line not asked about for this long is given up (the run is gone)
 TOLD_AGAIN = timedelta(seconds=5)  # a run told its turn came and not asking since is told again, or the next one is
 Verdict = Literal["grant", "approval", "refuse", "wait"]
 OnLimit = Literal["wait", "refuse"]

@@ -62,9 +62,10 @@ def wait_bound(limits: Limits) -> timedelta:
 
 
 def _every(place: int) -> float:
-    """Seconds before a waiting run asks again unless told its turn came (a release tells the next run at once):
-    every 2 s at the front of the line, up to every 30 s far back, so a line of thousands costs the shard little."""
-    return min(2.0 + 0.05 * max(place - 1, 0), 30.0)
+    """Seconds before a waiting run asks again unless told its turn came (a release tells the next run at once).
+    Each ask is a workflow task and grows the run's history, so a line of thousands polls rarely: every 5 s at the
+    front, up to every 60 s far back (well inside WAIT_STALE)."""
+    return min(5.0 + 0.1 * max(place - 1, 0), 60.0)
 
 
 class Turn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from service.errors import PermanentStepError
 from service.modes import Mode, effective_mode
 from service.playbook import Playbook
 from service.runs import RunInput, RunState, StepRequest, StepResult
+from service.step_base import approval_rule_of
 from service.steps import StepBase
 
 TESTER = "remediate-test"
@@ -89,7 +91,7 @@ class _Recorded:
     async def __call__(self, step: StepBase, request: StepRequest) -> StepResult:
         self.calls.append(request)
         try:  # what the real action would refuse: rendered parameters of the wrong shape
-            step.params_model().model_validate(request.params, context={"rendered": True})
+            params = step.params_model().model_validate(request.params, context={"rendered": True})
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
             where = ".".join(str(p) for p in first["loc"])
@@ -97,7 +99,7 @@ class _Recorded:
         answers = self.case.results.get(step.id)
         if answers is None:
             if step.effect == "write":
-                return StepResult(dry_run=request.dry_run)
+                return StepResult(targets=_targets_of(step, params), dry_run=request.dry_run)
             raise _Missing(f"no recorded result for read step {step.id!r}")
         if isinstance(answers, list):
             index = self.seen.get(step.id, 0)
@@ -112,6 +114,19 @@ class _Recorded:
 
 class _Missing(Exception):
     """A read step the case recorded nothing for."""
+
+
+def _targets_of(step: StepBase, params: object) -> list[str]:
+    """An unrecorded write's targets as live would list them: one per item of its target list (`backends`, `pods`,
+    …, capped and never empty, as live); a write whose targets only the system knows must have them recorded when
+    its approval counts them, or its gate would be decided differently offline."""
+    targets = getattr(params, "targets", None)
+    if callable(targets):
+        return [json.dumps(ref.model_dump(mode="json"), sort_keys=True) for ref in targets()]
+    rule = approval_rule_of(step)
+    if rule is not None and "targets" in rule:
+        raise _Missing(f"no recorded result for write {step.id!r}, whose approval.required_if counts its targets")
+    return []
 
 
 class _Clock:

@@ -207,6 +207,10 @@ class StillFilter(Params):
         default_factory=list
     )
     idle_for: Duration | None = Field(default=None, description="At least this long in its state.")
+    in_transaction_for: Duration | None = Field(
+        default=None,
+        description="Its transaction open at least this long (xact_start): the idle-in-transaction runbook's age.",
+    )
 
 
 class TerminateBackendsParams(Capped):

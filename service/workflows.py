@@ -150,6 +150,8 @@ class RemediationWorkflow:
             record=self._record,
             acting=self._acting,
         )
+        # One start time wherever the run is read: Temporal's list and the audit trail show the same instant.
+        self._run.state.started_at = workflow.info().start_time
         self._run.policy = governor = GovernorPolicy(self._run.state, lambda: self._resolved, self._turn)
         # A run started as a first attempt skips the visibility query: its id had no execution before.
         prior = PriorAttempts() if run.first_attempt else await self._prior_attempts(run)

@@ -216,6 +216,7 @@ class PostgresAdapter(ConnectionAdapter[PostgresConnection, Pool]):
                             "start": ref.backend_start,
                             "states": params.still.state or None,
                             "idle": params.still.idle_for,
+                            "open": params.still.in_transaction_for,
                         },
                         prepare=True,
                     )
@@ -259,4 +260,5 @@ select pid from pg_stat_activity
 where pid = %(pid)s and backend_start = %(start)s::timestamptz and pid <> pg_backend_pid()
   and (%(states)s::text[] is null or state = any(%(states)s::text[]))
   and (%(idle)s::interval is null or now() - state_change >= %(idle)s::interval)
+  and (%(open)s::interval is null or now() - xact_start >= %(open)s::interval)
 """

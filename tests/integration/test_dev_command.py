@@ -21,6 +21,7 @@ from tests.support.servers import free_port, wait_http
 
 def test_dev_prints_a_curl_whose_alert_becomes_a_listed_dry_run(tmp_path: Path) -> None:
     """The banner's curl, pasted into a shell twice, makes two dry-run runs that `remediate runs list/show` print;
+    `audit export` after it needs nothing set, and a run shows one start time from the trail and from Temporal;
     stopped and started again at once, dev comes up on the same ports."""
     web, temporal = free_port(), free_port()
     env = {**os.environ, "REMEDIATE_LISTEN": f"127.0.0.1:{web}", "REMEDIATE_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal}"}
@@ -65,6 +66,16 @@ def test_dev_prints_a_curl_whose_alert_becomes_a_listed_dry_run(tmp_path: Path) 
         ).stdout
         assert "status: succeeded — dry-run: 1 write(s) planned, none made" in shown
         assert "not sent (dry-run)" in shown
+        # With nothing set, the CLI reads the audit trail dev keeps; a run starts at one time in both sources.
+        cli = [sys.executable, "-m", "service"]
+        exported = subprocess.run([*cli, "audit", "export"], env=env, capture_output=True, text=True, check=True)
+        assert run_id in exported.stdout and "audit trail of `remediate dev`" in exported.stderr
+        elsewhere = {**env, "XDG_STATE_HOME": str(tmp_path / "elsewhere")}  # no trail there: Temporal alone
+        from_temporal = subprocess.run(
+            [*cli, "runs", "list"], env=elsewhere, capture_output=True, text=True, check=True
+        ).stdout
+        started = [line[:19] for line in listed.splitlines() if run_id in line]
+        assert started and started == [line[:19] for line in from_temporal.splitlines() if run_id in line]
     finally:
         dev.terminate()
         dev.wait(20)

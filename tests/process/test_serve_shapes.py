@@ -283,3 +283,20 @@ async def test_temporal_down_for_a_minute_gets_503s_and_every_alert_is_remediate
         codes = [await p.terminate() for p in procs]
         temporal.stop()
     assert codes == [0, 0, 0]
+
+
+async def test_a_worker_stopped_after_temporal_went_away_still_exits(jobs_db: str, tmp_path: Path) -> None:
+    """SIGTERM to a worker whose Temporal has just stopped (a whole node going down): its drain cannot reach the
+    server, and it still exits 0 within its bound (grace + 15 s), instead of waiting on the SDK forever."""
+    temporal = TemporalDevServer(free_port(), tmp_path / "temporal.db", tmp_path / "temporal.log")
+    temporal.start()
+    env = env_for(temporal.address, f"gone-{uuid.uuid4().hex[:8]}", DATA / "jobs-config.yaml", jobs_db)
+    worker = start("worker", ["serve", "--worker-only"], {**env, "REMEDIATE_SHUTDOWN_GRACE": "2"}, tmp_path)
+    try:
+        await worker.wait_ready()
+        temporal.stop()
+        await asyncio.sleep(1)
+        assert await worker.terminate(within=2 + 15 + 15) == 0
+    finally:
+        worker.kill()
+        temporal.stop()

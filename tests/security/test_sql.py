@@ -107,7 +107,8 @@ async def test_terminate_backends_lists_in_dry_run_rechecks_and_ends_only_its_ta
     db: Registry, jobs_db: str
 ) -> None:
     """A session idle in transaction holding a lock: dry-run names it and ends nothing; a target whose start time
-    no longer matches is skipped; the live call ends exactly the named session."""
+    no longer matches, or whose transaction is younger than `still.in_transaction_for`, is skipped; the live call
+    ends exactly the named session."""
     holder = await psycopg.AsyncConnection.connect(jobs_db, application_name="holder")
     await holder.execute("lock table jobs in exclusive mode")  # idle in transaction, holding a lock
     try:
@@ -129,12 +130,20 @@ async def test_terminate_backends_lists_in_dry_run_rechecks_and_ends_only_its_ta
         assert skipped.data["results"][0]["outcome"].startswith("skipped")
         with pytest.raises(GuardViolation, match="empty target list"):
             await _call(db, "postgres.terminate_backends", backends=[], max_targets=1)
+        young = await _call(  # its transaction is younger than an hour: not what the runbook ends
+            db,
+            "postgres.terminate_backends",
+            backends=rows,
+            max_targets=1,
+            still={"state": ["idle in transaction"], "in_transaction_for": "1h"},
+        )
+        assert young.data["results"][0]["outcome"].startswith("skipped")
         ended = await _call(
             db,
             "postgres.terminate_backends",
             backends=rows,
             max_targets=1,
-            still={"state": ["idle in transaction"], "idle_for": "0s"},
+            still={"state": ["idle in transaction"], "idle_for": "0s", "in_transaction_for": "0s"},
         )
         assert ended.data["results"][0]["outcome"] == "terminated"
         await asyncio.sleep(0.2)

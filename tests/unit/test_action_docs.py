@@ -29,6 +29,9 @@ def test_committed_actions_doc_is_what_the_step_models_generate() -> None:
     assert out == doc.read_text(encoding="utf-8"), "run: remediate schema --actions-doc docs/actions.md"
     for action in ACTIONS:
         assert f"| `{action}` |" in out  # every action of the catalog has its row
+    # Nested parameters show their shape and their fields' meaning, not just their name.
+    assert "`backends` (required): `[{pid, backend_start}]`" in out
+    assert "`still`: `{state[], idle_for, in_transaction_for}`" in out and "`still.in_transaction_for`: " in out
 
 
 def test_remediate_schema_prints_the_committed_schema() -> None:

@@ -77,3 +77,46 @@ def test_a_playbook_directory_means_its_tests_folder_with_its_own_playbooks(tmp_
     empty = subprocess.run([REMEDIATE, "test", str(tmp_path)], capture_output=True, text=True, check=False)
     assert empty.returncode == 1
     assert f"no playbook tests found in {tmp_path / 'tests'} (give a playbook directory" in empty.stderr
+
+
+IDLE_PLAYBOOK = """
+name: idle-sessions
+match: {alertname: IdleInTransaction}
+diagnose:
+  - id: idle
+    action: postgres.query
+    connection: db
+    with: {sql: "select pid, backend_start from pg_stat_activity where state = 'idle in transaction'", max_rows: 10}
+act:
+  - id: end
+    action: postgres.terminate_backends
+    connection: db
+    approval: {required_if: "targets > 2"}
+    with: {backends: "{{ steps.idle.rows }}", max_targets: 5}
+"""
+IDLE_TESTS = """
+playbook: idle-sessions
+cases:
+  - name: three sessions (the write not recorded) wait for a person, as live
+    labels: {alertname: IdleInTransaction}
+    results:
+      idle: {data: {rows: [{pid: 1, backend_start: a}, {pid: 2, backend_start: b}, {pid: 3, backend_start: c}]}}
+    expect: {writes: [end], approval: [end]}
+  - name: two sessions end without one
+    labels: {alertname: IdleInTransaction}
+    results:
+      idle: {data: {rows: [{pid: 1, backend_start: a}, {pid: 2, backend_start: b}]}}
+    expect: {writes: [end], approval: []}
+"""
+
+
+def test_an_approval_that_counts_targets_is_decided_from_the_rendered_targets_when_the_write_is_unrecorded(
+    tmp_path: Path,
+) -> None:
+    """`required_if: "targets > 2"` counts the sessions the write would end (its rendered `backends`), as the live
+    dry-run lists them, when the case records nothing for the write: three wait at the gate, two do not."""
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "idle-sessions.yaml").write_text(IDLE_PLAYBOOK)
+    (tmp_path / "tests" / "idle-sessions.yaml").write_text(IDLE_TESTS)
+    done = remediate_test(str(tmp_path))
+    assert done.returncode == 0 and "2 passed, 0 failed" in done.stdout, done.stdout + done.stderr
