@@ -262,6 +262,7 @@ async def main(alerts: int, trials: int) -> None:
             say("  worker peak RSS", ", ".join(f"{n} {v:.0f} MB" for n, v in governed.peak.items()))
             took, line = await storm(env.client, governed, "Paced", alerts)
             say("paced (limit binds)", line + f" = {took / baseline:.2f}x the baseline")
+            say("  worker peak RSS", ", ".join(f"{n} {v:.0f} MB" for n, v in governed.peak.items()))
             say("kill switch", await drill(env.client, governed, base, trials))
             say("web replica killed", await web_killed(env.client, governed))
             say("pacing, 400 alerts", await pacing(env.client, governed))
