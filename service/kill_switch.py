@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field
 
@@ -10,10 +10,16 @@ from service.governance import SwitchChange
 from service.governor import Switch
 
 # How long a worker trusts its view of the switch (it polls five times a second): older, its writes wait for a fresh
-# view and are refused if none comes. A flip that turns a switch on returns only after this long, so no write it
-# forbids can start once the command has returned.
+# view and are refused if none comes. A flip that turns a switch on returns once every live worker holds it, and at
+# the latest after this long, so no write it forbids can start once the command has returned.
 CONFIRM_WITHIN = 2.0
 POLL_EVERY = 0.2
+# A worker tells the board which version it holds (an Update, sent after adopting it) when it adopts a new one and
+# every SEEN_EVERY seconds. A flip waits for every worker heard from within LIVE_FOR to hold it (at most
+# CONFIRM_WITHIN), so a worker trusts its view only while its last word is younger than half that: then a flip
+# surely waits for it.
+SEEN_EVERY = 5.0
+LIVE_FOR = timedelta(seconds=30)
 
 
 def kill_switch_id(task_queue: str) -> str:
@@ -24,6 +30,20 @@ def kill_switch_id(task_queue: str) -> str:
 def switch_queue(task_queue: str) -> str:
     """The board's own task queue: a worker's read of the switch never waits behind the governor's tasks."""
     return f"{task_queue}-switch"
+
+
+class Seen(BaseModel):
+    """A worker's word to the board: the version it holds now."""
+
+    worker: str
+    version: int
+
+
+class Sighting(BaseModel):
+    """The board's version a worker last said it holds, and when the board heard it."""
+
+    version: int
+    at: datetime
 
 
 class SwitchBoard(BaseModel):

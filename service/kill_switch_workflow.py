@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from service.governance import SwitchChange
-    from service.kill_switch import SwitchBoard
+    from service.kill_switch import CONFIRM_WITHIN, LIVE_FOR, Seen, Sighting, SwitchBoard
 
-CONTINUE_AFTER = 1_000  # history events; the board itself is carried over
+CONTINUE_AFTER = 1_000  # history events; the board and the workers it has heard from are carried over
+WAITS_FOR_WORKERS = "flip-waits-for-workers"  # flips before this change returned at once (replay of old histories)
 
 
 @workflow.defn(name="KillSwitchWorkflow")
@@ -16,11 +19,13 @@ class KillSwitchWorkflow:
     """Holds the board. Workers read it by query (no history), every flip is an Update (answered in order)."""
 
     @workflow.init
-    def __init__(self, board: SwitchBoard | None = None) -> None:
-        self._board = board.model_copy(deep=True) if board else SwitchBoard()
+    def __init__(self, board: SwitchBoard | None = None, seen: dict[str, Sighting] | None = None) -> None:
+        # Validated, not trusted to be typed: a board started with one argument (before `seen`) decodes untyped.
+        self._board = SwitchBoard.model_validate(board) if board else SwitchBoard()
+        self._seen = {worker: Sighting.model_validate(s) for worker, s in (seen or {}).items()}
 
     @workflow.run
-    async def run(self, board: SwitchBoard | None = None) -> None:
+    async def run(self, board: SwitchBoard | None = None, seen: dict[str, Sighting] | None = None) -> None:
         await workflow.wait_condition(
             lambda: (
                 workflow.info().is_continue_as_new_suggested()
@@ -28,12 +33,30 @@ class KillSwitchWorkflow:
             )
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
-        workflow.continue_as_new(args=[self._board])
+        workflow.continue_as_new(args=[self._board, self._live(workflow.now())])
+
+    def _live(self, now: datetime) -> dict[str, Sighting]:
+        return {w: s for w, s in self._seen.items() if now - s.at < LIVE_FOR}
 
     @workflow.update
-    def flip(self, change: SwitchChange) -> SwitchBoard:
-        self._board = self._board.flipped(change, workflow.now())
+    async def flip(self, change: SwitchChange) -> SwitchBoard:
+        """Turning a switch on answers once every worker heard from lately has seen it (usually a fraction of a
+        second), or after CONFIRM_WITHIN, when a worker that has not seen it no longer trusts its older view."""
+        self._board = board = self._board.flipped(change, workflow.now())
+        if change.on and workflow.patched(WAITS_FOR_WORKERS):
+            try:
+                await workflow.wait_condition(
+                    lambda: all(s.version >= board.version for s in self._live(workflow.now()).values()),
+                    timeout=timedelta(seconds=CONFIRM_WITHIN),
+                )
+            except TimeoutError:
+                workflow.logger.info("kill switch version %d: not every worker confirmed it", board.version)
         return self._board
+
+    @workflow.update
+    def seen(self, seen: Seen) -> None:
+        """A worker holds this version already (it says so after adopting it, never before): noted, for flips."""
+        self._seen[seen.worker] = Sighting(version=seen.version, at=workflow.now())
 
     @workflow.query
     def board(self) -> SwitchBoard:

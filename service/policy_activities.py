@@ -58,6 +58,10 @@ class Governing(Protocol):
 
     async def board(self) -> SwitchBoard: ...
 
+    async def switch_seen(self, version: int) -> None:
+        """Tell the kill switch board this worker holds this version (flips wait for it)."""
+        ...
+
     def queued(self) -> int:
         """Asks waiting in this process for their shard's next batch."""
         ...
@@ -151,7 +155,7 @@ class PolicyActivities:
     ) -> None:
         self._governor, self._alerts, self._notifier, self._metrics = governor, alerts, notifier, metrics
         self.patience = patience
-        self.switch = switch or SwitchWatch(governor.board)
+        self.switch = switch or SwitchWatch(governor.board, seen=governor.switch_seen)
         metrics.watch(self.switch)
 
     @activity.defn(name=GOVERNOR_ASK)

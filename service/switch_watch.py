@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from service.errors import RemediateError
 from service.governance import Answer
-from service.kill_switch import CONFIRM_WITHIN, POLL_EVERY, SwitchBoard
+from service.kill_switch import CONFIRM_WITHIN, LIVE_FOR, POLL_EVERY, SEEN_EVERY, SwitchBoard
 
 log = logging.getLogger("remediate.rails")
 
@@ -27,10 +27,13 @@ class SwitchWatch:
         fresh_for: float = CONFIRM_WITHIN,
         wait: float = 15.0,
         clock: Callable[[], float] = time.monotonic,
+        seen: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self._read, self.poll, self.fresh_for, self.wait, self._clock = read, poll, fresh_for, wait, clock
+        self._seen = seen  # tells the board which version this worker holds; None: flips wait CONFIRM_WITHIN
         self.board: SwitchBoard | None = None
         self.confirmed = float("-inf")  # when the last answer was asked for: it is at least that fresh
+        self.said: tuple[int, float] = (-1, float("-inf"))  # the version last told to the board, and when asked
         self._task: asyncio.Task[None] | None = None
         self._answered = asyncio.Event()  # set by every answer from the board: waiting writes look again
         self._warned = False
@@ -46,10 +49,11 @@ class SwitchWatch:
         while True:
             asked = self._clock()
             try:
-                self.board, self.confirmed = await self._read(), asked
+                board = self._adopt(await self._read(), asked)
+                await self._say(board)
                 self._answered.set()
                 if self._warned:
-                    log.warning("kill switch confirmed again (version %d)", self.board.version)
+                    log.warning("kill switch confirmed again (version %d)", board.version)
                     self._warned = False
             except RemediateError as exc:
                 if self.age() > self.fresh_for and not self._warned:
@@ -58,6 +62,30 @@ class SwitchWatch:
                     )
                     self._warned = True
             await asyncio.sleep(self.poll)
+
+    def _adopt(self, board: SwitchBoard, asked: float) -> SwitchBoard:
+        """The view held from now on: never back to an older version (an earlier query may answer after a later
+        one)."""
+        if self.board is None or board.version >= self.board.version:
+            self.board = board
+        self.confirmed = max(self.confirmed, asked)
+        return self.board
+
+    async def _say(self, board: SwitchBoard) -> None:
+        """Tell the board the version now held, once adopted: when it is new, and every SEEN_EVERY seconds."""
+        if self._seen is None:
+            return
+        version, at = self.said
+        asked = self._clock()
+        if board.version != version or asked - at >= SEEN_EVERY:
+            await self._seen(board.version)
+            self.said = (board.version, asked)
+
+    def trusted(self) -> bool:
+        """A fresh view, and (with a board that waits for workers) a recent word to it: a flip then waits for us."""
+        if self.board is None or self.age() > self.fresh_for:
+            return False
+        return self._seen is None or self._clock() - self.said[1] < LIVE_FOR.total_seconds() / 2
 
     async def forbids(self, playbook: str) -> str | None:
         """For a write about to be sent: why it may not be, or None."""
@@ -68,7 +96,7 @@ class SwitchWatch:
         """A refusal when a switch forbids this playbook's write, or when the switch cannot be confirmed."""
         self.start()
         deadline = self._clock() + self.wait
-        while self.board is None or self.age() > self.fresh_for:
+        while not self.trusted() or self.board is None:
             remaining = deadline - self._clock()
             if remaining <= 0:
                 age = "ever" if self.board is None else f"{self.age():.0f}s"
@@ -85,6 +113,5 @@ class SwitchWatch:
             # A refusal ends the run: worth one fresh read, so a switch turned off a moment ago refuses nothing.
             asked = self._clock()
             with contextlib.suppress(RemediateError):
-                self.board, self.confirmed = await self._read(), asked
-                why = self.board.refusal(playbook)
+                why = self._adopt(await self._read(), asked).refusal(playbook)
         return Answer(verdict="refuse", limit="kill_switch", reason=why) if why else None

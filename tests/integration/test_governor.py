@@ -13,10 +13,12 @@ import httpx2
 import psycopg
 import pytest
 from temporalio import workflow
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from service.adapters.governor.board import Board
 from service.adapters.governor.client import GovernorClient
 from service.adapters.temporal import TemporalRuns
 from service.budget_workflow import BudgetWorkflow
@@ -32,6 +34,8 @@ from service.governance import (
     governor_queue,
 )
 from service.governor_workflow import GovernorWorkflow
+from service.kill_switch import kill_switch_id, switch_queue
+from service.kill_switch_workflow import KillSwitchWorkflow
 from service.policy import Mode
 from service.runs import RunState
 from service.worker import PASSTHROUGH
@@ -236,6 +240,26 @@ async def test_a_switch_the_governor_held_before_the_board_moves_to_the_board(te
         await governor.set_switch(SwitchChange(on=False, by="tester"))
         answer = await governor.ask(Ask(run_id="r", playbook="p", key="k", limits=Limits()))
     assert answer.verdict == "grant", answer
+
+
+async def test_turning_the_switch_on_waits_for_a_worker_that_has_not_confirmed_it(temporal_client: Client) -> None:
+    """A worker heard from lately (its word: version 0) that never says it holds the flip keeps the flip from
+    answering until CONFIRM_WITHIN has passed (the board's timer fires first), when that worker no longer trusts its
+    older view; the answer is the board with the switch on."""
+    queue = f"ks-{uuid.uuid4().hex[:8]}"
+    runner = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH))
+    async with Worker(
+        temporal_client, task_queue=switch_queue(queue), workflows=[KillSwitchWorkflow], workflow_runner=runner
+    ):
+        board = Board(temporal_client, queue)
+        await board.seen("silent-worker", 0)
+        flipped = await board.flip(SwitchChange(on=True, by="tester", reason="drill"))
+        assert flipped.everything.on and flipped.version == 1
+        handle = temporal_client.get_workflow_handle(kill_switch_id(queue))
+        events = [e async for e in handle.fetch_history_events()]
+    kinds = [EventType.Name(e.event_type) for e in events]
+    completed = max(i for i, k in enumerate(kinds) if k == "EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED")
+    assert "EVENT_TYPE_TIMER_FIRED" in kinds[:completed], kinds
 
 
 async def test_over_max_concurrent_runs_wait_their_turn_in_order_of_arrival(temporal_client: Client) -> None:

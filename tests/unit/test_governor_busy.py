@@ -45,6 +45,8 @@ class Governor:
     async def board(self) -> SwitchBoard:
         return SwitchBoard()
 
+    async def switch_seen(self, version: int) -> None: ...
+
     def queued(self) -> int:
         return 41
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 
 from service.errors import TemporalUnavailable
 from service.governance import SwitchChange
-from service.kill_switch import SwitchBoard
+from service.kill_switch import LIVE_FOR, SwitchBoard
 from service.switch_watch import SwitchWatch
 
 NOW = datetime(2026, 12, 5, tzinfo=UTC)
@@ -75,3 +76,32 @@ async def test_a_write_waiting_for_confirmation_goes_on_when_the_board_answers_a
     recovering = asyncio.create_task(recover())
     assert await watch.refusal("p") is None
     await recovering
+
+
+async def test_a_worker_trusts_its_view_only_while_its_word_to_the_board_is_recent() -> None:
+    """With a board that waits for workers, a write goes through only after the worker told the board the version it
+    holds (after adopting it), and each new version is told; once its words have failed for half of LIVE_FOR, its
+    view is no longer trusted (a flip might not wait for it), so writes wait and are refused."""
+    source, skew, said, failing, told = Board(), [0.0], list[int](), [False], asyncio.Event()
+
+    async def seen(version: int) -> None:
+        if failing[0]:
+            raise TemporalUnavailable("the kill switch did not answer")
+        said.append(version)
+        if version == 1:
+            told.set()
+
+    watch = SwitchWatch(
+        source.read, poll=0.01, fresh_for=5, wait=0.3, clock=lambda: time.monotonic() + skew[0], seen=seen
+    )
+    assert await watch.refusal("p") is None and said == [0]
+    source.board = source.board.flipped(SwitchChange(on=True, by="alice"), NOW)
+    await asyncio.wait_for(told.wait(), 5)
+    assert watch.board is not None and watch.board.version == 1  # adopted before it was told
+    source.board = SwitchBoard()  # an older answer (a slow query) never takes the view back
+    await asyncio.sleep(0.05)
+    assert watch.board.version == 1
+    failing[0] = True
+    skew[0] = LIVE_FOR.total_seconds() / 2  # the last word is now half of LIVE_FOR old
+    refused = await watch.refusal("p")
+    assert refused is not None and refused.limit == "kill_switch_unconfirmed"

@@ -12,7 +12,7 @@ from service.adapters.temporal_rpc import QUERY_TIMEOUT, RPC_TIMEOUT, rpc
 from service.errors import RunNotOpen, RunUnknown, TemporalUnavailable
 from service.governance import GovernorState, SwitchChange, governor_id
 from service.governor_workflow import GovernorWorkflow
-from service.kill_switch import CONFIRM_WITHIN, SwitchBoard, kill_switch_id, switch_queue
+from service.kill_switch import Seen, SwitchBoard, kill_switch_id, switch_queue
 from service.kill_switch_workflow import KillSwitchWorkflow
 
 
@@ -48,7 +48,7 @@ class Board:
         with rpc("starting the kill switch"):
             await self.client.start_workflow(
                 KillSwitchWorkflow.run,
-                board,
+                args=[board, {}],
                 id=kill_switch_id(self.task_queue),
                 task_queue=switch_queue(self.task_queue),
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -87,16 +87,25 @@ class Board:
                 await asyncio.sleep(0.1 * 2**attempt)
         raise TemporalUnavailable("the kill switch did not answer")
 
+    async def seen(self, worker: str, version: int) -> None:
+        """Tell the board this worker holds this version (after adopting it): flips wait for that word."""
+        handle = self._handle
+        await update(
+            lambda: handle.execute_update(KillSwitchWorkflow.seen, Seen(worker=worker, version=version),
+                                          rpc_timeout=RPC_TIMEOUT),
+            self._start,
+            "telling the kill switch what this worker holds",
+        )  # fmt: skip
+
     async def flip(self, change: SwitchChange) -> SwitchBoard:
         """Flip one switch (a board not started yet is started, and seeded, first); the whole board after it.
-        Turning one on returns only once no worker can still start a write it forbids: every worker has seen the
-        flip, or has gone CONFIRM_WITHIN without confirming and so refuses writes anyway."""
+        Turning one on returns only once no worker can still start a write it forbids: every worker heard from
+        lately holds the flip (each says so after adopting it), or CONFIRM_WITHIN has passed, after which a worker
+        that has not seen it no longer trusts its older view."""
         handle = self._handle
         board = await update(
             lambda: handle.execute_update(KillSwitchWorkflow.flip, change, rpc_timeout=RPC_TIMEOUT),
             self._start,
             "setting the kill switch",
         )
-        if change.on:
-            await asyncio.sleep(CONFIRM_WITHIN)
-        return board
+        return board  # turning one on, the board answered once every live worker held it, or after CONFIRM_WITHIN

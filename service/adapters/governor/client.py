@@ -279,6 +279,9 @@ class GovernorClient:
                     names.add(found.id.removeprefix(prefix))
         return sorted(names)
 
+    async def switch_seen(self, version: int) -> None:
+        await self._board.seen(self.holder, version)
+
     async def board(self) -> SwitchBoard:
         return await self._board.read()
 
