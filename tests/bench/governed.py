@@ -289,7 +289,7 @@ async def drill(client: Client, d: Deployment, base: Path, trials: int) -> str:
 
     feeder = asyncio.create_task(feed())
     env = {**d.env("cli"), "REMEDIATE_WEBHOOK_TOKEN": TOKEN}
-    lasts, late = list[float](), 0
+    lasts, late, took, baseline = list[float](), 0, list[float](), list[float]()
     try:
         for trial in range(trials):
             await asyncio.sleep(3)  # writes flow again
@@ -300,6 +300,11 @@ async def drill(client: Client, d: Deployment, base: Path, trials: int) -> str:
             )  # fmt: skip
             await proc.wait()
             returned = time.time()
+            took.append(returned - at)
+            bare = time.monotonic()
+            python = await asyncio.create_subprocess_exec(".venv/bin/python", "-c", "pass")
+            await python.wait()
+            baseline.append(time.monotonic() - bare)
             await asyncio.sleep(2)
             writes = rows(d.dsn, prefix)
             late += sum(1 for _, _, s, _ in writes if s > returned)
@@ -317,7 +322,9 @@ async def drill(client: Client, d: Deployment, base: Path, trials: int) -> str:
         await feeder
     return (
         f"{trials} trials: command start -> last write started per worker p50/p99 {pct(lasts, 0.5):.2f}/"
-        f"{pct(lasts, 0.99):.2f} s (target p99 < 2 s); writes started after the command returned: {late}"
+        f"{pct(lasts, 0.99):.2f} s (target p99 < 2 s); writes started after the command returned: {late}; "
+        f"Enter -> `kill-switch on` returned p50/p99 {pct(took, 0.5):.2f}/{pct(took, 0.99):.2f} s, "
+        f"`python -c pass` p50 {pct(baseline, 0.5):.2f} s in the same run = {pct(took, 0.5) / pct(baseline, 0.5):.1f}x"
     )
 
 
