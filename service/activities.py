@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
+from contextlib import AbstractAsyncContextManager, nullcontext, suppress
 from typing import Any, Protocol
 
 from pydantic import JsonValue
@@ -87,11 +87,12 @@ class StepActivities:
         attempts: AttemptCounter | None = None,
         pauses: PausePoints | None = None,
         observe: Callable[[StepRequest, float, StepResult | None], None] = lambda _r, _s, _o: None,
-        may_write: Callable[[str], Awaitable[str | None]] | None = None,
+        admit: Callable[[str], AbstractAsyncContextManager[None]] | None = None,
     ) -> None:
         self._registry, self._notifier, self._attempts = registry, notifier, attempts
         self._pauses, self._observe = pauses or PausePoints(), observe
-        self._may_write = may_write  # the kill switch as this worker sees it, asked again just before a real write
+        # The kill switch as this worker sees it, asked again just before a real write, and told when it is done.
+        self._admit = admit
 
     @activity.defn(name=RUN_STEP)
     async def run_step(self, request: StepRequest) -> StepResult:
@@ -104,8 +105,8 @@ class StepActivities:
         try:
             with in_step(request.step_id, request.action):
                 await self._pauses.at("before", request)
-                await self._still_allowed(request)
-                result = await self._registry.dispatch(request)
+                async with self._still_allowed(request):
+                    result = await self._registry.dispatch(request)
                 await self._pauses.at("after", request)
                 log.info(
                     "step %s (%s%s) done in %.0f ms: %s",
@@ -142,13 +143,12 @@ class StepActivities:
             result.note = f"attempt {attempt}: an earlier attempt did not finish (worker lost or transient); {done}"
         return result
 
-    async def _still_allowed(self, request: StepRequest) -> None:
-        """The last look before a real write is sent: a switch turned on since its grant stops it here."""
-        if request.effect != "write" or request.dry_run or self._may_write is None:
-            return
-        why = await self._may_write(request.run_id.partition("/")[0])
-        if why:
-            raise WriteRefused(why)
+    def _still_allowed(self, request: StepRequest) -> AbstractAsyncContextManager[None]:
+        """The last look before a real write is sent (a switch turned on since its grant stops it here), held until
+        the write returns: a flip is confirmed only once no write admitted before it is still on its way."""
+        if request.effect != "write" or request.dry_run or self._admit is None:
+            return nullcontext()
+        return self._admit(request.run_id.partition("/")[0])
 
     @activity.defn(name=NOTIFY_GATE)
     async def notify_gate(self, notice: Notice) -> MessageRef:

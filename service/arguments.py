@@ -29,7 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     lint.add_argument("paths", nargs="*", help="playbook files or directories (default: REMEDIATE_PLAYBOOKS)")
     plan = sub.add_parser("plan", help="diagnose for real and print every planned write; never writes")
     plan.add_argument("--alert", required=True, help="a webhook message or a single alert (JSON)")
-    plan.add_argument("--playbooks", help="playbook directory (default: REMEDIATE_PLAYBOOKS)")
+    plan.add_argument(
+        "--playbooks",
+        action="append",
+        metavar="DIR",
+        help="plan with the playbooks of this directory instead of REMEDIATE_PLAYBOOKS (repeat)",
+    )
     test = sub.add_parser("test", help="run playbook tests offline: recorded reads in, the plan checked")
     test.add_argument(
         "paths",

@@ -113,7 +113,7 @@ async def plan(args: argparse.Namespace, settings: Settings) -> int:
         config = dev_stack.dev_config(settings)
     else:
         config = settings.connections()
-    dirs = [Path(args.playbooks)] if args.playbooks else settings.playbook_dirs()
+    dirs = [Path(d) for d in args.playbooks] if args.playbooks else settings.playbook_dirs()
     playbooks = load_playbooks(dirs, config.kinds())
     return await planning.plan(Path(args.alert), playbooks, compose.Adapters.build(config), config)
 

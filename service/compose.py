@@ -292,7 +292,7 @@ def worker_factory(
             attempts=runs,
             pauses=pauses,
             observe=web_metrics.run.step,
-            may_write=rails.switch.forbids,
+            admit=rails.switch.admitted,
         )
         deliveries = DeliveryActivities(runs, settings.intake_concurrency, partial(delivered, web_metrics))
         return create_worker(

@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
-from service.errors import RemediateError
+from service.errors import RemediateError, WriteRefused
 from service.governance import Answer
 from service.kill_switch import CONFIRM_WITHIN, LIVE_FOR, POLL_EVERY, SEEN_EVERY, SwitchBoard
 
@@ -34,6 +35,7 @@ class SwitchWatch:
         self.board: SwitchBoard | None = None
         self.confirmed = float("-inf")  # when the last answer was asked for: it is at least that fresh
         self.said: tuple[int, float] = (-1, float("-inf"))  # the version last told to the board, and when asked
+        self._writing: dict[int, int] = {}  # version of the view that admitted them -> writes still on their way
         self._task: asyncio.Task[None] | None = None
         self._answered = asyncio.Event()  # set by every answer from the board: waiting writes look again
         self._warned = False
@@ -73,8 +75,8 @@ class SwitchWatch:
 
     async def _say(self, board: SwitchBoard) -> None:
         """Tell the board the version now held, once adopted: when it is new, and every SEEN_EVERY seconds."""
-        if self._seen is None:
-            return
+        if self._seen is None or any(v < board.version for v in self._writing):
+            return  # writes admitted under an older view are still on their way: not yet
         version, at = self.said
         asked = self._clock()
         if board.version != version or asked - at >= SEEN_EVERY:
@@ -91,6 +93,23 @@ class SwitchWatch:
         """For a write about to be sent: why it may not be, or None."""
         refused = await self.refusal(playbook)
         return refused.reason if refused is not None else None
+
+    @asynccontextmanager
+    async def admitted(self, playbook: str) -> AsyncIterator[None]:
+        """A real write, admitted by this view (WriteRefused if a switch forbids it) and counted until it returns:
+        the board hears of a newer version only once no write admitted under an older one is still on its way, so
+        a flip never answers while such a write could still start."""
+        why = await self.forbids(playbook)
+        if why:
+            raise WriteRefused(why)
+        version = self.board.version if self.board is not None else -1
+        self._writing[version] = self._writing.get(version, 0) + 1
+        try:
+            yield
+        finally:
+            self._writing[version] -= 1
+            if not self._writing[version]:
+                del self._writing[version]
 
     async def refusal(self, playbook: str) -> Answer | None:
         """A refusal when a switch forbids this playbook's write, or when the switch cannot be confirmed."""

@@ -6,7 +6,9 @@ import asyncio
 import time
 from datetime import UTC, datetime
 
-from service.errors import TemporalUnavailable
+import pytest
+
+from service.errors import TemporalUnavailable, WriteRefused
 from service.governance import SwitchChange
 from service.kill_switch import LIVE_FOR, SwitchBoard
 from service.switch_watch import SwitchWatch
@@ -105,3 +107,29 @@ async def test_a_worker_trusts_its_view_only_while_its_word_to_the_board_is_rece
     skew[0] = LIVE_FOR.total_seconds() / 2  # the last word is now half of LIVE_FOR old
     refused = await watch.refusal("p")
     assert refused is not None and refused.limit == "kill_switch_unconfirmed"
+
+
+async def test_the_board_hears_of_a_new_version_only_once_writes_admitted_before_it_have_returned() -> None:
+    """A write admitted under version 0 and still on its way holds back the word "I hold version 1" (so a flip does
+    not answer while it could still start); once it returns, the word goes out; a write the switch forbids is refused
+    with WriteRefused and holds nothing back."""
+    source, said, told = Board(), list[int](), asyncio.Event()
+
+    async def seen(version: int) -> None:
+        said.append(version)
+        if version == 1:
+            told.set()
+
+    watch = SwitchWatch(source.read, poll=0.01, seen=seen)
+    async with watch.admitted("p"):
+        source.board = source.board.flipped(SwitchChange(on=True, by="alice"), NOW)
+        for _ in range(500):  # until a poll has adopted version 1
+            if watch.board is not None and watch.board.version == 1:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # and a few polls more: still not told
+        assert watch.board is not None and watch.board.version == 1 and said == [0]
+    await asyncio.wait_for(told.wait(), 5)
+    with pytest.raises(WriteRefused, match="kill switch is on"):
+        async with watch.admitted("p"):
+            pass
