@@ -1,6 +1,6 @@
 """Governed storm bench (issue 21): writes that ask the governor, through `remediate serve` processes as deployed.
 
-Run: .venv/bin/python -m tests.bench.governed [--alerts 2000] [--trials 20]
+Run: .venv/bin/python -m tests.bench.governed [--alerts 2000] [--trials 20] [--switch-only]
 
 Starts a file-backed Temporal dev server (as `remediate dev` runs it) and a Postgres server, then for each phase
 two `serve --web-only` and two `serve --worker-only` processes, `REMEDIATE_MODE=auto`. Every run makes one Postgres
@@ -13,8 +13,10 @@ role), with a cooldown per key:
   paced:     the same storm with `max_concurrent: 20`: the limit binds, so the storm takes as long as 20 slots need
              (each held from the grant to the run's end)
      storm = N alerts in messages of 50, plus 60 messages sent again, 8 in flight, resent on 503
-  kill switch: 20 trials while alerts stream in: time from `remediate kill-switch on` to the last write that
-     started on each worker, and writes started after the command returned (must be 0)
+  kill switch: 20 trials while alerts stream in, each flipped twice: by `remediate kill-switch on` (a process,
+     against `python -c pass`) and by PUT /api/v1/kill-switch from a running client (against a GET of the same
+     route): time to the last write that started on each worker, time until it returned, and writes started after
+     it returned (must be 0)
   web replica killed: 450 alerts while one web replica is SIGKILLed and restarted
   pacing: 400 alerts, one key each, `max_concurrent: 20`: all written once, never more than 20 at once, in order
 
@@ -47,6 +49,7 @@ from tests.support.processes import ServiceProcess, start
 from tests.support.servers import scratch, start_postgres
 
 TOKEN = "governed-token"
+APPROVER = "governed-approver-token"
 PLAYBOOK = """
 name: {name}
 match: {{alertname: {alertname}}}
@@ -99,6 +102,7 @@ class Deployment:
             "REMEDIATE_CONFIG": str(self.base / "config.yaml"),
             "REMEDIATE_MODE": "auto",
             "REMEDIATE_WEBHOOK_TOKEN": TOKEN,
+            "BENCH_APPROVER": APPROVER,
             "BENCH_DSN": self.dsn.replace("//postgres@", f"//{name}@"),  # each process writes as its own role
             **self.extra,
         }
@@ -229,7 +233,7 @@ async def storm(client: Client, d: Deployment, name: str, alerts: int) -> tuple[
     )
 
 
-async def main(alerts: int, trials: int) -> None:
+async def main(alerts: int, trials: int, switch_only: bool) -> None:
     base = Path(tempfile.mkdtemp(prefix="remediate-governed-"))
     pg = start_postgres(scratch("governed-pg"))
     with psycopg.connect(pg.dsn, autocommit=True) as conn:
@@ -241,7 +245,9 @@ async def main(alerts: int, trials: int) -> None:
     for name, limits in (("Free", ""), ("Governed", ", max_concurrent: 100"), ("Paced", ", max_concurrent: 20")):
         book = PLAYBOOK.format(name=name.lower(), alertname=name, limits=limits)
         (base / "playbooks" / f"{name.lower()}.yaml").write_text(book)
-    (base / "config.yaml").write_text("connections:\n  db: {type: postgres, dsn: 'env:BENCH_DSN'}\n")
+    (base / "config.yaml").write_text(
+        "connections:\n  db: {type: postgres, dsn: 'env:BENCH_DSN'}\napprover_tokens:\n  bench: 'env:BENCH_APPROVER'\n"
+    )
     env = await start_dev_server(db_file=str(base / "temporal.db"))
     address = env.client.service_client.config.target_host
     report: list[tuple[str, str]] = []
@@ -251,6 +257,10 @@ async def main(alerts: int, trials: int) -> None:
         print(f"{name:<20}  {value}", flush=True)
 
     try:
+        if switch_only:  # the kill switch drill alone, alerts streaming in, no storm before it
+            async with Deployment(base, address, pg.dsn, {}) as governed:
+                say("kill switch", await drill(env.client, governed, base, trials))
+            return
         async with Deployment(base, address, pg.dsn, {}) as free:
             baseline, line = await storm(env.client, free, "Free", alerts)
             say("baseline (no limits)", line)
@@ -289,43 +299,69 @@ async def drill(client: Client, d: Deployment, base: Path, trials: int) -> str:
 
     feeder = asyncio.create_task(feed())
     env = {**d.env("cli"), "REMEDIATE_WEBHOOK_TOKEN": TOKEN}
-    lasts, late, took, baseline = list[float](), 0, list[float](), list[float]()
-    try:
-        for trial in range(trials):
-            await asyncio.sleep(3)  # writes flow again
-            at = time.time()
+    cli, api = Drill(), Drill()
+    route = f"{d.urls[0]}/api/v1/kill-switch"
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {APPROVER}"}, timeout=30) as http:
+
+        async def by_cli(on: bool, reason: str) -> None:
+            verb = ["on", "--reason", reason] if on else ["off"]
             proc = await asyncio.create_subprocess_exec(
-                ".venv/bin/remediate", "kill-switch", "on", "--reason", f"drill {trial}", "--as", "bench", env=env,
+                ".venv/bin/remediate", "kill-switch", *verb, "--as", "bench", env=env,
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
-            await proc.wait()
-            returned = time.time()
-            took.append(returned - at)
-            bare = time.monotonic()
-            python = await asyncio.create_subprocess_exec(".venv/bin/python", "-c", "pass")
-            await python.wait()
-            baseline.append(time.monotonic() - bare)
-            await asyncio.sleep(2)
-            writes = rows(d.dsn, prefix)
-            late += sum(1 for _, _, s, _ in writes if s > returned)
-            for worker in ("worker1", "worker2"):
-                before = [s for _, r, s, _ in writes if r == worker and s <= returned + 5]
-                if before:
-                    lasts.append(max(before) - at)
-            off = await asyncio.create_subprocess_exec(
-                ".venv/bin/remediate", "kill-switch", "off", "--as", "bench", env=env,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-            )  # fmt: skip
-            await off.wait()
-    finally:
-        stop.set()
-        await feeder
+            if await proc.wait() != 0:
+                raise RuntimeError("kill-switch command failed")
+
+        async def by_api(on: bool, reason: str) -> None:
+            (await http.put(route, json={"on": on, "reason": reason})).raise_for_status()
+
+        async def python_starts() -> None:
+            await (await asyncio.create_subprocess_exec(".venv/bin/python", "-c", "pass")).wait()
+
+        async def route_reads() -> None:
+            (await http.get(route)).raise_for_status()
+
+        try:
+            for trial in range(trials):
+                for drill, flip, baseline in ((cli, by_cli, python_starts), (api, by_api, route_reads)):
+                    await asyncio.sleep(3)  # writes flow again
+                    at = time.time()
+                    await flip(True, f"drill {trial}")
+                    returned = time.time()
+                    drill.took.append(returned - at)
+                    bare = time.monotonic()
+                    await baseline()
+                    drill.baseline.append(time.monotonic() - bare)
+                    await asyncio.sleep(2)
+                    writes = rows(d.dsn, prefix)
+                    drill.late += sum(1 for _, _, s, _ in writes if s > returned)
+                    for worker in ("worker1", "worker2"):
+                        before = [s for _, r, s, _ in writes if r == worker and s <= returned + 5]
+                        if before:
+                            drill.lasts.append(max(before) - at)
+                    await flip(False, "")
+        finally:
+            stop.set()
+            await feeder
     return (
-        f"{trials} trials: command start -> last write started per worker p50/p99 {pct(lasts, 0.5):.2f}/"
-        f"{pct(lasts, 0.99):.2f} s (target p99 < 2 s); writes started after the command returned: {late}; "
-        f"Enter -> `kill-switch on` returned p50/p99 {pct(took, 0.5):.2f}/{pct(took, 0.99):.2f} s, "
-        f"`python -c pass` p50 {pct(baseline, 0.5):.2f} s in the same run = {pct(took, 0.5) / pct(baseline, 0.5):.1f}x"
+        f"{trials} trials each.\n  `remediate kill-switch on` (a process): {cli.line('`python -c pass`')}\n"
+        f"  PUT /api/v1/kill-switch (a client already running): {api.line('GET of the same route')}"
     )
+
+
+class Drill:
+    """One way of flipping the switch, measured over the trials against a baseline timed in the same trials."""
+
+    def __init__(self) -> None:
+        self.lasts, self.took, self.baseline, self.late = list[float](), list[float](), list[float](), 0
+
+    def line(self, baseline: str) -> str:
+        return (
+            f"start -> last write started per worker p50/p99 {pct(self.lasts, 0.5):.2f}/{pct(self.lasts, 0.99):.2f} s"
+            f" (target p99 < 2 s); writes started after it returned: {self.late}; start -> returned p50/p99 "
+            f"{pct(self.took, 0.5):.2f}/{pct(self.took, 0.99):.2f} s, {baseline} p50 {pct(self.baseline, 0.5):.3f} s"
+            f" in the same run = {pct(self.took, 0.5) / pct(self.baseline, 0.5):.1f}x"
+        )
 
 
 async def web_killed(client: Client, d: Deployment) -> str:
@@ -372,5 +408,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--alerts", type=int, default=2000)
     parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--switch-only", action="store_true", help="only the kill switch drill (about 4 min)")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.alerts, arguments.trials))
+    asyncio.run(main(arguments.alerts, arguments.trials, arguments.switch_only))
