@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--playbooks",
         action="append",
         metavar="DIR",
-        help="plan with the playbooks of this directory instead of REMEDIATE_PLAYBOOKS (repeat)",
+        help="a playbook directory to add to REMEDIATE_PLAYBOOKS (repeat)",
     )
     test = sub.add_parser("test", help="run playbook tests offline: recorded reads in, the plan checked")
     test.add_argument(

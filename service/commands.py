@@ -107,13 +107,17 @@ async def schema(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def plan(args: argparse.Namespace, settings: Settings) -> int:
+    shipped = "playbooks" not in settings.model_fields_set  # no REMEDIATE_PLAYBOOKS: the shipped set, as dev has it
     if settings.config is None:
         # As `remediate dev` does: the embedded connections the shipped playbooks name, so a plan always runs.
         print("note: no REMEDIATE_CONFIG: planning against the dev connections (`remediate dev`)", file=sys.stderr)
-        config = dev_stack.dev_config(settings)
+    # Beside the shipped playbooks, your config adds to the dev connections exactly as `remediate dev` merges them.
+    config = dev_stack.dev_config(settings) if settings.config is None or shipped else settings.connections()
+    extra = list(args.playbooks or [])  # --playbooks adds, as everywhere
+    if shipped:
+        dirs = dev_stack.playbook_dirs(settings, extra)
     else:
-        config = settings.connections()
-    dirs = [Path(d) for d in args.playbooks] if args.playbooks else settings.playbook_dirs()
+        dirs = list(dict.fromkeys(d.resolve() for d in settings.playbook_dirs() + [Path(e) for e in extra]))
     playbooks = load_playbooks(dirs, config.kinds())
     return await planning.plan(Path(args.alert), playbooks, compose.Adapters.build(config), config)
 

@@ -3,32 +3,16 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx2
 
-from service.adapters.base import ConnectionAdapter, http_client
+from service.adapters.base import ConnectionAdapter, http_client, http_errors
 from service.config import AlertmanagerConnection
-from service.errors import PermanentStepError, RetryableStepError
+from service.errors import PermanentStepError
 from service.governance import AlertQuery, SilenceRef, SilenceRequest
 from service.registry import Action
-
-
-@contextmanager
-def _errors(what: str) -> Iterator[None]:
-    """The one place httpx errors become ours: timeouts, refused connections and 5xx are worth a retry."""
-    try:
-        yield
-    except (httpx2.TimeoutException, httpx2.ConnectError) as exc:
-        raise RetryableStepError(f"{what}: {exc}") from exc
-    except httpx2.HTTPStatusError as exc:
-        kind = RetryableStepError if exc.response.status_code >= 500 else PermanentStepError
-        raise kind(f"{what}: Alertmanager answered {exc.response.status_code}: {exc.response.text[:300]}") from exc
-    except (httpx2.HTTPError, ValueError, KeyError, TypeError) as exc:  # ValueError: a body that is not JSON
-        raise PermanentStepError(f"{what}: {exc}") from exc
 
 
 def _filters(labels: dict[str, str]) -> list[tuple[str, str | int | float | bool | None]]:
@@ -60,13 +44,13 @@ class AlertmanagerAdapter(ConnectionAdapter[AlertmanagerConnection, httpx2.Async
 
     async def ping(self, connection: str) -> None:
         client = await self.client(connection)
-        with _errors(f"alertmanager {connection}"):
+        with http_errors(f"alertmanager {connection}"):
             (await client.get("/-/ready")).raise_for_status()
 
     async def firing(self, query: AlertQuery) -> bool:
         """Whether an alert with exactly these labels is active (silenced or inhibited still counts as firing)."""
         client = await self.client(query.connection)
-        with _errors(f"alertmanager {query.connection}: reading alerts"):
+        with http_errors(f"alertmanager {query.connection}: reading alerts"):
             response = await client.get(
                 "/api/v2/alerts",
                 params=[("active", True), ("silenced", True), ("inhibited", True), *_filters(query.labels)],
@@ -80,7 +64,7 @@ class AlertmanagerAdapter(ConnectionAdapter[AlertmanagerConnection, httpx2.Async
         """Create the run's silence, or find the one an earlier attempt of this call created (safe to retry)."""
         client = await self.client(request.connection)
         comment = comment_for(request.run_id)
-        with _errors(f"alertmanager {request.connection}: silencing"):
+        with http_errors(f"alertmanager {request.connection}: silencing"):
             listed = await client.get("/api/v2/silences", params=_filters(request.labels))
             listed.raise_for_status()
             for found in listed.json():
@@ -105,7 +89,7 @@ class AlertmanagerAdapter(ConnectionAdapter[AlertmanagerConnection, httpx2.Async
     async def expire(self, ref: SilenceRef) -> None:
         """Expire the silence now; one that is already expired or gone is done."""
         client = await self.client(ref.connection)
-        with _errors(f"alertmanager {ref.connection}: expiring silence {ref.id}"):
+        with http_errors(f"alertmanager {ref.connection}: expiring silence {ref.id}"):
             if not _SILENCE_ID.fullmatch(ref.id):
                 raise PermanentStepError(f"not an Alertmanager silence id: {ref.id[:80]!r}")
             response = await client.delete(f"/api/v2/silence/{ref.id}")

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import httpx2
 from pydantic import BaseModel
 
 from service.config import HttpAuth, resolve_secret
-from service.errors import ConfigError
+from service.errors import ConfigError, PermanentStepError, RetryableStepError
 from service.registry import Action, Handler, P
 from service.runs import StepRequest, StepResult
 
@@ -106,3 +107,23 @@ def http_client(base_url: str, auth: HttpAuth | None, timeout: float = 5.0) -> h
         follow_redirects=False,
         timeout=timeout,  # the library's own default, unless the connection sets one
     )
+
+
+@contextmanager
+def http_errors(what: str, *, may_repeat: bool = True) -> Iterator[None]:
+    """The one place httpx errors become step errors, for every HTTP adapter. A request that may not be repeated (a
+    write without an idempotency guarantee) that timed out may have been applied: it is not retried."""
+    try:
+        yield
+    except httpx2.TimeoutException as exc:
+        if not may_repeat:
+            raise PermanentStepError(f"{what}: timed out; the request may have been applied") from exc
+        raise RetryableStepError(f"{what}: timed out") from exc
+    except httpx2.ConnectError as exc:
+        raise RetryableStepError(f"{what}: cannot connect: {exc}") from exc
+    except httpx2.HTTPStatusError as exc:
+        retry = exc.response.status_code >= 500 and may_repeat
+        kind = RetryableStepError if retry else PermanentStepError
+        raise kind(f"{what}: answered {exc.response.status_code}: {exc.response.text[:300]}") from exc
+    except (httpx2.HTTPError, ValueError, KeyError, TypeError) as exc:  # ValueError: a body that is not JSON
+        raise PermanentStepError(f"{what}: {exc}") from exc

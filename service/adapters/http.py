@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
 import httpx2
 from pydantic import JsonValue
 
-from service.adapters.base import ConnectionAdapter, auth_headers, basic_auth
+from service.adapters.base import ConnectionAdapter, auth_headers, basic_auth, http_errors
 from service.config import HttpConnection
 from service.errors import GuardViolation, PermanentStepError, RetryableStepError
 from service.registry import Action, specs
@@ -27,21 +26,6 @@ def _query(query: Mapping[str, JsonValue]) -> list[tuple[str, str | int | float 
         for item in value if isinstance(value, list) else [value]:
             pairs.append((key, "" if item is None else item if isinstance(item, str) else json.dumps(item)))
     return pairs
-
-
-@contextmanager
-def _errors(target: str, *, write: bool = False, idempotent: bool = False) -> Iterator[None]:
-    """The one place httpx errors become step errors: a timed-out write may have been applied."""
-    try:
-        yield
-    except httpx2.TimeoutException as exc:
-        if not write or idempotent:
-            raise RetryableStepError(f"{target}: timed out") from exc
-        raise PermanentStepError(f"{target}: timed out; the request may have been applied") from exc
-    except httpx2.ConnectError as exc:
-        raise RetryableStepError(f"{target}: cannot connect: {exc}") from exc
-    except httpx2.HTTPError as exc:
-        raise PermanentStepError(f"{target}: {exc}") from exc
 
 
 def new_client(conn: HttpConnection) -> httpx2.AsyncClient:
@@ -71,7 +55,7 @@ class HttpAdapter(ConnectionAdapter[HttpConnection, httpx2.AsyncClient]):
 
     async def ping(self, connection: str) -> None:
         client = await self.client(connection)
-        with _errors(f"http {connection}"):
+        with http_errors(f"http {connection}"):
             await client.request("HEAD", "/", timeout=5.0)
 
     def _url(self, conn: HttpConnection, client: httpx2.AsyncClient, method: str, path: str) -> httpx2.URL:
@@ -113,7 +97,7 @@ class HttpAdapter(ConnectionAdapter[HttpConnection, httpx2.AsyncClient]):
             )
         # Every write carries its key; a target that honours it applies a retried request once.
         headers = {**params.headers, "Idempotency-Key": request.key} if write else params.headers
-        with _errors(target, write=write, idempotent=params.idempotent):
+        with http_errors(target, may_repeat=not write or params.idempotent):
             response = await client.request(
                 params.method,
                 url,

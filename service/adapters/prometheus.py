@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx2
 from pydantic import JsonValue
 
-from service.adapters.base import ConnectionAdapter, http_client
+from service.adapters.base import ConnectionAdapter, http_client, http_errors
 from service.config import PrometheusConnection
-from service.errors import PermanentStepError, RetryableStepError
+from service.errors import PermanentStepError
 from service.registry import Action, specs
 from service.runs import StepRequest, StepResult
 from service.steps import PrometheusQuery, PrometheusQueryParams
@@ -25,17 +23,6 @@ def _samples(result_type: str, result: Any) -> list[JsonValue]:
     if result_type == "matrix":
         return [{"metric": dict(r.get("metric", {})), "values": [float(v[1]) for v in r["values"]]} for r in result]
     raise PermanentStepError(f"unknown Prometheus result type {result_type!r}")
-
-
-@contextmanager
-def _errors(what: str) -> Iterator[None]:
-    """The one place httpx errors become step errors: timeouts and refused connections are worth a retry."""
-    try:
-        yield
-    except (httpx2.TimeoutException, httpx2.ConnectError) as exc:
-        raise RetryableStepError(f"{what}: {exc}") from exc
-    except (httpx2.HTTPError, ValueError) as exc:  # ValueError: a body that is not JSON
-        raise PermanentStepError(f"{what}: {exc}") from exc
 
 
 class PrometheusAdapter(ConnectionAdapter[PrometheusConnection, httpx2.AsyncClient]):
@@ -54,12 +41,12 @@ class PrometheusAdapter(ConnectionAdapter[PrometheusConnection, httpx2.AsyncClie
 
     async def ping(self, connection: str) -> None:
         client = await self.client(connection)
-        with _errors(f"prometheus {connection}"):
+        with http_errors(f"prometheus {connection}"):
             (await client.get("/-/ready", timeout=5.0)).raise_for_status()
 
     async def _query(self, request: StepRequest, params: PrometheusQueryParams) -> StepResult:
         client = await self.client(request.connection)
-        with _errors(f"prometheus {request.connection}"):
+        with http_errors(f"prometheus {request.connection}"):
             response = await client.get(
                 "/api/v1/query", params={"query": params.query}, timeout=request.timeout_seconds
             )

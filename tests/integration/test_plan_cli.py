@@ -31,7 +31,8 @@ def test_plan_prints_targets_and_writes_nothing(
     }
     (tmp_path / "alert.json").write_text(json.dumps(alert))
     monkeypatch.setenv("REMEDIATE_CONFIG", str(DATA / "jobs-config.yaml"))
-    assert main(["plan", "--alert", str(tmp_path / "alert.json"), "--playbooks", str(DATA / "playbooks")]) == 0
+    monkeypatch.setenv("REMEDIATE_PLAYBOOKS", str(DATA / "playbooks"))
+    assert main(["plan", "--alert", str(tmp_path / "alert.json")]) == 0
     out = capsys.readouterr().out
     assert "1 matching playbook(s): stuck-jobs" in out
     assert '"rows": [{"id": 11}, {"id": 12}]' in out
@@ -45,10 +46,8 @@ def test_plan_on_the_sample_alert_with_no_match(
 ) -> None:
     """A captured Alertmanager message with no matching playbook says so and exits 0."""
     monkeypatch.setenv("REMEDIATE_CONFIG", str(DATA / "jobs-config.yaml"))
-    assert (
-        main(["plan", "--alert", str(DATA / "alertmanager-0.25-firing.json"), "--playbooks", str(DATA / "playbooks")])
-        == 0
-    )
+    monkeypatch.setenv("REMEDIATE_PLAYBOOKS", str(DATA / "playbooks"))
+    assert main(["plan", "--alert", str(DATA / "alertmanager-0.25-firing.json")]) == 0
     assert "0 matching playbook(s): none" in capsys.readouterr().out
 
 

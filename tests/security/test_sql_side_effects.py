@@ -125,14 +125,14 @@ async def test_hostile_sql_is_refused_or_changes_nothing_in_lint_plan_and_dry_ru
         alert = tmp_path / "alert.json"
         message = webhook_message({"alertname": "SqlProbe"}, uuid.uuid4().hex[:16], datetime.now(UTC).isoformat())
         alert.write_text(json.dumps(message))
-        planned = await cli(["plan", "--alert", str(alert), "--playbooks", str(accepted)], settings)
+        settings["REMEDIATE_PLAYBOOKS"] = str(accepted)
+        planned = await cli(["plan", "--alert", str(alert)], settings)
         blocks = {b.split(" · ", 1)[0].split("playbook ", 1)[-1]: b for b in planned.stdout.split("\nrun ")[1:]}
         for name in set(statements) - refused_by_lint:
             block = blocks[name.removesuffix(".yaml")]
             assert "marks volatile" in block or "planned, not run" in block, (name, statements[name], block)
         assert target_state(dsn) == before and victim.execute("select 1").fetchone() == (1,)
 
-        settings["REMEDIATE_PLAYBOOKS"] = str(accepted)
         assert (await cli(["migrate", "audit"], settings)).returncode == 0
         service = start("serve", ["serve"], settings, tmp_path)
         try:
