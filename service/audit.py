@@ -125,7 +125,8 @@ def events_of(state: RunState) -> list[AuditEvent]:
             add(
                 f"step/{step.phase}/{step.id}/{at}/{step.status}",
                 "step",
-                step.finished_at or step.started_at,
+                # a step never run has no time of its own: the run's (an export, oldest first, places it within)
+                step.finished_at or step.started_at or state.finished_at or state.started_at,
                 _jsonable(step.model_dump(mode="json", exclude={"result"} if step.effect == "write" else set())),
             )
     if state.gate is not None:

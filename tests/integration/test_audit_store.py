@@ -124,6 +124,20 @@ async def test_a_repeated_snapshot_adds_nothing_and_an_older_one_never_replaces_
     assert await store.runs(AuditQuery(since=T0 + timedelta(minutes=1))) == []
 
 
+async def test_a_step_never_run_is_exported_with_its_run_s_time_not_first(store: AuditStore) -> None:
+    """A verify step that was not run (dry-run) has no time of its own: the export places it at the run's end,
+    never before the run was received."""
+    ended = state("succeeded")
+    ended.steps.append(
+        StepRecord(id="after", phase="verify", action="http.request", effect="read", connection="t", status="not_run")
+    )
+    await store.append(AuditSnapshot(seq=1, state=ended), events_of(ended))
+    events = [e async for e in store.events(AuditQuery(playbook="audit-test"))]
+    assert all(e.at is not None for e in events)
+    assert events[0].key == "run/received"
+    assert [e.key for e in events][-2:] == ["step/verify/after/-/not_run", "run/succeeded"]
+
+
 async def test_the_activity_scrubs_known_secrets_and_a_retry_writes_no_duplicate(store: AuditStore) -> None:
     """Through the activity (as Temporal runs it, twice for a retry): one set of records, no canary anywhere."""
     activities = AuditActivities(store, Scrubber([CANARY]))
