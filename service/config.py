@@ -11,9 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from service.errors import ConfigError
-from service.governor import Limits
-from service.modes import Mode
+from service.rails.governor import Limits
+from service.vocabulary.errors import ConfigError
+from service.vocabulary.modes import Mode
 
 SecretRef = Annotated[
     str,

@@ -11,7 +11,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from service.devserver import start_dev_server
+from service.cli.devserver import start_dev_server
 from tests.support.processes import reap
 from tests.support.servers import Postgres, Prometheus, Redis, scratch, start_postgres, start_prometheus, start_redis
 

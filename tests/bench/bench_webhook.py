@@ -27,12 +27,12 @@ from pathlib import Path
 
 import httpx2
 
-from service.adapters.temporal import TemporalRuns
-from service.alerts import WebhookMessage
-from service.devserver import start_dev_server
-from service.playbook import load_playbooks
-from service.policy import Mode
-from service.runs import RunInput
+from service.alerts.webhook import WebhookMessage
+from service.cli.devserver import start_dev_server
+from service.playbooks.playbook import load_playbooks
+from service.runs.policy import Mode
+from service.runs.state import RunInput
+from service.temporal.client import TemporalRuns
 from tests.support.servers import free_port, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -42,8 +42,8 @@ import httpx2
 import psycopg
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from service.devserver import start_dev_server
-from service.runs import RunState
+from service.cli.devserver import start_dev_server
+from service.runs.state import RunState
 from tests.bench.storm import pct, rss_mb
 from tests.support.processes import ServiceProcess, start
 from tests.support.servers import scratch, start_postgres

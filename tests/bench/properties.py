@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from service.adapters.http import HttpAdapter, new_client
 from service.config import HttpConnection
-from service.errors import StepError, TemplateError
-from service.sql_check import REFUSED_FUNCTIONS, check
-from service.templating import render
+from service.playbooks.sql_check import REFUSED_FUNCTIONS, check
+from service.playbooks.templating import render
+from service.targets.http import HttpAdapter, new_client
+from service.vocabulary.errors import StepError, TemplateError
 from tests.security.test_slack_input import _signed
 from tests.security.test_webhook_input import AUTH, BODIES, JSON, app
 from tests.unit.test_slack import client

@@ -41,7 +41,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from temporalio.client import Client
 
-from service.devserver import start_dev_server
+from service.cli.devserver import start_dev_server
 from tests.support.processes import ServiceProcess, start
 from tests.support.servers import serving
 

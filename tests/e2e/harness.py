@@ -15,9 +15,9 @@ import httpx2
 from ruamel.yaml import YAML
 from temporalio.client import Client
 
-from service.adapters.temporal import TemporalRuns
-from service.policy import Mode
-from service.runs import RunState
+from service.runs.policy import Mode
+from service.runs.state import RunState
+from service.temporal.client import TemporalRuns
 from tests.conftest import ROOT
 from tests.support.servers import Alertmanager, free_port, scratch, start_alertmanager, start_prometheus
 from tests.support.stack import RUNS, TOKEN, running_stack, state_now

@@ -11,10 +11,10 @@ import httpx2
 import pytest
 from temporalio.client import Client
 
-from service.adapters.temporal import TemporalRuns, connect
-from service.devserver import start_dev_server
-from service.policy import Mode
-from service.runs import RunState
+from service.cli.devserver import start_dev_server
+from service.runs.policy import Mode
+from service.runs.state import RunState
+from service.temporal.client import TemporalRuns, connect
 from tests.conftest import DATA, job_states, seed_jobs, update_counts
 from tests.support.servers import Alertmanager, free_port, scratch, start_alertmanager
 from tests.support.stack import RUNS, TOKEN, running_stack

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 from temporalio.client import Client
 
-from service.policy import Mode
+from service.runs.policy import Mode
 from tests.e2e.harness import Pipeline, connections_config, pipeline
 from tests.support.fake_kube import FakeKube
 from tests.support.servers import Redis, serving

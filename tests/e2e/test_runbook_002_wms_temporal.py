@@ -13,7 +13,7 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import Worker
 
-from service.policy import Mode
+from service.runs.policy import Mode
 from tests.e2e.harness import Pipeline, connections_config, pipeline
 from tests.support.fake_kube import FakeKube
 from tests.support.servers import serving

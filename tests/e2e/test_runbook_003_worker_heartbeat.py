@@ -8,7 +8,7 @@ from contextlib import AbstractAsyncContextManager
 import pytest
 from temporalio.client import Client
 
-from service.policy import Mode
+from service.runs.policy import Mode
 from tests.conftest import new_database
 from tests.e2e.harness import Pipeline, connections_config, pipeline
 from tests.support.servers import Postgres, serving

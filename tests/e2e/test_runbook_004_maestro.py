@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 from temporalio.client import Client
 
-from service.policy import Mode
+from service.runs.policy import Mode
 from tests.conftest import new_database
 from tests.e2e.harness import Pipeline, connections_config, pipeline
 from tests.support.servers import Postgres, Redis, serving

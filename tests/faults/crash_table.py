@@ -18,7 +18,7 @@ from collections import Counter
 
 import psycopg
 
-from service.devserver import start_dev_server
+from service.cli.devserver import start_dev_server
 from tests.conftest import JOBS_SCHEMA
 from tests.support.crash import (
     KINDS,

@@ -21,10 +21,10 @@ import psycopg
 import pytest
 from temporalio.client import Client
 
-from service.adapters.temporal import TemporalRuns
-from service.cli import main
-from service.policy import Mode
-from service.runs import RunState
+from service.cli.main import main
+from service.runs.policy import Mode
+from service.runs.state import RunState
+from service.temporal.client import TemporalRuns
 from tests.conftest import ROOT, job_states, seed_jobs, update_counts
 from tests.support.fake_slack import FakeSlack
 from tests.support.servers import serving

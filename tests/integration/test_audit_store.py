@@ -10,14 +10,14 @@ import psycopg
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from service.adapters.audit_postgres import PostgresAuditStore
-from service.adapters.audit_sqlite import SqliteAuditStore
-from service.approvals import DecisionRecord, Gate, GateRequest
-from service.audit import AuditQuery, AuditSnapshot, AuditStore, Scrubber, events_of
-from service.audit_activities import AuditActivities
-from service.errors import AuditUnavailable
-from service.modes import Mode
-from service.runs import RunState, StepRecord, short_id
+from service.durable.audit_activities import AuditActivities
+from service.runs.audit import AuditQuery, AuditSnapshot, AuditStore, Scrubber, events_of
+from service.runs.state import RunState, StepRecord, short_id
+from service.stores.postgres import PostgresAuditStore
+from service.stores.sqlite import SqliteAuditStore
+from service.vocabulary.approvals import DecisionRecord, Gate, GateRequest
+from service.vocabulary.errors import AuditUnavailable
+from service.vocabulary.modes import Mode
 from tests.conftest import new_database
 from tests.support.servers import Postgres
 

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from service.adapters.kubernetes import KubernetesAdapter
 from service.config import ConfigFile, KubernetesConnection
-from service.registry import Registry
-from service.runs import StepRequest
+from service.runs.registry import Registry
+from service.runs.state import StepRequest
+from service.targets.kubernetes.adapter import KubernetesAdapter
 from tests.conftest import ROOT
 from tests.support.fake_kube import FakeKube
 from tests.support.processes import REMEDIATE, start

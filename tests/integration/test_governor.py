@@ -18,11 +18,11 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from service.adapters.governor.board import Board
-from service.adapters.governor.client import GovernorClient
-from service.adapters.temporal import TemporalRuns
-from service.budget_workflow import BudgetWorkflow
-from service.governance import (
+from service.app.worker import PASSTHROUGH
+from service.durable.budget_workflow import BudgetWorkflow
+from service.durable.governor_workflow import GovernorWorkflow
+from service.durable.kill_switch_workflow import KillSwitchWorkflow
+from service.rails.governance import (
     TURN,
     Answer,
     Ask,
@@ -33,12 +33,12 @@ from service.governance import (
     governor_id,
     governor_queue,
 )
-from service.governor_workflow import GovernorWorkflow
-from service.kill_switch import kill_switch_id, switch_queue
-from service.kill_switch_workflow import KillSwitchWorkflow
-from service.policy import Mode
-from service.runs import RunState
-from service.worker import PASSTHROUGH
+from service.rails.kill_switch import kill_switch_id, switch_queue
+from service.runs.policy import Mode
+from service.runs.state import RunState
+from service.temporal.client import TemporalRuns
+from service.temporal.governor.board import Board
+from service.temporal.governor.client import GovernorClient
 from tests.conftest import DATA, job_states, seed_jobs, update_counts
 from tests.integration.test_runs import message
 from tests.support.stack import TOKEN, run_handle, running_stack

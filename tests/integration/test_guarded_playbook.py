@@ -13,9 +13,9 @@ import pytest
 import redis.asyncio as aioredis
 from temporalio.client import Client
 
-from service import templating
-from service.policy import Mode
-from service.runs import RunState
+from service.playbooks import templating
+from service.runs.policy import Mode
+from service.runs.state import RunState
 from tests.support.fake_kube import FakeKube
 from tests.support.servers import Redis, serving
 from tests.support.stack import TOKEN, run_result, running_stack

@@ -10,13 +10,13 @@ import httpx2
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from service.activities import RESULT_LIMIT
-from service.alerts import Alert, WebhookMessage
-from service.delivery import Delivery
-from service.intake import Receiver, SeenRuns
-from service.playbook import load_playbooks
-from service.policy import Mode
-from service.runs import RunInput
+from service.alerts.webhook import Alert, WebhookMessage
+from service.durable.activities import RESULT_LIMIT
+from service.playbooks.playbook import load_playbooks
+from service.runs.delivery import Delivery
+from service.runs.intake import Receiver, SeenRuns
+from service.runs.policy import Mode
+from service.runs.state import RunInput
 from tests.conftest import DATA, seed_jobs
 from tests.support.stack import TOKEN, run_handle, running_stack
 

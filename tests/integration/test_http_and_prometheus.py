@@ -11,12 +11,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from service.adapters.http import HttpAdapter
-from service.adapters.prometheus import PrometheusAdapter
 from service.config import HttpAuth, HttpConnection, PrometheusConnection
-from service.errors import PermanentStepError
-from service.registry import Registry
-from service.runs import StepRequest
+from service.runs.registry import Registry
+from service.runs.state import StepRequest
+from service.targets.http import HttpAdapter
+from service.targets.prometheus import PrometheusAdapter
+from service.vocabulary.errors import PermanentStepError
 from tests.support.servers import Prometheus, serving
 
 

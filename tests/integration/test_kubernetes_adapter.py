@@ -16,12 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.adapters.kubernetes import MARK, RESTARTED_AT, KubernetesAdapter, set_env_patch
 from service.config import KubernetesConnection
-from service.errors import GuardViolation, PermanentStepError, StepError
-from service.registry import Registry
-from service.runs import StepRequest, StepResult
-from service.templating import render
+from service.playbooks.templating import render
+from service.runs.registry import Registry
+from service.runs.state import StepRequest, StepResult
+from service.targets.kubernetes.adapter import MARK, RESTARTED_AT, KubernetesAdapter, set_env_patch
+from service.vocabulary.errors import GuardViolation, PermanentStepError, StepError
 from tests.support.fake_kube import FakeKube
 from tests.support.servers import serving
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from ruamel.yaml import YAML
 
-from service.policy_activities import PolicyMetrics
-from service.run_metrics import ApprovalGauges, worker_up
-from service.web import Metrics
+from service.durable.policy_activities import PolicyMetrics
+from service.web.app import Metrics
+from service.web.run_metrics import ApprovalGauges, worker_up
 from tests.conftest import ROOT
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "remediate-dashboard.json"
@@ -25,7 +25,7 @@ PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 
 
 def exported() -> set[str]:
-    """Every sample name a serve process can export (as composed in service.compose.serve)."""
+    """Every sample name a serve process can export (as composed in service.app.compose.serve)."""
     metrics = Metrics()
     PolicyMetrics(metrics.registry)
     ApprovalGauges(metrics.registry)

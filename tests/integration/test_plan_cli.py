@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import main
+from service.cli.main import main
 from tests.conftest import DATA, ROOT, job_states, new_database, seed_jobs, update_counts
 from tests.e2e.harness import connections_config
 from tests.support.processes import REMEDIATE

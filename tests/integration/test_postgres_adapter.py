@@ -10,11 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.adapters.postgres import PostgresAdapter
 from service.config import PostgresConnection
-from service.errors import GuardViolation, PermanentStepError, StepError
-from service.registry import Registry
-from service.runs import StepRequest
+from service.runs.registry import Registry
+from service.runs.state import StepRequest
+from service.targets.postgres.adapter import PostgresAdapter
+from service.vocabulary.errors import GuardViolation, PermanentStepError, StepError
 from tests.conftest import job_states, seed_jobs, update_counts
 
 STUCK = "select id from jobs where status = 'running' and queue = %(queue)s order by id"

@@ -11,12 +11,12 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.adapters.redis import RedisAdapter
 from service.config import RedisConnection
-from service.errors import GuardViolation
-from service.registry import Registry
-from service.runs import StepRequest, StepResult
-from service.templating import render
+from service.playbooks.templating import render
+from service.runs.registry import Registry
+from service.runs.state import StepRequest, StepResult
+from service.targets.redis import RedisAdapter
+from service.vocabulary.errors import GuardViolation
 from tests.support.servers import Redis
 
 

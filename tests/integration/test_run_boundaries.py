@@ -12,13 +12,13 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from service.alerts import Alert
-from service.deadline import longest_run
-from service.engine import Run
-from service.playbook import load_playbooks
-from service.policy import Mode
-from service.runs import RunInput, RunState
-from service.workflows import RemediationWorkflow
+from service.alerts.webhook import Alert
+from service.durable.workflows import RemediationWorkflow
+from service.playbooks.playbook import load_playbooks
+from service.runs.deadline import longest_run
+from service.runs.engine import Run
+from service.runs.policy import Mode
+from service.runs.state import RunInput, RunState
 from tests.conftest import DATA, seed_jobs
 from tests.support.stack import TOKEN, run_handle, running_stack
 

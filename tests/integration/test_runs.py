@@ -12,10 +12,10 @@ import httpx2
 import pytest
 from temporalio.client import Client
 
-from service.adapters.temporal import TemporalRuns, connect
-from service.cli import main
-from service.policy import Mode
-from service.runs import short_id
+from service.cli.main import main
+from service.runs.policy import Mode
+from service.runs.state import short_id
+from service.temporal.client import TemporalRuns, connect
 from tests.conftest import DATA, ROOT, job_states, seed_jobs, update_counts
 from tests.support.servers import free_port
 from tests.support.stack import TOKEN, run_handle, running_stack
@@ -169,7 +169,7 @@ async def test_webhook_contract_errors(temporal_client: Client, jobs_db: str) ->
 
 async def test_basic_auth_is_accepted(temporal_client: Client, jobs_db: str) -> None:
     """Basic credentials work as the alternative to a bearer token; wrong ones get 401."""
-    from service.credentials import WebAuth
+    from service.web.credentials import WebAuth
 
     auth = WebAuth(username="am", password="secret")
     assert auth.allows("Basic " + __import__("base64").b64encode(b"am:secret").decode())

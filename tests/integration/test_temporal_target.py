@@ -11,11 +11,11 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import Worker
 
-from service.adapters.temporal_target import TemporalTargetAdapter
 from service.config import TemporalConnection
-from service.errors import GuardViolation, PermanentStepError
-from service.registry import Registry
-from service.runs import StepRequest, StepResult
+from service.runs.registry import Registry
+from service.runs.state import StepRequest, StepResult
+from service.targets.temporal.adapter import TemporalTargetAdapter
+from service.vocabulary.errors import GuardViolation, PermanentStepError
 from tests.support.target_workflows import (
     AwaitsPickConfirmation,
     LongHistory,

@@ -16,8 +16,8 @@ from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client
 
-from service.adapters.temporal import TemporalRuns
-from service.runs import short_id
+from service.runs.state import short_id
+from service.temporal.client import TemporalRuns
 from tests.conftest import new_database
 from tests.process.test_rails import AUTH, ONCALL, alert, cli, env, finished, until, write_config
 from tests.support.processes import start

@@ -18,10 +18,10 @@ import httpx2
 import pytest
 from temporalio.client import Client
 
-from service.adapters.governor.client import GovernorClient
-from service.adapters.temporal import TemporalRuns
-from service.errors import TemporalUnavailable
-from service.runs import RunState
+from service.runs.state import RunState
+from service.temporal.client import TemporalRuns
+from service.temporal.governor.client import GovernorClient
+from service.vocabulary.errors import TemporalUnavailable
 from tests.support.crash import webhook_message
 from tests.support.fake_slack import FakeSlack
 from tests.support.processes import REMEDIATE, ServiceProcess, start

@@ -15,8 +15,8 @@ import psycopg
 import pytest
 from temporalio.client import Client
 
-from service.adapters.temporal import TemporalRuns, connect
-from service.runs import RunState
+from service.runs.state import RunState
+from service.temporal.client import TemporalRuns, connect
 from tests.conftest import DATA, JOBS_SCHEMA, job_states, seed_jobs, update_counts
 from tests.support.crash import webhook_message
 from tests.support.processes import REMEDIATE, ServiceProcess, start

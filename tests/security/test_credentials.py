@@ -12,13 +12,13 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from service.adapters.temporal import TemporalRuns
-from service.approvals import Decision
 from service.config import ConfigFile
-from service.credentials import ApproverTokens, WebAuth
-from service.decisions import decision_routes
-from service.errors import RunUnknown
-from service.web import health_routes
+from service.temporal.client import TemporalRuns
+from service.vocabulary.approvals import Decision
+from service.vocabulary.errors import RunUnknown
+from service.web.app import health_routes
+from service.web.credentials import ApproverTokens, WebAuth
+from service.web.decisions import decision_routes
 from tests.support.processes import REMEDIATE
 from tests.support.servers import free_port
 
@@ -157,7 +157,7 @@ async def test_serve_refuses_an_open_webhook_off_loopback(tmp_path: Path) -> Non
 def test_a_flood_of_decisions_keeps_the_gate_bounded() -> None:
     """Reproduction: every decision grew the run's list until its queries failed; a gate now keeps 100 besides the
     counted ones, and a real approver still gets through after a flood."""
-    from service.approvals import MAX_DECISIONS
+    from service.vocabulary.approvals import MAX_DECISIONS
     from tests.unit.test_approvals import gate as new_gate
 
     gate = new_gate()

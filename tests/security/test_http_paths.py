@@ -14,13 +14,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service.adapters.http import HttpAdapter, new_client
 from service.config import HttpConnection
-from service.errors import GuardViolation, StepError, TemplateError
-from service.registry import Registry
-from service.runs import StepRequest
-from service.steps import HttpRequest
-from service.templating import render
+from service.playbooks.steps import HttpRequest
+from service.playbooks.templating import render
+from service.runs.registry import Registry
+from service.runs.state import StepRequest
+from service.targets.http import HttpAdapter, new_client
+from service.vocabulary.errors import GuardViolation, StepError, TemplateError
 from tests.support.servers import serving
 
 BASE = "http://127.0.0.1:9/api/v2"

@@ -17,24 +17,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.adapters.audit_postgres import PostgresAuditStore
-from service.adapters.audit_sqlite import SqliteAuditStore
-from service.adapters.http import HttpAdapter
-from service.adapters.temporal import TemporalRuns
-from service.alerts import Alert, run_id
-from service.audit import FINAL, AuditSnapshot, Scrubber, events_of
+from service.alerts.webhook import Alert, run_id
 from service.config import HttpConnection
-from service.credentials import WebAuth
-from service.delivery import Delivery
-from service.engine import Run
-from service.errors import ConfigError, PermanentStepError
-from service.intake import Receiver, SeenRuns
-from service.playbook import load_file
-from service.policy import Mode
-from service.registry import Registry
-from service.runs import RunInput, StepRequest, StepResult
-from service.steps import StepBase
-from service.web import create_app
+from service.playbooks.playbook import load_file
+from service.playbooks.steps import StepBase
+from service.runs.audit import FINAL, AuditSnapshot, Scrubber, events_of
+from service.runs.delivery import Delivery
+from service.runs.engine import Run
+from service.runs.intake import Receiver, SeenRuns
+from service.runs.policy import Mode
+from service.runs.registry import Registry
+from service.runs.state import RunInput, StepRequest, StepResult
+from service.stores.postgres import PostgresAuditStore
+from service.stores.sqlite import SqliteAuditStore
+from service.targets.http import HttpAdapter
+from service.temporal.client import TemporalRuns
+from service.vocabulary.errors import ConfigError, PermanentStepError
+from service.web.app import create_app
+from service.web.credentials import WebAuth
 from tests.conftest import new_database
 from tests.support.rail_target import RailTarget
 from tests.support.servers import Postgres, serving
@@ -196,7 +196,7 @@ def test_a_recorded_nul_is_a_visible_escape() -> None:
 
 
 def _tiny() -> Any:
-    from service.playbook import Playbook
+    from service.playbooks.playbook import Playbook
 
     return Playbook.model_validate({"name": "p", "match": {"alertname": "X"}})
 

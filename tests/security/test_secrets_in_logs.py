@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from service.redact import redact
+from service.vocabulary.redact import redact
 from tests.conftest import DATA
 from tests.support.crash import webhook_message
 from tests.support.processes import start

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.adapters.slack import approval_blocks, escape
-from service.approvals import Gate, GateRequest, PlannedWrite
+from service.notify.slack import approval_blocks, escape
+from service.vocabulary.approvals import Gate, GateRequest, PlannedWrite
 from tests.unit.test_slack import SECRET, client, sign
 
 

@@ -15,13 +15,13 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from temporalio.client import Client
 
-from service.adapters.slack import SlackNotifier
-from service.approvals import Gate, GateRequest, Notice
-from service.credentials import is_loopback
-from service.outcomes import OutcomeNotice
-from service.policy import Mode
-from service.redact import redact
-from service.web import health_routes
+from service.notify.slack import SlackNotifier
+from service.runs.policy import Mode
+from service.vocabulary.approvals import Gate, GateRequest, Notice
+from service.vocabulary.outcomes import OutcomeNotice
+from service.vocabulary.redact import redact
+from service.web.app import health_routes
+from service.web.credentials import is_loopback
 from tests.process.test_rails import many, write_config
 from tests.support.fake_slack import FakeSlack
 from tests.support.rail_target import RailTarget, playbook

@@ -12,13 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.adapters.postgres import PostgresAdapter
 from service.config import PostgresConnection
-from service.errors import GuardViolation, StepError
-from service.playbook import load_file
-from service.registry import Registry
-from service.runs import StepRequest
-from service.sql_check import REFUSED_FUNCTIONS, check
+from service.playbooks.playbook import load_file
+from service.playbooks.sql_check import REFUSED_FUNCTIONS, check
+from service.runs.registry import Registry
+from service.runs.state import StepRequest
+from service.targets.postgres.adapter import PostgresAdapter
+from service.vocabulary.errors import GuardViolation, StepError
 from tests.conftest import job_states, seed_jobs
 
 PLAYBOOK = """name: p
@@ -83,7 +83,7 @@ async def test_a_second_statement_cannot_run_even_past_the_checks(db: Registry, 
     adapter_sql = "select 1; update jobs set status = 'x'"
     with pytest.raises(StepError):
         await _call(db, "postgres.query", sql=adapter_sql)  # refused by the model first
-    from service.steps import PostgresQueryParams
+    from service.playbooks.steps import PostgresQueryParams
 
     params = PostgresQueryParams.model_construct(sql=adapter_sql, params={}, max_rows=10)  # as if a check missed it
     adapter = PostgresAdapter({"db": PostgresConnection(type="postgres", dsn="env:JOBS_DB_DSN")})

@@ -20,15 +20,15 @@ from starlette.testclient import TestClient
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from service.adapters.temporal import TemporalRuns
-from service.alerts import Alert, WebhookMessage
-from service.credentials import WebAuth
-from service.delivery import Delivery, DeliveryCounts
-from service.delivery_activities import DeliveryActivities
-from service.delivery_workflow import DeliveryWorkflow
-from service.playbook import LabelMatcher, load_playbooks
-from service.policy import Mode
-from service.web import Receiver, SeenRuns, create_app
+from service.alerts.webhook import Alert, WebhookMessage
+from service.durable.delivery_activities import DeliveryActivities
+from service.durable.delivery_workflow import DeliveryWorkflow
+from service.playbooks.playbook import LabelMatcher, load_playbooks
+from service.runs.delivery import Delivery, DeliveryCounts
+from service.runs.policy import Mode
+from service.temporal.client import TemporalRuns
+from service.web.app import Receiver, SeenRuns, create_app
+from service.web.credentials import WebAuth
 from tests.conftest import DATA
 from tests.support.crash import webhook_message
 from tests.support.processes import start

@@ -18,9 +18,9 @@ import psycopg
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from service.adapters.temporal import TemporalRuns
-from service.errors import TemporalUnavailable
-from service.runs import RunState
+from service.runs.state import RunState
+from service.temporal.client import TemporalRuns
+from service.vocabulary.errors import TemporalUnavailable
 from tests.support.processes import ServiceProcess, start
 from tests.support.servers import Alertmanager, start_alertmanager
 from tests.support.target_workflows import Pokeable

@@ -318,7 +318,7 @@ class TemporalDevServer:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        from service.devserver import temporal_binary
+        from service.cli.devserver import temporal_binary
 
         args = [temporal_binary(), "server", "start-dev", "--port", str(self.port), "--db-filename", str(self.db)]
         args += [

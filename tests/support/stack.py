@@ -12,12 +12,12 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
-from service.adapters.temporal import TemporalRuns
-from service.compose import Adapters, load_all, serve
+from service.app.compose import Adapters, load_all, serve
 from service.config import Settings
-from service.errors import TemporalUnavailable
-from service.policy import Mode
-from service.runs import RunState
+from service.runs.policy import Mode
+from service.runs.state import RunState
+from service.temporal.client import TemporalRuns
+from service.vocabulary.errors import TemporalUnavailable
 from tests.support.servers import free_port
 
 TOKEN = "test-token"

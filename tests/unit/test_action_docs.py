@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import ConfigError
-from service.registry import Action, Registry, specs
-from service.runs import StepRequest, StepResult
-from service.steps import ACTIONS
-from service.steps_kubernetes import GetPods, GetPodsParams, TopPods
-from service.steps_redis import ExpireParams
+from service.playbooks.steps import ACTIONS
+from service.playbooks.steps_kubernetes import GetPods, GetPodsParams, TopPods
+from service.playbooks.steps_redis import ExpireParams
+from service.runs.registry import Action, Registry, specs
+from service.runs.state import StepRequest, StepResult
+from service.vocabulary.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 REMEDIATE = str(Path(sys.executable).parent / "remediate")

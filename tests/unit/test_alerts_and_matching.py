@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from service.alerts import Alert, WebhookMessage, run_id
-from service.playbook import LabelMatcher, Match
+from service.alerts.webhook import Alert, WebhookMessage, run_id
+from service.playbooks.playbook import LabelMatcher, Match
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 

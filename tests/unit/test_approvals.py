@@ -8,7 +8,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from service.approvals import Decision, Gate, GateRequest, Verdict
+from service.vocabulary.approvals import Decision, Gate, GateRequest, Verdict
 
 APPROVERS = ["U_ALICE", "U_BOB"]
 NOW = datetime(2026, 11, 23, tzinfo=UTC)

@@ -6,8 +6,8 @@ import argparse
 import subprocess
 import sys
 
-from service.arguments import build_parser
-from service.cli import _verb
+from service.cli.arguments import build_parser
+from service.cli.main import _verb
 from tests.support.processes import REMEDIATE
 
 
@@ -45,9 +45,17 @@ def test_every_verb_of_the_parser_has_a_function() -> None:
 
 def test_the_kill_switch_command_loads_no_playbook_and_no_target_library() -> None:
     """`remediate kill-switch`, as a fresh interpreter, imports the board and Temporal's client only: it starts fast."""
-    heavy = ["service.playbook", "service.steps", "service.compose", "psycopg", "redis", "lightkube", "starlette"]
+    heavy = [
+        "service.playbooks.playbook",
+        "service.playbooks.steps",
+        "service.app.compose",
+        "psycopg",
+        "redis",
+        "lightkube",
+        "starlette",
+    ]
     probe = (
-        "import sys; from service.cli import _verb; _verb('kill-switch'); "
+        "import sys; from service.cli.main import _verb; _verb('kill-switch'); "
         f"print([m for m in {heavy!r} if m in sys.modules])"
     )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout

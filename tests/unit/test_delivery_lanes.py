@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from service.delivery import Delivery
-from service.delivery_activities import DeliveryActivities
-from service.runs import RunInput
+from service.durable.delivery_activities import DeliveryActivities
+from service.runs.delivery import Delivery
+from service.runs.state import RunInput
 
 
 class SlowStarter:

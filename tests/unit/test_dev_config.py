@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from service.cli.dev import dev_config
 from service.config import Settings
-from service.dev import dev_config
 
 
 def test_the_users_connections_tokens_and_limits_are_kept_over_the_embedded_ones(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from service.dev import port_free
+from service.cli.dev import port_free
 
 
 def _time_wait_port() -> int:

@@ -8,18 +8,18 @@ from pathlib import Path
 import pytest
 from pydantic import JsonValue
 
-from service.adapters.postgres_ledger import row_targets
-from service.alerts import Alert
-from service.approvals import Decision, Gate
-from service.engine import Run, item_key
-from service.errors import PermanentStepError
-from service.playbook import Playbook, load_playbooks
-from service.policy import Answer, Mode, ModeLadder, effective_mode
-from service.report import format_state
-from service.runs import RunInput, StepRequest, StepResult
-from service.step_base import ApprovalRule
-from service.steps import StepBase
-from service.targets import name_of
+from service.alerts.webhook import Alert
+from service.cli.report import format_state
+from service.playbooks.playbook import Playbook, load_playbooks
+from service.playbooks.step_base import ApprovalRule
+from service.playbooks.steps import StepBase
+from service.runs.engine import Run, item_key
+from service.runs.policy import Answer, Mode, ModeLadder, effective_mode
+from service.runs.state import RunInput, StepRequest, StepResult
+from service.targets.postgres.ledger import row_targets
+from service.vocabulary.approvals import Decision, Gate
+from service.vocabulary.errors import PermanentStepError
+from service.vocabulary.targets import name_of
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = load_playbooks([ROOT / "playbooks" / "stuck-jobs.yaml"], {"jobs-db": "postgres"})[0]

@@ -11,8 +11,8 @@ from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from service.budget import Budget, BudgetState, Purse
-from service.governor import HOUR, PACED, TOLD_AGAIN, Breaker, Governor, GovernorState, Limits, Storm
+from service.rails.budget import Budget, BudgetState, Purse
+from service.rails.governor import HOUR, PACED, TOLD_AGAIN, Breaker, Governor, GovernorState, Limits, Storm
 
 START = datetime(2026, 12, 1, tzinfo=UTC)
 LIMITS = {

@@ -11,14 +11,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 from temporalio.exceptions import ApplicationError
 
-from service.approvals import NoNotifier
-from service.errors import TemporalUnavailable
-from service.governance import Answer, Ask, Limits, Occurrence, Release, Report, Tripped
-from service.governor import BUSY_AT_MOST
-from service.governor_policy import BUSY_PATIENCE, busy_bound
-from service.kill_switch import SwitchBoard
-from service.policy_activities import PolicyActivities, PolicyMetrics
-from service.switch_watch import SwitchWatch
+from service.durable.policy_activities import PolicyActivities, PolicyMetrics
+from service.rails.governance import Answer, Ask, Limits, Occurrence, Release, Report, Tripped
+from service.rails.governor import BUSY_AT_MOST
+from service.rails.kill_switch import SwitchBoard
+from service.runs.governor_policy import BUSY_PATIENCE, busy_bound
+from service.runs.switch_watch import SwitchWatch
+from service.vocabulary.approvals import NoNotifier
+from service.vocabulary.errors import TemporalUnavailable
 
 ASK = Ask(run_id="r", playbook="p", key="k", limits=Limits())
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import PlaybookError
-from service.playbook import load_playbooks
+from service.playbooks.playbook import load_playbooks
+from service.vocabulary.errors import PlaybookError
 
 BASE = """name: refs
 match: {alertname: Refs}

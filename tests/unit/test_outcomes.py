@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.outcomes import NotifyPolicy, OutcomeNotice
+from service.vocabulary.outcomes import NotifyPolicy, OutcomeNotice
 
 
 @pytest.mark.parametrize(

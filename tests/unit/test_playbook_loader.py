@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from service.alerts import WebhookMessage
-from service.cli import main
+from service.alerts.webhook import WebhookMessage
+from service.cli.dev import DEV_CONFIG
+from service.cli.main import main
 from service.config import load_config_file
-from service.dev import DEV_CONFIG
-from service.errors import PlaybookError
-from service.playbook import load_file, load_playbooks, playbook_schema
+from service.playbooks.playbook import load_file, load_playbooks, playbook_schema
+from service.vocabulary.errors import PlaybookError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = (ROOT / "playbooks" / "stuck-jobs.yaml").read_text()

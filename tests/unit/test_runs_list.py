@@ -8,8 +8,8 @@ from typing import cast
 
 import pytest
 
-from service.adapters.temporal import RunSummary, TemporalRuns
-from service.commands import _show_runs
+from service.cli.commands import _show_runs
+from service.temporal.client import RunSummary, TemporalRuns
 
 
 class ListedRuns:

@@ -13,11 +13,11 @@ from freezegun import freeze_time
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from service.adapters.slack import approval_blocks
-from service.adapters.temporal import TemporalRuns
-from service.approvals import Decision, Gate, GateRequest, PlannedWrite
-from service.credentials import ApproverTokens, WebAuth
-from service.decisions import decision_routes
+from service.notify.slack import approval_blocks
+from service.temporal.client import TemporalRuns
+from service.vocabulary.approvals import Decision, Gate, GateRequest, PlannedWrite
+from service.web.credentials import ApproverTokens, WebAuth
+from service.web.decisions import decision_routes
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 NOW = 1_795_400_000

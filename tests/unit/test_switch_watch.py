@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from service.errors import TemporalUnavailable, WriteRefused
-from service.governance import SwitchChange
-from service.kill_switch import LIVE_FOR, SwitchBoard
-from service.switch_watch import SwitchWatch
+from service.rails.governance import SwitchChange
+from service.rails.kill_switch import LIVE_FOR, SwitchBoard
+from service.runs.switch_watch import SwitchWatch
+from service.vocabulary.errors import TemporalUnavailable, WriteRefused
 
 NOW = datetime(2026, 12, 5, tzinfo=UTC)
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.errors import TemplateError
-from service.templating import check_template, condition, render
+from service.playbooks.templating import check_template, condition, render
+from service.vocabulary.errors import TemplateError
 
 CTX = {"alert": {"labels": {"queue": "q1"}}, "inputs": {}, "steps": {"stuck": {"rows": [{"id": 1}, {"id": 2}]}}}
 

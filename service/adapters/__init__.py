@@ -1,1 +1,0 @@
-"""Adapters: the only place where remediate talks to other systems."""

@@ -1,0 +1,1 @@
+"""What Alertmanager sends, and matching its labels."""

@@ -1,0 +1,1 @@
+"""The service composed from its parts: web and worker, lifecycle, watchers."""

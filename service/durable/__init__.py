@@ -1,0 +1,1 @@
+"""The Temporal side: the run, delivery and governor workflows and their activities."""

@@ -1,0 +1,1 @@
+"""Where approvals are asked and outcomes told: Slack, a webhook."""

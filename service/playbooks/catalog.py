@@ -1,0 +1,43 @@
+"""The playbooks a process serves, with their versions; reloaded whole or not at all (the old set stays)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from service.playbooks.playbook import Playbook, PlaybookVersion
+from service.vocabulary.errors import PlaybookError
+
+Loader = Callable[[], list[tuple[Playbook, PlaybookVersion]]]
+
+
+class Catalog:
+    """Holds one consistent set; `reload` swaps in a new one only if every file in it loads and lints."""
+
+    def __init__(self, loaded: list[tuple[Playbook, PlaybookVersion]], load: Loader | None = None) -> None:
+        self._load = load
+        self._set(loaded)
+
+    def _set(self, loaded: list[tuple[Playbook, PlaybookVersion]]) -> None:
+        self.playbooks = [playbook for playbook, _ in loaded]
+        self.versions = {version.name: version for _, version in loaded}
+        self.loaded_at = datetime.now(UTC)
+
+    @classmethod
+    def of(cls, playbooks: list[Playbook]) -> Catalog:
+        """Playbooks built in code (tests, plan): versions say so."""
+        return cls([(p, PlaybookVersion(name=p.name, file="(in memory)", sha256="")) for p in playbooks])
+
+    def version(self, name: str) -> PlaybookVersion | None:
+        return self.versions.get(name)
+
+    def reload(self) -> list[str]:
+        """Load the files again; the problems (`file:line:col: reason`) when the new set is refused."""
+        if self._load is None:
+            return ["this process has no playbook files to reload"]
+        try:
+            loaded = self._load()
+        except PlaybookError as exc:
+            return [str(problem) for problem in exc.problems]
+        self._set(loaded)
+        return []

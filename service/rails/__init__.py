@@ -1,0 +1,1 @@
+"""The governor's rules (cooldowns, limits, budget, storms, breaker, kill switch), pure."""

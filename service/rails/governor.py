@@ -1,0 +1,380 @@
+"""The governor's decisions as a pure state machine: cooldowns, hourly limits, concurrency, the line, storm, breaker.
+
+One instance lives in one long-lived workflow per playbook (a shard, issue 21); this module holds only the rules and
+the state they keep, so the workflow stays thin and every rule is tested without Temporal. The global hourly budget
+is not here: workers hold it in leased blocks (service/rails/budget.py) and say with each ask whether they hold a unit.
+Times are passed in (the workflow's clock), never read here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.vocabulary.durations import Duration, written
+
+HOUR = timedelta(hours=1)
+WAIT_AT_MOST = timedelta(hours=1)  # how long a run waits for its turn when its playbook sets no limits.wait_at_most
+BUSY_AT_MOST = timedelta(minutes=30)  # the longest a run waits on a governor that answers only `busy`
+REPORTED = 2_000  # runs remembered as having reported their effectiveness, per playbook
+WAIT_STALE = timedelta(seconds=180)  # a place in line not asked about for this long is given up (the run is gone)
+TOLD_AGAIN = timedelta(seconds=5)  # a run told its turn came and not asking since is told again, or the next one is
+Verdict = Literal["grant", "approval", "refuse", "wait"]
+OnLimit = Literal["wait", "refuse"]
+PACED = ("max_concurrent", "max_runs_per_hour", "max_writes_per_hour")  # the limits a run may wait out
+
+
+class Storm(BaseModel):
+    """More new occurrences than `occurrences` within `within`: writes need approval until it is calm again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    occurrences: int = Field(ge=1, le=100_000)
+    within: Duration = Field(le=timedelta(hours=24))
+
+
+class Breaker(BaseModel):
+    """This many ineffective runs in a row: writes need approval until someone resets the breaker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ineffective: int = Field(ge=1, le=100)
+
+
+class Limits(BaseModel):
+    """What one playbook may do; unset fields mean no such limit (the service defaults fill them in)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cooldown: Duration | None = Field(default=None, le=timedelta(hours=24))
+    max_runs_per_hour: int | None = Field(default=None, ge=1, le=10_000)
+    max_concurrent: int | None = Field(default=None, ge=1, le=1000)
+    storm: Storm | None = None
+    breaker: Breaker | None = None
+    on_limit: OnLimit | None = Field(
+        default=None, description="Over max_concurrent or an hourly limit: wait for a turn (default) or refuse."
+    )
+    wait_at_most: Duration | None = Field(
+        default=None, le=timedelta(hours=24), description="The longest a run waits for its turn (default 1h)."
+    )
+
+    def waits(self) -> bool:
+        return self.on_limit != "refuse"
+
+
+class Switch(BaseModel):
+    """The kill switch, for everything or for one playbook: who set it, when and why."""
+
+    on: bool = False
+    by: str = ""
+    at: datetime | None = None
+    reason: str = ""
+
+
+class Lease(BaseModel):
+    """A run allowed to write: until `until`, renewed by each further ask of the same run."""
+
+    playbook: str
+    key: str
+    granted_at: datetime
+    until: datetime
+
+
+class Grant(BaseModel):
+    """A write-run counted against the hourly budgets; refunded if the run ends without writing."""
+
+    playbook: str
+    key: str
+    at: datetime
+
+
+class Cooldown(BaseModel):
+    """The last write-run for one cooldown key, and which run it was (that run may ask again)."""
+
+    at: datetime
+    run_id: str
+    until: datetime | None = Field(default=None, description="When it ends (the cooldown then); None: a day after.")
+
+
+class Answer(BaseModel):
+    """A grant, a grant that needs a human first (storm, breaker), a refusal naming the limit and when it frees, or
+    `wait`: the run has a place in line (`place`, 1 = next) and asks again."""
+
+    verdict: Verdict
+    reason: str = ""
+    limit: str = ""
+    frees_at: datetime | None = None
+    place: int = 0
+    counted: bool = Field(default=False, description="A new write-run was counted: the budget unit it held is spent.")
+
+
+class Waiting(BaseModel):
+    """A run waiting for its turn: since when (its place), and when it last asked (a gone run's place lapses)."""
+
+    playbook: str
+    since: datetime
+    seen: datetime
+
+
+class PlaybookState(BaseModel):
+    """What the governor remembers of one playbook."""
+
+    occurrences: list[datetime] = Field(default_factory=list, description="New occurrences in the storm window.")
+    storming: bool = False
+    cooldowns: dict[str, Cooldown] = Field(default_factory=dict, description="Cooldown key -> its last write-run.")
+    ineffective_in_a_row: int = 0
+    breaker_open: bool = False
+    reported: list[str] = Field(default_factory=list, description="The runs whose effectiveness counted, latest.")
+    switch: Switch = Field(default_factory=Switch)
+
+
+class GovernorState(BaseModel):
+    """Everything the governor carries across continue-as-new: plain data, so the state after equals before."""
+
+    switch: Switch = Field(default_factory=Switch)
+    leases: dict[str, Lease] = Field(default_factory=dict, description="Run id -> its lease.")
+    grants: dict[str, Grant] = Field(default_factory=dict, description="Run id -> its write-run, last hour.")
+    playbooks: dict[str, PlaybookState] = Field(default_factory=dict)
+    waiting: dict[str, Waiting] = Field(default_factory=dict, description="Run id -> its place in line.")
+
+
+def _recent(times: list[datetime], now: datetime, window: timedelta) -> list[datetime]:
+    return [t for t in times if now - window < t <= now]
+
+
+class Governor:
+    """Applies the rules to a state; every method takes `now` and changes only `state`."""
+
+    def __init__(self, state: GovernorState | None = None, lease: timedelta = timedelta(minutes=10)) -> None:
+        self.state, self.lease = state or GovernorState(), lease
+        self._expired_at: datetime | None = None
+        self._told: dict[str, datetime] = {}  # runs told their turn came (a hint, not state: lost on continue)
+
+    def _playbook(self, name: str) -> PlaybookState:
+        return self.state.playbooks.setdefault(name, PlaybookState())
+
+    def _expire(self, now: datetime) -> None:
+        if now == self._expired_at:  # a batch is decided at one instant: once is enough
+            return
+        self._expired_at = now
+        self.state.leases = {run: lease for run, lease in self.state.leases.items() if lease.until > now}
+        self.state.grants = {run: g for run, g in self.state.grants.items() if now - HOUR < g.at <= now}
+        self.state.waiting = {run: w for run, w in self.state.waiting.items() if now - w.seen < WAIT_STALE}
+        for state in self.state.playbooks.values():  # cooldowns are at most a day long
+            state.cooldowns = {
+                k: c
+                for k, c in state.cooldowns.items()
+                if now - c.at < timedelta(hours=24) and (c.until is None or now < c.until)
+            }
+
+    def set_switch(self, on: bool, by: str, reason: str, now: datetime, playbook: str | None = None) -> Switch:
+        switch = Switch(on=on, by=by, at=now, reason=reason)
+        if playbook is None:
+            self.state.switch = switch
+        else:
+            self._playbook(playbook).switch = switch
+        return switch
+
+    def occurred(self, playbook: str, now: datetime, limits: Limits) -> bool:
+        """A new occurrence of an alert this playbook handles; True when this one starts a storm."""
+        state = self._playbook(playbook)
+        window = limits.storm.within if limits.storm else HOUR
+        state.occurrences = [*_recent(state.occurrences, now, window), now][-100_000:]
+        storming = limits.storm is not None and len(state.occurrences) > limits.storm.occurrences
+        started = storming and not state.storming
+        state.storming = storming
+        return started
+
+    def ask(
+        self,
+        run_id: str,
+        playbook: str,
+        key: str,
+        now: datetime,
+        limits: Limits,
+        unit: datetime | bool | None = None,
+        since: datetime | None = None,
+        budget_frees_at: datetime | None = None,
+    ) -> Answer:
+        """May this run write now? The same run asking again renews its lease and is counted once.
+
+        `unit` is the global budget: None when there is none, the end of the block when the asking worker holds a
+        unit for this run (spent if the answer is `counted`; a unit past its block's end is none), False when the
+        budget is spent until `budget_frees_at`. `since` is when the run first asked, so a run keeps its place in
+        line however long it waited."""
+        self._expire(now)
+        self._told.pop(run_id, None)
+        if isinstance(unit, datetime) and now >= unit:
+            unit = False  # its block has ended: the keeper may have counted it as spent at its end, not now
+        state = self._playbook(playbook)
+        for switch, scope in ((self.state.switch, "everything"), (state.switch, f"playbook {playbook}")):
+            if switch.on:
+                self.state.waiting.pop(run_id, None)
+                return Answer(
+                    verdict="refuse",
+                    limit="kill_switch",
+                    reason=f"the kill switch is on for {scope} (set by {switch.by}: {switch.reason or 'no reason'})",
+                )
+        held = self.state.leases.get(run_id)
+        if held is not None:
+            held.until = now + self.lease
+            return Answer(verdict="grant", reason="lease renewed")
+        returning = run_id in self.state.grants  # counted already; it paused for a person, or its lease ran out
+        if not returning and (refusal := self._cooldown(run_id, playbook, key, now, limits)) is not None:
+            self.state.waiting.pop(run_id, None)
+            return refusal
+        full = self._full(run_id, playbook, now, limits, returning, since or now)
+        if full is None and not returning and unit is False:
+            full = Answer(
+                verdict="refuse",
+                limit="max_writes_per_hour",
+                reason="the global budget (REMEDIATE_MAX_WRITES_PER_HOUR) is spent for this hour",
+                frees_at=budget_frees_at,
+            )
+        if full is not None:
+            return self._line_up(run_id, playbook, now, limits, full, since or now)
+        self.state.waiting.pop(run_id, None)
+        answer = self._caution(playbook, now, limits, state)
+        self.state.leases[run_id] = Lease(playbook=playbook, key=key, granted_at=now, until=now + self.lease)
+        if not returning:
+            self.state.grants[run_id] = Grant(playbook=playbook, key=key, at=now)
+            if limits.cooldown is not None:  # kept only as long as it counts: the carried state stays small
+                state.cooldowns[key] = Cooldown(at=now, run_id=run_id, until=now + limits.cooldown)
+            answer.counted = True
+        return answer
+
+    def _line_up(
+        self, run_id: str, playbook: str, now: datetime, limits: Limits, full: Answer, since: datetime
+    ) -> Answer:
+        """Over a limit a run may wait out: it keeps (or takes) its place in line, or is refused if it may not wait."""
+        if not limits.waits():
+            self.state.waiting.pop(run_id, None)
+            return full
+        mine = self.state.waiting.get(run_id)
+        if mine is None:
+            mine = self.state.waiting[run_id] = Waiting(playbook=playbook, since=since, seen=now)
+        mine.seen = now
+        place = 1 + len(self._ahead(run_id, playbook, mine.since))
+        return full.model_copy(
+            update={"verdict": "wait", "place": place, "reason": f"{full.reason}; place {place} in line"}
+        )
+
+    def _ahead(self, run_id: str, playbook: str, since: datetime) -> list[str]:
+        """Runs of this playbook waiting since before this one: their turn comes first."""
+        return [
+            other
+            for other, w in self.state.waiting.items()
+            if other != run_id and w.playbook == playbook and (w.since, other) < (since, run_id)
+        ]
+
+    def _cooldown(self, run_id: str, playbook: str, key: str, now: datetime, limits: Limits) -> Answer | None:
+        last = self._playbook(playbook).cooldowns.get(key)
+        if (
+            limits.cooldown is not None
+            and last is not None
+            and last.run_id != run_id
+            and now - last.at < limits.cooldown
+        ):
+            return Answer(
+                verdict="refuse",
+                limit="cooldown",
+                reason=f"cooldown {written(limits.cooldown)} for {key!r}: run {last.run_id} wrote at "
+                f"{last.at.isoformat()}",
+                frees_at=last.at + limits.cooldown,
+            )
+        return None
+
+    def _full(
+        self, run_id: str, playbook: str, now: datetime, limits: Limits, returning: bool, since: datetime
+    ) -> Answer | None:
+        """The first limit with no slot left for this run, counting the runs waiting ahead of it as taking theirs."""
+        ahead = len(self._ahead(run_id, playbook, since)) if limits.waits() else 0
+        acting = [lease for lease in self.state.leases.values() if lease.playbook == playbook]
+        if limits.max_concurrent is not None and len(acting) + ahead >= limits.max_concurrent:
+            return Answer(
+                verdict="refuse",
+                limit="max_concurrent",
+                reason=f"{len(acting)} run(s) of {playbook} acting now (max_concurrent {limits.max_concurrent})",
+                frees_at=min((lease.until for lease in acting), default=None),
+            )
+        recent = [g.at for g in self.state.grants.values() if g.playbook == playbook]
+        if not returning and limits.max_runs_per_hour is not None and len(recent) + ahead >= limits.max_runs_per_hour:
+            return Answer(
+                verdict="refuse",
+                limit="max_runs_per_hour",
+                reason=f"{len(recent)} write-runs of {playbook} in the last hour (max_runs_per_hour "
+                f"{limits.max_runs_per_hour})",
+                frees_at=min(recent, default=now) + HOUR,
+            )
+        return None
+
+    def _caution(self, playbook: str, now: datetime, limits: Limits, state: PlaybookState) -> Answer:
+        if state.breaker_open:
+            return Answer(
+                verdict="approval",
+                limit="breaker",
+                reason=f"{state.ineffective_in_a_row} ineffective run(s) in a row: writes need approval until "
+                f"`remediate breaker reset {playbook}`",
+            )
+        if limits.storm is not None:
+            seen = _recent(state.occurrences, now, limits.storm.within)
+            if len(seen) > limits.storm.occurrences:
+                return Answer(
+                    verdict="approval",
+                    limit="storm",
+                    reason=f"{len(seen)} new occurrences within {written(limits.storm.within)} (storm above "
+                    f"{limits.storm.occurrences}): writes need approval until it is calm",
+                )
+        return Answer(verdict="grant")
+
+    def next_in_line(self, playbook: str, now: datetime) -> str | None:
+        """A slot of this playbook has just freed: the first run waiting for it, not told so in the last TOLD_AGAIN,
+        which should ask now rather than at its next poll. Only a hint: its ask decides, as every ask does."""
+        self._told = {run: at for run, at in self._told.items() if now - at < TOLD_AGAIN and run in self.state.waiting}
+        line = [(w.since, run) for run, w in self.state.waiting.items() if w.playbook == playbook]
+        first = min((entry for entry in line if entry[1] not in self._told), default=None)
+        if first is None:
+            return None
+        self._told[first[1]] = now
+        return first[1]
+
+    def release(self, run_id: str, wrote: bool = True) -> bool:
+        """The run ended (or waits for a person): it no longer counts as acting, nor waits in line; a run that wrote
+        nothing gets its hourly slot and cooldown back. True when a counted write-run was refunded."""
+        self.state.leases.pop(run_id, None)
+        self.state.waiting.pop(run_id, None)
+        if wrote:
+            return False
+        grant = self.state.grants.pop(run_id, None)
+        if grant is None:
+            return False
+        cooldowns = self._playbook(grant.playbook).cooldowns
+        if (held := cooldowns.get(grant.key)) is not None and held.run_id == run_id:
+            del cooldowns[grant.key]
+        return True
+
+    def effectiveness(
+        self, playbook: str, result: Literal["effective", "ineffective", "unknown"], limits: Limits, run_id: str = ""
+    ) -> bool:
+        """Record a run's effectiveness, once per run (a batch sent again after a lost answer counts nothing twice);
+        True when this result opened the breaker."""
+        state = self._playbook(playbook)
+        if run_id:
+            if run_id in state.reported:
+                return False
+            state.reported = [*state.reported, run_id][-REPORTED:]
+        if result == "effective":
+            state.ineffective_in_a_row = 0
+            return False
+        if result == "ineffective":
+            state.ineffective_in_a_row += 1
+            if limits.breaker and state.ineffective_in_a_row >= limits.breaker.ineffective and not state.breaker_open:
+                state.breaker_open = True
+                return True
+        return False
+
+    def reset_breaker(self, playbook: str) -> None:
+        state = self._playbook(playbook)
+        state.breaker_open, state.ineffective_in_a_row = False, 0

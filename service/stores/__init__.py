@@ -1,0 +1,1 @@
+"""The audit trail's stores: Postgres in production, SQLite under `remediate dev`."""

@@ -1,0 +1,1 @@
+"""One adapter per target system: the only code that touches Postgres, Kubernetes, Redis, HTTP, ..."""

@@ -1,0 +1,1 @@
+"""The Kubernetes target, through lightkube."""

@@ -1,0 +1,1 @@
+"""The Postgres target: queries, guarded writes, the idempotency ledger."""

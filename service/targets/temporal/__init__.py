@@ -1,0 +1,1 @@
+"""Temporal as a target system (workflows of the applications remediate fixes)."""

@@ -1,0 +1,1 @@
+"""The HTTP routes: the webhook, approvals, the rails, runs, health and metrics."""
