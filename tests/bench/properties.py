@@ -25,9 +25,8 @@ from service.playbooks.sql_check import REFUSED_FUNCTIONS, check
 from service.playbooks.templating import render
 from service.targets.http import HttpAdapter, new_client
 from service.vocabulary.errors import StepError, TemplateError
-from tests.security.test_slack_input import _signed
-from tests.security.test_webhook_input import AUTH, BODIES, JSON, app
-from tests.unit.test_slack import client
+from tests.support.slack_signing import client, signed_headers
+from tests.support.webhook_app import AUTH, BODIES, JSON, app
 
 # Slack-shaped payloads, so the parser past the signature is exercised too, not only its first refusal.
 PAYLOADS = st.fixed_dictionaries(
@@ -92,7 +91,7 @@ def slack(counts: Counter[str]) -> Callable[..., None]:
     @given(st.binary(max_size=600) | st.text(max_size=300).map(str.encode) | PAYLOADS)
     def prop(raw: bytes) -> None:
         counts["examples"] += 1
-        code = http.post("/slack/interactions", content=raw, headers=_signed(raw))
+        code = http.post("/slack/interactions", content=raw, headers=signed_headers(raw))
         assert code < 500
         counts[str(code)] += 1
 

@@ -15,7 +15,8 @@ from service.cli.devserver import start_dev_server
 from service.runs.policy import Mode
 from service.runs.state import RunState
 from service.temporal.client import TemporalRuns, connect
-from tests.conftest import DATA, job_states, seed_jobs, update_counts
+from tests.support.jobs import job_states, seed_jobs, update_counts
+from tests.support.paths import DATA
 from tests.support.servers import Alertmanager, free_port, scratch, start_alertmanager
 from tests.support.stack import RUNS, TOKEN, running_stack
 

@@ -12,8 +12,8 @@ import redis.asyncio as aioredis
 from temporalio.client import Client
 
 from service.runs.policy import Mode
-from tests.e2e.harness import Pipeline, connections_config, pipeline
 from tests.support.fake_kube import FakeKube
+from tests.support.pipeline import Pipeline, connections_config, pipeline
 from tests.support.servers import Redis, serving
 from tests.targets.greenlang import GreenLang
 

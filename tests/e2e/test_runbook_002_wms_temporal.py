@@ -14,8 +14,8 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import Worker
 
 from service.runs.policy import Mode
-from tests.e2e.harness import Pipeline, connections_config, pipeline
 from tests.support.fake_kube import FakeKube
+from tests.support.pipeline import Pipeline, connections_config, pipeline
 from tests.support.servers import serving
 from tests.targets import wms
 

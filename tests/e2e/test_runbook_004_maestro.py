@@ -11,8 +11,8 @@ import redis.asyncio as aioredis
 from temporalio.client import Client
 
 from service.runs.policy import Mode
-from tests.conftest import new_database
-from tests.e2e.harness import Pipeline, connections_config, pipeline
+from tests.support.jobs import new_database
+from tests.support.pipeline import Pipeline, connections_config, pipeline
 from tests.support.servers import Postgres, Redis, serving
 from tests.targets import maestro
 from tests.targets.sql_exporter import SqlExporter

@@ -19,7 +19,6 @@ from collections import Counter
 import psycopg
 
 from service.cli.devserver import start_dev_server
-from tests.conftest import JOBS_SCHEMA
 from tests.support.crash import (
     KINDS,
     POINTS,
@@ -32,6 +31,7 @@ from tests.support.crash import (
     start_cluster_alertmanager,
     write_playbooks,
 )
+from tests.support.jobs import JOBS_SCHEMA
 from tests.support.processes import REMEDIATE
 from tests.support.servers import scratch, serving, start_postgres
 from tests.targets.jobs_api import JobsApi

@@ -25,8 +25,9 @@ from service.cli.main import main
 from service.runs.policy import Mode
 from service.runs.state import RunState
 from service.temporal.client import TemporalRuns
-from tests.conftest import ROOT, job_states, seed_jobs, update_counts
 from tests.support.fake_slack import FakeSlack
+from tests.support.jobs import job_states, seed_jobs, update_counts
+from tests.support.paths import ROOT
 from tests.support.servers import serving
 from tests.support.stack import TOKEN, running_stack, state_now
 

@@ -18,7 +18,7 @@ from service.stores.sqlite import SqliteAuditStore
 from service.vocabulary.approvals import DecisionRecord, Gate, GateRequest
 from service.vocabulary.errors import AuditUnavailable
 from service.vocabulary.modes import Mode
-from tests.conftest import new_database
+from tests.support.jobs import new_database
 from tests.support.servers import Postgres
 
 CANARY = "canary-secret-7f3a9b2c"

@@ -18,8 +18,8 @@ from service.config import ConfigFile, KubernetesConnection
 from service.runs.registry import Registry
 from service.runs.state import StepRequest
 from service.targets.kubernetes.adapter import KubernetesAdapter
-from tests.conftest import ROOT
 from tests.support.fake_kube import FakeKube
+from tests.support.paths import ROOT
 from tests.support.processes import REMEDIATE, start
 from tests.support.servers import free_port, serving
 

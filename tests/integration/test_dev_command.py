@@ -15,7 +15,8 @@ from pathlib import Path
 
 import httpx2
 
-from tests.conftest import ROOT, seed_jobs, update_counts
+from tests.support.jobs import seed_jobs, update_counts
+from tests.support.paths import ROOT
 from tests.support.servers import free_port, wait_http
 
 

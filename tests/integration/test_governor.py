@@ -39,8 +39,9 @@ from service.runs.state import RunState
 from service.temporal.client import TemporalRuns
 from service.temporal.governor.board import Board
 from service.temporal.governor.client import GovernorClient
-from tests.conftest import DATA, job_states, seed_jobs, update_counts
-from tests.integration.test_runs import message
+from tests.support.jobs import job_states, seed_jobs, update_counts
+from tests.support.messages import message
+from tests.support.paths import DATA
 from tests.support.stack import TOKEN, run_handle, running_stack
 
 pytestmark = pytest.mark.integration

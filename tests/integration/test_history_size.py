@@ -17,7 +17,8 @@ from service.runs.delivery import Delivery
 from service.runs.intake import Receiver, SeenRuns
 from service.runs.policy import Mode
 from service.runs.state import RunInput
-from tests.conftest import DATA, seed_jobs
+from tests.support.jobs import seed_jobs
+from tests.support.paths import DATA
 from tests.support.stack import TOKEN, run_handle, running_stack
 
 # Budgets for the example playbook (one read, one write, one verify, dry-run), with room for small changes; a

@@ -15,7 +15,7 @@ from ruamel.yaml import YAML
 from service.durable.policy_activities import PolicyMetrics
 from service.web.app import Metrics
 from service.web.run_metrics import ApprovalGauges, worker_up
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "remediate-dashboard.json"
 HEALTH = ROOT / "deploy" / "prometheus" / "health"

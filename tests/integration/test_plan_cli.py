@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from service.cli.main import main
-from tests.conftest import DATA, ROOT, job_states, new_database, seed_jobs, update_counts
-from tests.e2e.harness import connections_config
+from tests.support.jobs import job_states, new_database, seed_jobs, update_counts
+from tests.support.paths import DATA, ROOT
+from tests.support.pipeline import connections_config
 from tests.support.processes import REMEDIATE
 from tests.support.servers import Postgres, Redis
 from tests.targets import maestro

@@ -15,7 +15,7 @@ from service.runs.registry import Registry
 from service.runs.state import StepRequest
 from service.targets.postgres.adapter import PostgresAdapter
 from service.vocabulary.errors import GuardViolation, PermanentStepError, StepError
-from tests.conftest import job_states, seed_jobs, update_counts
+from tests.support.jobs import job_states, seed_jobs, update_counts
 
 STUCK = "select id from jobs where status = 'running' and queue = %(queue)s order by id"
 REQUEUE = "update jobs set status = 'pending' where id = any(%(ids)s) and status = 'running'"

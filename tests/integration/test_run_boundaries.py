@@ -19,7 +19,8 @@ from service.runs.deadline import longest_run
 from service.runs.engine import Run
 from service.runs.policy import Mode
 from service.runs.state import RunInput, RunState
-from tests.conftest import DATA, seed_jobs
+from tests.support.jobs import seed_jobs
+from tests.support.paths import DATA
 from tests.support.stack import TOKEN, run_handle, running_stack
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import httpx2
@@ -16,40 +16,15 @@ from service.cli.main import main
 from service.runs.policy import Mode
 from service.runs.state import short_id
 from service.temporal.client import TemporalRuns, connect
-from tests.conftest import DATA, ROOT, job_states, seed_jobs, update_counts
+from tests.support.jobs import job_states, seed_jobs, update_counts
+from tests.support.messages import message
+from tests.support.paths import DATA, ROOT
 from tests.support.servers import free_port
 from tests.support.stack import TOKEN, run_handle, running_stack
 
 CONFIG = DATA / "jobs-config.yaml"
 PLAYBOOKS = DATA / "playbooks"  # holds a copy of the shipped stuck-jobs.yaml, kept equal by a test
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def message(
-    status: str = "firing",
-    fingerprint: str | None = None,
-    starts: str | None = None,
-    queue: str = "q1",
-    severity: str = "warning",
-) -> dict[str, object]:
-    fingerprint = fingerprint or uuid.uuid4().hex[:16]
-    starts = starts or datetime.now(UTC).isoformat()
-    return {
-        "version": "4",
-        "status": status,
-        "receiver": "remediate",
-        "groupKey": "g",
-        "alerts": [
-            {
-                "status": status,
-                "labels": {"alertname": "JobsStuck", "queue": queue, "severity": severity},
-                "annotations": {},
-                "startsAt": starts,
-                "endsAt": "0001-01-01T00:00:00Z",
-                "fingerprint": fingerprint,
-            }
-        ],
-    }
 
 
 async def wait_closed(client: Client, run_id: str, within: float = 30) -> TemporalRuns:

@@ -18,8 +18,8 @@ from temporalio.client import Client
 
 from service.runs.state import short_id
 from service.temporal.client import TemporalRuns
-from tests.conftest import new_database
-from tests.process.test_rails import AUTH, ONCALL, alert, cli, env, finished, until, write_config
+from tests.support.deployment import AUTH, ONCALL, alert, cli, env, finished, until, write_config
+from tests.support.jobs import new_database
 from tests.support.processes import start
 from tests.support.rail_target import RailTarget, playbook
 from tests.support.servers import Postgres, serving

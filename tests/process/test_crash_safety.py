@@ -15,7 +15,6 @@ import pytest
 import pytest_asyncio
 from temporalio.client import Client
 
-from tests.conftest import JOBS_SCHEMA, new_database
 from tests.support.crash import (
     POINTS,
     SLOW_TRIGGER,
@@ -30,6 +29,7 @@ from tests.support.crash import (
     webhook_message,
     write_playbooks,
 )
+from tests.support.jobs import JOBS_SCHEMA, new_database
 from tests.support.processes import REMEDIATE
 from tests.support.servers import Postgres, serving
 from tests.targets.jobs_api import JobsApi

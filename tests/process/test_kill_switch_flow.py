@@ -12,7 +12,7 @@ import httpx2
 import pytest
 from temporalio.client import Client
 
-from tests.process.test_rails import AUTH, cli, many, replicas
+from tests.support.deployment import AUTH, cli, many, replicas
 from tests.support.rail_target import RailTarget, playbook
 from tests.support.servers import serving
 

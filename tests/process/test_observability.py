@@ -12,7 +12,7 @@ import httpx2
 import pytest
 from temporalio.client import Client
 
-from tests.process.test_rails import AUTH, ONCALL, alert, env, finished, until, write_config
+from tests.support.deployment import AUTH, ONCALL, alert, env, finished, until, write_config
 from tests.support.fake_sentry import FakeSentry
 from tests.support.processes import start
 from tests.support.rail_target import RailTarget, playbook

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from temporalio.client import Client
 
-from tests.process.test_rails import AUTH, alert, env, finished, until, write_config
+from tests.support.deployment import AUTH, alert, env, finished, until, write_config
 from tests.support.fake_slack import FakeSlack
 from tests.support.processes import start
 from tests.support.rail_target import RailTarget, playbook

@@ -7,7 +7,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 
 def test_the_wheel_holds_every_module_and_data_file_and_builds_without_warnings(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 from temporalio.client import Client
 
 from service.runs.state import RunState
-from tests.process.test_rails import AUTH, ONCALL, alert, cli, env, finished, write_config
+from tests.support.deployment import AUTH, ONCALL, alert, cli, env, finished, write_config
 from tests.support.processes import start
 from tests.support.rail_target import RailTarget, playbook
 from tests.support.servers import serving

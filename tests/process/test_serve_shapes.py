@@ -17,8 +17,9 @@ from temporalio.client import Client
 
 from service.runs.state import RunState
 from service.temporal.client import TemporalRuns, connect
-from tests.conftest import DATA, JOBS_SCHEMA, job_states, seed_jobs, update_counts
 from tests.support.crash import webhook_message
+from tests.support.jobs import JOBS_SCHEMA, job_states, seed_jobs, update_counts
+from tests.support.paths import DATA
 from tests.support.processes import REMEDIATE, ServiceProcess, start
 from tests.support.servers import (
     TemporalDevServer,

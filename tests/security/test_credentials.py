@@ -158,7 +158,7 @@ def test_a_flood_of_decisions_keeps_the_gate_bounded() -> None:
     """Reproduction: every decision grew the run's list until its queries failed; a gate now keeps 100 besides the
     counted ones, and a real approver still gets through after a flood."""
     from service.vocabulary.approvals import MAX_DECISIONS
-    from tests.unit.test_approvals import gate as new_gate
+    from tests.support.gates import gate as new_gate
 
     gate = new_gate()
     outcomes = [

@@ -35,7 +35,7 @@ from service.temporal.client import TemporalRuns
 from service.vocabulary.errors import ConfigError, PermanentStepError
 from service.web.app import create_app
 from service.web.credentials import WebAuth
-from tests.conftest import new_database
+from tests.support.jobs import new_database
 from tests.support.rail_target import RailTarget
 from tests.support.servers import Postgres, serving
 

@@ -14,8 +14,8 @@ from temporalio import workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from tests.conftest import new_database
-from tests.process.test_rails import AUTH, cli, env, many, write_config
+from tests.support.deployment import AUTH, cli, env, many, write_config
+from tests.support.jobs import new_database
 from tests.support.processes import start
 from tests.support.rail_target import RailTarget, playbook
 from tests.support.servers import Postgres, serving

@@ -11,8 +11,8 @@ import httpx2
 import pytest
 
 from service.vocabulary.redact import redact
-from tests.conftest import DATA
 from tests.support.crash import webhook_message
+from tests.support.paths import DATA
 from tests.support.processes import start
 
 CANARY = "CANARY-s3cret-7f3a"

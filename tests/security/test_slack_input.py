@@ -4,7 +4,6 @@ Slack message stays text."""
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -15,12 +14,7 @@ from hypothesis import strategies as st
 
 from service.notify.slack import approval_blocks, escape
 from service.vocabulary.approvals import Gate, GateRequest, PlannedWrite
-from tests.unit.test_slack import SECRET, client, sign
-
-
-def _signed(raw: bytes) -> dict[str, str]:
-    ts = int(time.time())
-    return {"X-Slack-Request-Timestamp": str(ts), "X-Slack-Signature": sign(raw, ts)}
+from tests.support.slack_signing import SECRET, client, signed_headers
 
 
 def _payload(**overrides: Any) -> bytes:
@@ -67,7 +61,7 @@ def test_signed_but_malformed_payloads_get_400_with_a_reason(overrides: dict[str
     """Reproduction: nine kinds of correctly signed, malformed payloads answered 500; now 400 and no decision."""
     http, runs = client()
     raw = _payload(**overrides)
-    reply = http.post("/slack/interactions", content=raw, headers=_signed(raw))
+    reply = http.post("/slack/interactions", content=raw, headers=signed_headers(raw))
     assert reply.status_code == 400 and "block_actions" in reply.json()["error"] and runs.decided == []
 
 
@@ -83,7 +77,7 @@ def test_a_huge_body_is_refused_by_its_size_before_it_is_read_whole() -> None:
 def test_no_signed_body_gets_a_5xx(raw: bytes) -> None:
     """Property: any body, correctly signed, is answered 200 or 4xx, never 5xx."""
     http, _ = client()
-    assert http.post("/slack/interactions", content=raw, headers=_signed(raw)).status_code < 500
+    assert http.post("/slack/interactions", content=raw, headers=signed_headers(raw)).status_code < 500
 
 
 HOSTILE = ["<!channel>", "<@U024BE7LH>", "<https://evil.example|Approve>", "a & b", "x>y<z"]

@@ -22,7 +22,7 @@ from service.vocabulary.outcomes import OutcomeNotice
 from service.vocabulary.redact import redact
 from service.web.app import health_routes
 from service.web.credentials import is_loopback
-from tests.process.test_rails import many, write_config
+from tests.support.deployment import many, write_config
 from tests.support.fake_slack import FakeSlack
 from tests.support.rail_target import RailTarget, playbook
 from tests.support.servers import serving

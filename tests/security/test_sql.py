@@ -19,7 +19,7 @@ from service.runs.registry import Registry
 from service.runs.state import StepRequest
 from service.targets.postgres.adapter import PostgresAdapter
 from service.vocabulary.errors import GuardViolation, StepError
-from tests.conftest import job_states, seed_jobs
+from tests.support.jobs import job_states, seed_jobs
 
 PLAYBOOK = """name: p
 match: {{alertname: A}}

@@ -17,9 +17,9 @@ import pytest
 from ruamel.yaml import YAML
 from temporalio.client import Client
 
-from tests.conftest import new_database
-from tests.process.test_rails import AUTH, cli, env
 from tests.support.crash import webhook_message
+from tests.support.deployment import AUTH, cli, env
+from tests.support.jobs import new_database
 from tests.support.processes import start
 from tests.support.servers import Postgres
 from tests.support.stack import RUNS

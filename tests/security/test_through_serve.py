@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import httpx2
 import pytest
 
-from tests.conftest import DATA
+from tests.support.paths import DATA
 from tests.support.processes import start
 
 pytestmark = pytest.mark.process

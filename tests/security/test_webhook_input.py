@@ -4,7 +4,6 @@ would stall a backtracking engine all get a prompt, reasoned answer, never a 5xx
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import uuid
 from datetime import UTC, datetime
@@ -14,44 +13,21 @@ from typing import Any
 import httpx2
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from starlette.testclient import TestClient
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from service.alerts.webhook import Alert, WebhookMessage
 from service.durable.delivery_activities import DeliveryActivities
 from service.durable.delivery_workflow import DeliveryWorkflow
-from service.playbooks.playbook import LabelMatcher, load_playbooks
-from service.runs.delivery import Delivery, DeliveryCounts
+from service.playbooks.playbook import LabelMatcher
+from service.runs.delivery import DeliveryCounts
 from service.runs.policy import Mode
 from service.temporal.client import TemporalRuns
-from service.web.app import Receiver, SeenRuns, create_app
-from service.web.credentials import WebAuth
-from tests.conftest import DATA
 from tests.support.crash import webhook_message
+from tests.support.paths import DATA
 from tests.support.processes import start
 from tests.support.stack import TOKEN, running_stack
-
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-PLAYBOOKS = load_playbooks([DATA / "playbooks"])
-
-
-class Started(TemporalRuns):
-    """Stands in for Temporal: every delivery is accepted at once."""
-
-    def __init__(self) -> None:
-        self.started: list[str] = []
-
-    async def deliver(self, delivery: Delivery) -> bool:
-        self.started.extend(run.run_id for run in delivery.runs())
-        return True
-
-
-def app() -> TestClient:
-    runs = Started()
-    receiver = Receiver(PLAYBOOKS, runs, Mode.DRY_RUN, SeenRuns(100))
-    return TestClient(create_app(receiver, WebAuth(token=TOKEN), runs), raise_server_exceptions=False)
+from tests.support.webhook_app import AUTH, BODIES, app
 
 
 def alert(labels: dict[str, str], fingerprint: str | None = None) -> dict[str, Any]:
@@ -96,40 +72,6 @@ def test_matchers_are_anchored_and_refuse_what_re2_cannot_compile() -> None:
     assert not LabelMatcher.parse('s=~"warn"').matches({"s": "warning"})
     with pytest.raises(ValueError, match="RE2"):
         LabelMatcher.parse(r"s=~(a)\1")
-
-
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=20,
-)
-ALERTISH = st.fixed_dictionaries(
-    {"version": st.sampled_from(["4", "3", 4]), "status": st.sampled_from(["firing", "resolved", "x"])},
-    optional={
-        "alerts": st.lists(
-            st.fixed_dictionaries(
-                {
-                    "status": st.sampled_from(["firing", "resolved", 1]),
-                    "labels": st.fixed_dictionaries(
-                        {"alertname": st.sampled_from(["JobsStuck", "Other"]), "severity": st.just("critical")}
-                    )
-                    | st.dictionaries(st.text(max_size=10), st.text(max_size=30) | JSON, max_size=4),
-                    "startsAt": st.sampled_from(["2026-11-23T10:00:00Z", "yesterday", 5]),
-                    "fingerprint": st.from_regex(r"[0-9a-f]{1,16}", fullmatch=True) | st.text(max_size=70),
-                },
-                optional={"annotations": JSON, "endsAt": JSON},
-            ),
-            max_size=3,
-        )
-    },
-)
-
-
-BODIES = st.one_of(
-    st.binary(max_size=300),
-    JSON.map(lambda v: json.dumps(v).encode()),
-    ALERTISH.map(lambda v: json.dumps(v).encode()),
-)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -2,32 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from service.vocabulary.approvals import Decision, Gate, GateRequest, Verdict
-
-APPROVERS = ["U_ALICE", "U_BOB"]
-NOW = datetime(2026, 11, 23, tzinfo=UTC)
-
-
-def gate(min_approvals: int = 1) -> Gate:
-    return Gate(
-        request=GateRequest(
-            run_id="r",
-            playbook="p",
-            alertname="A",
-            labels={},
-            diagnosis=[],
-            writes=[],
-            approvers=APPROVERS,
-            min_approvals=min_approvals,
-            expires_at=NOW,
-        )
-    )
+from service.vocabulary.approvals import Decision, Verdict
+from tests.support.gates import APPROVERS, gate
 
 
 def decide(user: str, verdict: Verdict = "approve", decision_id: str | None = None, gate_id: str = "act") -> Decision:

@@ -2,40 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 import pytest
 from freezegun import freeze_time
-from starlette.applications import Starlette
-from starlette.testclient import TestClient
 
 from service.notify.slack import approval_blocks
-from service.temporal.client import TemporalRuns
 from service.vocabulary.approvals import Decision, Gate, GateRequest, PlannedWrite
-from service.web.credentials import ApproverTokens, WebAuth
-from service.web.decisions import decision_routes
+from tests.support.slack_signing import client, sign
 
-SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 NOW = 1_795_400_000
-
-
-class RecordingRuns(TemporalRuns):
-    """Stands in for the run side of the web app: records what would be signalled."""
-
-    def __init__(self) -> None:
-        self.decided: list[tuple[str, Decision]] = []
-
-    async def decide(self, run_id: str, decision: Decision) -> None:
-        self.decided.append((run_id, decision))
-
-
-def client() -> tuple[TestClient, RecordingRuns]:
-    runs = RecordingRuns()
-    return TestClient(Starlette(routes=decision_routes(runs, WebAuth(), ApproverTokens(), SECRET))), runs
 
 
 def body(user: str = "U_ALICE", action: str = "approve") -> bytes:
@@ -47,10 +25,6 @@ def body(user: str = "U_ALICE", action: str = "approve") -> bytes:
         ],
     }
     return urlencode({"payload": json.dumps(payload)}).encode()
-
-
-def sign(raw: bytes, ts: int, secret: str = SECRET) -> str:
-    return "v0=" + hmac.new(secret.encode(), f"v0:{ts}:".encode() + raw, hashlib.sha256).hexdigest()
 
 
 @freeze_time(datetime.fromtimestamp(NOW, UTC))

@@ -18,7 +18,7 @@ from temporalio.client import Client
 from service.runs.policy import Mode
 from service.runs.state import RunState
 from service.temporal.client import TemporalRuns
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 from tests.support.servers import Alertmanager, free_port, scratch, start_alertmanager, start_prometheus
 from tests.support.stack import RUNS, TOKEN, running_stack, state_now
 

@@ -1,0 +1,10 @@
+"""Where the repository and its test data are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+DATA = Path(__file__).resolve().parent / "data"
