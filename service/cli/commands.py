@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from service.app import compose
+from service.app import compose, process
 from service.app.error_reporting import guard_secrets
 from service.cli import audit_commands, planning, playbook_tests, test_files
 from service.cli import dev as dev_stack
@@ -246,7 +246,7 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
     secrets = guard_secrets(settings, config)
     audit = await ready_store(settings)  # a store that is down or not migrated stops start-up, with the reason
     try:
-        await compose.serve(
+        await process.serve(
             settings,
             playbooks,
             compose.Adapters.build(config),

@@ -14,8 +14,9 @@ from pathlib import Path
 from pydantic import SecretStr
 from ruamel.yaml import YAML
 
-from service.app.compose import Adapters, load_catalog, serve
+from service.app.compose import Adapters, load_catalog
 from service.app.error_reporting import guard_secrets
+from service.app.process import serve
 from service.cli.devserver import start_dev_server
 from service.config import ConfigFile, Settings, load_config_file
 from service.stores.setup import ready_store

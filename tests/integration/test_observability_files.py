@@ -25,7 +25,7 @@ PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 
 
 def exported() -> set[str]:
-    """Every sample name a serve process can export (as composed in service.app.compose.serve)."""
+    """Every sample name a serve process can export (as composed in service.app.process.serve)."""
     metrics = Metrics()
     PolicyMetrics(metrics.registry)
     ApprovalGauges(metrics.registry)

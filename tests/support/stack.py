@@ -12,7 +12,8 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
-from service.app.compose import Adapters, load_all, serve
+from service.app.compose import Adapters, load_all
+from service.app.process import serve
 from service.config import Settings
 from service.runs.policy import Mode
 from service.runs.state import RunState
