@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from service.rails.governor import Limits
+from service.rails.governor_state import Limits
 from service.vocabulary.errors import ConfigError
 from service.vocabulary.modes import Mode
 

@@ -15,7 +15,8 @@ from service.notify.notifiers import AllNotifiers
 from service.notify.slack import SlackNotifier
 from service.notify.webhook import WebhookNotifier
 from service.playbooks.catalog import Catalog
-from service.playbooks.playbook import Playbook, PlaybookVersion, load_playbooks, load_versioned
+from service.playbooks.loader import load_playbooks, load_versioned
+from service.playbooks.playbook import Playbook, PlaybookVersion
 from service.rails.governance import Governance, governor_id
 from service.runs.registry import Registry
 from service.runs.state import Durability

@@ -24,7 +24,8 @@ from service.cli import dev as dev_stack
 from service.cli.report import format_state
 from service.config import PostgresConnection, Settings
 from service.playbooks import action_docs
-from service.playbooks.playbook import Playbook, load_playbooks, playbook_schema
+from service.playbooks.loader import load_playbooks
+from service.playbooks.playbook import Playbook, playbook_schema
 from service.stores.setup import ready_store
 from service.targets.postgres.adapter import PostgresAdapter
 from service.targets.postgres.ledger import ledger_sql

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.rails.governor import Answer, GovernorState, Limits, Switch
+from service.rails.governor_state import Answer, GovernorState, Limits, Switch
 
 __all__ = ["Answer", "GovernorState", "Limits", "Switch"]
 

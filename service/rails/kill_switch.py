@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel, Field
 
 from service.rails.governance import SwitchChange
-from service.rails.governor import Switch
+from service.rails.governor_state import Switch
 
 # How long a worker trusts its view of the switch (it polls five times a second): older, its writes wait for a fresh
 # view and are refused if none comes. A flip that turns a switch on returns once every live worker holds it, and at

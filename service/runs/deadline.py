@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from service.playbooks.steps import StepBase, WriteStep
-from service.rails.governor import BUSY_AT_MOST, WAIT_AT_MOST
+from service.rails.governor_state import BUSY_AT_MOST, WAIT_AT_MOST
 from service.runs.state import RunInput
 
 MARGIN = timedelta(minutes=30)  # notifications, the governor's answers, a worker restart or two

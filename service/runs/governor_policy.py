@@ -29,7 +29,7 @@ from service.rails.governance import (
     SilenceRequest,
     Tripped,
 )
-from service.rails.governor import BUSY_AT_MOST, WAIT_AT_MOST, Limits
+from service.rails.governor_state import BUSY_AT_MOST, WAIT_AT_MOST, Limits
 from service.runs.policy import ModeLadder
 from service.runs.state import RunInput, RunState
 from service.vocabulary.durations import written

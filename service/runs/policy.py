@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from service.playbooks.steps import StepBase
-from service.rails.governor import Answer
+from service.rails.governor_state import Answer
 from service.runs.state import RunInput
 from service.vocabulary.modes import Mode, effective_mode
 

@@ -29,7 +29,7 @@ import httpx2
 
 from service.alerts.webhook import WebhookMessage
 from service.cli.devserver import start_dev_server
-from service.playbooks.playbook import load_playbooks
+from service.playbooks.loader import load_playbooks
 from service.runs.policy import Mode
 from service.runs.state import RunInput
 from service.temporal.client import TemporalRuns

@@ -12,7 +12,7 @@ from temporalio.client import Client
 
 from service.alerts.webhook import Alert, WebhookMessage
 from service.durable.activities import RESULT_LIMIT
-from service.playbooks.playbook import load_playbooks
+from service.playbooks.loader import load_playbooks
 from service.runs.delivery import Delivery
 from service.runs.intake import Receiver, SeenRuns
 from service.runs.policy import Mode

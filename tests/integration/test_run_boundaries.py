@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError
 
 from service.alerts.webhook import Alert
 from service.durable.workflows import RemediationWorkflow
-from service.playbooks.playbook import load_playbooks
+from service.playbooks.loader import load_playbooks
 from service.runs.deadline import longest_run
 from service.runs.engine import Run
 from service.runs.policy import Mode

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from service.alerts.webhook import Alert, run_id
 from service.config import HttpConnection
-from service.playbooks.playbook import load_file
+from service.playbooks.loader import load_file
 from service.playbooks.steps import StepBase
 from service.runs.audit import FINAL, AuditSnapshot, Scrubber, events_of
 from service.runs.delivery import Delivery

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.config import PostgresConnection
-from service.playbooks.playbook import load_file
+from service.playbooks.loader import load_file
 from service.playbooks.sql_check import REFUSED_FUNCTIONS, check
 from service.runs.registry import Registry
 from service.runs.state import StepRequest

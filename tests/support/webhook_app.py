@@ -7,7 +7,7 @@ import json
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from service.playbooks.playbook import load_playbooks
+from service.playbooks.loader import load_playbooks
 from service.runs.delivery import Delivery
 from service.runs.policy import Mode
 from service.temporal.client import TemporalRuns

@@ -10,7 +10,8 @@ from pydantic import JsonValue
 
 from service.alerts.webhook import Alert
 from service.cli.report import format_state
-from service.playbooks.playbook import Playbook, load_playbooks
+from service.playbooks.loader import load_playbooks
+from service.playbooks.playbook import Playbook
 from service.playbooks.step_base import ApprovalRule
 from service.playbooks.steps import StepBase
 from service.runs.engine import Run, item_key

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from service.rails.budget import Budget, BudgetState, Purse
-from service.rails.governor import HOUR, PACED, TOLD_AGAIN, Breaker, Governor, GovernorState, Limits, Storm
+from service.rails.governor import Governor
+from service.rails.governor_state import HOUR, PACED, TOLD_AGAIN, Breaker, GovernorState, Limits, Storm
 
 START = datetime(2026, 12, 1, tzinfo=UTC)
 LIMITS = {

@@ -13,7 +13,7 @@ from temporalio.exceptions import ApplicationError
 
 from service.durable.policy_activities import PolicyActivities, PolicyMetrics
 from service.rails.governance import Answer, Ask, Limits, Occurrence, Release, Report, Tripped
-from service.rails.governor import BUSY_AT_MOST
+from service.rails.governor_state import BUSY_AT_MOST
 from service.rails.kill_switch import SwitchBoard
 from service.runs.governor_policy import BUSY_PATIENCE, busy_bound
 from service.runs.switch_watch import SwitchWatch

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.playbooks.playbook import load_playbooks
+from service.playbooks.loader import load_playbooks
 from service.vocabulary.errors import PlaybookError
 
 BASE = """name: refs
