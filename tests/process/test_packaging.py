@@ -24,7 +24,7 @@ def test_the_wheel_holds_every_module_and_data_file_and_builds_without_warnings(
     packed = set(zipfile.ZipFile(wheel).namelist())
     sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "service").rglob("*.py") if "__pycache__" not in p.parts}
     assert sources - packed == set()
-    assert {"service/samples/selftest-alert.json", "service/py.typed"} <= packed
+    assert {"service/cli/samples/selftest-alert.json", "service/py.typed"} <= packed
     output = built.stdout + built.stderr
     assert "deprecated" not in output.lower(), output
     assert "absent from the `packages` configuration" not in output, output

@@ -33,6 +33,13 @@ def audit_statuses(dsn: str) -> dict[str, str]:
         return {run_id: status for run_id, status in db.execute("select run_id, status from remediate_audit_runs")}
 
 
+def audit_reasons(dsn: str) -> dict[str, str]:
+    """Why each run that did not succeed ended, as the audit store has it (for a failure's message)."""
+    with psycopg.connect(dsn) as db:
+        rows = db.execute("select run_id, state->>'reason' from remediate_audit_runs where status <> 'succeeded'")
+        return {run_id: reason for run_id, reason in rows}
+
+
 async def open_runs(client: Client, queue: str) -> int:
     query = f"TaskQueue = '{queue}' AND {RUNS} AND ExecutionStatus = 'Running'"
     return (await client.count_workflows(query)).count
@@ -50,6 +57,8 @@ async def test_nul_labels_end_their_runs_and_starve_no_one(
     async with serving(target.app()) as url:
         settings = env(temporal_env_address, queue, write_config(tmp_path / "c.yaml", url, "one"), books)
         settings["REMEDIATE_DATABASE_URL"] = dsn
+        # This drill is about labels; on a machine busy with other tests a starved worker must not count as lost.
+        settings["REMEDIATE_HEARTBEAT_TIMEOUT"] = "60"
         migrated = await cli(["migrate", "audit"], settings)
         assert migrated.returncode == 0, migrated.stderr
         service = start("serve", ["serve"], settings, tmp_path)
@@ -81,7 +90,7 @@ async def test_nul_labels_end_their_runs_and_starve_no_one(
                 assert {f"o{i}": 1 for i in range(ORDINARY)}.items() <= target.writes.items()
                 statuses = audit_statuses(dsn)
                 assert len(statuses) == HOSTILE + ORDINARY
-                assert set(statuses.values()) == {"succeeded"}, statuses
+                assert set(statuses.values()) == {"succeeded"}, audit_reasons(dsn)
                 with psycopg.connect(dsn) as db:
                     (labels,) = db.execute(
                         "select state->'labels' from remediate_audit_runs where state->'labels' ? 'v' limit 1"

@@ -42,6 +42,7 @@ def write_config(path: Path, target_url: str, replica: str, alertmanager: str | 
 
 
 def env(address: str, queue: str, config: Path, playbooks: Path, **extra: str) -> dict[str, str]:
+    """What a `remediate serve` replica of these drills is started with, in auto mode."""
     return {
         "REMEDIATE_TEMPORAL_ADDRESS": address,
         "REMEDIATE_TASK_QUEUE": queue,
@@ -51,6 +52,9 @@ def env(address: str, queue: str, config: Path, playbooks: Path, **extra: str) -
         "REMEDIATE_WEBHOOK_TOKEN": TOKEN,
         "REMEDIATE_DEDUPE_TTL": "1",
         "ONCALL_TOKEN": ONCALL,
+        # The suite runs several test workers on two cores: a worker starved for 10 s is busy, not lost. No test
+        # here kills a worker (the crash drills set their own); each one's subject is not the heartbeat.
+        "REMEDIATE_HEARTBEAT_TIMEOUT": "30",
         **extra,
     }
 
