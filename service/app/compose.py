@@ -10,13 +10,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from service.config import ConfigFile, PostgresConnection, Settings
+from service.config import Settings
+from service.config_file import ConfigFile, load_config_file
 from service.notify.notifiers import AllNotifiers
 from service.notify.slack import SlackNotifier
 from service.notify.webhook import WebhookNotifier
 from service.playbooks.catalog import Catalog
 from service.playbooks.loader import load_playbooks, load_versioned
 from service.playbooks.playbook import Playbook, PlaybookVersion
+from service.playbooks.steps import SYSTEMS
+from service.playbooks.systems.postgres import PostgresConnection
 from service.rails.governance import Governance, governor_id
 from service.runs.registry import Registry
 from service.runs.state import Durability
@@ -37,6 +40,7 @@ log = logging.getLogger("remediate")
 
 
 # Every target system, once: a new system is its step models, its adapter, and one line here.
+# One adapter per system of SYSTEMS (Adapters.build refuses a system left out or served twice).
 ADAPTERS: tuple[type[ConnectionAdapter[Any, Any]], ...] = (
     PostgresAdapter,
     HttpAdapter,
@@ -62,6 +66,9 @@ class Adapters:
 
     @classmethod
     def build(cls, config: ConfigFile) -> Adapters:
+        served = sorted(a.system.name for a in ADAPTERS)
+        if served != sorted(s.name for s in SYSTEMS):  # a system declared without its adapter, or twice
+            raise ConfigError(f"adapters serve {served}, the declared systems are {[s.name for s in SYSTEMS]}")
         return cls(
             [
                 adapter({n: c for n, c in config.connections.items() if c.type == adapter.connection_type})
@@ -86,7 +93,7 @@ class Adapters:
 
 def load_all(settings: Settings, playbooks_dir: Path | None = None) -> tuple[ConfigFile, list[Playbook]]:
     """Config and playbooks, validated together: an unknown connection stops start-up."""
-    config = settings.connections()
+    config = load_config_file(settings.config)
     playbooks = load_playbooks([playbooks_dir] if playbooks_dir else settings.playbook_dirs(), config.kinds())
     return config, playbooks
 

@@ -20,7 +20,8 @@ from temporalio.worker import (
     WorkflowInterceptorClassInput,
 )
 
-from service.config import ConfigFile, Settings
+from service.config import Settings
+from service.config_file import ConfigFile
 from service.runs.audit import Scrubber
 from service.runs.state import StepRequest
 from service.stores.setup import scrubber

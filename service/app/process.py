@@ -20,6 +20,7 @@ from service.app.lifecycle import QuietServer, WorkerHealth, run_worker
 from service.app.watchers import watch_approvals, watch_kill_switch, watch_lines, watch_stuck
 from service.app.worker import Workers, create_worker
 from service.config import Settings
+from service.config_file import load_config_file
 from service.durable.activities import PausePoints, StepActivities
 from service.durable.audit_activities import AuditActivities
 from service.durable.delivery_activities import DeliveryActivities
@@ -72,7 +73,7 @@ def build_app(
     auth = web_auth(settings)
     if not auth.enabled:
         log.warning("no REMEDIATE_WEBHOOK_TOKEN or basic credentials: the webhook accepts anyone on loopback")
-    config = settings.connections()
+    config = load_config_file(settings.config)
     receiver = Receiver(
         playbooks,
         runs,
@@ -105,7 +106,7 @@ def build_health_app(
 ) -> Starlette:
     """A worker-only process answers probes too: liveness, readiness of its worker and connections, metrics."""
     auth = web_auth(settings)
-    tokens = ApproverTokens(settings.connections().approver_identities())
+    tokens = ApproverTokens(load_config_file(settings.config).approver_identities())
 
     def authenticated(header: str | None) -> bool:
         return (auth.enabled and auth.allows(header)) or tokens.identity(header) is not None
@@ -130,7 +131,7 @@ def worker_factory(
     reporting = [ReportingInterceptor()] if settings.sentry_dsn else []
     recorders = AuditActivities(
         audit,
-        secrets or scrubber(settings, settings.connections()),
+        secrets or scrubber(settings, load_config_file(settings.config)),
         web_metrics.audit_records.inc,
         web_metrics.run.ended,
         web_metrics.audit_failures.inc,

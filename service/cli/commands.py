@@ -22,10 +22,12 @@ from service.app.error_reporting import guard_secrets
 from service.cli import audit_commands, planning, playbook_tests, test_files
 from service.cli import dev as dev_stack
 from service.cli.report import format_state
-from service.config import PostgresConnection, Settings
+from service.config import Settings
+from service.config_file import load_config_file
 from service.playbooks import action_docs
 from service.playbooks.loader import load_playbooks
 from service.playbooks.playbook import Playbook, playbook_schema
+from service.playbooks.systems.postgres import PostgresConnection
 from service.stores.setup import ready_store
 from service.targets.postgres.adapter import PostgresAdapter
 from service.targets.postgres.ledger import ledger_sql
@@ -36,7 +38,7 @@ from service.vocabulary.operator import who
 
 
 async def lint(args: argparse.Namespace, settings: Settings) -> int:
-    config = settings.connections()
+    config = load_config_file(settings.config)
     kinds = config.kinds() if settings.config is not None else None
     if kinds is None:
         print("note: no REMEDIATE_CONFIG, so connection names are not checked", file=sys.stderr)
@@ -115,7 +117,7 @@ async def plan(args: argparse.Namespace, settings: Settings) -> int:
         # As `remediate dev` does: the embedded connections the shipped playbooks name, so a plan always runs.
         print("note: no REMEDIATE_CONFIG: planning against the dev connections (`remediate dev`)", file=sys.stderr)
     # Beside the shipped playbooks, your config adds to the dev connections exactly as `remediate dev` merges them.
-    config = dev_stack.dev_config(settings) if settings.config is None or shipped else settings.connections()
+    config = dev_stack.dev_config(settings) if settings.config is None or shipped else load_config_file(settings.config)
     extra = list(args.playbooks or [])  # --playbooks adds, as everywhere
     if shipped:
         dirs = dev_stack.playbook_dirs(settings, extra)
@@ -128,7 +130,7 @@ async def plan(args: argparse.Namespace, settings: Settings) -> int:
 async def migrate(args: argparse.Namespace, settings: Settings) -> int:
     if args.connection == "audit":
         return await audit_commands.migrate(args, settings)
-    config = settings.connections()
+    config = load_config_file(settings.config)
     conn = config.connections.get(args.connection)
     if not isinstance(conn, PostgresConnection):
         raise ConfigError(f"{args.connection!r} is not a postgres connection in {settings.config or 'no config file'}")
@@ -235,7 +237,7 @@ async def _send_decision(args: argparse.Namespace, runs: TemporalRuns) -> int:
 
 
 async def serve(args: argparse.Namespace, settings: Settings) -> int:
-    config = settings.connections()
+    config = load_config_file(settings.config)
     playbooks = compose.load_catalog(settings, config)
     host, port = settings.listen_host_port
     shape = "web only" if args.web_only else "worker only" if args.worker_only else "web + worker"

@@ -18,7 +18,8 @@ from service.app.compose import Adapters, load_catalog
 from service.app.error_reporting import guard_secrets
 from service.app.process import serve
 from service.cli.devserver import start_dev_server
-from service.config import ConfigFile, Settings, load_config_file
+from service.config import Settings
+from service.config_file import ConfigFile, load_config_file
 from service.stores.setup import ready_store
 from service.vocabulary.errors import ConfigError
 from service.vocabulary.modes import Mode
@@ -165,7 +166,7 @@ async def run(args: argparse.Namespace, settings: Settings, stop: asyncio.Event)
     if settings.database_url is None:  # the audit trail beside the history (in the temporary directory if ephemeral)
         dev_settings = dev_settings.model_copy(update={"database_url": SecretStr(f"sqlite://{trail}")})
         _attach(dev_settings.temporal_address, f"sqlite://{trail}")
-    config = dev_settings.connections()
+    config = load_config_file(dev_settings.config)
     catalog = load_catalog(dev_settings, config)
     playbooks = catalog.playbooks
     mode = settings.mode

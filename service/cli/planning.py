@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from service.alerts.webhook import Alert, WebhookMessage, run_id
 from service.app.compose import Adapters
 from service.cli.report import format_state
-from service.config import ConfigFile
+from service.config_file import ConfigFile
 from service.playbooks.playbook import Playbook, matching
 from service.playbooks.steps import StepBase
 from service.runs.engine import Run

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from service.config import ConfigFile, Settings, resolve_secret
+from service.config import Settings, resolve_secret
+from service.config_file import ConfigFile
 from service.runs.audit import AuditStore, Scrubber
 from service.stores.postgres import PostgresAuditStore
 from service.stores.sqlite import SqliteAuditStore

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx2
 
-from service.config import AlertmanagerConnection
+from service.playbooks.systems.alertmanager import ALERTMANAGER, AlertmanagerConnection
 from service.rails.governance import AlertQuery, SilenceRef, SilenceRequest
 from service.runs.registry import Action
 from service.targets.base import ConnectionAdapter, http_client, http_errors
@@ -31,7 +31,7 @@ def comment_for(run_id: str) -> str:
 class AlertmanagerAdapter(ConnectionAdapter[AlertmanagerConnection, httpx2.AsyncClient]):
     """One client per Alertmanager connection; no playbook actions, only what the rails need."""
 
-    connection_type = "alertmanager"
+    system = ALERTMANAGER
 
     def actions(self) -> dict[str, Action[Any]]:
         return {}

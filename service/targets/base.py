@@ -11,7 +11,8 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 import httpx2
 from pydantic import BaseModel
 
-from service.config import HttpAuth, resolve_secret
+from service.config import resolve_secret
+from service.playbooks.system import HttpAuth, System
 from service.runs.registry import Action, Handler, P
 from service.runs.state import StepRequest, StepResult
 from service.vocabulary.errors import ConfigError, PermanentStepError, RetryableStepError
@@ -35,7 +36,13 @@ class Adapter(Protocol):
 class ConnectionAdapter(ABC, Generic[C, K]):
     """Base of the adapters: one client per configured connection, opened on first use and closed once."""
 
-    connection_type: ClassVar[str]
+    system: ClassVar[System]  # the system it serves, as playbooks declare it
+    connection_type: ClassVar[str]  # derived from `system`
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "system" in cls.__dict__:
+            cls.connection_type = cls.system.name
 
     def __init__(self, connections: Mapping[str, C]) -> None:
         self._connections = dict(connections)

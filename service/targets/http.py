@@ -10,8 +10,7 @@ from urllib.parse import unquote
 import httpx2
 from pydantic import JsonValue
 
-from service.config import HttpConnection
-from service.playbooks.steps import HttpRequest, HttpRequestParams
+from service.playbooks.systems.http import HTTP, HttpConnection, HttpRequest, HttpRequestParams
 from service.runs.registry import Action, specs
 from service.runs.state import StepRequest, StepResult
 from service.targets.base import ConnectionAdapter, auth_headers, basic_auth, http_errors
@@ -42,7 +41,7 @@ def new_client(conn: HttpConnection) -> httpx2.AsyncClient:
 class HttpAdapter(ConnectionAdapter[HttpConnection, httpx2.AsyncClient]):
     """One client per connection; redirects are never followed (a redirect could leave the base URL)."""
 
-    connection_type = "http"
+    system = HTTP
 
     def actions(self) -> dict[str, Action[Any]]:
         return specs(Action(HttpRequest, self._request))

@@ -7,8 +7,12 @@ from typing import Any
 import httpx2
 from pydantic import JsonValue
 
-from service.config import PrometheusConnection
-from service.playbooks.steps import PrometheusQuery, PrometheusQueryParams
+from service.playbooks.systems.prometheus import (
+    PROMETHEUS,
+    PrometheusConnection,
+    PrometheusQuery,
+    PrometheusQueryParams,
+)
 from service.runs.registry import Action, specs
 from service.runs.state import StepRequest, StepResult
 from service.targets.base import ConnectionAdapter, http_client, http_errors
@@ -28,7 +32,7 @@ def _samples(result_type: str, result: Any) -> list[JsonValue]:
 class PrometheusAdapter(ConnectionAdapter[PrometheusConnection, httpx2.AsyncClient]):
     """One client per Prometheus connection."""
 
-    connection_type = "prometheus"
+    system = PROMETHEUS
 
     def actions(self) -> dict[str, Action[Any]]:
         return specs(Action(PrometheusQuery, self._query))

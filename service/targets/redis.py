@@ -13,8 +13,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
-from service.config import RedisConnection, resolve_secret
-from service.playbooks.steps_redis import (
+from service.config import resolve_secret
+from service.playbooks.systems.redis import (
+    REDIS,
     BullCounts,
     BullStalled,
     Delete,
@@ -26,6 +27,7 @@ from service.playbooks.steps_redis import (
     QueueParams,
     RecoverParams,
     RecoverStalled,
+    RedisConnection,
     Scan,
     ScanParams,
     StalledParams,
@@ -95,7 +97,7 @@ async def _call(what: str, pending: Awaitable[T]) -> T:
 class RedisAdapter(ConnectionAdapter[RedisConnection, "aioredis.Redis"]):
     """One client per connection, opened on first use."""
 
-    connection_type = "redis"
+    system = REDIS
 
     def actions(self) -> dict[str, Action[Any]]:
         return specs(

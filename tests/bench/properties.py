@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from service.config import HttpConnection
 from service.playbooks.sql_check import REFUSED_FUNCTIONS, check
+from service.playbooks.systems.http import HttpConnection
 from service.playbooks.templating import render
 from service.targets.http import HttpAdapter, new_client
 from service.vocabulary.errors import StepError, TemplateError

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from service.config import ConfigFile, KubernetesConnection
+from service.config_file import ConfigFile
+from service.playbooks.systems.kubernetes import KubernetesConnection
 from service.runs.registry import Registry
 from service.runs.state import StepRequest
 from service.targets.kubernetes.adapter import KubernetesAdapter

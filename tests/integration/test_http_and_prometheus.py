@@ -11,7 +11,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from service.config import HttpAuth, HttpConnection, PrometheusConnection
+from service.playbooks.system import HttpAuth
+from service.playbooks.systems.http import HttpConnection
+from service.playbooks.systems.prometheus import PrometheusConnection
 from service.runs.registry import Registry
 from service.runs.state import StepRequest
 from service.targets.http import HttpAdapter

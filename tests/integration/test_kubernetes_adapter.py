@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.config import KubernetesConnection
+from service.playbooks.systems.kubernetes import KubernetesConnection
 from service.playbooks.templating import render
 from service.runs.registry import Registry
 from service.runs.state import StepRequest, StepResult

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.config import PostgresConnection
+from service.playbooks.systems.postgres import PostgresConnection
 from service.runs.registry import Registry
 from service.runs.state import StepRequest
 from service.targets.postgres.adapter import PostgresAdapter

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.config import RedisConnection
+from service.playbooks.systems.redis import RedisConnection
 from service.playbooks.templating import render
 from service.runs.registry import Registry
 from service.runs.state import StepRequest, StepResult

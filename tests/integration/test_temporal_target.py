@@ -11,7 +11,7 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import Worker
 
-from service.config import TemporalConnection
+from service.playbooks.systems.temporal import TemporalConnection
 from service.runs.registry import Registry
 from service.runs.state import StepRequest, StepResult
 from service.targets.temporal.adapter import TemporalTargetAdapter

@@ -12,7 +12,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from service.config import ConfigFile
+from service.config_file import ConfigFile
 from service.temporal.client import TemporalRuns
 from service.vocabulary.approvals import Decision
 from service.vocabulary.errors import RunUnknown

@@ -14,8 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service.config import HttpConnection
-from service.playbooks.steps import HttpRequest
+from service.playbooks.systems.http import HttpConnection, HttpRequest
 from service.playbooks.templating import render
 from service.runs.registry import Registry
 from service.runs.state import StepRequest

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.alerts.webhook import Alert, run_id
-from service.config import HttpConnection
 from service.playbooks.loader import load_file
 from service.playbooks.steps import StepBase
+from service.playbooks.systems.http import HttpConnection
 from service.runs.audit import FINAL, AuditSnapshot, Scrubber, events_of
 from service.runs.delivery import Delivery
 from service.runs.engine import Run

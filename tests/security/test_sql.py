@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.config import PostgresConnection
 from service.playbooks.loader import load_file
 from service.playbooks.sql_check import REFUSED_FUNCTIONS, check
+from service.playbooks.systems.postgres import PostgresConnection
 from service.runs.registry import Registry
 from service.runs.state import StepRequest
 from service.targets.postgres.adapter import PostgresAdapter
@@ -83,7 +83,7 @@ async def test_a_second_statement_cannot_run_even_past_the_checks(db: Registry, 
     adapter_sql = "select 1; update jobs set status = 'x'"
     with pytest.raises(StepError):
         await _call(db, "postgres.query", sql=adapter_sql)  # refused by the model first
-    from service.playbooks.steps import PostgresQueryParams
+    from service.playbooks.systems.postgres import PostgresQueryParams
 
     params = PostgresQueryParams.model_construct(sql=adapter_sql, params={}, max_rows=10)  # as if a check missed it
     adapter = PostgresAdapter({"db": PostgresConnection(type="postgres", dsn="env:JOBS_DB_DSN")})

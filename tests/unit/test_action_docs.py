@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from service.playbooks.steps import ACTIONS
-from service.playbooks.steps_kubernetes import GetPods, GetPodsParams, TopPods
-from service.playbooks.steps_redis import ExpireParams
+from service.playbooks.systems.kubernetes import GetPods, GetPodsParams, TopPods
+from service.playbooks.systems.redis import ExpireParams
 from service.runs.registry import Action, Registry, specs
 from service.runs.state import StepRequest, StepResult
 from service.vocabulary.errors import ConfigError

@@ -11,7 +11,7 @@ import pytest
 from service.alerts.webhook import WebhookMessage
 from service.cli.dev import DEV_CONFIG
 from service.cli.main import main
-from service.config import load_config_file
+from service.config_file import load_config_file
 from service.playbooks.loader import load_file, load_playbooks
 from service.playbooks.playbook import playbook_schema
 from service.vocabulary.errors import PlaybookError

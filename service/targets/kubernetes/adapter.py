@@ -14,14 +14,15 @@ from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import Pod
 from pydantic import JsonValue
 
-from service.config import KubernetesConnection
-from service.playbooks.steps_kubernetes import (
+from service.playbooks.systems.kubernetes import (
+    KUBERNETES,
     DeletePods,
     DeploymentParams,
     EvictPods,
     GetDeployment,
     GetPods,
     GetPodsParams,
+    KubernetesConnection,
     PodLogs,
     PodLogsParams,
     PodRef,
@@ -57,7 +58,7 @@ def _labels(params: Selector) -> dict[str, Any]:
 class KubernetesAdapter(ConnectionAdapter[KubernetesConnection, AsyncClient]):
     """One lightkube client per connection; `transport` lets tests point it at an in-process server."""
 
-    connection_type = "kubernetes"
+    system = KUBERNETES
 
     def __init__(
         self, connections: Mapping[str, KubernetesConnection], transport: httpx2.AsyncBaseTransport | None = None

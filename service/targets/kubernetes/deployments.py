@@ -11,7 +11,7 @@ from lightkube.resources.apps_v1 import Deployment, ReplicaSet
 from lightkube.types import PatchType
 from pydantic import JsonValue
 
-from service.playbooks.steps_kubernetes import DeploymentParams, RolloutUndoParams, ScaleParams, SetEnvParams
+from service.playbooks.systems.kubernetes import DeploymentParams, RolloutUndoParams, ScaleParams, SetEnvParams
 from service.runs.state import StepRequest, StepResult
 from service.targets.kubernetes.api import (
     MARK,

@@ -14,9 +14,11 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from pydantic import JsonValue
 
-from service.config import PostgresConnection, resolve_secret
+from service.config import resolve_secret
 from service.playbooks.sql_check import facts
-from service.playbooks.steps import (
+from service.playbooks.systems.postgres import (
+    POSTGRES,
+    PostgresConnection,
     PostgresExecute,
     PostgresExecuteParams,
     PostgresQuery,
@@ -62,7 +64,7 @@ def _errors(connection: str, outcome_unknown: Callable[[], bool] = lambda: False
 class PostgresAdapter(ConnectionAdapter[PostgresConnection, Pool]):
     """One pool per configured Postgres connection, opened on first use."""
 
-    connection_type = "postgres"
+    system = POSTGRES
     rules: StatementRules | None = None
 
     def actions(self) -> dict[str, Action[Any]]:

@@ -13,7 +13,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import JsonValue
 
-from service.playbooks.steps import PostgresExecuteParams
+from service.playbooks.systems.postgres import PostgresExecuteParams
 from service.runs.state import StepRequest, StepResult
 from service.vocabulary.errors import RetryableStepError
 from service.vocabulary.targets import name_of

@@ -8,8 +8,9 @@ from pydantic import JsonValue
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import TLSConfig
 
-from service.config import TemporalConnection, resolve_secret
-from service.playbooks.steps_temporal import (
+from service.config import resolve_secret
+from service.playbooks.systems.temporal import (
+    TEMPORAL,
     Cancel,
     CountParams,
     CountWorkflows,
@@ -23,6 +24,7 @@ from service.playbooks.steps_temporal import (
     Reset,
     Signal,
     Start,
+    TemporalConnection,
     Terminate,
 )
 from service.runs.registry import Action, specs
@@ -35,7 +37,7 @@ from service.targets.temporal.writes import cancel, reset, signal, start, termin
 class TemporalTargetAdapter(ConnectionAdapter[TemporalConnection, Client]):
     """One client per target connection, connected on first use."""
 
-    connection_type = "temporal"
+    system = TEMPORAL
 
     def actions(self) -> dict[str, Action[Any]]:
         return specs(

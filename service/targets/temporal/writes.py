@@ -19,7 +19,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCStatusCode
 
 from service.playbooks.step_base import typed
-from service.playbooks.steps_temporal import ResetParams, SignalParams, StartParams, TargetsParams, WorkflowRef
+from service.playbooks.systems.temporal import ResetParams, SignalParams, StartParams, TargetsParams, WorkflowRef
 from service.runs.state import StepRequest, StepResult, per_target
 from service.targets.temporal.api import errors
 from service.vocabulary.errors import PermanentStepError, StepError

@@ -6,7 +6,11 @@ import re
 from collections.abc import Sequence
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from service.playbooks.step_base import (
     Approval,
@@ -20,6 +24,7 @@ from service.playbooks.step_base import (
     bounded_targets,
     typed,
 )
+from service.playbooks.system import ConnectionModel, System
 
 # Kubernetes' own validation rules, so an alert value can never be more than one name.
 Namespace = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
@@ -244,3 +249,15 @@ KUBERNETES_STEPS: tuple[type[StepBase], ...] = (
     SetEnv,
     RolloutUndo,
 )
+
+
+class KubernetesConnection(ConnectionModel):
+    """A Kubernetes API: a kubeconfig file (and context), or the pod's service account."""
+
+    type: Literal["kubernetes"]
+    kubeconfig: str | None = Field(default=None, description="Path of a kubeconfig file; unset means in-cluster.")
+    context: str | None = None
+    timeout: float = Field(default=10.0, gt=0)
+
+
+KUBERNETES = System(KubernetesConnection, KUBERNETES_STEPS)

@@ -18,6 +18,8 @@ from service.playbooks.step_base import (
     bounded_targets,
     typed,
 )
+from service.playbooks.system import ConnectionModel, System
+from service.vocabulary.secrets import SecretRef
 
 WorkflowId = Annotated[str, Field(min_length=1, max_length=1000, pattern=r"^[^\x00-\x1f]+$")]
 RunId = Annotated[str, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
@@ -209,3 +211,19 @@ TEMPORAL_STEPS: tuple[type[StepBase], ...] = (
     Reset,
     Start,
 )
+
+
+class TemporalConnection(ConnectionModel):
+    """A Temporal cluster and namespace that playbooks act on (not the service's own)."""
+
+    type: Literal["temporal"]
+    address: str = Field(pattern=r"^[^\s/]+:\d+$")
+    namespace: str = "default"
+    tls: bool = False
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    api_key: SecretRef | None = Field(default=None, description="Temporal Cloud API key (implies TLS).")
+
+
+TEMPORAL = System(TemporalConnection, TEMPORAL_STEPS)

@@ -20,6 +20,8 @@ from service.playbooks.step_base import (
     bounded_targets,
     typed,
 )
+from service.playbooks.system import ConnectionModel, System
+from service.vocabulary.secrets import SecretRef
 
 Key = Annotated[str, Field(min_length=1, max_length=1024)]
 QueueName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")]
@@ -193,3 +195,14 @@ class RecoverStalled(_RedisWrite):
 
 
 REDIS_STEPS: tuple[type[StepBase], ...] = (Scan, Get, Ttl, BullStalled, BullCounts, Delete, Expire, RecoverStalled)
+
+
+class RedisConnection(ConnectionModel):
+    """A Redis server; the URL is a secret reference because it may carry a password."""
+
+    type: Literal["redis"]
+    url: SecretRef
+    socket_timeout: float = Field(default=5.0, gt=0)
+
+
+REDIS = System(RedisConnection, REDIS_STEPS)
