@@ -213,7 +213,12 @@ async def test_a_run_whose_workflow_tasks_fail_is_seen(
                         break
                     await asyncio.sleep(1)
                 assert ready.status_code == 200 and "runs list --stuck" in ready.json()["advice"]["runs"], ready.text
-                assert "remediate_runs_stuck 1.0" in (await http.get("/metrics")).text
+                for _ in range(40):  # the gauge is counted on its own beat (every 15 s), not when /readyz is asked
+                    scraped = (await http.get("/metrics")).text
+                    if "remediate_runs_stuck 1.0" in scraped:
+                        break
+                    await asyncio.sleep(1)
+                assert "remediate_runs_stuck 1.0" in scraped
         finally:
             await handle.terminate("test over")
             assert await service.terminate() == 0
