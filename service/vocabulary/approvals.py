@@ -22,7 +22,8 @@ class Decision(BaseModel):
     verdict: Verdict
     user: str = Field(min_length=1, max_length=200)
     decision_id: str = Field(min_length=1, max_length=300)
-    source: Literal["slack", "api", "cli"] = "api"
+    # Where it was made: "api", "cli", or a notifier's name ("slack"); open, so a new notifier needs no edit here.
+    source: str = Field(default="api", pattern=r"^[a-z][a-z0-9-]{0,31}$")
     comment: str = Field(default="", max_length=1000)
 
 
