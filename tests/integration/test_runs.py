@@ -186,9 +186,13 @@ async def test_runs_list_and_show_print_runs(
         shown = await http.get(f"/api/v1/runs/{run_id}")
         assert shown.json()["status"] == "succeeded"
     monkeypatch.setenv("REMEDIATE_TEMPORAL_ADDRESS", temporal_env_address)
-    await asyncio.sleep(1.5)  # visibility is eventually consistent
-    assert await asyncio.to_thread(main, ["runs", "list", "--limit", "500"]) == 0
-    listed = capsys.readouterr().out.splitlines()
+    listed: list[str] = []
+    for _ in range(30):  # visibility is eventually consistent: the closed run is listed within seconds
+        assert await asyncio.to_thread(main, ["runs", "list", "--limit", "500"]) == 0
+        listed = capsys.readouterr().out.splitlines()
+        if any(row.endswith(run_id) for row in listed):
+            break
+        await asyncio.sleep(1)
     assert listed[0].split()[:4] == ["STARTED", "(UTC)", "ID", "STATUS"]
     line = next(row for row in listed if row.endswith(run_id))
     short = line.split()[2]

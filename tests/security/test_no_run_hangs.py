@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from pathlib import Path
@@ -213,12 +214,10 @@ async def test_a_run_whose_workflow_tasks_fail_is_seen(
                         break
                     await asyncio.sleep(1)
                 assert ready.status_code == 200 and "runs list --stuck" in ready.json()["advice"]["runs"], ready.text
-                for _ in range(40):  # the gauge is counted on its own beat (every 15 s), not when /readyz is asked
-                    scraped = (await http.get("/metrics")).text
-                    if "remediate_runs_stuck 1.0" in scraped:
-                        break
-                    await asyncio.sleep(1)
-                assert "remediate_runs_stuck 1.0" in scraped
+                # The count is the namespace's (other tests on this Temporal may have stuck runs of their own): ours
+                # makes it at least 1, as /readyz's advice already said from the same count.
+                stuck = re.search(r"^remediate_runs_stuck (\S+)$", (await http.get("/metrics")).text, re.M)
+                assert stuck is not None and float(stuck.group(1)) >= 1, stuck
         finally:
             await handle.terminate("test over")
             assert await service.terminate() == 0
