@@ -6,12 +6,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    JsonValue,
-)
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from service.alerts.matching import LabelMatcher, Match, anchored
 from service.alerts.webhook import Alert

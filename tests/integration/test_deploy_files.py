@@ -89,13 +89,9 @@ def _rule(method: str, path: str) -> tuple[str, str, str]:
     rest = parts[parts.index("namespaces") + 2 :]
     resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
     named = len(rest) > 1
-    verb = {
-        "GET": "get" if named else "list",
-        "DELETE": "delete",
-        "PATCH": "patch",
-        "PUT": "update",
-        "POST": "create",
-    }[method]
+    verb = {"GET": "get" if named else "list", "DELETE": "delete", "PATCH": "patch", "PUT": "update", "POST": "create"}[
+        method
+    ]
     return group, resource, verb
 
 

@@ -57,14 +57,7 @@ async def target(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Target,
 
 
 def _req(dry_run: bool = False, **params: object) -> StepRequest:
-    return StepRequest(
-        run_id="r",
-        step_id="s",
-        action="http.request",
-        connection="api",
-        params=params,
-        dry_run=dry_run,
-    )
+    return StepRequest(run_id="r", step_id="s", action="http.request", connection="api", params=params, dry_run=dry_run)
 
 
 async def test_get_reads_json_under_the_base_url_with_auth(target: tuple[Target, Registry]) -> None:

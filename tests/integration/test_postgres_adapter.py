@@ -31,14 +31,7 @@ async def registry(jobs_db: str) -> AsyncIterator[Registry]:
 
 
 def _req(action: str, dry_run: bool = False, **params: object) -> StepRequest:
-    return StepRequest(
-        run_id="r",
-        step_id="s",
-        action=action,
-        connection="jobs-db",
-        params=params,
-        dry_run=dry_run,
-    )
+    return StepRequest(run_id="r", step_id="s", action=action, connection="jobs-db", params=params, dry_run=dry_run)
 
 
 async def test_query_returns_rows_with_bound_parameters(registry: Registry, jobs_db: str) -> None:

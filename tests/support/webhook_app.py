@@ -69,7 +69,5 @@ ALERTISH = st.fixed_dictionaries(
 
 
 BODIES = st.one_of(
-    st.binary(max_size=300),
-    JSON.map(lambda v: json.dumps(v).encode()),
-    ALERTISH.map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=300), JSON.map(lambda v: json.dumps(v).encode()), ALERTISH.map(lambda v: json.dumps(v).encode())
 )

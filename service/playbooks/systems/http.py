@@ -5,17 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Literal
 
-from pydantic import (
-    Field,
-    JsonValue,
-    model_validator,
-)
+from pydantic import Field, JsonValue, model_validator
 
-from service.playbooks.step_base import (
-    Effect,
-    Params,
-    WriteStep,
-)
+from service.playbooks.step_base import Effect, Params, WriteStep
 from service.playbooks.system import ConnectionModel, HttpAuth, System
 
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]

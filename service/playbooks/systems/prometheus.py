@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import (
-    Field,
-)
+from pydantic import Field
 
-from service.playbooks.step_base import (
-    Params,
-    StepBase,
-)
+from service.playbooks.step_base import Params, StepBase
 from service.playbooks.system import ConnectionModel, HttpAuth, System
 
 

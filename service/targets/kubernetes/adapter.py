@@ -38,13 +38,7 @@ from service.runs.registry import Action, specs
 from service.runs.state import StepRequest, StepResult, per_target
 from service.targets.base import ConnectionAdapter
 from service.targets.kubernetes.api import MARK, RESTARTED_AT, deployment_data, errors, pod_data, set_env_patch
-from service.targets.kubernetes.deployments import (
-    get_deployment,
-    rollout_restart,
-    rollout_undo,
-    scale,
-    set_env,
-)
+from service.targets.kubernetes.deployments import get_deployment, rollout_restart, rollout_undo, scale, set_env
 from service.vocabulary.errors import ConfigError, PermanentStepError, StepError
 
 PodMetrics = create_namespaced_resource("metrics.k8s.io", "v1beta1", "PodMetrics", "pods")

@@ -27,13 +27,7 @@ from service.vocabulary.errors import PermanentStepError, StepError
 Act = Callable[[WorkflowHandle[Any, Any], WorkflowRef], Awaitable[None]]
 
 
-async def _each(
-    client: Client,
-    request: StepRequest,
-    params: TargetsParams,
-    verb: str,
-    act: Act,
-) -> StepResult:
+async def _each(client: Client, request: StepRequest, params: TargetsParams, verb: str, act: Act) -> StepResult:
     targets = params.targets()
     outcomes: list[tuple[str, str]] = []
     for ref in targets:
@@ -44,13 +38,7 @@ async def _each(
     return per_target(outcomes, summary, request.dry_run)
 
 
-async def _one(
-    handle: WorkflowHandle[Any, Any],
-    ref: WorkflowRef,
-    verb: str,
-    act: Act,
-    dry_run: bool,
-) -> str:
+async def _one(handle: WorkflowHandle[Any, Any], ref: WorkflowRef, verb: str, act: Act, dry_run: bool) -> str:
     try:
         with errors(f"{verb} {ref.workflow_id}"):
             d = await handle.describe()
