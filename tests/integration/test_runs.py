@@ -187,8 +187,10 @@ async def test_runs_list_and_show_print_runs(
         assert shown.json()["status"] == "succeeded"
     monkeypatch.setenv("REMEDIATE_TEMPORAL_ADDRESS", temporal_env_address)
     listed: list[str] = []
+    # Newest first: ours is among the first 50, however many runs earlier tests left on this server (each listed run
+    # costs a status read, so a long list of other tests' open runs is slow, not wrong).
     for _ in range(30):  # visibility is eventually consistent: the closed run is listed within seconds
-        assert await asyncio.to_thread(main, ["runs", "list", "--limit", "500"]) == 0
+        assert await asyncio.to_thread(main, ["runs", "list", "--limit", "50"]) == 0
         listed = capsys.readouterr().out.splitlines()
         if any(row.endswith(run_id) for row in listed):
             break
@@ -197,7 +199,7 @@ async def test_runs_list_and_show_print_runs(
     line = next(row for row in listed if row.endswith(run_id))
     short = line.split()[2]
     assert short == short_id(run_id) and line.split()[3:5] == ["succeeded", "stuck-jobs"], line
-    since = ["runs", "list", "--playbook", "stuck-jobs", "--status", "succeeded", "--since", "1h", "--limit", "500"]
+    since = ["runs", "list", "--playbook", "stuck-jobs", "--status", "succeeded", "--since", "1h", "--limit", "50"]
     assert await asyncio.to_thread(main, since) == 0
     assert run_id in capsys.readouterr().out
     assert await asyncio.to_thread(main, ["runs", "list", "--status", "failed", "--playbook", "stuck-jobs"]) == 0
