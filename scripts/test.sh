@@ -28,7 +28,7 @@ echo "== deploy files";  .venv/bin/hadolint deploy/container/Dockerfile
 kubectl kustomize deploy/kubernetes | .venv/bin/kubernetes-validate --strict --quiet -
 promtool check rules deploy/prometheus/rules/*.yaml deploy/prometheus/health/remediate.rules.yaml
 promtool test rules deploy/prometheus/health/remediate.test.yaml
-# Three workers on two cores: most of a test's time is spent waiting on servers and processes. Each worker starts
+# Four workers on two cores: most of a test's time is spent waiting on servers and processes. Each worker starts
 # its own servers; a file's tests stay on one worker (module fixtures). Coverage counts the processes tests start.
-echo "== tests";         .venv/bin/pytest -p no:cacheprovider -n "${TEST_WORKERS:-3}" --dist loadfile \
+echo "== tests";         .venv/bin/pytest -p no:cacheprovider -n "${TEST_WORKERS:-4}" --dist loadfile \
                            --cov --cov-report=term:skip-covered "$@"
