@@ -68,6 +68,15 @@ def _send(cwd: Path, env: dict[str, str], listen: str, starts_at: str) -> None:
     assert json.loads(sent.stdout)["started"] == 1, sent.stdout + sent.stderr
 
 
+def _banners(log: Path, count: int) -> None:
+    """Wait until `remediate dev` has printed its banner `count` times into the log (once per start)."""
+    for _ in range(120):
+        if log.read_text(errors="replace").count("remediate dev is up") >= count:
+            return
+        time.sleep(0.5)
+    raise AssertionError(log.read_text(errors="replace")[-2000:])
+
+
 def _finished_run(cwd: Path, env: dict[str, str], playbook: str, count: int) -> str:
     """The id of the newest run of the playbook once `count` of its runs have finished (from `runs list`)."""
     listed = ""
@@ -115,6 +124,7 @@ def test_the_first_playbook_page_works_as_written(tmp_path: Path, jobs_db: str) 
         auto = _dev(tmp_path, env, log, _block("REMEDIATE_MODE=auto")[0])
         try:
             wait_http(f"http://{web}/healthz", timeout=60)
+            _banners(log, 2)  # the web side answers a moment before the banner is printed
             assert "writes WILL be made" in log.read_text()
             _send(tmp_path, env, web, "2026-12-05T10:05:00Z")
             _finished_run(tmp_path, env, "idle-in-transaction", 2)
