@@ -162,6 +162,19 @@ def _literal_true(args: Any, index: int) -> bool:
 
 def check(sql: str, kind: Literal["query", "execute"]) -> tuple[list[str], list[SqlProblem]]:
     """The placeholder names the statement uses, and every reason it is refused (empty when it is fine)."""
+    names, problems = _checked(sql, kind)
+    return list(names), list(problems)
+
+
+# A statement's verdict never changes: a playbook validated again (Temporal's data converter decodes it into its
+# model, validators and all, several times a run) costs a lookup, not a parse.
+@lru_cache(maxsize=4096)
+def _checked(sql: str, kind: Literal["query", "execute"]) -> tuple[tuple[str, ...], tuple[SqlProblem, ...]]:
+    names, problems = _parsed_check(sql, kind)
+    return tuple(names), tuple(problems)
+
+
+def _parsed_check(sql: str, kind: Literal["query", "execute"]) -> tuple[list[str], list[SqlProblem]]:
     text, names, problems = placeholders(sql)
     try:
         statements = parse_sql(text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,12 @@ import psycopg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
+from service.playbooks import sql_check
 from service.playbooks.loader import load_file
 from service.playbooks.sql_check import REFUSED_FUNCTIONS, check
-from service.playbooks.systems.postgres import PostgresConnection
+from service.playbooks.systems.postgres import PostgresConnection, PostgresExecuteParams, PostgresQueryParams
 from service.runs.registry import Registry
 from service.runs.state import StepRequest
 from service.targets.postgres.adapter import PostgresAdapter
@@ -180,3 +183,24 @@ def test_a_second_statement_never_passes(tail: str) -> None:
     names, single = check("select 1", "query")
     assert problems or not tail.strip(" ;\n\t\r\x0b\x0c") or check(tail, "query")[1]
     assert not single and names == []
+
+
+def test_a_step_decoded_again_costs_no_second_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Temporal decodes a playbook into its models (validators included) several times a run: each statement is
+    parsed once per process, its verdict (accepted or refused, with the reason) remembered."""
+    real, parsed = vars(sql_check)["parse_sql"], []
+
+    def counting(text: str) -> Any:
+        parsed.append(text)
+        return real(text)
+
+    monkeypatch.setitem(vars(sql_check), "parse_sql", counting)
+    sql = f"select id from jobs where queue = %(q)s and {uuid.uuid4().hex[:8]!r} <> ''"
+    for _ in range(3):
+        PostgresQueryParams.model_validate({"sql": sql, "params": {"q": "a"}})
+    assert len(parsed) == 1
+    refused = f"update jobs set status = '{uuid.uuid4().hex[:8]}'"  # no WHERE: refused every time, for one reason
+    for _ in range(2):
+        with pytest.raises(ValidationError, match="without WHERE"):
+            PostgresExecuteParams.model_validate({"sql": refused, "max_rows": 1})
+    assert len(parsed) == 2
