@@ -14,6 +14,16 @@ from tests.support.jobs import JOBS_SCHEMA, new_database
 from tests.support.processes import reap
 from tests.support.servers import Postgres, Prometheus, Redis, scratch, start_postgres, start_prometheus, start_redis
 
+MARKED_BY_FOLDER = {"integration", "process", "e2e"}  # a test's kind is the folder it sits in
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/integration, tests/process or tests/e2e carries that marker (`-m process` selects)."""
+    for item in items:
+        kinds = MARKED_BY_FOLDER.intersection(item.path.parts)
+        for kind in kinds:
+            item.add_marker(kind)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def reap_service_processes() -> Iterator[None]:

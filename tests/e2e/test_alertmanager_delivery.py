@@ -22,7 +22,6 @@ from tests.support.stack import RUNS, TOKEN, running_stack
 
 CONFIG = DATA / "jobs-config.yaml"
 PLAYBOOKS = DATA / "playbooks"
-pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture

@@ -17,8 +17,6 @@ from tests.support.pipeline import Pipeline, connections_config, pipeline
 from tests.support.servers import Postgres, serving
 from tests.targets.llm_orchestrator import LlmOrchestrator
 
-pytestmark = pytest.mark.e2e
-
 
 @dataclass
 class World:

@@ -17,7 +17,6 @@ from tests.support.pipeline import Pipeline, connections_config, pipeline
 from tests.support.servers import Redis, serving
 from tests.targets.greenlang import GreenLang
 
-pytestmark = pytest.mark.e2e
 LOCK = "gl:orchestrator:lock:exec-7c1f"
 
 

@@ -19,8 +19,6 @@ from tests.support.pipeline import Pipeline, connections_config, pipeline
 from tests.support.servers import serving
 from tests.targets import wms
 
-pytestmark = pytest.mark.e2e
-
 
 @dataclass
 class World:

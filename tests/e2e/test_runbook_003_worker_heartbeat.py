@@ -15,8 +15,6 @@ from tests.support.servers import Postgres, serving
 from tests.targets import flovyn
 from tests.targets.sql_exporter import SqlExporter
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture
 async def flovyn_db(postgres: Postgres, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[str, str]]:

@@ -17,8 +17,6 @@ from tests.support.servers import Postgres, Redis, serving
 from tests.targets import maestro
 from tests.targets.sql_exporter import SqlExporter
 
-pytestmark = pytest.mark.e2e
-
 
 @dataclass
 class World:

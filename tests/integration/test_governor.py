@@ -44,7 +44,6 @@ from tests.support.messages import message
 from tests.support.paths import DATA
 from tests.support.stack import TOKEN, run_handle, running_stack
 
-pytestmark = pytest.mark.integration
 UNSANDBOXED = UnsandboxedWorkflowRunner()
 
 

@@ -23,8 +23,6 @@ from tests.support.jobs import seed_jobs
 from tests.support.paths import DATA
 from tests.support.stack import TOKEN, run_handle, running_stack
 
-pytestmark = pytest.mark.integration
-
 
 def _message(fingerprint: str) -> dict[str, object]:
     alert = {

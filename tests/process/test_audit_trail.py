@@ -10,7 +10,6 @@ from pathlib import Path
 
 import httpx2
 import psycopg
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
@@ -24,7 +23,6 @@ from tests.support.processes import start
 from tests.support.rail_target import RailTarget, playbook
 from tests.support.servers import Postgres, serving
 
-pytestmark = pytest.mark.process
 NAME = "audit-drill"
 GATED = "audit-gated"
 

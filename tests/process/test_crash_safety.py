@@ -34,8 +34,6 @@ from tests.support.processes import REMEDIATE
 from tests.support.servers import Postgres, serving
 from tests.targets.jobs_api import JobsApi
 
-pytestmark = pytest.mark.process
-
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def cluster(

@@ -18,7 +18,6 @@ from tests.support.paths import ROOT
 from tests.support.processes import REMEDIATE
 from tests.support.servers import free_port, wait_http
 
-pytestmark = pytest.mark.process
 DOC = (ROOT / "docs" / "first-playbook.md").read_text(encoding="utf-8")
 # The page's sessions are idle for 10 minutes; the test's for a moment: the only change made to its files.
 SHORTER = {'"10 minutes"': '"0 seconds"', "in_transaction_for: 10m": "in_transaction_for: 0s"}

@@ -9,14 +9,12 @@ import uuid
 from pathlib import Path
 
 import httpx2
-import pytest
 from temporalio.client import Client
 
 from tests.support.deployment import AUTH, cli, many, replicas
 from tests.support.rail_target import RailTarget, playbook
 from tests.support.servers import serving
 
-pytestmark = pytest.mark.process
 TRIALS = 2  # the 20-trial drill with its timing is tests/bench/storm.py's; this one asserts the rule
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-import pytest
 from temporalio.client import Client
 
 from tests.support.deployment import AUTH, ONCALL, alert, env, finished, until, write_config
@@ -18,7 +17,6 @@ from tests.support.processes import start
 from tests.support.rail_target import RailTarget, playbook
 from tests.support.servers import serving
 
-pytestmark = pytest.mark.process
 NAME = "sentry-drill"
 
 

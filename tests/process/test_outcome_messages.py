@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,8 +21,6 @@ from tests.support.fake_slack import FakeSlack
 from tests.support.processes import start
 from tests.support.rail_target import RailTarget, playbook
 from tests.support.servers import serving
-
-pytestmark = pytest.mark.process
 
 
 @dataclass

@@ -9,7 +9,6 @@ import uuid
 from pathlib import Path
 
 import httpx2
-import pytest
 from temporalio.client import Client
 
 from service.runs.state import RunState
@@ -17,8 +16,6 @@ from tests.support.deployment import AUTH, ONCALL, alert, cli, env, finished, wr
 from tests.support.processes import start
 from tests.support.rail_target import RailTarget, playbook
 from tests.support.servers import serving
-
-pytestmark = pytest.mark.process
 
 
 def sha(path: Path) -> str:

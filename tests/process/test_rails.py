@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx2
-import pytest
 from temporalio.client import Client
 
 from service.temporal.governor.client import GovernorClient
@@ -22,7 +21,6 @@ from tests.support.fake_slack import FakeSlack
 from tests.support.rail_target import RailTarget, playbook
 from tests.support.servers import serving, start_alertmanager
 
-pytestmark = pytest.mark.process
 TRIALS = 20
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx2
 import psycopg
-import pytest
 from temporalio.client import Client
 
 from service.runs.state import RunState
@@ -30,7 +29,6 @@ from tests.support.servers import (
 )
 from tests.support.stack import RUNS, state_now
 
-pytestmark = pytest.mark.process
 TOKEN = "shape-token"
 PLAYBOOKS = DATA / "playbooks"
 
