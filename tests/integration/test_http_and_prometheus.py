@@ -18,8 +18,8 @@ from service.runs.registry import Registry
 from service.runs.state import StepRequest
 from service.targets.http import HttpAdapter
 from service.targets.prometheus import PrometheusAdapter
-from service.vocabulary.errors import PermanentStepError
-from tests.support.servers import Prometheus, serving
+from service.vocabulary.errors import PermanentStepError, RetryableStepError
+from tests.support.servers import Prometheus, free_port, serving
 
 
 class Target:
@@ -144,3 +144,38 @@ async def test_prometheus_bad_query_fails_clearly(prom: Registry) -> None:
         await prom.dispatch(
             StepRequest(run_id="r", step_id="s", action="prometheus.query", connection="prom", params={"query": "up{"})
         )
+
+
+async def test_prometheus_scalar_string_and_range_results_keep_their_shape(prom: Registry) -> None:
+    """A scalar is a float sample, a string stays text, a range vector keeps its values in order, as floats."""
+
+    async def ask(query: str) -> dict[str, object]:
+        request = StepRequest(
+            run_id="r", step_id="s", action="prometheus.query", connection="prom", params={"query": query}
+        )
+        return (await prom.dispatch(request)).data  # type: ignore[return-value]
+
+    assert await ask("scalar(vector(2.5))") == {
+        "samples": [{"metric": {}, "value": 2.5}], "empty": False, "result_type": "scalar"
+    }  # fmt: skip
+    assert (await ask('"ready"'))["samples"] == [{"metric": {}, "value": "ready"}]
+    for _ in range(50):  # the target has been scraped at least once: a range holds a value
+        ranged = await ask('up{job="targets"}[5m]')
+        if not ranged["empty"]:
+            break
+        await asyncio.sleep(0.2)
+    assert ranged["result_type"] == "matrix"
+    assert all(v == 1.0 for v in ranged["samples"][0]["values"])  # type: ignore[index]
+
+
+async def test_prometheus_readiness_is_its_own_ready_endpoint(prometheus: Prometheus) -> None:
+    """/readyz pings Prometheus' /-/ready; one that does not answer is a retryable failure that names it."""
+    up = PrometheusAdapter({"prom": PrometheusConnection(type="prometheus", url=prometheus.url)})
+    down = PrometheusAdapter({"gone": PrometheusConnection(type="prometheus", url=f"http://127.0.0.1:{free_port()}")})
+    try:
+        await up.ping("prom")
+        with pytest.raises(RetryableStepError, match="prometheus gone: cannot connect"):
+            await down.ping("gone")
+    finally:
+        await up.close()
+        await down.close()
