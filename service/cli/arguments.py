@@ -8,14 +8,17 @@ from importlib.metadata import version as package_version
 DESCRIPTION = "The `remediate` command line: the composition root of the service."
 
 
+def _adds_playbooks(command: argparse.ArgumentParser, to: str) -> None:
+    """`--playbooks DIR`, repeatable, means the same in every command: a directory added to `to`."""
+    command.add_argument("--playbooks", action="append", metavar="DIR", help=f"a playbook directory to add to {to}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remediate", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"remediate {package_version('remediate')}")
     sub = parser.add_subparsers(dest="command", required=True)
     dev_p = sub.add_parser("dev", help="local Temporal dev server + worker + web, shipped playbooks, dry-run")
-    dev_p.add_argument(
-        "--playbooks", action="append", metavar="DIR", help="a playbook directory to add to the shipped ones (repeat)"
-    )
+    _adds_playbooks(dev_p, "the shipped ones (repeat)")
     dev_p.add_argument(
         "--ephemeral",
         action="store_true",
@@ -29,24 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
     lint.add_argument("paths", nargs="*", help="playbook files or directories (default: REMEDIATE_PLAYBOOKS)")
     plan = sub.add_parser("plan", help="diagnose for real and print every planned write; never writes")
     plan.add_argument("--alert", required=True, help="a webhook message or a single alert (JSON)")
-    plan.add_argument(
-        "--playbooks",
-        action="append",
-        metavar="DIR",
-        help="a playbook directory to add to REMEDIATE_PLAYBOOKS (repeat)",
-    )
+    _adds_playbooks(plan, "REMEDIATE_PLAYBOOKS (repeat)")
     test = sub.add_parser("test", help="run playbook tests offline: recorded reads in, the plan checked")
     test.add_argument(
         "paths",
         nargs="*",
         help="playbook directories (their tests/), tests/ directories or test files (default: REMEDIATE_PLAYBOOKS)",
     )
-    test.add_argument(
-        "--playbooks",
-        action="append",
-        metavar="DIR",
-        help="a playbook directory to add to each test file's own (the one holding its tests/); repeat",
-    )
+    _adds_playbooks(test, "each test file's own (the one holding its tests/); repeat")
     schema = sub.add_parser("schema", help="JSON Schema of the playbook format")
     schema.add_argument(
         "--actions-doc",

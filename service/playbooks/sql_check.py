@@ -170,19 +170,15 @@ def check(sql: str, kind: Literal["query", "execute"]) -> tuple[list[str], list[
 # model, validators and all, several times a run) costs a lookup, not a parse.
 @lru_cache(maxsize=4096)
 def _checked(sql: str, kind: Literal["query", "execute"]) -> tuple[tuple[str, ...], tuple[SqlProblem, ...]]:
-    names, problems = _parsed_check(sql, kind)
-    return tuple(names), tuple(problems)
-
-
-def _parsed_check(sql: str, kind: Literal["query", "execute"]) -> tuple[list[str], list[SqlProblem]]:
-    text, names, problems = placeholders(sql)
+    text, found, problems = placeholders(sql)
+    names = tuple(found)
     try:
         statements = parse_sql(text)
     except ParseError as exc:
         offset = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else None
-        return names, [*problems, SqlProblem(f"not valid SQL: {exc.args[0]}", offset)]
+        return names, (*problems, SqlProblem(f"not valid SQL: {exc.args[0]}", offset))
     if len(statements) != 1:
-        return names, [*problems, SqlProblem(f"{len(statements)} statements; a step runs exactly one")]
+        return names, (*problems, SqlProblem(f"{len(statements)} statements; a step runs exactly one"))
     stmt = statements[0].stmt
     problems.extend(_function_problems(stmt))
     nested = [n for n in _walk(stmt) if isinstance(n, _DML) and n is not stmt]
@@ -203,7 +199,7 @@ def _parsed_check(sql: str, kind: Literal["query", "execute"]) -> tuple[list[str
             problems.append(SqlProblem(f"{_kind(stmt)} without WHERE would touch every row; name the rows"))
         if nested:
             problems.append(SqlProblem("one statement writes once: no data-modifying WITH clause"))
-    return names, problems
+    return names, tuple(problems)
 
 
 def _any(stmt: Any, attribute: str) -> bool:
