@@ -45,19 +45,20 @@ def payloads(value: Any) -> Iterator[Payload]:
     if isinstance(value, Payload):
         yield value
         return
-    fields = getattr(value, "ListFields", None)
-    if fields is None:
-        return
-    for _, field in fields():
-        items = field if isinstance(field, list | tuple) or hasattr(field, "extend") else [field]
-        if hasattr(field, "items") and not hasattr(field, "extend"):  # a map of payloads (memo, headers)
-            items = list(field.values())
-        for item in items:
-            yield from payloads(item)
+    for _, field in value.ListFields() if hasattr(value, "ListFields") else ():
+        if hasattr(field, "keys"):  # a map of payloads (memo, headers)
+            children = list(field.values())
+        elif hasattr(field, "__len__") and not isinstance(field, str | bytes):  # a repeated field
+            children = list(field)
+        else:
+            children = [field]
+        for child in children:
+            yield from payloads(child)
 
 
 def playbook_bytes(data: Any) -> tuple[int, int]:
-    """(bytes, copies) of the playbook documents inside a decoded payload: any object with `diagnose` and `act`."""
+    """(bytes, copies) of the playbook documents inside a decoded payload: any object with `name`, `match` and
+    `act`."""
     if isinstance(data, dict):
         if "match" in data and "act" in data and "name" in data:
             return len(json.dumps(data, separators=(",", ":"))), 1
