@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import glob
+import itertools
 import os
 import shutil
 import socket
@@ -24,11 +25,30 @@ class ServerMissing(RuntimeError):
     """A server the suite needs is not installed: the run fails, it never skips."""
 
 
+# Below the kernel's ephemeral range (32768+), so a port handed out here and bound a few seconds later (a
+# Temporal restarted on its old port) cannot meanwhile be taken by any socket that asked the kernel for port 0;
+# each xdist worker draws from its own slice, so two workers never hand out the same port.
+_PORT_BASE, _PORT_SLICE, _PORT_SLICES = 20000, 1500, 8
+_next_port = itertools.count(os.getpid())  # the pid as offset keeps two processes of one worker apart
+
+
+def _port_slice() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    return int(worker) % _PORT_SLICES if worker.isdigit() else 0
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port nothing listens on, never the same twice in one process, outside the kernel's ephemeral range."""
+    start = _PORT_BASE + _port_slice() * _PORT_SLICE
+    for _ in range(_PORT_SLICE):
+        port = start + next(_next_port) % _PORT_SLICE
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {start}..{start + _PORT_SLICE - 1}")
 
 
 def wait_port(port: int, timeout: float = 30.0) -> None:
