@@ -37,6 +37,14 @@ PASSTHROUGH = (
 )
 
 
+RUN_WORKFLOWS = (RemediationWorkflow, DeliveryWorkflow)  # the run worker's; the replay test replays these
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The sandbox every workflow of ours runs in (and the replay test replays in)."""
+    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH))
+
+
 AFTER_WITHIN = 5.0  # seconds for the budget's hand-back after the runs have drained
 RAILS_GRACE = timedelta(seconds=5)  # the governor's and the board's own work is small: they stop fast
 log = logging.getLogger("remediate")
@@ -93,7 +101,7 @@ def create_worker(
     """Three workers: runs, the governor (shards and budget), the kill switch board. Memory stays bounded by
     `cached_runs` (open runs kept in memory; others are replayed from history when they wake) and by
     `concurrent_tasks` (run workflow tasks at once), whatever number of runs is open."""
-    runner = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH))
+    runner = workflow_runner()
     # The governor has its own task queue, so its answers never wait behind a storm of run tasks.
     governor = Worker(
         client,
@@ -115,7 +123,7 @@ def create_worker(
         Worker(
             client,
             task_queue=task_queue,
-            workflows=[RemediationWorkflow, DeliveryWorkflow],
+            workflows=list(RUN_WORKFLOWS),
             activities=[*activities.all(), *rails],
             max_concurrent_activities=max_concurrent_activities,
             max_concurrent_workflow_tasks=concurrent_tasks,
