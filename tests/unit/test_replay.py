@@ -15,6 +15,10 @@ from tests.support.paths import DATA
 HISTORIES = sorted((DATA / "histories").glob("*/*.json"))
 
 
+def _history(path: Path) -> WorkflowHistory:
+    return WorkflowHistory.from_json(path.stem, path.read_text())
+
+
 def test_histories_are_recorded() -> None:
     """The replay test has histories of every scenario to replay (python -m tests.support.histories records them)."""
     names = {path.stem for path in HISTORIES}
@@ -24,7 +28,7 @@ def test_histories_are_recorded() -> None:
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 async def test_recorded_history_replays(path: Path) -> None:
     """A run or delivery recorded before a change replays on the current workflow code without a nondeterminism."""
-    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    history = _history(path)
     replayer = Replayer(
         workflows=list(RUN_WORKFLOWS), workflow_runner=workflow_runner(), data_converter=pydantic_data_converter
     )
