@@ -10,7 +10,8 @@ then, with a one-step playbook (one HTTP GET per alert):
   end to end, on a fresh dev server: two `--web-only` and two `serve --worker-only` processes; a batch of 400 alerts at
     concurrency 1 and 800 at 8 (runs completed per second, alert -> first diagnose step), then one 10-alert
     message a second for 15 s (latency when not saturated);
-  burst: 2,000 alerts in 200 messages plus 60 re-sent, 8 in flight, resending on 503; RSS of each process.
+  burst: 2,000 alerts in 200 messages plus 60 re-sent, 8 in flight, resending on 503; RSS of each process;
+  CPU per run: the workers' (and webs') user+system CPU over the batches and the burst, per run closed.
 Each figure is printed as a ratio against the baseline of this run and the numbers issue 13 measured on the code
 before the change:
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import tempfile
 import time
@@ -133,6 +135,12 @@ def rss_mb(process: ServiceProcess) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_seconds(process: ServiceProcess) -> float:
+    """User plus system CPU the process has used so far (from /proc: ticks since it started)."""
+    fields = Path(f"/proc/{process.proc.pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def open_runs(client: Client, queue: str) -> int:
@@ -302,9 +310,21 @@ async def main(seconds: float) -> None:
         for process in [*webs, *workers]:
             await process.wait_ready()
         urls = [w.url for w in webs]
+        closed_before = await closed_runs(env.client, queue)
+        cpu_before = {p.name: cpu_seconds(p) for p in [*webs, *workers]}
         rows += await end_to_end(urls, env.client, queue, target)
         await wait_until(lambda: _none_open(env.client, queue), 300)
         rows.append(await burst(urls, env.client, queue))
+        ran = await closed_runs(env.client, queue) - closed_before  # runs and deliveries closed meanwhile
+        cpu = {p.name: cpu_seconds(p) - cpu_before[p.name] for p in [*webs, *workers]}
+        per_run = sum(cpu[w.name] for w in workers) / max(ran, 1) * 1000
+        rows.append(
+            (
+                "CPU per run",
+                f"workers {per_run:.1f} ms, webs {sum(cpu[w.name] for w in webs) / max(ran, 1) * 1000:.1f} ms "
+                f"({ran} runs closed; {', '.join(f'{n} {c:.0f} s' for n, c in cpu.items())})",
+            )
+        )
         rows.append(("RSS", ", ".join(f"{p.name} {rss_mb(p):.0f} MB" for p in [*webs, *workers])))
         for process in [*webs, *workers]:
             await process.terminate()
