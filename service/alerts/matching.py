@@ -10,9 +10,10 @@ from functools import lru_cache
 from typing import Literal
 
 import re2
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from service.alerts.webhook import Alert
+from service.vocabulary.checked import checked_before
 
 _MATCHER = re.compile(r"^\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op>=~|!~|!=|=)\s*(?P<value>.*?)\s*$")
 MatchOp = Literal["=", "!=", "=~", "!~"]
@@ -81,8 +82,8 @@ class Match(BaseModel):
 
     @field_validator("matchers")
     @classmethod
-    def _parse_matchers(cls, value: list[str]) -> list[str]:
-        for text in value:
+    def _parse_matchers(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        for text in value if not checked_before(info) else ():
             LabelMatcher.parse(text)
         return value
 

@@ -15,7 +15,7 @@ from ruamel.yaml.error import YAMLError
 
 from service.alerts.webhook import Alert
 from service.playbooks.playbook import Playbook
-from service.playbooks.step_base import approval_rule_of
+from service.playbooks.step_base import approval_rule_of, parse_rendered
 from service.playbooks.steps import StepBase
 from service.runs.engine import Run
 from service.runs.state import RunInput, RunState, StepRequest, StepResult
@@ -90,12 +90,7 @@ class _Recorded:
 
     async def __call__(self, step: StepBase, request: StepRequest) -> StepResult:
         self.calls.append(request)
-        try:  # what the real action would refuse: rendered parameters of the wrong shape
-            params = step.params_model().model_validate(request.params, context={"rendered": True})
-        except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise PermanentStepError(f"rendered parameters are invalid: {where}: {first['msg']}") from exc
+        params = parse_rendered(step.params_model(), request.params)  # what the real action would refuse
         answers = self.case.results.get(step.id)
         if answers is None:
             if step.effect == "write":

@@ -17,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
         NOTIFY_RETRY,
         retry_policy,
     )
+    from service.playbooks.shelf import SHELF
     from service.playbooks.steps import StepBase
     from service.rails.governance import TURN
     from service.runs.audit import FINAL, RECORD_AUDIT, AuditSnapshot
@@ -29,7 +30,9 @@ with workflow.unsafe.imports_passed_through():
         SETTLE,
         PriorAttempts,
         RunInput,
+        RunStart,
         RunState,
+        RunTerms,
         StepRequest,
         StepResult,
     )
@@ -70,15 +73,16 @@ class RemediationWorkflow:
         self._outcome_posting: asyncio.Task[None] | None = None
 
     @workflow.run
-    async def run(self, run: RunInput) -> RunState:
+    async def run(self, start: RunStart) -> RunState:
         try:
-            return await self._run_to_end(run)
+            # The playbook from this process's shelf, by its document's digest: decoded once per worker, not per run.
+            return await self._run_to_end(start.resolved(SHELF))
         except (ApplicationError, workflow.NondeterminismError):
             raise  # our own RunFailed; a changed workflow is fixed by deploying code, not by failing the run
         except Exception as exc:  # noqa: BLE001 - the workflow's boundary: no error may fail its task for ever
-            return await self._stopped(run, exc)
+            return await self._stopped(start, exc)
 
-    async def _stopped(self, run: RunInput, exc: Exception) -> RunState:
+    async def _stopped(self, run: RunTerms, exc: Exception) -> RunState:
         """An error outside the engine's own boundary (our bug, a value no code foresaw) ends the run with the reason,
         recorded, instead of a workflow task that fails and is retried for ever. A run that had already reached its
         outcome keeps it (and completes: a failed execution could be attempted again)."""
@@ -112,6 +116,7 @@ class RemediationWorkflow:
             settle=self._settle,
             record=self._record,
             acting=self._acting,
+            check_rendered=workflow.patched("check-rendered-params"),  # runs started before replay without it
         )
         # One start time wherever the run is read: Temporal's list and the audit trail show the same instant.
         self._run.state.started_at = workflow.info().start_time

@@ -1,4 +1,4 @@
-"""The playbooks a process serves, with their versions; reloaded whole or not at all (the old set stays)."""
+"""The playbooks a process serves, with their versions and documents; reloaded whole or not at all."""
 
 from __future__ import annotations
 
@@ -6,13 +6,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from service.playbooks.playbook import Playbook, PlaybookVersion
+from service.playbooks.shelf import SHELF, PlaybookDocument
 from service.vocabulary.errors import PlaybookError
 
 Loader = Callable[[], list[tuple[Playbook, PlaybookVersion]]]
 
 
 class Catalog:
-    """Holds one consistent set; `reload` swaps in a new one only if every file in it loads and lints."""
+    """Holds one consistent set; `reload` swaps in a new one only if every file in it loads and lints. Each
+    playbook's document is written once per load and shelved, so a worker of this process never decodes it."""
 
     def __init__(self, loaded: list[tuple[Playbook, PlaybookVersion]], load: Loader | None = None) -> None:
         self._load = load
@@ -21,6 +23,7 @@ class Catalog:
     def _set(self, loaded: list[tuple[Playbook, PlaybookVersion]]) -> None:
         self.playbooks = [playbook for playbook, _ in loaded]
         self.versions = {version.name: version for _, version in loaded}
+        self.documents = {playbook.name: SHELF.put(playbook) for playbook, _ in loaded}
         self.loaded_at = datetime.now(UTC)
 
     @classmethod
@@ -30,6 +33,9 @@ class Catalog:
 
     def version(self, name: str) -> PlaybookVersion | None:
         return self.versions.get(name)
+
+    def document(self, name: str) -> PlaybookDocument:
+        return self.documents[name]
 
     def reload(self) -> list[str]:
         """Load the files again; the problems (`file:line:col: reason`) when the new set is refused."""

@@ -166,8 +166,7 @@ def check(sql: str, kind: Literal["query", "execute"]) -> tuple[list[str], list[
     return list(names), list(problems)
 
 
-# A statement's verdict never changes: a playbook validated again (Temporal's data converter decodes it into its
-# model, validators and all, several times a run) costs a lookup, not a parse.
+# A statement's verdict never changes: a playbook loaded again (a reload, a lint of many files) costs a lookup.
 @lru_cache(maxsize=4096)
 def _checked(sql: str, kind: Literal["query", "execute"]) -> tuple[tuple[str, ...], tuple[SqlProblem, ...]]:
     text, found, problems = placeholders(sql)

@@ -12,13 +12,15 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    ValidationError,
     ValidationInfo,
     model_validator,
 )
 
 from service.playbooks.templating import Escape, is_template
+from service.vocabulary.checked import RENDERED
 from service.vocabulary.durations import Duration
-from service.vocabulary.errors import GuardViolation
+from service.vocabulary.errors import GuardViolation, PermanentStepError
 
 T = TypeVar("T")
 __all__ = ["Duration"]  # steps import Duration from here; it is defined once in service.vocabulary.durations
@@ -61,7 +63,7 @@ class Params(BaseModel):
 
 def _template_until_rendered(value: str, info: ValidationInfo) -> str:
     # Before rendering a typed field may hold a template; after rendering, text where a typed value belongs is refused.
-    if info.context and info.context.get("rendered"):
+    if info.context and info.context.get("rendered"):  # RENDERED
         raise ValueError("expected a typed value here, got text")
     if not is_template(value):
         raise ValueError("expected a typed value or a {{ template }}")
@@ -69,6 +71,20 @@ def _template_until_rendered(value: str, info: ValidationInfo) -> str:
 
 
 Template = Annotated[str, AfterValidator(_template_until_rendered)]
+
+
+P = TypeVar("P", bound=Params)
+
+
+def parse_rendered(model: type[P], rendered: Mapping[str, JsonValue]) -> P:
+    """A step's rendered parameters as their typed model: the parsers ran at load, so only the shapes are checked,
+    and text where a typed value belongs (a template that rendered to a string) is refused."""
+    try:
+        return model.model_validate(rendered, context=RENDERED)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise PermanentStepError(f"rendered parameters are invalid: {where}: {first['msg']}") from exc
 
 
 def typed(value: T | str, what: str) -> T:

@@ -8,8 +8,9 @@ from pydantic import BaseModel, Field
 
 from service.alerts.webhook import Alert, run_id
 from service.playbooks.playbook import Playbook, PlaybookVersion
+from service.playbooks.shelf import PlaybookDocument
 from service.rails.governance import Governance
-from service.runs.state import Durability, RunInput
+from service.runs.state import Durability, RunStart
 from service.vocabulary.modes import Mode
 
 DELIVER = "deliver"  # the local activity that starts and resolves a delivery's runs
@@ -17,9 +18,10 @@ DELIVERY_PREFIX = "delivery/"
 
 
 class PlaybookTerms(BaseModel):
-    """What every run of one playbook in a delivery carries: the playbook as loaded, its mode, approvers, rails."""
+    """What every run of one playbook in a delivery carries: the playbook's document, its mode, approvers, rails."""
 
-    playbook: Playbook
+    document: PlaybookDocument | None = None
+    playbook: Playbook | None = Field(default=None, description="Deliveries made before documents: the playbook.")
     mode: Mode
     approvers: list[str] = Field(default_factory=list)
     approval_channel: str | None = None
@@ -41,14 +43,16 @@ class Delivery(BaseModel):
     starts: list[tuple[int, int]] = Field(default_factory=list, description="(terms index, alert index) per run.")
     resolves: list[str] = Field(default_factory=list, description="Run ids whose alert resolved.")
 
-    def runs(self) -> list[RunInput]:
+    def runs(self) -> list[RunStart]:
         """Each run to start, exactly as the receiver would have started it itself."""
         runs = []
         for t, a in self.starts:
             terms, alert = self.terms[t], self.alerts[a]
+            name = terms.playbook.name if terms.playbook else terms.document.name if terms.document else ""
             runs.append(
-                RunInput(
-                    run_id=run_id(terms.playbook.name, alert),
+                RunStart(
+                    run_id=run_id(name, alert),
+                    document=terms.document,
                     playbook=terms.playbook,
                     alert=alert,
                     mode=terms.mode,

@@ -65,6 +65,7 @@ class Run:
         settle: Callable[[], Awaitable[None]] | None = None,
         record: Callable[[], Awaitable[None]] | None = None,
         acting: Callable[[], None] | None = None,
+        check_rendered: bool = True,
     ) -> None:
         self.run, self.clock, self.alert_resolved = run, clock, resolved
         # A playbook whose own first write resolves its alert (it changes what the rule selects) says so, and then a
@@ -76,7 +77,7 @@ class Run:
         self.acting = acting or (lambda: None)  # told once, as the first real write starts (outcome messages)
         self.gatekeeper, self.policy = gatekeeper, policy or ModeLadder()
         self.state = new_state(run)
-        self.steps = StepRunner(run, execute, clock, self.state.steps)
+        self.steps = StepRunner(run, execute, clock, self.state.steps, check_rendered)
         self.scope = Scope(alert=alert_variables(run.alert))
         self.asked = False  # whether the policy was asked for a write (and so must hear how the run ended)
         self.attempted = 0  # writes started: a run that started none gets its budget back

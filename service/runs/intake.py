@@ -12,14 +12,14 @@ from service.playbooks.catalog import Catalog
 from service.playbooks.playbook import Playbook
 from service.rails.governance import Governance
 from service.runs.delivery import Delivery, PlaybookTerms, delivery_id
-from service.runs.state import Durability, RunInput
+from service.runs.state import Durability, RunStart
 from service.vocabulary.modes import Mode, effective_mode
 
 
 class RunStarter(Protocol):
     """Where runs start and hear that their alert resolved (the service's Temporal, in production)."""
 
-    async def start(self, run: RunInput) -> bool:
+    async def start(self, run: RunStart) -> bool:
         """Start the run; False when this occurrence already has one."""
         ...
 
@@ -97,7 +97,7 @@ class Receiver:
 
     def _terms(self, playbook: Playbook) -> PlaybookTerms:
         return PlaybookTerms(
-            playbook=playbook,
+            document=self.catalog.document(playbook.name),
             mode=effective_mode(self.ceiling, playbook.mode),
             approvers=self.approvers(playbook.approvers),
             approval_channel=playbook.approval_channel or self.channel,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Generic, Protocol, TypeVar, cast
 
-from pydantic import JsonValue, ValidationError
+from pydantic import JsonValue
 
+from service.playbooks.step_base import parse_rendered
 from service.playbooks.steps import ACTIONS, Effect, Params
 from service.runs.state import StepRequest, StepResult
 from service.vocabulary.errors import ConfigError, PermanentStepError
@@ -44,13 +45,9 @@ class Action(Generic[P]):
         self.params = cast("type[P]", step.params_model())
 
     def parse(self, raw: Mapping[str, JsonValue]) -> P:
-        """Rendered parameters as the handler's type; a value that is still text where a typed one belongs fails."""
-        try:
-            return self.params.model_validate(raw, context={"rendered": True})
-        except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise PermanentStepError(f"rendered parameters are invalid: {where}: {first['msg']}") from exc
+        """The request's parameters as the handler's type. The workflow checked them when it rendered them; this is
+        the data converter's JSON turned back into that model (no parser runs again)."""
+        return parse_rendered(self.params, raw)
 
     async def __call__(self, request: StepRequest) -> StepResult:
         params = self.parse(request.params)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from service.alerts.webhook import Alert
 from service.playbooks.playbook import Playbook, PlaybookVersion
+from service.playbooks.shelf import PlaybookDocument, Shelf
 from service.playbooks.steps import Effect, StepBase
 from service.rails.governance import Effectiveness, Governance
 from service.vocabulary.approvals import Gate
@@ -142,11 +143,10 @@ class Durability(BaseModel):
     notify: bool = Field(default=False, description="A notifier is configured: outcome messages have somewhere to go.")
 
 
-class RunInput(BaseModel):
-    """Everything a run needs, pinned at start: the playbook as it was, the alert, the mode."""
+class RunTerms(BaseModel):
+    """What a run is pinned to at its start, besides its playbook: the alert, the mode, approvers, rails."""
 
     run_id: str
-    playbook: Playbook
     alert: Alert
     mode: Mode
     approvers: list[str] = Field(default_factory=list, description="Resolved user ids allowed to decide.")
@@ -157,6 +157,35 @@ class RunInput(BaseModel):
     first_attempt: bool = Field(
         default=False, description="Set by the starter when no execution of this run id existed: nothing to count."
     )
+
+
+class RunInput(RunTerms):
+    """Everything a run needs, pinned at start: the playbook as it was, the alert, the mode."""
+
+    playbook: Playbook
+
+
+class RunStart(RunTerms):
+    """What a run's workflow is started with: its playbook by document, decoded once per worker (a run started
+    before documents existed carries the playbook whole, and replays with it)."""
+
+    document: PlaybookDocument | None = None
+    playbook: Playbook | None = Field(default=None, description="Runs started before documents: the playbook.")
+
+    @property
+    def playbook_name(self) -> str:
+        return self.playbook.name if self.playbook is not None else self.document.name if self.document else ""
+
+    def resolved(self, shelf: Shelf) -> RunInput:
+        """The run's input with its playbook: the one it carries, else the one its document names."""
+        if self.playbook is not None:
+            playbook = self.playbook
+        elif self.document is not None:
+            playbook = shelf.get(self.document)
+        else:
+            raise ValueError(f"run {self.run_id} carries no playbook")
+        terms = {name: getattr(self, name) for name in RunTerms.model_fields}
+        return RunInput(playbook=playbook, **terms)
 
 
 class RunState(BaseModel):

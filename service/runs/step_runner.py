@@ -11,10 +11,11 @@ from datetime import timedelta
 from pydantic import JsonValue
 
 from service.alerts.webhook import Alert
+from service.playbooks.step_base import parse_rendered
 from service.playbooks.steps import StepBase, WriteStep
 from service.playbooks.templating import condition, evaluate, render
 from service.runs.state import Clock, Executor, RunInput, RunStatus, StepRecord, StepRequest, StepResult
-from service.vocabulary.errors import StepError, TemplateError, WriteRefused
+from service.vocabulary.errors import PermanentStepError, StepError, TemplateError, WriteRefused
 from service.vocabulary.sizes import REQUEST_LIMIT, json_size, shown_dict
 from service.vocabulary.targets import name_of
 
@@ -69,9 +70,14 @@ class Stop(Exception):
 class StepRunner:
     """Runs the steps of one run through its executor, keeping each step's record current."""
 
-    def __init__(self, run: RunInput, execute: Executor, clock: Clock, records: Sequence[StepRecord]) -> None:
+    def __init__(
+        self, run: RunInput, execute: Executor, clock: Clock, records: Sequence[StepRecord], check_rendered: bool = True
+    ) -> None:
         self.run, self.execute, self.clock = run, execute, clock
         self._records = {r.id: r for r in records}
+        # Rendered parameters are checked against their model here, so a wrong shape stops the run before anything
+        # is sent (runs started before this check sent them, and their activity refused them: they replay so).
+        self.check_rendered = check_rendered
 
     def record(self, step_id: str) -> StepRecord:
         return self._records[step_id]
@@ -110,6 +116,12 @@ class StepRunner:
         except TemplateError as exc:
             self.record(step.id).status = "failed"
             raise Stop("failed", f"step {step.id!r}: {exc}") from exc
+        if self.check_rendered:
+            try:
+                parse_rendered(type(params), rendered)
+            except PermanentStepError as exc:
+                self.record(step.id).status = "failed"
+                raise Stop("failed", f"step {step.id!r}: {exc}; nothing was sent") from exc
         size = json_size(rendered)
         if size > REQUEST_LIMIT:
             # Sent whole or not at all: a cut parameter would change what the step does.

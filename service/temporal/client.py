@@ -15,9 +15,10 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from service.durable.delivery_workflow import DeliveryWorkflow
 from service.durable.workflows import RemediationWorkflow
+from service.playbooks.shelf import SHELF
 from service.runs.deadline import longest_run
 from service.runs.delivery import Delivery
-from service.runs.state import PriorAttempts, RunInput, RunState, short_id
+from service.runs.state import PriorAttempts, RunStart, RunState, short_id
 from service.temporal.rpc import QUERY_TIMEOUT, RPC_TIMEOUT, connect, connect_eager, rpc
 from service.vocabulary.approvals import Decision, DecisionRecord
 from service.vocabulary.errors import RemediateError, RunNotOpen, RunUnknown, TemporalUnavailable
@@ -58,7 +59,7 @@ class TemporalRuns:
     def __init__(self, client: Client, task_queue: str) -> None:
         self.client, self.task_queue = client, task_queue
 
-    async def start(self, run: RunInput) -> bool:
+    async def start(self, run: RunStart) -> bool:
         """Start the run; False when this occurrence already has one (running or closed).
 
         The common case, an id never used, is one call that also tells the run it is a first attempt (so it need not
@@ -78,7 +79,7 @@ class TemporalRuns:
         except WorkflowAlreadyStartedError:  # not an error: this occurrence already has its run
             return False
 
-    async def _start(self, run: RunInput, reuse: WorkflowIDReusePolicy) -> bool:
+    async def _start(self, run: RunStart, reuse: WorkflowIDReusePolicy) -> bool:
         with rpc(f"starting {run.run_id}"):
             handle = await self.client.start_workflow(
                 RemediationWorkflow.run,
@@ -87,9 +88,10 @@ class TemporalRuns:
                 task_queue=self.task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 id_reuse_policy=reuse,
-                memo={"playbook": run.playbook.name, "alertname": run.alert.alertname, "mode": run.mode.value},
-                static_summary=f"{run.playbook.name} for {run.alert.alertname} ({run.mode.value})",
-                execution_timeout=longest_run(run),  # no run stays open past its playbook's own timeouts
+                memo={"playbook": run.playbook_name, "alertname": run.alert.alertname, "mode": run.mode.value},
+                static_summary=f"{run.playbook_name} for {run.alert.alertname} ({run.mode.value})",
+                # No run stays open past its playbook's own timeouts (its playbook is on this process's shelf).
+                execution_timeout=longest_run(run.resolved(SHELF)),
                 rpc_timeout=RPC_TIMEOUT,
                 request_eager_start=True,
             )

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from service.alerts.webhook import Alert, run_id
 from service.playbooks.loader import load_file
+from service.playbooks.shelf import SHELF
 from service.playbooks.steps import StepBase
 from service.playbooks.systems.http import HttpConnection
 from service.runs.audit import FINAL, AuditSnapshot, Scrubber, events_of
@@ -175,7 +176,7 @@ async def test_generated_labels_never_5xx_and_every_run_ends_recorded(
     assert surrogate == "", "a lone surrogate is no Unicode text and is refused"
     (delivery,) = harness.recording.deliveries
     for run_input in delivery.runs():
-        state = await Run(run_input, harness.execute, Clock()).execute_run()
+        state = await Run(run_input.resolved(SHELF), harness.execute, Clock()).execute_run()
         assert state.status in FINAL, state
         for store in harness.stores:
             snapshot = AuditSnapshot(seq=1, state=harness.scrubber.state(state), final=True)

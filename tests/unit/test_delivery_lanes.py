@@ -6,7 +6,7 @@ import asyncio
 
 from service.durable.delivery_activities import DeliveryActivities
 from service.runs.delivery import Delivery
-from service.runs.state import RunInput
+from service.runs.state import RunStart
 
 
 class SlowStarter:
@@ -22,7 +22,7 @@ class SlowStarter:
         self.now -= 1
         return True
 
-    async def start(self, run: RunInput) -> bool:
+    async def start(self, run: RunStart) -> bool:
         return await self._call()
 
     async def resolve(self, run_id: str) -> bool:

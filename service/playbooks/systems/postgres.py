@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from pydantic import Field, JsonValue, field_validator, model_validator
+from pydantic import Field, JsonValue, ValidationInfo, field_validator, model_validator
 
 from service.playbooks import sql_check
 from service.playbooks.step_base import (
@@ -20,6 +20,7 @@ from service.playbooks.step_base import (
     typed,
 )
 from service.playbooks.system import ConnectionModel, System
+from service.vocabulary.checked import checked_before
 from service.vocabulary.secrets import SecretRef
 
 
@@ -52,12 +53,13 @@ class PostgresQueryParams(Params):
 
     @field_validator("sql")
     @classmethod
-    def _one_select(cls, sql: str) -> str:
-        return _statement(sql, "query")
+    def _one_select(cls, sql: str, info: ValidationInfo) -> str:
+        return sql if checked_before(info) else _statement(sql, "query")
 
     @model_validator(mode="after")
-    def _params_match(self) -> PostgresQueryParams:
-        _matching_params(self.sql, self.params)
+    def _params_match(self, info: ValidationInfo) -> PostgresQueryParams:
+        if not checked_before(info):
+            _matching_params(self.sql, self.params)
         return self
 
 
@@ -72,8 +74,8 @@ class PostgresExecuteParams(Params):
 
     @field_validator("sql")
     @classmethod
-    def _one_write(cls, sql: str) -> str:
-        return _statement(sql, "execute")
+    def _one_write(cls, sql: str, info: ValidationInfo) -> str:
+        return sql if checked_before(info) else _statement(sql, "execute")
 
     def caps(self) -> list[str]:
         return [f"max_rows {self.max_rows}"]
@@ -83,8 +85,9 @@ class PostgresExecuteParams(Params):
         return f"{rowcount} row(s)" if rowcount is not None else super().touched(data, targets)
 
     @model_validator(mode="after")
-    def _params_match(self) -> PostgresExecuteParams:
-        _matching_params(self.sql, self.params)
+    def _params_match(self, info: ValidationInfo) -> PostgresExecuteParams:
+        if not checked_before(info):
+            _matching_params(self.sql, self.params)
         return self
 
 
