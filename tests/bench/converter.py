@@ -7,8 +7,9 @@ Starts a Postgres and the Temporal dev server, then the composed service (web + 
 finished run it reads the histories of the run and of its delivery and prints:
 
   payload bytes   every payload of both histories (inputs, results, markers, signals), per run
-  playbook bytes  the part of those payloads that is a playbook document (each copy counted), per run
-  playbook copies how many payloads carry a playbook, per run
+  playbook bytes  the part of those payloads that is a playbook (each copy counted), per run, in copies
+                  carried as objects (the converter decodes them into a Playbook, validators and all) or as
+                  documents (JSON text the converter leaves alone; the process's shelf decodes one once)
   SQL parses      calls to pglast's parser in this process while the runs went (after loading), per run
 
 These are the figures issue 23's item 3 (the playbook by reference, parameters typed once) must bring down.
@@ -32,6 +33,7 @@ from temporalio.client import Client
 
 from service.cli.devserver import start_dev_server
 from service.playbooks import sql_check
+from service.playbooks.shelf import SHELF
 from service.runs.policy import Mode
 from tests.support.jobs import JOBS_SCHEMA, new_database, seed_jobs
 from tests.support.messages import message
@@ -56,23 +58,34 @@ def payloads(value: Any) -> Iterator[Payload]:
             yield from payloads(child)
 
 
-def playbook_bytes(data: Any) -> tuple[int, int]:
-    """(bytes, copies) of the playbook documents inside a decoded payload: any object with `name`, `match` and
-    `act`."""
+def _is_playbook(data: Any) -> bool:
+    return isinstance(data, dict) and "match" in data and "act" in data and "name" in data
+
+
+def playbook_bytes(data: Any) -> tuple[int, int, int]:
+    """(bytes, copies as objects, copies as text) of the playbook documents inside a decoded payload: any object
+    with `name`, `match` and `act`, or a string holding one as JSON (a document, which the converter leaves as text).
+    An object is what the data converter decodes into a Playbook model, validators and all; text it does not."""
+    if _is_playbook(data):
+        return len(json.dumps(data, separators=(",", ":"))), 1, 0
+    if isinstance(data, str) and data.startswith("{") and '"match"' in data:
+        try:
+            inner = json.loads(data)
+        except ValueError:
+            return 0, 0, 0
+        return (len(data), 0, 1) if _is_playbook(inner) else (0, 0, 0)
     if isinstance(data, dict):
-        if "match" in data and "act" in data and "name" in data:
-            return len(json.dumps(data, separators=(",", ":"))), 1
         found = [playbook_bytes(v) for v in data.values()]
     elif isinstance(data, list):
         found = [playbook_bytes(v) for v in data]
     else:
-        return 0, 0
-    return sum(b for b, _ in found), sum(c for _, c in found)
+        return 0, 0, 0
+    return sum(f[0] for f in found), sum(f[1] for f in found), sum(f[2] for f in found)
 
 
-async def history_figures(client: Client, workflow_id: str) -> tuple[int, int, int]:
-    """(payload bytes, playbook bytes, playbook copies) of one workflow's history."""
-    total = document = copies = 0
+async def history_figures(client: Client, workflow_id: str) -> tuple[int, int, int, int]:
+    """(payload bytes, playbook bytes, playbook copies as objects, as text) of one workflow's history."""
+    total = document = objects = texts = 0
     async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
         for payload in payloads(event):
             total += len(payload.data)
@@ -80,15 +93,15 @@ async def history_figures(client: Client, workflow_id: str) -> tuple[int, int, i
                 decoded = json.loads(payload.data)
             except ValueError:
                 continue
-            b, c = playbook_bytes(decoded)
-            document, copies = document + b, copies + c
-    return total, document, copies
+            b, o, t = playbook_bytes(decoded)
+            document, objects, texts = document + b, objects + o, texts + t
+    return total, document, objects, texts
 
 
 async def main(runs: int) -> None:
     pg = start_postgres(scratch("converter-pg"))
     env = await start_dev_server()
-    parses = [0]
+    parses, decoded = [0], [0]
     real = vars(sql_check)["parse_sql"]
 
     def counted(text: str) -> Any:
@@ -109,6 +122,7 @@ async def main(runs: int) -> None:
             httpx2.AsyncClient(base_url=stack.url, headers={"Authorization": f"Bearer {TOKEN}"}) as http,
         ):
             vars(sql_check)["parse_sql"] = counted  # loading is done: count what runs cost
+            shelved = SHELF.decoded
             try:
                 for _ in range(runs):
                     body = message()
@@ -120,18 +134,21 @@ async def main(runs: int) -> None:
                     run_ids.append(run_id)
             finally:
                 vars(sql_check)["parse_sql"] = real
+                decoded[0] = SHELF.decoded - shelved
             deliveries = [
                 e.id
                 async for e in env.client.list_workflows(f"TaskQueue = '{queue}' AND WorkflowType = 'DeliveryWorkflow'")
             ]
-        total = document = copies = 0
+        total = document = objects = texts = 0
         for workflow_id in [*run_ids, *deliveries]:
-            t, d, c = await history_figures(env.client, workflow_id)
-            total, document, copies = total + t, document + d, copies + c
+            t, d, o, x = await history_figures(env.client, workflow_id)
+            total, document, objects, texts = total + t, document + d, objects + o, texts + x
         print(f"{runs} runs of stuck-jobs (dry-run), {len(deliveries)} deliveries; per run:")
-        print(f"  payload bytes    {total / runs:,.0f}")
-        print(f"  playbook bytes   {document / runs:,.0f} in {copies / runs:.1f} copies")
-        print(f"  SQL parses       {parses[0] / runs:.1f} (pglast, in this process, after loading)")
+        print(f"  payload bytes     {total / runs:,.0f}")
+        print(f"  playbook bytes    {document / runs:,.0f} in {(objects + texts) / runs:.1f} copies")
+        print(f"    as objects      {objects / runs:.1f} (decoded into a Playbook model, validators and all)")
+        print(f"    as documents    {texts / runs:.1f} (text, decoded once per process: {decoded[0]} decode(s) here)")
+        print(f"  SQL parses        {parses[0] / runs:.1f} (pglast, in this process, after loading)")
     finally:
         await env.shutdown()
         pg.stop()

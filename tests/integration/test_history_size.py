@@ -16,7 +16,7 @@ from service.playbooks.loader import load_playbooks
 from service.runs.delivery import Delivery
 from service.runs.intake import Receiver, SeenRuns
 from service.runs.policy import Mode
-from service.runs.state import RunInput
+from service.runs.state import RunStart
 from tests.support.jobs import seed_jobs
 from tests.support.paths import DATA
 from tests.support.stack import TOKEN, run_handle, running_stack
@@ -68,7 +68,7 @@ async def test_a_run_and_its_delivery_stay_within_their_history_budgets(temporal
         ]
         await temporal_client.get_workflow_handle(delivery.id).result()
     started = await anext(aiter(temporal_client.get_workflow_handle(run_id).fetch_history_events()))
-    pinned = RunInput.model_validate_json(started.workflow_execution_started_event_attributes.input.payloads[0].data)
+    pinned = RunStart.model_validate_json(started.workflow_execution_started_event_attributes.input.payloads[0].data)
     assert pinned.first_attempt  # a new id: the run skips counting earlier attempts through visibility
     run, carried = await history_bytes(temporal_client, run_id), await history_bytes(temporal_client, delivery.id)
     for name, sizes in (("run", run), ("delivery", carried)):
