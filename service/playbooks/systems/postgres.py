@@ -28,6 +28,7 @@ def _statement(sql: str, kind: Literal["query", "execute"]) -> str:
     problems = sql_check.check(sql, kind)[1]
     if problems:
         raise ValueError("; ".join(str(p) for p in problems))
+    sql_check.facts(sql)  # what the adapter needs of it, parsed now at load rather than in a run's first step
     return sql
 
 
