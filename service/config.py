@@ -30,7 +30,8 @@ def resolve_secret(ref: str) -> str:
 
 
 class Settings(BaseSettings):
-    """Every setting of the service; documented one by one in docs/configuration.md."""
+    """Every setting of the service but the notifiers' (each declares its own, in service/notify/); documented one by
+    one in docs/configuration.md."""
 
     model_config = SettingsConfigDict(env_prefix="REMEDIATE_", extra="ignore", populate_by_name=True)
 
@@ -50,13 +51,6 @@ class Settings(BaseSettings):
     )
     config: Path | None = None
     dedupe_cache_size: int = Field(default=100_000, ge=0)
-    slack_bot_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("SLACK_BOT_TOKEN"))
-    slack_signing_secret: SecretStr | None = Field(default=None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET"))
-    slack_channel: str | None = Field(default=None, description="Channel id for approval requests.")
-    slack_api_url: str = "https://slack.com/api"
-    notify_webhook_url: SecretStr | None = Field(
-        default=None, description="Also POST approval requests, announcements and run outcomes here as JSON."
-    )
     sentry_dsn: str | None = Field(default=None, validation_alias=AliasChoices("SENTRY_DSN"))
     log_format: Literal["text", "json"] = Field(default="text", description="json: one JSON object per log line.")
     shutdown_grace: float = Field(default=30.0, ge=0, description="Seconds in-flight work gets after SIGTERM.")

@@ -12,9 +12,10 @@ from typing import Any, TypeVar
 
 from service.config import Settings
 from service.config_file import ConfigFile, load_config_file
+from service.notify.base import ClickRoute, NotifierKind
 from service.notify.notifiers import AllNotifiers
-from service.notify.slack import SlackNotifier
-from service.notify.webhook import WebhookNotifier
+from service.notify.slack.kind import SLACK
+from service.notify.webhook import WEBHOOK
 from service.playbooks.catalog import Catalog
 from service.playbooks.loader import load_playbooks, load_versioned
 from service.playbooks.playbook import Playbook, PlaybookVersion
@@ -51,6 +52,40 @@ ADAPTERS: tuple[type[ConnectionAdapter[Any, Any]], ...] = (
     AlertmanagerAdapter,
 )
 A = TypeVar("A", bound=Adapter)
+# Every notifier, once: a new one is its module (settings, build, clicks) and one line here.
+NOTIFIERS: tuple[NotifierKind[Any], ...] = (SLACK, WEBHOOK)
+
+
+class Notifiers:
+    """Every declared notifier with its settings: read from the environment, unless given by name (tests)."""
+
+    def __init__(self, given: dict[str, Any] | None = None, kinds: Sequence[NotifierKind[Any]] = NOTIFIERS) -> None:
+        given = given or {}
+        self.kinds = [(kind, given.get(kind.name) or kind.settings()) for kind in kinds]
+
+    @property
+    def configured(self) -> bool:
+        """Whether any notifier is set up: outcome messages have somewhere to go."""
+        return any(kind.set_up(s) for kind, s in self.kinds)
+
+    def notifier(self) -> Notifying:
+        """Where approval requests, announcements and run outcomes are shown: every notifier set up, or nowhere
+        (then the API and the CLI decide)."""
+        found = [kind.build(s) for kind, s in self.kinds if kind.set_up(s)]
+        if not found:
+            return NoNotifier()
+        return found[0] if len(found) == 1 else AllNotifiers(found)
+
+    def secrets(self) -> list[str]:
+        return [secret for kind, s in self.kinds for secret in kind.secrets(s)]
+
+    def channel(self) -> str | None:
+        """The default channel for approval requests: the first notifier's that names one."""
+        return next((c for kind, s in self.kinds if (c := kind.channel(s))), None)
+
+    def clicks(self) -> list[ClickRoute]:
+        """Every notifier's click route, set up or not (one not set up refuses every click)."""
+        return [kind.clicks(s) for kind, s in self.kinds if kind.clicks is not None]
 
 
 class Adapters:
@@ -108,7 +143,7 @@ def load_catalog(settings: Settings, config: ConfigFile) -> Catalog:
     return Catalog(load(), load)
 
 
-def durability(settings: Settings, config: ConfigFile) -> Durability:
+def durability(settings: Settings, config: ConfigFile, notify: bool) -> Durability:
     """What every run started here carries about retries: which connections keep a ledger, the timeouts."""
     return Durability(
         ledgers=sorted(n for n, c in config.connections.items() if isinstance(c, PostgresConnection) and c.ledger),
@@ -116,7 +151,7 @@ def durability(settings: Settings, config: ConfigFile) -> Durability:
         max_attempts=settings.max_attempts_per_occurrence,
         attempt_backoff=settings.attempt_backoff,
         audit=settings.database_url is not None,
-        notify=settings.slack_bot_token is not None or settings.notify_webhook_url is not None,
+        notify=notify,
     )
 
 
@@ -156,17 +191,3 @@ def web_auth(settings: Settings) -> WebAuth:
             )
         log.warning("REMEDIATE_ALLOW_UNAUTHENTICATED: the webhook and run API on %s accept anyone", settings.listen)
     return auth
-
-
-def notifier(settings: Settings) -> Notifying:
-    """Where approval requests, announcements and run outcomes are shown: Slack when a bot token is set, a generic
-    webhook when its URL is set, both, or nowhere (then the API and the CLI decide)."""
-    found: list[Notifying] = []
-    if settings.slack_bot_token is not None:
-        token = settings.slack_bot_token.get_secret_value()
-        found.append(SlackNotifier(token, settings.slack_channel, settings.slack_api_url))
-    if settings.notify_webhook_url is not None:
-        found.append(WebhookNotifier(settings.notify_webhook_url.get_secret_value()))
-    if not found:
-        return NoNotifier()
-    return found[0] if len(found) == 1 else AllNotifiers(found)

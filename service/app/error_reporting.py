@@ -3,7 +3,7 @@ Temporal interceptor, each tagged with run id, playbook and step, every string s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sentry_sdk
@@ -29,10 +29,10 @@ from service.vocabulary.log_format import RUN_WORKFLOW
 from service.vocabulary.redact import install
 
 
-def guard_secrets(settings: Settings, config: ConfigFile) -> Scrubber:
+def guard_secrets(settings: Settings, config: ConfigFile, notifier_secrets: Sequence[str] = ()) -> Scrubber:
     """Resolve the process's secret values once: masked in every log line from now on, scrubbed from what Sentry is
     sent (when SENTRY_DSN is set), and handed to the audit trail's writer."""
-    secrets = scrubber(settings, config)
+    secrets = scrubber(settings, config, notifier_secrets)
     install(known=secrets.known)
     if settings.sentry_dsn:
         start_reporting(settings.sentry_dsn, secrets)

@@ -14,7 +14,7 @@ import uvicorn
 from starlette.applications import Starlette
 from temporalio.client import Client
 
-from service.app.compose import Adapters, durability, governance, notifier, web_auth
+from service.app.compose import Adapters, Notifiers, durability, governance, web_auth
 from service.app.error_reporting import ReportingInterceptor
 from service.app.lifecycle import QuietServer, WorkerHealth, run_worker
 from service.app.watchers import watch_approvals, watch_kill_switch, watch_lines, watch_stuck
@@ -66,6 +66,7 @@ def build_app(
     worker_problem: Callable[[], str | None] | None = None,
     metrics: Metrics | None = None,
     audit: AuditStore | None = None,
+    notifiers: Notifiers | None = None,
 ) -> Starlette:
     """The web side. Its readiness is Temporal's, plus this process's worker and its connections when it runs one:
     a web-only replica never talks to the targets."""
@@ -74,18 +75,18 @@ def build_app(
     if not auth.enabled:
         log.warning("no REMEDIATE_WEBHOOK_TOKEN or basic credentials: the webhook accepts anyone on loopback")
     config = load_config_file(settings.config)
+    notifiers = notifiers or Notifiers()
     receiver = Receiver(
         playbooks,
         runs,
         settings.mode,
         SeenRuns(settings.dedupe_cache_size, settings.dedupe_ttl),
         approvers=config.resolve_approvers,
-        channel=settings.slack_channel,
-        durability=durability(settings, config),
+        channel=notifiers.channel(),
+        durability=durability(settings, config, notifiers.configured),
         governance=governance(settings, config),
         window=settings.dedupe_ttl,
     )
-    secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     return create_app(
         receiver,
         auth,
@@ -93,7 +94,7 @@ def build_app(
         max_body_bytes=settings.max_body_bytes,
         body_timeout=settings.body_timeout,
         pings={"temporal": runs.ping, **(adapters.pings if worker_problem is not None else {})},
-        slack_signing_secret=secret,
+        clicks=notifiers.clicks(),
         worker_problem=worker_problem,
         approvers=ApproverTokens(config.approver_identities()),
         metrics=metrics,
@@ -124,14 +125,14 @@ def worker_factory(
     notifier: Notifying,
     metrics: PolicyMetrics,
     web_metrics: Metrics,
-    audit: AuditStore | None = None,
-    secrets: Scrubber | None = None,
+    audit: AuditStore | None,
+    secrets: Scrubber,
 ) -> Callable[[Client], Workers]:
     pauses = PausePoints(settings.pause_at)
     reporting = [ReportingInterceptor()] if settings.sentry_dsn else []
     recorders = AuditActivities(
         audit,
-        secrets or scrubber(settings, load_config_file(settings.config)),
+        secrets,
         web_metrics.audit_records.inc,
         web_metrics.run.ended,
         web_metrics.audit_failures.inc,
@@ -184,12 +185,14 @@ async def serve(
     ready: asyncio.Event | None = None,
     audit: AuditStore | None = None,
     secrets: Scrubber | None = None,
+    notifiers: Notifiers | None = None,
 ) -> None:
     """Run the web server and/or the worker until `stop` is set (then drain) or the task is cancelled."""
     stop = stop or asyncio.Event()
     address, namespace = settings.temporal_address, settings.temporal_namespace
     tasks: list[asyncio.Task[None]] = []
-    shown = notifier(settings)
+    notifiers = notifiers or Notifiers()  # each notifier's settings, from the environment
+    shown = notifiers.notifier()
     health = WorkerHealth() if worker else None
     metrics = Metrics()
     rails = PolicyMetrics(metrics.registry)
@@ -199,7 +202,15 @@ async def serve(
                 run_worker(
                     client,
                     lambda: connect_eager(address, namespace),
-                    worker_factory(settings, adapters, shown, rails, metrics, audit, secrets),
+                    worker_factory(
+                        settings,
+                        adapters,
+                        shown,
+                        rails,
+                        metrics,
+                        audit,
+                        secrets or scrubber(settings, load_config_file(settings.config), notifiers.secrets()),
+                    ),
                     address,
                     stop,
                     health,
@@ -211,7 +222,7 @@ async def serve(
     if web:
         if isinstance(playbooks, Catalog):
             reload_on_sighup(playbooks)
-        app = build_app(settings, playbooks, client, adapters, problem, metrics, audit)
+        app = build_app(settings, playbooks, client, adapters, problem, metrics, audit, notifiers)
     else:
         assert problem is not None  # noqa: S101 - serve runs the web side, the worker, or both
         app = build_health_app(settings, adapters, problem, metrics)

@@ -246,7 +246,8 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
         f"remediate serve ({shape}): {len(playbooks.playbooks)} playbook(s), mode ceiling {settings.mode}, "
         f"Temporal {settings.temporal_address}/{settings.temporal_namespace}, listening on {host}:{port}",
     )
-    secrets = guard_secrets(settings, config)
+    notifiers = compose.Notifiers()  # each notifier's own settings, from the environment
+    secrets = guard_secrets(settings, config, notifiers.secrets())
     audit = await ready_store(settings)  # a store that is down or not migrated stops start-up, with the reason
     try:
         await process.serve(
@@ -258,6 +259,7 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
             stop=_stop_on_signals(settings.shutdown_grace),
             audit=audit,
             secrets=secrets,
+            notifiers=notifiers,
         )
     finally:
         if audit is not None:

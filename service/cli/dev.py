@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import SecretStr
 from ruamel.yaml import YAML
 
-from service.app.compose import Adapters, load_catalog
+from service.app.compose import Adapters, Notifiers, load_catalog
 from service.app.error_reporting import guard_secrets
 from service.app.process import serve
 from service.cli.devserver import start_dev_server
@@ -176,7 +176,8 @@ async def run(args: argparse.Namespace, settings: Settings, stop: asyncio.Event)
     env = await start_dev_server(
         port=temporal_port, namespace=settings.temporal_namespace, db_file=str(history) if history else None
     )
-    secrets = guard_secrets(dev_settings, config)
+    notifiers = Notifiers()
+    secrets = guard_secrets(dev_settings, config, notifiers.secrets())
     audit = await ready_store(dev_settings)
     try:
         ready = asyncio.Event()
@@ -190,6 +191,7 @@ async def run(args: argparse.Namespace, settings: Settings, stop: asyncio.Event)
                 stop=stop,
                 audit=audit,
                 secrets=secrets,
+                notifiers=notifiers,
             )
         )
         waiting = asyncio.create_task(ready.wait())

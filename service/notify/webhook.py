@@ -6,7 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import httpx2
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.notify.base import NotifierKind
 from service.vocabulary.approvals import MessageRef, Notice
 from service.vocabulary.errors import NotifyError
 from service.vocabulary.outcomes import OutcomeNotice
@@ -60,3 +63,26 @@ class WebhookNotifier:
             raise NotifyError(f"notify webhook answered {response.status_code}")
         if response.status_code >= 400:
             raise NotifyError(f"notify webhook refused the message: {response.status_code}", retryable=False)
+
+
+class WebhookSettings(BaseSettings):
+    """The webhook notifier's one setting, REMEDIATE_NOTIFY_WEBHOOK_URL (a secret: it may carry a token)."""
+
+    model_config = SettingsConfigDict(env_prefix="REMEDIATE_NOTIFY_WEBHOOK_", extra="ignore")
+
+    url: SecretStr | None = Field(
+        default=None, description="Also POST approval requests, announcements and run outcomes here as JSON."
+    )
+
+
+def _build(settings: WebhookSettings) -> WebhookNotifier:
+    return WebhookNotifier(settings.url.get_secret_value() if settings.url else "")
+
+
+WEBHOOK = NotifierKind(
+    name=NAME,
+    settings=WebhookSettings,
+    set_up=lambda s: s.url is not None,
+    build=_build,
+    secrets=lambda s: [s.url.get_secret_value()] if s.url is not None else [],
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -39,15 +40,14 @@ async def ready_store(settings: Settings) -> AuditStore | None:
     return store
 
 
-def scrubber(settings: Settings, config: ConfigFile) -> Scrubber:
-    """Every secret value this process knows, so none is ever written to the trail verbatim."""
-    known = [
+def scrubber(settings: Settings, config: ConfigFile, notifier_secrets: Sequence[str] = ()) -> Scrubber:
+    """Every secret value this process knows (the notifiers' among them), so none is ever written to the trail
+    verbatim."""
+    known = [*notifier_secrets] + [
         s.get_secret_value()
         for s in (
             settings.webhook_token,
             settings.webhook_password,
-            settings.slack_bot_token,
-            settings.slack_signing_secret,
             settings.database_url,
         )
         if s is not None

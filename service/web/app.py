@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service.alerts.webhook import WebhookMessage
+from service.notify.base import ClickRoute
 from service.runs.intake import Receiver, SeenRuns
 from service.runs.state import run_id_problem
 from service.temporal.client import TemporalRuns
@@ -144,7 +145,7 @@ def create_app(
     body_timeout: float = 10.0,
     pings: dict[str, Ping] | None = None,
     metrics: Metrics | None = None,
-    slack_signing_secret: str | None = None,
+    clicks: Sequence[ClickRoute] = (),
     worker_problem: Callable[[], str | None] | None = None,
     approvers: ApproverTokens | None = None,
     governor: Switching | None = None,
@@ -220,7 +221,7 @@ def create_app(
             Route("/alertmanager", guarded(alertmanager, auth.allows, "Bearer"), methods=["POST"]),
             *health_routes(pings, metrics.registry, worker_problem, reader, metrics.stuck.advice),
             Route("/api/v1/runs", guarded(runs_list, run_reader), methods=["GET"]),
-            *decision_routes(runs, auth, approvers, slack_signing_secret, body_timeout),
+            *decision_routes(runs, auth, approvers, clicks, body_timeout),
             Route("/api/v1/runs/{run_id:path}", guarded(run_show, run_reader), methods=["GET"]),
             *(
                 rail_routes(governor, auth, approvers, run_reader, body_timeout, receiver.playbook_names)

@@ -1,16 +1,17 @@
-"""HTTP routes for approval decisions: Slack interactions and the authenticated run API."""
+"""HTTP routes for approval decisions: each notifier's click route and the authenticated run API."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 
 from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service.notify.slack import interaction_decisions, verify_signature
+from service.notify.base import ClickRoute
 from service.runs.state import run_id_problem
 from service.temporal.client import TemporalRuns
 from service.vocabulary.approvals import Decision, Verdict
@@ -18,7 +19,6 @@ from service.vocabulary.errors import RunNotOpen, RunUnknown
 from service.web.bodies import BodyRefused, read_body
 from service.web.credentials import ApproverTokens, WebAuth
 
-SLACK_BODY_LIMIT = 64 * 1024
 API_BODY_LIMIT = 16 * 1024
 
 
@@ -43,36 +43,31 @@ def decision_routes(
     runs: TemporalRuns,
     webhook: WebAuth,
     approvers: ApproverTokens,
-    signing_secret: str | None,
+    clicks: Sequence[ClickRoute],
     body_timeout: float = 10.0,
 ) -> list[Route]:
-    """The routes for Slack's interactivity URL and the run API's approve/reject; Temporal trouble propagates
-    as TemporalUnavailable, answered 503 by the app's exception handler."""
+    """The routes the notifiers' buttons post back to and the run API's approve/reject; Temporal trouble
+    propagates as TemporalUnavailable, answered 503 by the app's exception handler."""
 
-    async def slack_interactions(request: Request) -> Response:
+    async def decide(run_id: str, decision: Decision) -> None:
         try:
-            body = await read_body(request, SLACK_BODY_LIMIT, body_timeout)
-        except BodyRefused as exc:
-            return _refused(exc)
-        # Verify on the raw bytes before anything is parsed.
-        if not signing_secret or not verify_signature(
-            signing_secret,
-            request.headers.getlist("x-slack-request-timestamp"),
-            request.headers.getlist("x-slack-signature"),
-            body,
-            time.time(),  # looked up per request, so a frozen clock in tests applies
-        ):
-            return JSONResponse({"error": "bad Slack signature"}, 401)
-        try:
-            decisions = interaction_decisions(body)
-        except ValueError as exc:
-            return JSONResponse({"error": str(exc)}, 400)
-        for run_id, decision in decisions:
+            await runs.decide(run_id, decision)
+        except RunNotOpen:
+            return  # a click on an old message: the run's own message already says how it ended
+
+    def click_route(click: ClickRoute) -> Route:
+        async def clicked(request: Request) -> Response:
             try:
-                await runs.decide(run_id, decision)
-            except RunNotOpen:
-                continue  # a click on an old message: the run's own message already says how it ended
-        return Response(status_code=200)  # Slack wants an answer within 3 s; the run updates the message
+                body = await read_body(request, click.body_limit, body_timeout)
+            except BodyRefused as exc:
+                return _refused(exc)
+            # The clock is looked up per request, so a frozen clock in tests applies.
+            answer = await click.answer(body, request.headers.getlist, decide, time.time())
+            return (
+                JSONResponse({"error": answer.error}, answer.status) if answer.error else Response(None, answer.status)
+            )
+
+        return Route(click.path, clicked, methods=["POST"])
 
     async def api_decision(request: Request, verdict: Verdict) -> Response:
         header = request.headers.get("authorization")
@@ -122,7 +117,7 @@ def decision_routes(
         return await api_decision(request, "reject")
 
     return [
-        Route("/slack/interactions", slack_interactions, methods=["POST"]),
+        *(click_route(click) for click in clicks),
         Route("/api/v1/runs/{run_id:path}/approve", approve, methods=["POST"]),
         Route("/api/v1/runs/{run_id:path}/reject", reject, methods=["POST"]),
     ]

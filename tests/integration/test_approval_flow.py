@@ -21,7 +21,9 @@ import psycopg
 import pytest
 from temporalio.client import Client
 
+from service.app.compose import Notifiers
 from service.cli.main import main
+from service.notify.slack.kind import SlackSettings
 from service.runs.policy import Mode
 from service.runs.state import RunState
 from service.temporal.client import TemporalRuns
@@ -50,12 +52,10 @@ class World:
     dsn: str
 
     def settings(self) -> dict[str, Any]:
-        return {
-            "slack_bot_token": "xoxb-test",
-            "slack_signing_secret": SIGNING,
-            "slack_channel": "C_OPS",
-            "slack_api_url": f"{self.slack_url}/api",
-        }
+        slack = SlackSettings(
+            bot_token="xoxb-test", signing_secret=SIGNING, channel="C_OPS", api_url=f"{self.slack_url}/api"
+        )
+        return {"notifiers": Notifiers({"slack": slack})}
 
 
 def playbook(timeout: str = "30s", min_approvals: int = 1) -> str:

@@ -45,7 +45,7 @@ class Runs(TemporalRuns):
 def api() -> tuple[TestClient, Runs]:
     runs = Runs()
     tokens = ApproverTokens({ALICE: "U_ALICE", ONCALL: "group:oncall"})
-    app = Starlette(routes=decision_routes(runs, WebAuth(token=WEBHOOK), tokens, None))
+    app = Starlette(routes=decision_routes(runs, WebAuth(token=WEBHOOK), tokens, []))
     return TestClient(app), runs
 
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.notify.slack import approval_blocks, escape
+from service.notify.slack.messages import approval_blocks, escape
 from service.vocabulary.approvals import Gate, GateRequest, PlannedWrite
 from tests.support.slack_signing import SECRET, client, signed_headers
 

@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from temporalio.client import Client
 
-from service.notify.slack import SlackNotifier
+from service.notify.slack.messages import SlackNotifier
 from service.runs.policy import Mode
 from service.vocabulary.approvals import Gate, GateRequest, Notice
 from service.vocabulary.outcomes import OutcomeNotice

@@ -24,7 +24,9 @@ import httpx2
 import psycopg
 from temporalio.client import Client
 
+from service.app.compose import Notifiers
 from service.cli.devserver import start_dev_server
+from service.notify.slack.kind import SlackSettings
 from service.runs.policy import Mode
 from tests.support.fake_slack import FakeSlack
 from tests.support.jobs import JOBS_SCHEMA, new_database, seed_jobs
@@ -74,9 +76,8 @@ async def _scenario(client: Client, base: Path, mode: Mode, name: str, pg: Postg
         text = text.replace("\nverify:", BAD_RENDER + "verify:")
     (books / "stuck-jobs.yaml").write_text(text)
     queue = f"rec-{uuid.uuid4().hex[:6]}"
-    extra: dict[str, Any] = (
-        {"slack_bot_token": "xoxb-test", "slack_channel": "C_OPS", "slack_api_url": f"{slack}/api"} if slack else {}
-    )
+    slack_settings = SlackSettings(bot_token="xoxb-test", channel="C_OPS", api_url=f"{slack}/api")
+    extra: dict[str, Any] = {"notifiers": Notifiers({"slack": slack_settings})} if slack else {}
     async with (
         running_stack(client, config, books, mode, task_queue=queue, **extra) as stack,
         httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,

@@ -9,6 +9,7 @@ import time
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from service.notify.slack.kind import SLACK, SlackSettings
 from service.temporal.client import TemporalRuns
 from service.vocabulary.approvals import Decision
 from service.web.credentials import ApproverTokens, WebAuth
@@ -29,7 +30,8 @@ class RecordingRuns(TemporalRuns):
 
 def client() -> tuple[TestClient, RecordingRuns]:
     runs = RecordingRuns()
-    return TestClient(Starlette(routes=decision_routes(runs, WebAuth(), ApproverTokens(), SECRET))), runs
+    clicks = [SLACK.clicks(SlackSettings(signing_secret=SECRET))] if SLACK.clicks else []
+    return TestClient(Starlette(routes=decision_routes(runs, WebAuth(), ApproverTokens(), clicks))), runs
 
 
 def sign(raw: bytes, ts: int, secret: str = SECRET) -> str:

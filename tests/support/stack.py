@@ -12,7 +12,7 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
-from service.app.compose import Adapters, load_all
+from service.app.compose import Adapters, Notifiers, load_all
 from service.app.process import serve
 from service.config import Settings
 from service.runs.policy import Mode
@@ -43,6 +43,7 @@ async def running_stack(
     web: bool = True,
     worker: bool = True,
     port: int | None = None,
+    notifiers: Notifiers | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Stack]:
     """Start the composed service (exactly what `remediate serve` runs) and stop it afterwards."""
@@ -59,7 +60,17 @@ async def running_stack(
     cfg, books = load_all(settings)
     ready, stop = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(
-        serve(settings, books, Adapters.build(cfg), client=client, web=web, worker=worker, ready=ready, stop=stop)
+        serve(
+            settings,
+            books,
+            Adapters.build(cfg),
+            client=client,
+            web=web,
+            worker=worker,
+            ready=ready,
+            stop=stop,
+            notifiers=notifiers or Notifiers(),
+        )
     )
     waiter = asyncio.create_task(ready.wait())
     done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)

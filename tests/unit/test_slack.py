@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 import pytest
 from freezegun import freeze_time
 
-from service.notify.slack import approval_blocks
+from service.notify.slack.messages import approval_blocks
 from service.vocabulary.approvals import Decision, Gate, GateRequest, PlannedWrite
 from tests.support.slack_signing import client, sign
 

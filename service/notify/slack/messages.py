@@ -1,46 +1,24 @@
-"""Slack: approval requests as Block Kit messages, and request signature verification (v0)."""
+"""Slack messages: approval requests as Block Kit messages kept current, outcomes and announcements."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import re
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from urllib.parse import parse_qs
 
 import httpx2
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service.vocabulary.approvals import Decision, Gate, MessageRef, Notice, Verdict
+from service.vocabulary.approvals import Gate, MessageRef, Notice
 from service.vocabulary.errors import NotifyError
 from service.vocabulary.outcomes import OutcomeNotice
 
 NAME = "slack"  # the notifier named in a gate's message reference
-SIGNATURE_WINDOW = 300  # seconds, as Slack recommends against replays
 _CLOSED = {
     "approved": "✅ Approved",
     "rejected": "⛔ Rejected",
     "expired": "⌛ Expired: nobody decided in time",
     "resolved": "🟢 The alert resolved: nothing will be done",
 }
-
-
-def verify_signature(
-    secret: str, timestamps: Sequence[str], signatures: Sequence[str], body: bytes, now: float
-) -> bool:
-    """Slack signature v0: HMAC-SHA256 over `v0:{ts}:{raw body}`, within 5 minutes, compared in constant time."""
-    # Parsed defensively: ASCII digits only, and few enough that the arithmetic below cannot overflow.
-    if len(timestamps) != 1 or len(signatures) != 1 or not re.fullmatch(r"[0-9]{1,12}", timestamps[0]):
-        return False
-    if abs(now - int(timestamps[0])) > SIGNATURE_WINDOW:
-        return False
-    base = b"v0:" + timestamps[0].encode() + b":" + body
-    expected = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected.encode(), signatures[0].encode())
 
 
 def _mrkdwn(text: str) -> dict[str, str]:
@@ -224,77 +202,3 @@ class SlackNotifier:
 
 def _section(text: str) -> dict[str, Any]:
     return {"type": "section", "text": _mrkdwn(escape(text))}
-
-
-class _SlackUser(BaseModel):
-    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_]+$")
-
-
-class _SlackAction(BaseModel):
-    action_id: str = Field(max_length=255)
-    value: str = Field(default="", max_length=2000)
-    action_ts: str = Field(default="", max_length=40)
-
-
-class _SlackPayload(BaseModel):
-    """The part of a block_actions payload we read; anything else Slack sends is ignored."""
-
-    user: _SlackUser
-    actions: list[_SlackAction] = Field(max_length=20)
-
-
-class ButtonValue(BaseModel):
-    """What our buttons carry: only the run and the gate, never what to do."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    run: str = Field(min_length=1, max_length=300)
-    gate: str = Field(default="act", min_length=1, max_length=64, pattern=r"^[a-z0-9_-]+$")
-
-
-@dataclass(frozen=True)
-class Click:
-    """One Approve or Reject press, validated."""
-
-    verdict: Verdict
-    user: str
-    run: str
-    gate: str
-    action_ts: str
-
-
-def interaction_decisions(body: bytes) -> list[tuple[str, Decision]]:
-    """The run and the decision of each Approve or Reject press in a signed interaction body (ValueError if bad);
-    Slack's own user id and action timestamp make a re-delivered click count once."""
-    return [
-        (
-            click.run,
-            Decision(
-                gate=click.gate,
-                verdict=click.verdict,
-                user=click.user,
-                source="slack",
-                decision_id=f"slack:{click.user}:{click.action_ts}"[:200],
-            ),
-        )
-        for click in parse_interaction(body)
-    ]
-
-
-def parse_interaction(body: bytes) -> list[Click]:
-    """The approve/reject clicks in a signed interaction body; ValueError with a reason for anything malformed."""
-    try:
-        form = parse_qs(body.decode("utf-8"), strict_parsing=False, max_num_fields=5)
-        raw = form.get("payload", [""])
-        if len(raw) != 1:
-            raise ValueError("exactly one `payload` field is expected")
-        payload = _SlackPayload.model_validate_json(raw[0])
-        clicks = []
-        for action in payload.actions:
-            if action.action_id in ("approve", "reject"):
-                value = ButtonValue.model_validate_json(action.value)
-                verdict: Verdict = "approve" if action.action_id == "approve" else "reject"
-                clicks.append(Click(verdict, payload.user.id, value.run, value.gate, action.action_ts))
-    except (UnicodeDecodeError, ValidationError) as exc:
-        raise ValueError(f"not a block_actions payload: {exc}".splitlines()[0][:300]) from exc
-    return clicks
