@@ -116,13 +116,21 @@ class SqlFacts:
 
 
 @lru_cache(maxsize=1024)
+def _parsed(text: str) -> tuple[Any, ...] | ParseError:
+    """PostgreSQL's parse of one text, once per process: the load-time check and the adapter's facts share it."""
+    try:
+        return tuple(parse_sql(text))
+    except ParseError as exc:
+        return exc
+
+
+@lru_cache(maxsize=1024)
 def facts(sql: str) -> SqlFacts:
     """Parsed once per statement and process; a statement that does not parse has no facts (it never loaded)."""
-    try:
-        (statement,) = parse_sql(placeholders(sql)[0])
-    except (ParseError, ValueError):
+    parsed = _parsed(placeholders(sql)[0])
+    if isinstance(parsed, ParseError) or len(parsed) != 1:
         return SqlFacts()
-    stmt, called = statement.stmt, []
+    stmt, called = parsed[0].stmt, []
     for node in _walk(stmt):
         if isinstance(node, ast.FuncCall) and node.funcname:
             names = [part.sval for part in node.funcname]
@@ -171,9 +179,9 @@ def check(sql: str, kind: Literal["query", "execute"]) -> tuple[list[str], list[
 def _checked(sql: str, kind: Literal["query", "execute"]) -> tuple[tuple[str, ...], tuple[SqlProblem, ...]]:
     text, found, problems = placeholders(sql)
     names = tuple(found)
-    try:
-        statements = parse_sql(text)
-    except ParseError as exc:
+    statements = _parsed(text)
+    if isinstance(statements, ParseError):
+        exc = statements
         offset = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else None
         return names, (*problems, SqlProblem(f"not valid SQL: {exc.args[0]}", offset))
     if len(statements) != 1:

@@ -186,8 +186,8 @@ def test_a_second_statement_never_passes(tail: str) -> None:
 
 
 def test_a_step_decoded_again_costs_no_second_parse(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Temporal decodes a playbook into its models (validators included) several times a run: each statement is
-    parsed once per process, its verdict (accepted or refused, with the reason) remembered."""
+    """A playbook validated again (a reload, a lint of many files) costs no parse: each statement is parsed once per
+    process, its verdict (accepted or refused, with the reason) remembered."""
     real, parsed = vars(sql_check)["parse_sql"], []
 
     def counting(text: str) -> Any:
