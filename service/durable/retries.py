@@ -7,6 +7,7 @@ import dataclasses
 from datetime import timedelta
 
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 from service.playbooks.steps import StepBase
 
@@ -52,3 +53,10 @@ def retry_policy(step: StepBase, dry_run: bool, ledgers: list[str]) -> RetryPoli
         maximum_interval=timedelta(seconds=30),
         non_retryable_error_types=NON_RETRYABLE,
     )
+
+
+def failure_reason(exc: FailureError) -> str:
+    """The reason an activity failed, as a run records it."""
+    # A local activity's failure arrives as the ApplicationError itself, a regular one's inside an ActivityError.
+    cause = exc.cause if isinstance(exc, ActivityError) else exc
+    return cause.message if isinstance(cause, ApplicationError) else str(cause or exc)

@@ -7,16 +7,17 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.exceptions import ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from service.durable.retries import (
         AUDIT_RETRY,
         FINAL_AUDIT_RETRY,
         LOCAL_RETRY_THRESHOLD,
-        NOTIFY_RETRY,
+        failure_reason,
         retry_policy,
     )
+    from service.durable.run_messages import RunMessages
     from service.playbooks.shelf import SHELF
     from service.playbooks.steps import StepBase
     from service.rails.governance import TURN
@@ -24,7 +25,6 @@ with workflow.unsafe.imports_passed_through():
     from service.runs.engine import Run, internal_error
     from service.runs.governor_policy import GovernorPolicy, Turn
     from service.runs.state import (
-        NOTIFY_GATE,
         PRIOR_ATTEMPTS,
         RUN_STEP,
         SETTLE,
@@ -36,9 +36,8 @@ with workflow.unsafe.imports_passed_through():
         StepRequest,
         StepResult,
     )
-    from service.vocabulary.approvals import Decision, DecisionRecord, Gate, MessageRef, Notice
+    from service.vocabulary.approvals import Decision, DecisionRecord, Gate
     from service.vocabulary.errors import PermanentStepError, WriteRefused
-    from service.vocabulary.outcomes import NOTIFY_OUTCOME, OutcomeNotice
 
 
 class _WorkflowClock:
@@ -47,12 +46,6 @@ class _WorkflowClock:
 
     async def sleep(self, seconds: float) -> None:
         await workflow.sleep(seconds)
-
-
-def _cause(exc: FailureError) -> str:
-    # A local activity's failure arrives as the ApplicationError itself, a regular one's inside an ActivityError.
-    cause = exc.cause if isinstance(exc, ActivityError) else exc
-    return cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
 
 
 @workflow.defn(name="RemediationWorkflow")
@@ -65,12 +58,9 @@ class RemediationWorkflow:
         self._run: Run | None = None
         self._input: RunInput | None = None
         self._early: list[DecisionRecord] = []
-        self._notify_tasks: list[asyncio.Task[None]] = []
         self._read_locally = False  # reads ran as local activities since the last workflow task boundary
         self._audit_seq = 0  # snapshots sent to the audit store; a newer one replaces an older one
-        self._outcome: MessageRef | None = None  # the run's outcome message, once posted
-        self._outcome_seq = 0
-        self._outcome_posting: asyncio.Task[None] | None = None
+        self._messages = RunMessages()  # the approval request and the outcome message
 
     @workflow.run
     async def run(self, start: RunStart) -> RunState:
@@ -141,9 +131,9 @@ class RemediationWorkflow:
             await governor.effectiveness(run, state, lambda: self._resolved)
         gate = state.gate
         if gate is not None:
-            await asyncio.gather(*self._notify_tasks)  # the request must exist before its outcome is shown
+            await asyncio.gather(*self._messages.requests)  # the request must exist before its outcome is shown
             if gate.message:
-                await self._notify(gate, outcome=f"{state.status}: {state.reason}")
+                await self._messages.show(gate, run.approval_channel, outcome=f"{state.status}: {state.reason}")
         await self._announce(ended=True)
         await self._record(final=True)
         if state.status == "failed":
@@ -162,7 +152,7 @@ class RemediationWorkflow:
                 retry_policy=RetryPolicy(maximum_attempts=3),
             )
         except FailureError as exc:
-            workflow.logger.warning("cannot count earlier attempts of %s: %s", run.run_id, _cause(exc))
+            workflow.logger.warning("cannot count earlier attempts of %s: %s", run.run_id, failure_reason(exc))
             return PriorAttempts()
         return prior
 
@@ -207,7 +197,7 @@ class RemediationWorkflow:
             )
         except FailureError as exc:
             refused = isinstance(exc.cause, ApplicationError) and exc.cause.type == "WriteRefused"
-            raise (WriteRefused if refused else PermanentStepError)(_cause(exc)) from exc
+            raise (WriteRefused if refused else PermanentStepError)(failure_reason(exc)) from exc
         return result
 
     async def _record(self, final: bool = False) -> None:
@@ -230,63 +220,17 @@ class RemediationWorkflow:
         except FailureError as exc:
             # The next snapshot carries everything this one had; only a lost last one leaves the record behind.
             workflow.logger.warning(
-                "audit record %d of %s not written: %s", self._audit_seq, self._input.run_id, _cause(exc)
+                "audit record %d of %s not written: %s", self._audit_seq, self._input.run_id, failure_reason(exc)
             )
 
     def _acting(self) -> None:
         """The first real write starts: announce it without holding the write up (the end updates the message)."""
-        if self._input is None or not self._input.durability.notify:
-            return
-        if workflow.patched("outcome-notifications"):  # runs started before this existed replay without it
-            self._outcome_posting = asyncio.create_task(self._announce(ended=False))
+        if self._input is not None and self._run is not None:
+            self._messages.acting(self._input, self._run)
 
     async def _announce(self, ended: bool) -> None:
-        """Post or update the run's outcome message, when its playbook's `notify.on` asks for this run. A run with
-        an approval message is told there instead: one message per run."""
-        if self._input is None or self._run is None or not self._input.durability.notify:
-            return
-        if ended and self._outcome_posting is not None:
-            await self._outcome_posting  # the update needs the first message's id
-        run, state = self._input, self._run.state
-        wrote = self._run.attempted > 0 and not state.dry_run
-        if (state.gate is not None and state.gate.message) or not run.playbook.notify.wants(
-            state.status if ended else "acting", wrote or not ended
-        ):
-            return
-        self._outcome_seq += 1
-        notice = OutcomeNotice(
-            run_id=run.run_id,
-            playbook=state.playbook,
-            alertname=state.alertname,
-            labels=state.labels,
-            mode=state.mode.value,
-            status=state.status,
-            reason=state.reason,
-            writes=[
-                f"{r.id}: {r.action} on {r.connection}, {len(r.targets)} target(s)"
-                + (f": {', '.join(r.targets[:5])}" if r.targets else "")
-                for r in state.steps
-                if r.effect == "write" and r.status == "ok"
-            ],
-            ended=ended,
-            channel=run.playbook.notify.channel or run.approval_channel,
-            message=self._outcome,
-            sequence=self._outcome_seq,
-        )
-        try:
-            posted = await workflow.execute_activity(
-                NOTIFY_OUTCOME,
-                notice,
-                result_type=MessageRef,
-                start_to_close_timeout=timedelta(seconds=15),
-                retry_policy=NOTIFY_RETRY,
-                summary="outcome message",
-            )
-        except FailureError as exc:
-            workflow.logger.warning("outcome message for %s not shown: %s", run.run_id, _cause(exc))
-            return
-        if posted.id:
-            self._outcome = posted
+        if self._input is not None and self._run is not None:
+            await self._messages.announce(self._input, self._run, ended)
 
     async def _settle(self) -> None:
         """Before a write that follows reads: end this workflow task. The reads ran as local activities inside it,
@@ -301,7 +245,8 @@ class RemediationWorkflow:
     async def _gatekeeper(self, gate: Gate) -> None:
         for early in self._early:
             gate.decisions.append(early.model_copy(update={"outcome": "ignored", "reason": "before the gate opened"}))
-        self._notify_tasks.append(asyncio.create_task(self._notify(gate)))
+        assert self._input is not None  # noqa: S101 - set before any gate opens
+        self._messages.request(gate, self._input.approval_channel)
         await self._record()
         remaining = (gate.request.expires_at - workflow.now()).total_seconds()
         try:
@@ -311,28 +256,8 @@ class RemediationWorkflow:
         if self._stops():
             gate.close("resolved")
         if gate.message:
-            self._notify_tasks.append(asyncio.create_task(self._notify(gate)))
+            self._messages.request(gate, self._input.approval_channel)
         await self._record()
-
-    async def _notify(self, gate: Gate, outcome: str = "") -> None:
-        assert self._input is not None  # noqa: S101 - set before any gate opens
-        notice = Notice(gate=gate, channel=self._input.approval_channel, outcome=outcome)
-        try:
-            posted = await workflow.execute_activity(
-                NOTIFY_GATE,
-                notice,
-                result_type=MessageRef,
-                start_to_close_timeout=timedelta(seconds=15),
-                retry_policy=NOTIFY_RETRY,
-                summary="approval request",
-            )
-        except FailureError as exc:
-            gate.notice = (
-                f"the approval request was not shown: {_cause(exc)}; decide through the API or `remediate approve`"
-            )
-            return
-        if posted.id:
-            gate.message = posted
 
     def _stops(self) -> bool:
         """Whether the alert's `resolved` stops this run (its playbook may say its own fix resolves it)."""
