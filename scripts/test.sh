@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(postgresql redis-server prometheus prometheus-alertmanager)
+packages=(postgresql redis-server prometheus prometheus-alertmanager chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 # kubectl cross-checks our patch bodies offline; the machine image ships one, Debian's is the fallback.

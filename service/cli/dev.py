@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import socket
 import sys
 import tempfile
@@ -152,7 +153,12 @@ async def run(args: argparse.Namespace, settings: Settings, stop: asyncio.Event)
         if not port_free(where, port):
             raise ConfigError(f"port {port} for {what} is already in use; stop what holds it or set {variable}")
     config_file = Path(tempfile.mkdtemp(prefix="remediate-dev-")) / "config.yaml"
-    config_file.write_text(dev_config(settings).model_dump_json(exclude_defaults=True), encoding="utf-8")
+    embedded = dev_config(settings)
+    token_file = None
+    if not embedded.approver_tokens:  # the console and the API need an approver: `dev`, with a token of its own
+        token_file = dev_approver_token()
+        embedded = embedded.model_copy(update={"approver_tokens": {"dev": f"file:{token_file}"}})
+    config_file.write_text(embedded.model_dump_json(exclude_defaults=True), encoding="utf-8")
     dirs = playbook_dirs(settings, list(args.playbooks or []))
     dev_settings = settings.model_copy(
         update={
@@ -215,6 +221,7 @@ async def run(args: argparse.Namespace, settings: Settings, stop: asyncio.Event)
 remediate dev is up: {len(playbooks)} playbook(s) ({", ".join(p.name for p in playbooks)}), mode {mode}.{warning}
   playbooks: {", ".join(str(d) for d in dirs)}
   webhook:  POST http://{settings.listen}/alertmanager
+  console:  http://{settings.listen}/ui/   ({_signs_in(token_file)})
   runs:     {me} runs list   (REMEDIATE_TEMPORAL_ADDRESS=127.0.0.1:{temporal_port})
   history:  {history or "in memory (--ephemeral): gone when this stops"}
   audit:    {_shown(dev_settings)}   ({reader})
@@ -234,6 +241,23 @@ Then: {me} runs list && {me} runs show <id>      (Ctrl-C stops everything)
             await audit.close()
         await env.shutdown()
     return 0
+
+
+DEV_TOKEN_FILE = "dev-approver-token"  # noqa: S105 - the file's name (under the state directory), not a token
+
+
+def dev_approver_token() -> Path:
+    """The file holding the `dev` approver's token (made once, readable by this user only)."""
+    path = state_dir() / DEV_TOKEN_FILE
+    if not path.exists():
+        state_dir().mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(24), encoding="utf-8")
+    return path
+
+
+def _signs_in(token_file: Path | None) -> str:
+    return f"sign in as dev with the token in {token_file}" if token_file else "sign in with an approver token"
 
 
 def _shown(settings: Settings) -> str:

@@ -23,11 +23,13 @@ from service.vocabulary.errors import AuditUnavailable, RemediateError, Temporal
 from service.vocabulary.redact import redact
 from service.web.bodies import BodyRefused, read_body
 from service.web.catalog_routes import catalog_routes
+from service.web.console import console_routes
 from service.web.credentials import ApproverTokens, WebAuth
 from service.web.decisions import decision_routes
 from service.web.guards import guarded
 from service.web.rail_routes import Switching, rail_routes
 from service.web.run_metrics import RunMetrics, StuckRuns
+from service.web.sessions import Sessions
 
 __all__ = ["Metrics", "Receiver", "SeenRuns", "create_app", "health_routes"]
 
@@ -229,6 +231,7 @@ def create_app(
                 else []
             ),
             *catalog_routes(receiver.catalog, operator, auth.allows),
+            *console_routes(runs, Sessions(approvers), body_timeout),
         ],
         exception_handlers={TemporalUnavailable: unavailable, AuditUnavailable: unavailable},
     )

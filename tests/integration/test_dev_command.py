@@ -77,6 +77,15 @@ def test_dev_prints_a_curl_whose_alert_becomes_a_listed_dry_run(tmp_path: Path) 
         ).stdout
         started = [line[:19] for line in listed.splitlines() if run_id in line]
         assert started and started == [line[:19] for line in from_temporal.splitlines() if run_id in line]
+        # The banner names the console and where dev's own approver token is: signing in with it lists the run.
+        console = re.search(r"console:  (http://\S+/ui/)   \(sign in as dev with the token in (\S+)\)", text)
+        assert console is not None, text
+        token = Path(console.group(2)).read_text().strip()
+        with httpx2.Client(base_url=console.group(1).removesuffix("/ui/"), timeout=30) as http:
+            signed = http.post("/ui/sign-in", data={"token": token})
+            assert signed.status_code == 303 and "remediate_console" in signed.cookies
+            page = http.get("/ui/")
+        assert page.status_code == 200 and "selftest" in page.text and "succeeded" in page.text, page.text[:2000]
     finally:
         dev.terminate()
         dev.wait(20)

@@ -235,7 +235,8 @@ async def test_temporal_down_for_a_minute_gets_503s_and_every_alert_is_remediate
     jobs_db: str, tmp_path: Path
 ) -> None:
     """Split web and worker; Temporal stops for 60 s: webhooks get 503 (Alertmanager keeps them), a worker started
-    meanwhile waits with back-off, and after Temporal returns every alert's rows are fixed once."""
+    meanwhile waits with back-off, and after Temporal returns every alert's rows are fixed once. The web replica
+    serves the console; the worker-only one does not."""
     temporal = TemporalDevServer(free_port(), tmp_path / "temporal.db", tmp_path / "temporal.log")
     temporal.start()
     queue = f"down-{uuid.uuid4().hex[:8]}"
@@ -252,6 +253,9 @@ async def test_temporal_down_for_a_minute_gets_503s_and_every_alert_is_remediate
     try:
         for proc in procs:
             await proc.wait_ready()
+        async with httpx2.AsyncClient() as http:
+            assert (await http.get(f"{procs[0].url}/ui/sign-in")).status_code == 200  # the console is the web side's
+            assert (await http.get(f"{procs[1].url}/ui/sign-in")).status_code == 404  # a worker-only replica: none
         am = start_alertmanager(tmp_path / "am", f"{procs[0].url}/alertmanager", TOKEN)
         temporal.stop()
         down_since = time.monotonic()

@@ -1,0 +1,180 @@
+"""The console's rails in-process: sessions that cannot be forged or outlive their hours, CSRF on every POST, hostile
+values as text, decisions under the signed-in identity with the gate's own answer shown, and the list's filters."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from freezegun import freeze_time
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from service.runs.state import RunState, StepRecord
+from service.temporal.client import RunSummary, TemporalRuns
+from service.vocabulary.approvals import Decision, DecisionRecord, Gate, GateRequest
+from service.vocabulary.errors import RunNotOpen
+from service.vocabulary.modes import Mode
+from service.web.console import console_routes
+from service.web.credentials import ApproverTokens
+from service.web.sessions import COOKIE, Sessions
+
+ALICE, BOB = "alice-approver-token-0001", "bob-approver-token-00002"
+EVIL = '<img src=x onerror="alert(1)">'
+NOW = datetime(2026, 12, 5, 12, tzinfo=UTC)
+
+
+def _state(run_id: str, approvers: list[str], status: str = "awaiting_approval") -> RunState:
+    request = GateRequest(
+        run_id=run_id,
+        playbook="p",
+        alertname="A",
+        labels={},
+        diagnosis=[],
+        writes=[],
+        approvers=approvers,
+        min_approvals=1,
+        expires_at=NOW + timedelta(minutes=15),
+    )
+    return RunState(
+        run_id=run_id,
+        playbook="p",
+        alertname="A",
+        fingerprint="f",
+        labels={"alertname": "A", "evil": EVIL},
+        mode=Mode.AUTO,
+        status=status,
+        reason=f"because {EVIL}",
+        steps=[StepRecord(id="fix", phase="act", action="http.request", effect="write", connection="t")],
+        gate=Gate(request=request),
+    )
+
+
+class Runs(TemporalRuns):
+    """Two runs: `p/open/1` waits on U_ALICE, `p/done/1` has ended; decisions go through the gate's own rules."""
+
+    def __init__(self) -> None:
+        self.states = {"p/open/1": _state("p/open/1", ["U_ALICE"]), "p/done/1": _state("p/done/1", [], "succeeded")}
+        self.decided: list[Decision] = []
+
+    async def list(self, limit: int = 50, playbook: str | None = None, since: Any = None) -> list[RunSummary]:
+        return [
+            RunSummary(
+                run_id=r,
+                status=s.status,
+                playbook=s.playbook,
+                alertname=s.alertname,
+                mode="auto",
+                started=NOW,
+                closed=None,
+            )
+            for r, s in self.states.items()
+            if playbook in (None, s.playbook)
+        ]
+
+    async def state(self, run_id: str, query_timeout: Any = None) -> RunState | None:
+        return self.states.get(run_id)
+
+    async def decide(self, run_id: str, decision: Decision) -> None:
+        state = self.states[run_id]
+        if state.status == "succeeded":
+            raise RunNotOpen(f"run {run_id} has ended")
+        assert state.gate is not None
+        self.decided.append(decision)
+        state.gate.apply(decision, NOW)
+
+    async def decision(self, run_id: str, decision_id: str, within: float = 3.0) -> DecisionRecord | None:
+        gate = self.states[run_id].gate
+        return next((d for d in gate.decisions if d.decision_id == decision_id), None) if gate else None
+
+
+def console(runs: Runs | None = None) -> tuple[TestClient, Runs]:
+    runs = runs or Runs()
+    sessions = Sessions(ApproverTokens({ALICE: "U_ALICE", BOB: "U_BOB"}))
+    return TestClient(Starlette(routes=console_routes(runs, sessions)), base_url="http://127.0.0.1"), runs
+
+
+def signed_in(http: TestClient, token: str = ALICE) -> str:
+    """Sign in; the CSRF token of the session, as the page's forms carry it."""
+    answer = http.post("/ui/sign-in", data={"token": token}, follow_redirects=False)
+    assert answer.status_code == 303, answer.text
+    page = http.get("/ui/runs/p%2Fopen%2F1")
+    return page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+
+
+def test_without_a_session_every_page_is_the_sign_in_page() -> None:
+    """No cookie, a forged one, or one signed under other tokens: the console sends you to sign in."""
+    http, _ = console()
+    for cookie in (
+        None,
+        "forged",
+        Sessions(ApproverTokens({"x": "U_X"}))._signer.dumps({"who": "U_ALICE", "csrf": "c"}),
+    ):
+        if cookie:
+            http.cookies.set(COOKIE, cookie, path="/ui")
+        answer = http.get("/ui/", follow_redirects=False)
+        assert answer.status_code == 303 and answer.headers["location"] == "/ui/sign-in"
+
+
+def test_a_session_ends_after_its_hours() -> None:
+    """Signed in at noon, the cookie is refused thirteen hours later (sessions last twelve)."""
+    http, _ = console()
+    with freeze_time(NOW) as clock:
+        signed_in(http)
+        assert http.get("/ui/", follow_redirects=False).status_code == 200
+        clock.tick(timedelta(hours=13))
+        assert http.get("/ui/", follow_redirects=False).status_code == 303
+
+
+def test_the_cookie_is_secure_behind_an_https_proxy() -> None:
+    """Reached through a proxy that says HTTPS, the session cookie is Secure as well as HttpOnly and SameSite=Strict."""
+    http, _ = console()
+    answer = http.post(
+        "/ui/sign-in", data={"token": ALICE}, headers={"X-Forwarded-Proto": "https"}, follow_redirects=False
+    )
+    cookie = answer.headers["set-cookie"].lower()
+    assert "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie and "path=/ui" in cookie
+
+
+def test_a_decision_is_the_signed_in_persons_and_the_page_shows_how_the_gate_took_it() -> None:
+    """Alice approves as U_ALICE from the console; Bob, signed in, sees no buttons, and a POST he makes anyway is
+    refused by the gate with its reason; a POST without the CSRF token decides nothing; an ended run answers 409."""
+    http, runs = console()
+    csrf = signed_in(http, BOB)
+    assert "Approve" not in http.get("/ui/runs/p%2Fopen%2F1").text  # not an approver of this run
+    said = http.post("/ui/runs/p/open/1/decide", data={"verdict": "approve", "csrf": csrf})
+    assert "refused: U_BOB is not an approver for this run" in said.text
+    http.cookies.clear()
+    csrf = signed_in(http, ALICE)
+    assert http.post("/ui/runs/p/open/1/decide", data={"verdict": "approve"}).status_code == 403
+    said = http.post("/ui/runs/p/open/1/decide", data={"verdict": "approve", "csrf": csrf, "comment": "ok"})
+    assert "Your decision: counted: 1 of 1 approval(s)" in said.text
+    assert [(d.user, d.source, d.verdict, d.comment) for d in runs.decided] == [
+        ("U_BOB", "console", "approve", ""),
+        ("U_ALICE", "console", "approve", "ok"),
+    ]
+    assert http.post("/ui/runs/p/done/1/decide", data={"verdict": "reject", "csrf": csrf}).status_code == 409
+
+
+def test_hostile_values_are_text_and_the_list_filters() -> None:
+    """A label and a reason holding markup come back escaped; the status and playbook filters keep only matching
+    runs."""
+    http, _ = console()
+    signed_in(http)
+    page = http.get("/ui/runs/p%2Fopen%2F1").text
+    assert EVIL not in page and "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in page
+    listed = http.get("/ui/", params={"status": "succeeded"}).text
+    assert "p/done/1" not in listed  # ids are shown short; the link carries the id
+    assert "p%2Fdone%2F1" in listed and "p%2Fopen%2F1" not in listed
+    assert "No runs match" in http.get("/ui/", params={"playbook": "other"}).text
+
+
+def test_assets_are_served_by_content_hash_and_long_cached() -> None:
+    """The page names its stylesheet and script by content hash; each is served immutable, anything else 404."""
+    http, _ = console()
+    page = http.get("/ui/sign-in").text
+    css = page.split('href="', 1)[1].split('"', 1)[0]
+    assert css.startswith("/ui/static/console.") and css.endswith(".css")
+    answer = http.get(css)
+    assert answer.status_code == 200 and "immutable" in answer.headers["cache-control"]
+    assert http.get("/ui/static/console.css").status_code == 404
