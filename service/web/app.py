@@ -24,6 +24,8 @@ from service.vocabulary.redact import redact
 from service.web.bodies import BodyRefused, read_body
 from service.web.catalog_routes import catalog_routes
 from service.web.console import console_routes
+from service.web.console_pages import Pages
+from service.web.console_rails import rail_console_routes
 from service.web.credentials import ApproverTokens, WebAuth
 from service.web.decisions import decision_routes
 from service.web.guards import guarded
@@ -156,6 +158,7 @@ def create_app(
     metrics = metrics or Metrics()
     pings = pings or {}
     approvers = approvers or ApproverTokens()
+    pages = Pages(Sessions(approvers), body_timeout)
 
     def reader(header: str | None) -> bool:
         # Readiness details: Alertmanager's credential (when one is set) or any approver's token.
@@ -231,7 +234,8 @@ def create_app(
                 else []
             ),
             *catalog_routes(receiver.catalog, operator, auth.allows),
-            *console_routes(runs, Sessions(approvers), body_timeout),
+            *console_routes(runs, pages),
+            *(rail_console_routes(governor, pages, receiver.playbook_names) if governor else []),
         ],
         exception_handlers={TemporalUnavailable: unavailable, AuditUnavailable: unavailable},
     )

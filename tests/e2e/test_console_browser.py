@@ -6,11 +6,17 @@ import asyncio
 import os
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import httpx2
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import (
+    NoAlertPresentException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from temporalio.client import Client
@@ -22,6 +28,7 @@ from tests.support.processes import start
 from tests.support.rail_target import PLAYBOOK, RailTarget
 from tests.support.servers import serving
 
+T = TypeVar("T")
 HOSTILE = '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwned"</script>'
 LINK = "javascript:document.title='pwned'"
 
@@ -33,12 +40,38 @@ def _gated_playbook() -> str:
     )
 
 
+def _text(browser: WebDriver) -> str:
+    """The page's text, or nothing while a navigation or a refresh of the story replaces it."""
+    try:
+        return str(browser.find_element(By.TAG_NAME, "body").text)
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
+
+
+def _steady(act: Callable[[], T]) -> T:
+    """Do `act` again if the story it touches was replaced meanwhile (a run in progress refreshes its story)."""
+    for _ in range(20):
+        try:
+            return act()
+        except (NoSuchElementException, StaleElementReferenceException):
+            time.sleep(0.3)
+    return act()
+
+
+def _at(browser: WebDriver, path: str, within: float = 30) -> None:
+    """Until the browser has arrived at `path` (a click that submits a form returns before the next page loads)."""
+    deadline = time.monotonic() + within
+    while path not in browser.current_url:
+        assert time.monotonic() < deadline, f"still at {browser.current_url}, not {path}"
+        time.sleep(0.2)
+
+
 def _wait(browser: WebDriver, seen: str, within: float = 60, reload: bool = True) -> None:
     """Until the page's text shows `seen` (reloading between looks unless the page refreshes itself)."""
     deadline = time.monotonic() + within
-    while seen not in browser.find_element(By.TAG_NAME, "body").text:
+    while seen not in _text(browser):
         if time.monotonic() > deadline:
-            raise AssertionError(f"never saw {seen!r}: {browser.find_element(By.TAG_NAME, 'body').text[:2000]}")
+            raise AssertionError(f"never saw {seen!r}: {_text(browser)[:2000]}")
         time.sleep(0.5)
         if reload:
             browser.refresh()
@@ -53,7 +86,11 @@ def _no_script_ran(browser: WebDriver) -> None:
     assert "pwned" not in browser.title
 
 
-def _walk(base: str, shots: Path) -> str:
+def labels(key: str) -> dict[str, str]:
+    return {"alertname": "ConsoleFix", "key": key, "evil": HOSTILE, "link": LINK}
+
+
+def _walk(base: str, shots: Path, fire: Callable[[dict[str, str]], None]) -> str:
     """What an approver does, in the browser; returns the session cookie for the CSRF check."""
     browser = chromium()
     try:
@@ -62,29 +99,43 @@ def _walk(base: str, shots: Path) -> str:
         screenshot(browser, shots, "sign-in")
         browser.find_element(By.ID, "token").send_keys(TOKEN)  # the webhook's token is no approver's
         browser.find_element(By.CSS_SELECTOR, "form button").click()
-        assert "not an approver's token" in browser.find_element(By.CSS_SELECTOR, ".error").text
-        browser.find_element(By.ID, "token").send_keys(ONCALL)
+        _wait(browser, "That token is not an approver's token.", reload=False)
+        _steady(lambda: browser.find_element(By.ID, "token").send_keys(ONCALL))
         browser.find_element(By.CSS_SELECTOR, "form button").click()
+        _wait(browser, "Sign out", reload=False)  # signed in: the runs page, with the session's bar
         _wait(browser, "awaiting_approval")
         screenshot(browser, shots, "runs")
         browser.find_element(By.PARTIAL_LINK_TEXT, "console-fix").click()
+        _at(browser, "/ui/runs/")
         _wait(browser, "Approve", reload=True)
-        labels = browser.find_element(By.CSS_SELECTOR, ".labels").text
-        assert HOSTILE in labels and LINK in labels  # shown as text, exactly as the alert sent them
+        shown = _steady(lambda: str(browser.find_element(By.CSS_SELECTOR, ".labels").text))
+        assert HOSTILE in shown and LINK in shown  # shown as text, exactly as the alert sent them
         assert not browser.find_elements(By.CSS_SELECTOR, ".labels img, .labels script, .labels a")
         _no_script_ran(browser)
         screenshot(browser, shots, "run-waiting")
-        browser.find_element(By.ID, "comment").send_keys("checked the queue, go")
-        browser.find_element(By.CSS_SELECTOR, "button.approve").click()
+        _steady(lambda: browser.find_element(By.ID, "comment").send_keys("checked the queue, go"))
+        _steady(lambda: browser.find_element(By.CSS_SELECTOR, "button.approve").click())
         _wait(browser, "Your decision: counted", reload=False)
         _wait(browser, "succeeded", reload=False)  # the page refreshes its own story as the run goes on
-        assert "oncall (console): approve, counted" in browser.find_element(By.ID, "story").text
+        assert "oncall (console): approve, counted" in _text(browser)
         _no_script_ran(browser)
         screenshot(browser, shots, "run-succeeded")
+        browser.find_element(By.LINK_TEXT, "Rails").click()
+        _at(browser, "/ui/rails")
+        everything = browser.find_elements(By.CSS_SELECTOR, ".switches > li")[0]
+        everything.find_element(By.NAME, "reason").send_keys("drill: no writes while we look")
+        everything.find_element(By.NAME, "confirm").click()
+        everything.find_element(By.CSS_SELECTOR, "button").click()
+        _wait(browser, "the kill switch for everything is on", reload=False)
+        assert "Turned on by oncall" in browser.find_elements(By.CSS_SELECTOR, ".switches > li")[0].text
+        screenshot(browser, shots, "rails")
+        fire(labels("c2"))  # the next alert's run meets the switch before it writes
+        browser.get(f"{base}/ui/?status=blocked_by_policy")
+        _wait(browser, "console-fix")
         cookie = browser.get_cookie("remediate_console")
         assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         browser.find_element(By.CSS_SELECTOR, ".who button").click()
-        assert browser.current_url.endswith("/ui/sign-in")
+        _at(browser, "/ui/sign-in")
         browser.get(f"{base}/ui/")
         assert browser.current_url.endswith("/ui/sign-in")  # signed out: the session is gone
         return str(cookie["value"])
@@ -97,7 +148,8 @@ async def test_an_approver_signs_in_approves_a_waiting_run_and_watches_it_finish
 ) -> None:
     """In Chromium: the sign-in page refuses the webhook's token and takes an approver's; the waiting run is listed;
     hostile labels render as text and run nothing; Approve is counted under the approver's name and the page shows
-    the run succeed without a reload; sign-out ends the session. A POST without the CSRF token is refused, and the
+    the run succeed without a reload; the kill switch, flipped on the rails page with a reason, ends the next run
+    `blocked_by_policy` before it writes; sign-out ends the session. A POST without the CSRF token is refused, and the
     pages carry a CSP without inline script and refuse to be framed."""
     target, queue = RailTarget(), f"console-{uuid.uuid4().hex[:8]}"
     books = tmp_path / "playbooks"
@@ -109,12 +161,17 @@ async def test_an_approver_signs_in_approves_a_waiting_run_and_watches_it_finish
         service = start("serve", ["serve"], settings, tmp_path)
         try:
             await service.wait_ready()
-            labels = {"alertname": "ConsoleFix", "key": "c1", "evil": HOSTILE, "link": LINK}
-            message = webhook_message(labels, uuid.uuid4().hex[:16], datetime.now(UTC).isoformat())
-            async with httpx2.AsyncClient(base_url=service.url, headers=AUTH, timeout=30) as http:
-                assert (await http.post("/alertmanager", json=message)).status_code == 200
-            cookie = await asyncio.to_thread(_walk, service.url, shots)
-            [state] = await finished(temporal_client, queue, "console-fix", 1)
+
+            def fire(alert_labels: dict[str, str]) -> None:
+                message = webhook_message(alert_labels, uuid.uuid4().hex[:16], datetime.now(UTC).isoformat())
+                with httpx2.Client(base_url=service.url, headers=AUTH, timeout=30) as http:
+                    assert http.post("/alertmanager", json=message).status_code == 200
+
+            await asyncio.to_thread(fire, labels("c1"))
+            cookie = await asyncio.to_thread(_walk, service.url, shots, fire)
+            done = await finished(temporal_client, queue, "console-fix", 2)
+            state = next(s for s in done if s.labels["key"] == "c1")
+            blocked = next(s for s in done if s.labels["key"] == "c2")
             jar = httpx2.Cookies({"remediate_console": cookie})
             async with httpx2.AsyncClient(base_url=service.url, timeout=30, cookies=jar) as http:
                 page = await http.get("/ui/sign-in")
@@ -126,6 +183,7 @@ async def test_an_approver_signs_in_approves_a_waiting_run_and_watches_it_finish
         finally:
             await service.terminate()
     assert state.status == "succeeded" and target.writes["c1"] == 1
+    assert (blocked.status, blocked.limit, target.writes["c2"]) == ("blocked_by_policy", "kill_switch", 0)
     assert state.gate is not None and [(d.user, d.source, d.outcome) for d in state.gate.decisions] == [
         ("oncall", "console", "counted")
     ]

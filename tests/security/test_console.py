@@ -10,12 +10,16 @@ from freezegun import freeze_time
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from service.rails.governance import Switch, SwitchChange
+from service.rails.kill_switch import SwitchBoard
 from service.runs.state import RunState, StepRecord
 from service.temporal.client import RunSummary, TemporalRuns
 from service.vocabulary.approvals import Decision, DecisionRecord, Gate, GateRequest
 from service.vocabulary.errors import RunNotOpen
 from service.vocabulary.modes import Mode
 from service.web.console import console_routes
+from service.web.console_pages import Pages
+from service.web.console_rails import rail_console_routes
 from service.web.credentials import ApproverTokens
 from service.web.sessions import COOKIE, Sessions
 
@@ -88,10 +92,28 @@ class Runs(TemporalRuns):
         return next((d for d in gate.decisions if d.decision_id == decision_id), None) if gate else None
 
 
-def console(runs: Runs | None = None) -> tuple[TestClient, Runs]:
+class Switchboard:
+    """The kill switch board, kept in memory as the governor would hold it; every change recorded."""
+
+    def __init__(self) -> None:
+        self.state, self.changes = SwitchBoard(), list[SwitchChange]()
+
+    async def set_switch(self, change: SwitchChange) -> Switch:
+        self.changes.append(change)
+        self.state = self.state.flipped(change, NOW)
+        return self.state.playbooks[change.playbook] if change.playbook else self.state.everything
+
+    async def board(self) -> SwitchBoard:
+        return self.state
+
+
+def console(runs: Runs | None = None, switches: Switchboard | None = None) -> tuple[TestClient, Runs]:
     runs = runs or Runs()
-    sessions = Sessions(ApproverTokens({ALICE: "U_ALICE", BOB: "U_BOB"}))
-    return TestClient(Starlette(routes=console_routes(runs, sessions)), base_url="http://127.0.0.1"), runs
+    pages = Pages(Sessions(ApproverTokens({ALICE: "U_ALICE", BOB: "U_BOB"})))
+    routes = console_routes(runs, pages) + rail_console_routes(
+        switches or Switchboard(), pages, lambda: frozenset({"p"})
+    )
+    return TestClient(Starlette(routes=routes), base_url="http://127.0.0.1"), runs
 
 
 def signed_in(http: TestClient, token: str = ALICE) -> str:
@@ -178,3 +200,20 @@ def test_assets_are_served_by_content_hash_and_long_cached() -> None:
     answer = http.get(css)
     assert answer.status_code == 200 and "immutable" in answer.headers["cache-control"]
     assert http.get("/ui/static/console.css").status_code == 404
+
+
+def test_the_kill_switch_flips_only_with_a_reason_and_a_confirmation_under_your_name() -> None:
+    """No reason or no confirmation: refused and nothing flips; with both, the switch for one playbook turns on as
+    U_ALICE with the reason typed; an unknown playbook or a POST without CSRF flips nothing."""
+    switches = Switchboard()
+    http, _ = console(switches=switches)
+    csrf = signed_in(http)
+    form = {"csrf": csrf, "playbook": "p", "on": "on", "reason": "drill", "confirm": "yes"}
+    assert http.post("/ui/rails/kill-switch", data={**form, "confirm": ""}).status_code == 400
+    assert http.post("/ui/rails/kill-switch", data={**form, "reason": "  "}).status_code == 400
+    assert http.post("/ui/rails/kill-switch", data={**form, "playbook": "nope"}).status_code == 400
+    assert http.post("/ui/rails/kill-switch", data={k: v for k, v in form.items() if k != "csrf"}).status_code == 403
+    assert switches.changes == []
+    page = http.post("/ui/rails/kill-switch", data=form)
+    assert "the kill switch for p is on" in page.text and "Turned on by U_ALICE" in page.text
+    assert [(c.on, c.by, c.reason, c.playbook) for c in switches.changes] == [(True, "U_ALICE", "drill", "p")]

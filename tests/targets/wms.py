@@ -7,12 +7,16 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
+
+# The exporter beside the workflows is Starlette: the sandbox must not import it again per workflow (anyio's sniffio
+# builds a threading.local at import, which the sandbox refuses).
+with workflow.unsafe.imports_passed_through():
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, Response
+    from starlette.routing import Route
 
 
 @activity.defn
