@@ -90,57 +90,56 @@ def labels(key: str) -> dict[str, str]:
     return {"alertname": "ConsoleFix", "key": key, "evil": HOSTILE, "link": LINK}
 
 
-def _walk(base: str, shots: Path, fire: Callable[[dict[str, str]], None]) -> str:
-    """What an approver does, in the browser; returns the session cookie for the CSRF check."""
-    browser = chromium()
-    try:
-        browser.get(f"{base}/ui/")
-        assert browser.current_url.endswith("/ui/sign-in")  # no session: the sign-in page only
-        screenshot(browser, shots, "sign-in")
-        browser.find_element(By.ID, "token").send_keys(TOKEN)  # the webhook's token is no approver's
-        browser.find_element(By.CSS_SELECTOR, "form button").click()
-        _wait(browser, "That token is not an approver's token.", reload=False)
-        _steady(lambda: browser.find_element(By.ID, "token").send_keys(ONCALL))
-        browser.find_element(By.CSS_SELECTOR, "form button").click()
-        _wait(browser, "Sign out", reload=False)  # signed in: the runs page, with the session's bar
-        _wait(browser, "awaiting_approval")
-        screenshot(browser, shots, "runs")
-        browser.find_element(By.PARTIAL_LINK_TEXT, "console-fix").click()
-        _at(browser, "/ui/runs/")
-        _wait(browser, "Approve", reload=True)
-        shown = _steady(lambda: str(browser.find_element(By.CSS_SELECTOR, ".labels").text))
-        assert HOSTILE in shown and LINK in shown  # shown as text, exactly as the alert sent them
-        assert not browser.find_elements(By.CSS_SELECTOR, ".labels img, .labels script, .labels a")
-        _no_script_ran(browser)
-        screenshot(browser, shots, "run-waiting")
-        _steady(lambda: browser.find_element(By.ID, "comment").send_keys("checked the queue, go"))
-        _steady(lambda: browser.find_element(By.CSS_SELECTOR, "button.approve").click())
-        _wait(browser, "Your decision: counted", reload=False)
-        _wait(browser, "succeeded", reload=False)  # the page refreshes its own story as the run goes on
-        assert "oncall (console): approve, counted" in _text(browser)
-        _no_script_ran(browser)
-        screenshot(browser, shots, "run-succeeded")
-        browser.find_element(By.LINK_TEXT, "Rails").click()
-        _at(browser, "/ui/rails")
-        everything = browser.find_elements(By.CSS_SELECTOR, ".switches > li")[0]
-        everything.find_element(By.NAME, "reason").send_keys("drill: no writes while we look")
-        everything.find_element(By.NAME, "confirm").click()
-        everything.find_element(By.CSS_SELECTOR, "button").click()
-        _wait(browser, "the kill switch for everything is on", reload=False)
-        assert "Turned on by oncall" in browser.find_elements(By.CSS_SELECTOR, ".switches > li")[0].text
-        screenshot(browser, shots, "rails")
-        fire(labels("c2"))  # the next alert's run meets the switch before it writes
-        browser.get(f"{base}/ui/?status=blocked_by_policy")
-        _wait(browser, "console-fix")
-        cookie = browser.get_cookie("remediate_console")
-        assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
-        browser.find_element(By.CSS_SELECTOR, ".who button").click()
-        _at(browser, "/ui/sign-in")
-        browser.get(f"{base}/ui/")
-        assert browser.current_url.endswith("/ui/sign-in")  # signed out: the session is gone
-        return str(cookie["value"])
-    finally:
-        browser.quit()
+def _approve_and_flip(browser: WebDriver, base: str, shots: Path) -> None:
+    """Sign in (after the webhook's token is refused), approve the waiting run, watch it succeed, turn the switch on."""
+    browser.get(f"{base}/ui/")
+    assert browser.current_url.endswith("/ui/sign-in")  # no session: the sign-in page only
+    screenshot(browser, shots, "sign-in")
+    browser.find_element(By.ID, "token").send_keys(TOKEN)  # the webhook's token is no approver's
+    browser.find_element(By.CSS_SELECTOR, "form button").click()
+    _wait(browser, "That token is not an approver's token.", reload=False)
+    _steady(lambda: browser.find_element(By.ID, "token").send_keys(ONCALL))
+    browser.find_element(By.CSS_SELECTOR, "form button").click()
+    _wait(browser, "Sign out", reload=False)  # signed in: the runs page, with the session's bar
+    _wait(browser, "awaiting_approval")
+    screenshot(browser, shots, "runs")
+    browser.find_element(By.PARTIAL_LINK_TEXT, "console-fix").click()
+    _at(browser, "/ui/runs/")
+    _wait(browser, "Approve", reload=True)
+    shown = _steady(lambda: str(browser.find_element(By.CSS_SELECTOR, ".labels").text))
+    assert HOSTILE in shown and LINK in shown  # shown as text, exactly as the alert sent them
+    assert not browser.find_elements(By.CSS_SELECTOR, ".labels img, .labels script, .labels a")
+    _no_script_ran(browser)
+    screenshot(browser, shots, "run-waiting")
+    _steady(lambda: browser.find_element(By.ID, "comment").send_keys("checked the queue, go"))
+    _steady(lambda: browser.find_element(By.CSS_SELECTOR, "button.approve").click())
+    _wait(browser, "Your decision: counted", reload=False)
+    _wait(browser, "succeeded", reload=False)  # the page refreshes its own story as the run goes on
+    assert "oncall (console): approve, counted" in _text(browser)
+    _no_script_ran(browser)
+    screenshot(browser, shots, "run-succeeded")
+    browser.find_element(By.LINK_TEXT, "Rails").click()
+    _at(browser, "/ui/rails")
+    everything = browser.find_elements(By.CSS_SELECTOR, ".switches > li")[0]
+    everything.find_element(By.NAME, "reason").send_keys("drill: no writes while we look")
+    everything.find_element(By.NAME, "confirm").click()
+    everything.find_element(By.CSS_SELECTOR, "button").click()
+    _wait(browser, "the kill switch for everything is on", reload=False)
+    assert "Turned on by oncall" in browser.find_elements(By.CSS_SELECTOR, ".switches > li")[0].text
+    screenshot(browser, shots, "rails")
+
+
+def _see_blocked_and_sign_out(browser: WebDriver, base: str) -> str:
+    """The run the switch stopped is listed as blocked; sign out; returns the session cookie for the CSRF check."""
+    browser.get(f"{base}/ui/?status=blocked_by_policy")
+    _wait(browser, "console-fix")
+    cookie = browser.get_cookie("remediate_console")
+    assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    browser.find_element(By.CSS_SELECTOR, ".who button").click()
+    _at(browser, "/ui/sign-in")
+    browser.get(f"{base}/ui/")
+    assert browser.current_url.endswith("/ui/sign-in")  # signed out: the session is gone
+    return str(cookie["value"])
 
 
 async def test_an_approver_signs_in_approves_a_waiting_run_and_watches_it_finish(
@@ -168,8 +167,14 @@ async def test_an_approver_signs_in_approves_a_waiting_run_and_watches_it_finish
                     assert http.post("/alertmanager", json=message).status_code == 200
 
             await asyncio.to_thread(fire, labels("c1"))
-            cookie = await asyncio.to_thread(_walk, service.url, shots, fire)
-            done = await finished(temporal_client, queue, "console-fix", 2)
+            browser = await asyncio.to_thread(chromium)
+            try:
+                await asyncio.to_thread(_approve_and_flip, browser, service.url, shots)
+                await asyncio.to_thread(fire, labels("c2"))  # the next alert's run meets the switch before it writes
+                done = await finished(temporal_client, queue, "console-fix", 2, within=120)
+                cookie = await asyncio.to_thread(_see_blocked_and_sign_out, browser, service.url)
+            finally:
+                await asyncio.to_thread(browser.quit)
             state = next(s for s in done if s.labels["key"] == "c1")
             blocked = next(s for s in done if s.labels["key"] == "c2")
             jar = httpx2.Cookies({"remediate_console": cookie})

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests.support.servers import ServerMissing
 
@@ -33,7 +34,7 @@ def chromium(size: tuple[int, int] = DESKTOP) -> webdriver.Chrome:
     return browser
 
 
-def screenshot(browser: webdriver.Chrome, folder: Path, name: str) -> Path:
+def screenshot(browser: WebDriver, folder: Path, name: str) -> Path:
     """The page as it looks now, at desktop and at phone width, saved as `<name>-desktop.png` and `-phone.png`."""
     folder.mkdir(parents=True, exist_ok=True)
     width, height = browser.get_window_size()["width"], browser.get_window_size()["height"]
