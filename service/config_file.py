@@ -37,6 +37,10 @@ class ConfigFile(BaseModel):
         default_factory=dict,
         description="User id or group name -> a reference to the bearer token that decides as them in the API.",
     )
+    viewer_tokens: dict[str, SecretRef] = Field(
+        default_factory=dict,
+        description="Name -> a reference to a token that signs in to the console to read, never to decide or flip.",
+    )
 
     @field_validator("connections")
     @classmethod
@@ -82,6 +86,18 @@ class ConfigFile(BaseModel):
             if token in found:
                 raise ConfigError(f"approver tokens for {found[token]} and {who} are the same")
             found[token] = f"group:{who}" if who in self.approver_groups else who
+        return found
+
+    def viewer_identities(self) -> dict[str, str]:
+        """Resolved viewer token -> name; refuses short tokens and any token an approver or another viewer holds."""
+        approvers, found = self.approver_identities(), dict[str, str]()
+        for who, ref in self.viewer_tokens.items():
+            token = resolve_secret(ref)
+            if len(token) < 16:
+                raise ConfigError(f"viewer token for {who} is shorter than 16 characters")
+            if token in found or token in approvers:
+                raise ConfigError(f"the viewer token for {who} is also someone else's token")
+            found[token] = who
         return found
 
 

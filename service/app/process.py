@@ -97,6 +97,7 @@ def build_app(
         clicks=notifiers.clicks(),
         worker_problem=worker_problem,
         approvers=ApproverTokens(config.approver_identities()),
+        viewers=ApproverTokens(config.viewer_identities()),
         metrics=metrics,
         governor=GovernorClient(client, settings.task_queue),
     )

@@ -74,6 +74,7 @@ def dev_config(settings: Settings) -> ConfigFile:
         approvers=user.approvers or embedded.approvers,
         approver_groups={**embedded.approver_groups, **user.approver_groups},
         approver_tokens=user.approver_tokens,
+        viewer_tokens=user.viewer_tokens,
         limits=user.limits,
     )
 

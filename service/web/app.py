@@ -25,11 +25,11 @@ from service.web.bodies import BodyRefused, read_body
 from service.web.catalog_routes import catalog_routes
 from service.web.console import console_routes
 from service.web.console_pages import Pages
-from service.web.console_rails import rail_console_routes
+from service.web.console_rails import Rails, rail_console_routes
 from service.web.credentials import ApproverTokens, WebAuth
 from service.web.decisions import decision_routes
 from service.web.guards import guarded
-from service.web.rail_routes import Switching, rail_routes
+from service.web.rail_routes import rail_routes
 from service.web.run_metrics import RunMetrics, StuckRuns
 from service.web.sessions import Sessions
 
@@ -152,13 +152,14 @@ def create_app(
     clicks: Sequence[ClickRoute] = (),
     worker_problem: Callable[[], str | None] | None = None,
     approvers: ApproverTokens | None = None,
-    governor: Switching | None = None,
+    viewers: ApproverTokens | None = None,
+    governor: Rails | None = None,
 ) -> Starlette:
     """Compose the web app from its parts; nothing global, nothing at import time."""
     metrics = metrics or Metrics()
     pings = pings or {}
     approvers = approvers or ApproverTokens()
-    pages = Pages(Sessions(approvers), body_timeout)
+    pages = Pages(Sessions(approvers, viewers), body_timeout)
 
     def reader(header: str | None) -> bool:
         # Readiness details: Alertmanager's credential (when one is set) or any approver's token.

@@ -32,7 +32,7 @@ def console_routes(runs: TemporalRuns, pages: Pages) -> list[Route]:
             return pages.page("sign_in.html", exc.status, error=exc.reason)
         session = sessions.sign_in(fields.get("token", ""))
         if session is None:
-            return pages.page("sign_in.html", 401, error="That token is not an approver's token.")
+            return pages.page("sign_in.html", 401, error="That token is not an approver's or a viewer's token.")
         response = pages.go("/ui/")
         sessions.write(response, session, secure(request))
         return response
@@ -49,6 +49,13 @@ def console_routes(runs: TemporalRuns, pages: Pages) -> list[Route]:
         shown = [r for r in listed if status is None or r.status == status]
         return pages.page("runs.html", session=session, runs=shown, playbook=playbook or "", status=status or "")
 
+    async def waiting(request: Request, session: Session) -> Response:
+        """Runs whose gate is open and lists the signed-in approver, oldest first: what is waiting on you."""
+        listed = [r for r in await runs.list(limit=100) if r.status == "awaiting_approval"]
+        states = [await runs.state(r.run_id) for r in reversed(listed)]
+        mine = [s for s in states if s is not None and _may(s, session)]
+        return pages.page("waiting.html", session=session, runs=mine)
+
     async def run_page(request: Request, session: Session) -> Response:
         run_id = request.path_params["run_id"]
         if problem := run_id_problem(run_id):
@@ -61,6 +68,8 @@ def console_routes(runs: TemporalRuns, pages: Pages) -> list[Route]:
         return pages.page(template, session=session, run=state, open=_open(state), may=_may(state, session), said=said)
 
     async def decide(request: Request, session: Session, fields: dict[str, str]) -> Response:
+        if session.viewer:
+            return pages.refuse(403, "A viewer cannot decide; sign in with an approver token.", session)
         run_id, verdict = request.path_params["run_id"], fields.get("verdict")
         if (problem := run_id_problem(run_id)) or verdict not in ("approve", "reject"):
             return pages.refuse(400, problem or "Approve or reject, nothing else.", session)
@@ -86,6 +95,7 @@ def console_routes(runs: TemporalRuns, pages: Pages) -> list[Route]:
         Route("/ui/sign-in", sign_in, methods=["GET", "POST"]),
         Route("/ui/sign-out", pages.posted(sign_out), methods=["POST"]),
         Route("/ui/", pages.signed_in(run_list), methods=["GET"]),
+        Route("/ui/waiting", pages.signed_in(waiting), methods=["GET"]),
         pages.static_route(),
         Route("/ui/runs/{run_id:path}/decide", pages.posted(decide), methods=["POST"]),
         Route("/ui/runs/{run_id:path}", pages.signed_in(run_page), methods=["GET"]),
@@ -99,4 +109,6 @@ def _open(state: RunState) -> bool:
 def _may(state: RunState, session: Session) -> bool:
     """Whether the signed-in person may decide this run's open gate (the gate itself checks again)."""
     gate = state.gate
-    return gate is not None and gate.status == "open" and session.identity in gate.request.approvers
+    if gate is None or gate.status != "open" or session.viewer:
+        return False
+    return session.identity in gate.request.approvers

@@ -97,7 +97,7 @@ def _approve_and_flip(browser: WebDriver, base: str, shots: Path) -> None:
     screenshot(browser, shots, "sign-in")
     browser.find_element(By.ID, "token").send_keys(TOKEN)  # the webhook's token is no approver's
     browser.find_element(By.CSS_SELECTOR, "form button").click()
-    _wait(browser, "That token is not an approver's token.", reload=False)
+    _wait(browser, "That token is not an approver's or a viewer's token.", reload=False)
     _steady(lambda: browser.find_element(By.ID, "token").send_keys(ONCALL))
     browser.find_element(By.CSS_SELECTOR, "form button").click()
     _wait(browser, "Sign out", reload=False)  # signed in: the runs page, with the session's bar

@@ -6,16 +6,19 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from freezegun import freeze_time
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from service.rails.governance import Switch, SwitchChange
+from service.config_file import ConfigFile
+from service.rails.governance import GovernorView, Switch, SwitchChange
+from service.rails.governor_state import GovernorState, PlaybookState
 from service.rails.kill_switch import SwitchBoard
 from service.runs.state import RunState, StepRecord
 from service.temporal.client import RunSummary, TemporalRuns
 from service.vocabulary.approvals import Decision, DecisionRecord, Gate, GateRequest
-from service.vocabulary.errors import RunNotOpen
+from service.vocabulary.errors import ConfigError, RunNotOpen
 from service.vocabulary.modes import Mode
 from service.web.console import console_routes
 from service.web.console_pages import Pages
@@ -23,7 +26,7 @@ from service.web.console_rails import rail_console_routes
 from service.web.credentials import ApproverTokens
 from service.web.sessions import COOKIE, Sessions
 
-ALICE, BOB = "alice-approver-token-0001", "bob-approver-token-00002"
+ALICE, BOB, VIEWER = "alice-approver-token-0001", "bob-approver-token-00002", "noc-screen-viewer-token-3"
 EVIL = '<img src=x onerror="alert(1)">'
 NOW = datetime(2026, 12, 5, 12, tzinfo=UTC)
 
@@ -96,7 +99,7 @@ class Switchboard:
     """The kill switch board, kept in memory as the governor would hold it; every change recorded."""
 
     def __init__(self) -> None:
-        self.state, self.changes = SwitchBoard(), list[SwitchChange]()
+        self.state, self.changes, self.reset = SwitchBoard(), list[SwitchChange](), list[str]()
 
     async def set_switch(self, change: SwitchChange) -> Switch:
         self.changes.append(change)
@@ -105,6 +108,13 @@ class Switchboard:
 
     async def board(self) -> SwitchBoard:
         return self.state
+
+    async def view(self, playbook: str) -> GovernorView:
+        breaker = PlaybookState(ineffective_in_a_row=0 if self.reset else 3, breaker_open=not self.reset)
+        return GovernorView(state=GovernorState(playbooks={playbook: breaker}), started=True)
+
+    async def reset_breaker(self, playbook: str) -> None:
+        self.reset.append(playbook)
 
 
 def console(runs: Runs | None = None, switches: Switchboard | None = None) -> tuple[TestClient, Runs]:
@@ -217,3 +227,57 @@ def test_the_kill_switch_flips_only_with_a_reason_and_a_confirmation_under_your_
     page = http.post("/ui/rails/kill-switch", data=form)
     assert "the kill switch for p is on" in page.text and "Turned on by U_ALICE" in page.text
     assert [(c.on, c.by, c.reason, c.playbook) for c in switches.changes] == [(True, "U_ALICE", "drill", "p")]
+
+
+def test_waiting_for_you_lists_only_the_gates_you_may_decide() -> None:
+    """Alice, an approver of the open run, finds it with its Approve button; Bob, who is not, finds nothing."""
+    http, _ = console()
+    signed_in(http, ALICE)
+    page = http.get("/ui/waiting").text
+    assert "p%2Fopen%2F1" in page and "Approve" in page and "p%2Fdone%2F1" not in page
+    http.cookies.clear()
+    signed_in(http, BOB)
+    assert "Nothing waits on you." in http.get("/ui/waiting").text
+
+
+def test_a_viewer_reads_everything_and_decides_nothing() -> None:
+    """Signed in with a viewer token: the waiting run shows no buttons; a decision, a flip or a breaker reset POSTed
+    anyway is refused (403) and reaches neither the run nor the governor."""
+    runs, switches = Runs(), Switchboard()
+    pages = Pages(Sessions(ApproverTokens({ALICE: "U_ALICE"}), ApproverTokens({VIEWER: "U_ALICE"})))
+    routes = console_routes(runs, pages) + rail_console_routes(switches, pages, lambda: frozenset({"p"}))
+    http = TestClient(Starlette(routes=routes), base_url="http://127.0.0.1")
+    csrf = signed_in(http, VIEWER)
+    page = http.get("/ui/runs/p%2Fopen%2F1").text
+    assert "U_ALICE (viewer)" in page and "Approve" not in page
+    assert http.post("/ui/runs/p/open/1/decide", data={"verdict": "approve", "csrf": csrf}).status_code == 403
+    assert 'name="reason"' not in http.get("/ui/rails").text
+    flip = {"csrf": csrf, "on": "on", "reason": "r", "confirm": "yes"}
+    assert http.post("/ui/rails/kill-switch", data=flip).status_code == 403
+    assert http.post("/ui/rails/breaker", data={"csrf": csrf, "playbook": "p", "confirm": "yes"}).status_code == 403
+    assert runs.decided == [] and switches.changes == [] and switches.reset == []
+
+
+def test_a_viewer_token_is_long_and_nobody_elses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A viewer token shorter than 16 characters, or equal to an approver's token, stops start-up with the reason."""
+    monkeypatch.setenv("A_TOKEN", ALICE)
+    monkeypatch.setenv("SHORT", "short")
+    same = ConfigFile(approver_tokens={"U_ALICE": "env:A_TOKEN"}, viewer_tokens={"noc": "env:A_TOKEN"})
+    with pytest.raises(ConfigError, match="also someone else's token"):
+        same.viewer_identities()
+    with pytest.raises(ConfigError, match="shorter than 16"):
+        ConfigFile(viewer_tokens={"noc": "env:SHORT"}).viewer_identities()
+    assert ConfigFile(viewer_tokens={"noc": "env:A_TOKEN"}).viewer_identities() == {ALICE: "noc"}
+
+
+def test_an_open_breaker_is_shown_and_reset_only_when_confirmed() -> None:
+    """The rails page shows p's open breaker and its streak; a reset without the confirmation is refused, with it the
+    governor is told and the page shows the breaker closed."""
+    switches = Switchboard()
+    http, _ = console(switches=switches)
+    csrf = signed_in(http)
+    page = http.get("/ui/rails").text
+    assert "OPEN: writes need approval" in page and "3 ineffective run(s) in a row" in page
+    assert http.post("/ui/rails/breaker", data={"csrf": csrf, "playbook": "p"}).status_code == 400
+    done = http.post("/ui/rails/breaker", data={"csrf": csrf, "playbook": "p", "confirm": "yes"})
+    assert "the breaker of p is reset" in done.text and "closed" in done.text and switches.reset == ["p"]

@@ -50,7 +50,8 @@ async def test_nul_labels_end_their_runs_and_starve_no_one(
     postgres: Postgres, temporal_env_address: str, temporal_client: Client, tmp_path: Path
 ) -> None:
     """150 alerts with a NUL in a label value or name, then 20 ordinary ones: the 20 finish, the 150 end and are
-    recorded in the audit store (NUL kept visible as an escape), and none is left RUNNING after 60 s."""
+    recorded in the audit store (NUL kept visible as an escape), and none is left RUNNING after 180 s (a liveness
+    bound, not a latency goal: the hang this guards against lasted until the run's execution timeout, hours)."""
     dsn, queue, target = new_database(postgres), f"nul-{uuid.uuid4().hex[:8]}", RailTarget()
     books = tmp_path / "playbooks"
     books.mkdir()
@@ -78,7 +79,7 @@ async def test_nul_labels_end_their_runs_and_starve_no_one(
                 started = time.monotonic()
                 reply = await http.post("/alertmanager", json=ordinary)
                 assert reply.status_code == 200 and reply.json()["started"] == ORDINARY, reply.text
-                deadline = started + 60
+                deadline = started + 180  # 170 runs on two cores shared with the rest of the suite (a browser, too)
                 while time.monotonic() < deadline:
                     if sum(target.writes[f"o{i}"] for i in range(ORDINARY)) == ORDINARY and not await open_runs(
                         temporal_client, queue
