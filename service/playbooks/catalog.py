@@ -18,6 +18,8 @@ class Catalog:
 
     def __init__(self, loaded: list[tuple[Playbook, PlaybookVersion]], load: Loader | None = None) -> None:
         self._load = load
+        self.refused: list[str] = []  # the problems of the last reload that was refused, until one succeeds
+        self.refused_at: datetime | None = None
         self._set(loaded)
 
     def _set(self, loaded: list[tuple[Playbook, PlaybookVersion]]) -> None:
@@ -44,6 +46,8 @@ class Catalog:
         try:
             loaded = self._load()
         except PlaybookError as exc:
-            return [str(problem) for problem in exc.problems]
+            self.refused, self.refused_at = [str(problem) for problem in exc.problems], datetime.now(UTC)
+            return self.refused
         self._set(loaded)
+        self.refused, self.refused_at = [], None
         return []

@@ -235,7 +235,7 @@ def create_app(
                 else []
             ),
             *catalog_routes(receiver.catalog, operator, auth.allows),
-            *console_routes(runs, pages),
+            *console_routes(runs, pages, receiver.catalog),
             *(rail_console_routes(governor, pages, receiver.playbook_names) if governor else []),
         ],
         exception_handlers={TemporalUnavailable: unavailable, AuditUnavailable: unavailable},

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from service.playbooks.catalog import Catalog
 from service.runs.audit import FINAL
 from service.runs.state import RunState, run_id_problem
 from service.temporal.client import TemporalRuns
@@ -19,7 +20,7 @@ from service.web.console_pages import Pages, secure
 from service.web.sessions import Session
 
 
-def console_routes(runs: TemporalRuns, pages: Pages) -> list[Route]:
+def console_routes(runs: TemporalRuns, pages: Pages, catalog: Catalog | None = None) -> list[Route]:
     """The console's run pages; every one but sign-in needs a session, and every POST its CSRF token."""
     sessions = pages.sessions
 
@@ -55,6 +56,12 @@ def console_routes(runs: TemporalRuns, pages: Pages) -> list[Route]:
         states = [await runs.state(r.run_id) for r in reversed(listed)]
         mine = [s for s in states if s is not None and _may(s, session)]
         return pages.page("waiting.html", session=session, runs=mine)
+
+    async def playbooks(request: Request, session: Session) -> Response:
+        """Each loaded playbook as on-call reads it: its version, its match, its steps, its limits and approvers."""
+        books = catalog.playbooks if catalog else []
+        outline = [(book, catalog.version(book.name) if catalog else None, book.steps()) for book in books]
+        return pages.page("playbooks.html", session=session, outline=outline, catalog=catalog)
 
     async def run_page(request: Request, session: Session) -> Response:
         run_id = request.path_params["run_id"]
@@ -96,6 +103,7 @@ def console_routes(runs: TemporalRuns, pages: Pages) -> list[Route]:
         Route("/ui/sign-out", pages.posted(sign_out), methods=["POST"]),
         Route("/ui/", pages.signed_in(run_list), methods=["GET"]),
         Route("/ui/waiting", pages.signed_in(waiting), methods=["GET"]),
+        Route("/ui/playbooks", pages.signed_in(playbooks), methods=["GET"]),
         pages.static_route(),
         Route("/ui/runs/{run_id:path}/decide", pages.posted(decide), methods=["POST"]),
         Route("/ui/runs/{run_id:path}", pages.signed_in(run_page), methods=["GET"]),

@@ -8,23 +8,28 @@ from typing import Any
 
 import pytest
 from freezegun import freeze_time
+from itsdangerous import URLSafeTimedSerializer
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from service.config_file import ConfigFile
+from service.playbooks.catalog import Catalog
+from service.playbooks.loader import load_versioned
+from service.playbooks.playbook import Playbook, PlaybookVersion
 from service.rails.governance import GovernorView, Switch, SwitchChange
 from service.rails.governor_state import GovernorState, PlaybookState
 from service.rails.kill_switch import SwitchBoard
 from service.runs.state import RunState, StepRecord
 from service.temporal.client import RunSummary, TemporalRuns
 from service.vocabulary.approvals import Decision, DecisionRecord, Gate, GateRequest
-from service.vocabulary.errors import ConfigError, RunNotOpen
+from service.vocabulary.errors import ConfigError, PlaybookError, Problem, RunNotOpen
 from service.vocabulary.modes import Mode
 from service.web.console import console_routes
 from service.web.console_pages import Pages
 from service.web.console_rails import rail_console_routes
 from service.web.credentials import ApproverTokens
-from service.web.sessions import COOKIE, Sessions
+from service.web.sessions import COOKIE, Sessions, session_key
+from tests.support.paths import DATA
 
 ALICE, BOB, VIEWER = "alice-approver-token-0001", "bob-approver-token-00002", "noc-screen-viewer-token-3"
 EVIL = '<img src=x onerror="alert(1)">'
@@ -137,11 +142,8 @@ def signed_in(http: TestClient, token: str = ALICE) -> str:
 def test_without_a_session_every_page_is_the_sign_in_page() -> None:
     """No cookie, a forged one, or one signed under other tokens: the console sends you to sign in."""
     http, _ = console()
-    for cookie in (
-        None,
-        "forged",
-        Sessions(ApproverTokens({"x": "U_X"}))._signer.dumps({"who": "U_ALICE", "csrf": "c"}),
-    ):
+    elsewhere = URLSafeTimedSerializer(session_key(ApproverTokens({"x": "U_X"})), salt="console")
+    for cookie in (None, "forged", elsewhere.dumps({"who": "U_ALICE", "csrf": "c"})):
         if cookie:
             http.cookies.set(COOKIE, cookie, path="/ui")
         answer = http.get("/ui/", follow_redirects=False)
@@ -281,3 +283,24 @@ def test_an_open_breaker_is_shown_and_reset_only_when_confirmed() -> None:
     assert http.post("/ui/rails/breaker", data={"csrf": csrf, "playbook": "p"}).status_code == 400
     done = http.post("/ui/rails/breaker", data={"csrf": csrf, "playbook": "p", "confirm": "yes"})
     assert "the breaker of p is reset" in done.text and "closed" in done.text and switches.reset == ["p"]
+
+
+def test_the_playbooks_page_outlines_each_playbook_and_a_refused_reload() -> None:
+    """stuck-jobs is shown with its file and hash, its match, its steps in order with the write marked, its limits
+    and a link to its runs; a reload that was refused shows its `file:line:col` problems while the old set runs."""
+    loaded = load_versioned([DATA / "playbooks"])
+
+    def broken() -> list[tuple[Playbook, PlaybookVersion]]:
+        raise PlaybookError([Problem("playbooks/bad.yaml", 3, 1, "match needs an alertname")])
+
+    catalog = Catalog(loaded, broken)
+    assert catalog.reload() == ["playbooks/bad.yaml:3:1: match needs an alertname"]
+    pages = Pages(Sessions(ApproverTokens({ALICE: "U_ALICE"})))
+    http = TestClient(Starlette(routes=console_routes(Runs(), pages, catalog)), base_url="http://127.0.0.1")
+    signed_in(http)
+    page = http.get("/ui/playbooks").text
+    assert "stuck-jobs" in page and loaded[0][1].sha256[:12] in page and "alertname=JobsStuck" in page
+    assert page.index("diagnose · <strong>stuck</strong>") < page.index("act · <strong>requeue</strong>")
+    assert "postgres.execute on jobs-db · write" in page and "cooldown_key=" in page
+    assert 'href="/ui/?playbook=stuck-jobs"' in page
+    assert "playbooks/bad.yaml:3:1: match needs an alertname" in page
