@@ -66,14 +66,7 @@ class RunMessages:
             sequence=self._outcome_seq,
         )
         try:
-            posted = await workflow.execute_activity(
-                NOTIFY_OUTCOME,
-                notice,
-                result_type=MessageRef,
-                start_to_close_timeout=timedelta(seconds=15),
-                retry_policy=NOTIFY_RETRY,
-                summary="outcome message",
-            )
+            posted = await _posted(NOTIFY_OUTCOME, notice, "outcome message")
         except FailureError as exc:
             workflow.logger.warning("outcome message for %s not shown: %s", run.run_id, failure_reason(exc))
             return
@@ -87,17 +80,23 @@ class RunMessages:
     async def show(self, gate: Gate, channel: str | None, outcome: str = "") -> None:
         notice = Notice(gate=gate, channel=channel, outcome=outcome)
         try:
-            posted = await workflow.execute_activity(
-                NOTIFY_GATE,
-                notice,
-                result_type=MessageRef,
-                start_to_close_timeout=timedelta(seconds=15),
-                retry_policy=NOTIFY_RETRY,
-                summary="approval request",
-            )
+            posted = await _posted(NOTIFY_GATE, notice, "approval request")
         except FailureError as exc:
             where = "decide through the API or `remediate approve`"
             gate.notice = f"the approval request was not shown: {failure_reason(exc)}; {where}"
             return
         if posted.id:
             gate.message = posted
+
+
+async def _posted(activity: str, notice: Notice | OutcomeNotice, summary: str) -> MessageRef:
+    """Where a notifier showed (or updated) a message; a notifier that stays down raises FailureError."""
+    posted: MessageRef = await workflow.execute_activity(
+        activity,
+        notice,
+        result_type=MessageRef,
+        start_to_close_timeout=timedelta(seconds=15),
+        retry_policy=NOTIFY_RETRY,
+        summary=summary,
+    )
+    return posted

@@ -6,7 +6,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.playbooks.playbook import Playbook
 from service.vocabulary.checked import CHECKED
@@ -21,6 +21,25 @@ class PlaybookDocument(BaseModel):
     name: str
     digest: str
     text: str
+
+
+class CarriesPlaybook(BaseModel):
+    """A playbook as a delivery or a run carries it: by document, or (if made before documents) whole."""
+
+    document: PlaybookDocument | None = None
+    playbook: Playbook | None = Field(default=None, description="Made before documents: the playbook itself.")
+
+    @property
+    def playbook_name(self) -> str:
+        return self.playbook.name if self.playbook is not None else self.document.name if self.document else ""
+
+    def carried(self, shelf: Shelf) -> Playbook:
+        """The playbook itself: the one carried whole, else the one the document names (from the shelf)."""
+        if self.playbook is not None:
+            return self.playbook
+        if self.document is not None:
+            return shelf.get(self.document)
+        raise ValueError("no playbook is carried")
 
 
 def document_of(playbook: Playbook) -> PlaybookDocument:

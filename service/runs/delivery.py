@@ -7,8 +7,8 @@ import hashlib
 from pydantic import BaseModel, Field
 
 from service.alerts.webhook import Alert, run_id
-from service.playbooks.playbook import Playbook, PlaybookVersion
-from service.playbooks.shelf import PlaybookDocument
+from service.playbooks.playbook import PlaybookVersion
+from service.playbooks.shelf import CarriesPlaybook
 from service.rails.governance import Governance
 from service.runs.state import Durability, RunStart
 from service.vocabulary.modes import Mode
@@ -17,11 +17,9 @@ DELIVER = "deliver"  # the local activity that starts and resolves a delivery's 
 DELIVERY_PREFIX = "delivery/"
 
 
-class PlaybookTerms(BaseModel):
+class PlaybookTerms(CarriesPlaybook):
     """What every run of one playbook in a delivery carries: the playbook's document, its mode, approvers, rails."""
 
-    document: PlaybookDocument | None = None
-    playbook: Playbook | None = Field(default=None, description="Deliveries made before documents: the playbook.")
     mode: Mode
     approvers: list[str] = Field(default_factory=list)
     approval_channel: str | None = None
@@ -48,10 +46,9 @@ class Delivery(BaseModel):
         runs = []
         for t, a in self.starts:
             terms, alert = self.terms[t], self.alerts[a]
-            name = terms.playbook.name if terms.playbook else terms.document.name if terms.document else ""
             runs.append(
                 RunStart(
-                    run_id=run_id(name, alert),
+                    run_id=run_id(terms.playbook_name, alert),
                     document=terms.document,
                     playbook=terms.playbook,
                     alert=alert,

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from service.alerts.webhook import Alert
 from service.playbooks.playbook import Playbook, PlaybookVersion
-from service.playbooks.shelf import PlaybookDocument, Shelf
+from service.playbooks.shelf import CarriesPlaybook, Shelf
 from service.playbooks.steps import Effect, StepBase
 from service.rails.governance import Effectiveness, Governance
 from service.vocabulary.approvals import Gate
@@ -165,27 +165,14 @@ class RunInput(RunTerms):
     playbook: Playbook
 
 
-class RunStart(RunTerms):
+class RunStart(RunTerms, CarriesPlaybook):
     """What a run's workflow is started with: its playbook by document, decoded once per worker (a run started
     before documents existed carries the playbook whole, and replays with it)."""
 
-    document: PlaybookDocument | None = None
-    playbook: Playbook | None = Field(default=None, description="Runs started before documents: the playbook.")
-
-    @property
-    def playbook_name(self) -> str:
-        return self.playbook.name if self.playbook is not None else self.document.name if self.document else ""
-
     def resolved(self, shelf: Shelf) -> RunInput:
-        """The run's input with its playbook: the one it carries, else the one its document names."""
-        if self.playbook is not None:
-            playbook = self.playbook
-        elif self.document is not None:
-            playbook = shelf.get(self.document)
-        else:
-            raise ValueError(f"run {self.run_id} carries no playbook")
+        """The run's input with its playbook; its terms were validated when this was, so they are not again."""
         terms = {name: getattr(self, name) for name in RunTerms.model_fields}
-        return RunInput(playbook=playbook, **terms)
+        return RunInput.model_construct(playbook=self.carried(shelf), **terms)
 
 
 class RunState(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from urllib.parse import quote
 
@@ -53,7 +54,7 @@ def console_routes(runs: TemporalRuns, pages: Pages, catalog: Catalog | None = N
     async def waiting(request: Request, session: Session) -> Response:
         """Runs whose gate is open and lists the signed-in approver, oldest first: what is waiting on you."""
         listed = [r for r in await runs.list(limit=100) if r.status == "awaiting_approval"]
-        states = [await runs.state(r.run_id) for r in reversed(listed)]
+        states = await asyncio.gather(*(runs.state(r.run_id) for r in reversed(listed)))
         mine = [s for s in states if s is not None and _may(s, session)]
         return pages.page("waiting.html", session=session, runs=mine)
 
