@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs_list.add_argument(
         "--status", help="only runs that ended so (succeeded, failed, blocked_by_policy, …) or are running"
     )
+    runs_list.add_argument("--alert", help="only runs for this alertname")
     runs_list.add_argument("--since", help="only runs started since: a span (30m, 2h, 7d) or an ISO date/time")
     runs_list.add_argument(
         "--stuck",

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -28,6 +28,7 @@ from service.playbooks import action_docs
 from service.playbooks.loader import load_playbooks
 from service.playbooks.playbook import Playbook, playbook_schema
 from service.playbooks.systems.postgres import PostgresConnection
+from service.runs.listing import RunQuery, parse_since
 from service.stores.setup import ready_store
 from service.targets.postgres.adapter import PostgresAdapter
 from service.targets.postgres.ledger import ledger_sql
@@ -150,16 +151,10 @@ async def migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 def _since(text: str | None) -> datetime | None:
     """`--since 2h` / `30m` / `7d`, or an ISO date or time (UTC if no zone)."""
-    if not text:
-        return None
-    unit = {"m": 60, "h": 3600, "d": 86400}.get(text[-1:])
-    if unit and text[:-1].isdigit():
-        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * unit)
     try:
-        when = datetime.fromisoformat(text)
+        return parse_since(text, datetime.now(UTC)) if text else None
     except ValueError as exc:
-        raise ConfigError(f"--since {text!r}: give a span (30m, 2h, 7d) or an ISO date/time") from exc
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+        raise ConfigError(f"--{exc}") from exc
 
 
 def _with_dev_trail(settings: Settings) -> Settings:
@@ -186,11 +181,10 @@ async def _show_runs(args: argparse.Namespace, runs: TemporalRuns) -> int:
         if args.stuck:
             listed = await runs.stuck(args.limit)
         else:
-            listed = await runs.list(args.limit, playbook=args.playbook, since=_since(args.since))
-        if args.status:
-            listed = [r for r in listed if r.status == args.status]
+            query = RunQuery(args.limit, args.playbook, args.status, args.alert, _since(args.since))
+            listed = (await runs.list(query)).runs
         if not listed:
-            filtered = args.playbook or args.status or args.since
+            filtered = args.playbook or args.status or args.alert or args.since
             print("no stuck runs" if args.stuck else "no runs match" if filtered else "no runs")
             return 0
         # Columns as wide as their longest value (playbook names go up to 63 characters), so rows stay aligned.

@@ -10,6 +10,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from service.runs.listing import ListedRun, RunQuery
 from service.runs.state import RunState
 from service.vocabulary.redact import mask, worth_masking
 
@@ -45,9 +46,8 @@ class AuditSnapshot(BaseModel):
 
 @dataclass(frozen=True)
 class AuditQuery:
-    """Which runs or events to read: newest first, optionally one playbook, optionally since a time."""
+    """Which records to export, oldest first: optionally one playbook, optionally since a time."""
 
-    limit: int = 50
     playbook: str | None = None
     since: datetime | None = None
 
@@ -71,7 +71,9 @@ class AuditStore(Protocol):
         """Upsert the run (only a newer seq replaces it) and add the events not yet there; returns how many."""
         ...
 
-    async def runs(self, query: AuditQuery) -> list[RunState]: ...
+    async def runs(self, query: RunQuery) -> list[ListedRun]:
+        """Newest first, the filters and the cursor applied in the store (an index serves each filter)."""
+        ...
 
     async def run(self, run_id: str) -> RunState | None:
         """The latest attempt of this run as last recorded."""

@@ -95,6 +95,10 @@ class Receiver:
     def playbook_names(self) -> frozenset[str]:
         return frozenset(p.name for p in self.playbooks)
 
+    def rails(self) -> dict[str, Governance]:
+        """Each loaded playbook's rails as its runs would carry them now."""
+        return {p.name: self.governance(p) for p in self.playbooks}
+
     def _terms(self, playbook: Playbook) -> PlaybookTerms:
         return PlaybookTerms(
             document=self.catalog.document(playbook.name),

@@ -12,10 +12,13 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from service.runs.audit import AuditEvent, AuditQuery, AuditSnapshot
+from service.runs.listing import LISTED_AT, ListedRun, RunColumns, RunCursor, RunQuery
 from service.runs.state import RunState, short_id
 from service.vocabulary.errors import AuditRejected, AuditUnavailable
 from service.vocabulary.redact import redact
 
+# Each list filter has an index that also holds the list's order, so a page is one index range however deep.
+COLUMNS = RunColumns(mark="%s", alertname="(state->>'alertname')")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS remediate_audit_runs (
   run_id text NOT NULL, attempt integer NOT NULL, short_id text NOT NULL, seq integer NOT NULL,
@@ -23,7 +26,11 @@ CREATE TABLE IF NOT EXISTS remediate_audit_runs (
   state jsonb NOT NULL,
   PRIMARY KEY (run_id, attempt)
 );
-CREATE INDEX IF NOT EXISTS remediate_audit_runs_started ON remediate_audit_runs (started_at DESC);
+DROP INDEX IF EXISTS remediate_audit_runs_started;
+CREATE INDEX IF NOT EXISTS remediate_audit_runs_listed ON remediate_audit_runs ({listed});
+CREATE INDEX IF NOT EXISTS remediate_audit_runs_playbook ON remediate_audit_runs (playbook, {listed});
+CREATE INDEX IF NOT EXISTS remediate_audit_runs_status ON remediate_audit_runs (status, {listed});
+CREATE INDEX IF NOT EXISTS remediate_audit_runs_alert ON remediate_audit_runs (({alertname}), {listed});
 CREATE INDEX IF NOT EXISTS remediate_audit_runs_short ON remediate_audit_runs (short_id);
 CREATE TABLE IF NOT EXISTS remediate_audit_events (
   run_id text NOT NULL, attempt integer NOT NULL, key text NOT NULL, kind text NOT NULL, at timestamptz,
@@ -31,7 +38,7 @@ CREATE TABLE IF NOT EXISTS remediate_audit_events (
   PRIMARY KEY (run_id, attempt, key)
 );
 CREATE INDEX IF NOT EXISTS remediate_audit_events_at ON remediate_audit_events (at);
-"""
+""".format(listed=f"({LISTED_AT}) DESC, run_id DESC, attempt DESC", alertname=COLUMNS.alertname)
 _UPSERT_RUN = """
 INSERT INTO remediate_audit_runs (run_id, attempt, short_id, seq, playbook, status, started_at, updated_at, state)
 VALUES (%s, %s, %s, %s, %s, %s, %s, now(), %s)
@@ -44,9 +51,8 @@ _INSERT_EVENT = """
 INSERT INTO remediate_audit_events (run_id, attempt, key, kind, at, playbook, record)
 VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
 """
-RUNS_SQL = "SELECT state FROM remediate_audit_runs WHERE true"
+RUNS_SQL = f"SELECT state, {LISTED_AT}, run_id, attempt FROM remediate_audit_runs WHERE true"  # noqa: S608 - our constant
 EVENTS_SQL = "SELECT run_id, attempt, key, kind, at, playbook, record FROM remediate_audit_events WHERE true"
-ORDER_RUNS = " ORDER BY COALESCE(started_at, updated_at) DESC, attempt DESC"
 # Records of one workflow task share a time: a run's start first, its end last, its steps and decisions between.
 ORDER_EVENTS = (
     " ORDER BY at, CASE WHEN key = 'run/received' THEN 0 WHEN starts_with(key, 'run/') THEN 2 ELSE 1 END, run_id, key"
@@ -129,11 +135,12 @@ class PostgresAuditStore:
                     added += max(cursor.rowcount, 0)
         return added
 
-    async def runs(self, query: AuditQuery) -> list[RunState]:
-        where, params = query.where("started_at", "%s")
-        sql = RUNS_SQL + where + ORDER_RUNS + " LIMIT %s"
-        rows = await self._rows(sql, (*params, query.limit))
-        return [RunState.model_validate(row[0]) for row in rows]
+    async def runs(self, query: RunQuery) -> list[ListedRun]:
+        where, params = query.where(COLUMNS)
+        rows = await self._rows(RUNS_SQL + where + COLUMNS.order() + " LIMIT %s", (*params, query.limit))
+        return [
+            ListedRun(RunState.model_validate(s), RunCursor(at, run_id, attempt)) for s, at, run_id, attempt in rows
+        ]
 
     async def run(self, run_id: str) -> RunState | None:
         rows = await self._rows(

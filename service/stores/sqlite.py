@@ -12,15 +12,26 @@ from pathlib import Path
 from typing import Any
 
 from service.runs.audit import AuditEvent, AuditQuery, AuditSnapshot
+from service.runs.listing import LISTED_AT, ListedRun, RunColumns, RunCursor, RunQuery
 from service.runs.state import RunState, short_id
 
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat() if value else None
+
+
+COLUMNS = RunColumns(mark="?", alertname="json_extract(state, '$.alertname')", time=_iso)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_runs (
   run_id TEXT NOT NULL, attempt INTEGER NOT NULL, short_id TEXT NOT NULL, seq INTEGER NOT NULL,
   playbook TEXT NOT NULL, status TEXT NOT NULL, started_at TEXT, updated_at TEXT NOT NULL, state TEXT NOT NULL,
   PRIMARY KEY (run_id, attempt)
 );
-CREATE INDEX IF NOT EXISTS audit_runs_started ON audit_runs (started_at);
+DROP INDEX IF EXISTS audit_runs_started;
+CREATE INDEX IF NOT EXISTS audit_runs_listed ON audit_runs ({listed});
+CREATE INDEX IF NOT EXISTS audit_runs_playbook ON audit_runs (playbook, {listed});
+CREATE INDEX IF NOT EXISTS audit_runs_status ON audit_runs (status, {listed});
+CREATE INDEX IF NOT EXISTS audit_runs_alert ON audit_runs ({alertname}, {listed});
 CREATE INDEX IF NOT EXISTS audit_runs_short ON audit_runs (short_id);
 CREATE TABLE IF NOT EXISTS audit_events (
   run_id TEXT NOT NULL, attempt INTEGER NOT NULL, key TEXT NOT NULL, kind TEXT NOT NULL, at TEXT,
@@ -28,7 +39,7 @@ CREATE TABLE IF NOT EXISTS audit_events (
   PRIMARY KEY (run_id, attempt, key)
 );
 CREATE INDEX IF NOT EXISTS audit_events_at ON audit_events (at);
-"""
+""".format(listed=f"{LISTED_AT} DESC, run_id DESC, attempt DESC", alertname=COLUMNS.alertname)
 _UPSERT_RUN = """
 INSERT INTO audit_runs (run_id, attempt, short_id, seq, playbook, status, started_at, updated_at, state)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -41,17 +52,12 @@ _INSERT_EVENT = """
 INSERT INTO audit_events (run_id, attempt, key, kind, at, playbook, record, recorded_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
 """
-RUNS_SQL = "SELECT state FROM audit_runs WHERE 1=1"
+RUNS_SQL = f"SELECT state, {LISTED_AT}, run_id, attempt FROM audit_runs WHERE 1=1"  # noqa: S608 - our constant
 EVENTS_SQL = "SELECT run_id, attempt, key, kind, at, playbook, record FROM audit_events WHERE 1=1"
-ORDER_RUNS = " ORDER BY COALESCE(started_at, updated_at) DESC, attempt DESC"
 # Records of one workflow task share a time: a run's start first, its end last, its steps and decisions between.
 ORDER_EVENTS = (
     " ORDER BY at, CASE WHEN key = 'run/received' THEN 0 WHEN key LIKE 'run/%' THEN 2 ELSE 1 END, run_id, key"
 )
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat() if value else None
 
 
 class SqliteAuditStore:
@@ -113,11 +119,14 @@ class SqliteAuditStore:
             self._db.execute("COMMIT")
         return added
 
-    async def runs(self, query: AuditQuery) -> list[RunState]:
-        where, params = query.where("started_at", "?", _iso)
-        sql = RUNS_SQL + where + ORDER_RUNS + " LIMIT ?"
+    async def runs(self, query: RunQuery) -> list[ListedRun]:
+        where, params = query.where(COLUMNS)
+        sql = RUNS_SQL + where + COLUMNS.order() + " LIMIT ?"
         rows = await asyncio.to_thread(self._run, sql, (*params, query.limit))
-        return [RunState.model_validate_json(row[0]) for row in rows]
+        return [
+            ListedRun(RunState.model_validate_json(s), RunCursor(datetime.fromisoformat(at), run_id, attempt))
+            for s, at, run_id, attempt in rows
+        ]
 
     async def run(self, run_id: str) -> RunState | None:
         rows = await asyncio.to_thread(

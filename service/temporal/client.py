@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
@@ -18,39 +17,16 @@ from service.durable.workflows import RemediationWorkflow
 from service.playbooks.shelf import SHELF
 from service.runs.deadline import longest_run
 from service.runs.delivery import Delivery
+from service.runs.listing import RunCursor, RunQuery, RunsPage, RunSummary
 from service.runs.state import PriorAttempts, RunStart, RunState, short_id
 from service.temporal.rpc import QUERY_TIMEOUT, RPC_TIMEOUT, connect, connect_eager, rpc
 from service.vocabulary.approvals import Decision, DecisionRecord
 from service.vocabulary.errors import RemediateError, RunNotOpen, RunUnknown, TemporalUnavailable
 
-__all__ = ["RunSummary", "TemporalRuns", "connect", "connect_eager"]
+__all__ = ["TemporalRuns", "connect", "connect_eager"]
 
 PROBLEMS = "TemporalReportedProblems"  # set by the server after consecutive workflow task failures or timeouts
 STUCK = f"WorkflowType = 'RemediationWorkflow' AND ExecutionStatus = 'Running' AND {PROBLEMS} IS NOT NULL"
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    """One line of `remediate runs list`: `status` is the run's own outcome (succeeded, blocked_by_policy, …) once
-    it has ended, `running` before; `execution` is what Temporal says of the workflow."""
-
-    run_id: str
-    status: str
-    playbook: str
-    alertname: str
-    mode: str
-    started: datetime | None
-    closed: datetime | None
-    execution: str = ""
-    place: int = 0  # while waiting_for_slot: its place in line
-
-    @property
-    def shown_status(self) -> str:
-        return f"{self.status} #{self.place}" if self.place else self.status
-
-    @property
-    def short_id(self) -> str:
-        return short_id(self.run_id)
 
 
 class TemporalRuns:
@@ -165,19 +141,21 @@ class TemporalRuns:
         with rpc("checking readiness"):
             await self.client.workflow_service.get_system_info(GetSystemInfoRequest(), timeout=RPC_TIMEOUT)
 
-    async def list(
-        self, limit: int = 50, playbook: str | None = None, since: datetime | None = None
-    ) -> list[RunSummary]:
-        """The newest runs first, each with its own final status (read from its result once it has closed)."""
-        query = "WorkflowType = 'RemediationWorkflow'"
-        if playbook:
-            query += f" AND WorkflowId STARTS_WITH '{_quoted(playbook)}/'"
-        if since is not None:
-            query += f" AND StartTime >= '{since.isoformat()}'"
+    async def list(self, query: RunQuery) -> RunsPage:
+        """The newest runs first, each with its own final status (read from its result once it has closed); the
+        run's own status filters after the read (visibility knows only Temporal's)."""
+        visibility = "WorkflowType = 'RemediationWorkflow'"
+        if query.playbook:
+            visibility += f" AND WorkflowId STARTS_WITH '{_quoted(query.playbook)}/'"
+        if query.since is not None:
+            visibility += f" AND StartTime >= '{query.since.isoformat()}'"
+        if query.before is not None:
+            visibility += f" AND StartTime < '{query.before.at.isoformat()}'"
         found = []
         with rpc("listing runs"):
-            async for execution in self.client.list_workflows(query, limit=limit):
+            async for execution in self.client.list_workflows(visibility, limit=query.limit + 1):
                 found.append(execution)
+        more, found = len(found) > query.limit, found[: query.limit]
         lanes = asyncio.Semaphore(16)  # a long list reads its results a few at a time
 
         async def read(run_id: str, status: WorkflowExecutionStatus | None) -> tuple[str, int]:
@@ -185,7 +163,7 @@ class TemporalRuns:
                 return await self._outcome(run_id, status)
 
         outcomes = await asyncio.gather(*(read(e.id, e.status) for e in found))
-        runs: list[RunSummary] = []
+        runs: builtins.list[RunSummary] = []
         for execution, (outcome, place) in zip(found, outcomes, strict=True):
             memo = await execution.memo()
             runs.append(
@@ -201,7 +179,9 @@ class TemporalRuns:
                     execution=execution.status.name.lower() if execution.status else "unknown",
                 )
             )
-        return runs
+        older = RunCursor(found[-1].start_time, found[-1].id) if more and found else None
+        shown = [r for r in runs if _kept(r, query)]
+        return RunsPage(shown, older)
 
     async def stuck(self, limit: int = 100) -> builtins.list[RunSummary]:
         """Open runs whose workflow tasks keep failing or timing out (Temporal reports it after a few in a row):
@@ -319,6 +299,12 @@ def _started(handle: WorkflowHandle[Any, Any]) -> bool:
     # USE_EXISTING answers with started=False when the workflow was already there.
     response = getattr(handle, "_start_workflow_response", None)
     return bool(getattr(response, "started", True))
+
+
+def _kept(run: RunSummary, query: RunQuery) -> bool:
+    return (query.status is None or run.status == query.status) and (
+        query.alertname is None or run.alertname == query.alertname
+    )
 
 
 def _quoted(text: str) -> str:

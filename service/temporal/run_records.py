@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import timedelta
 
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from service.runs.audit import FINAL, AuditQuery, AuditStore
+from service.runs.audit import FINAL, AuditStore
+from service.runs.listing import RunQuery, RunsPage, RunSummary
 from service.runs.state import RunState
-from service.temporal.client import RunSummary, TemporalRuns
+from service.temporal.client import TemporalRuns
 from service.temporal.rpc import QUERY_TIMEOUT
 from service.vocabulary.errors import RemediateError, RunUnknown
 
@@ -28,17 +30,19 @@ class AuditedRuns(TemporalRuns):
         super().__init__(client, task_queue)
         self.store = store
 
-    async def list(
-        self, limit: int = 50, playbook: str | None = None, since: datetime | None = None
-    ) -> list[RunSummary]:
-        states = await self.store.runs(AuditQuery(limit=limit, playbook=playbook, since=since))
+    async def list(self, query: RunQuery) -> RunsPage:
+        listed = await self.store.runs(replace(query, limit=query.limit + 1))
+        more, listed = len(listed) > query.limit, listed[: query.limit]
         lanes = asyncio.Semaphore(16)  # unfinished records ask Temporal: a few at a time, not one after another
 
         async def current(state: RunState) -> RunState:
             async with lanes:
                 return await self._current(state)
 
-        return [self._summary(s) for s in await asyncio.gather(*(current(s) for s in states))]
+        states = await asyncio.gather(*(current(r.state) for r in listed))
+        # A record still open may have been cut short in Temporal since: the status shown is the one filtered on.
+        runs = [self._summary(s) for s in states if query.status is None or s.status == query.status]
+        return RunsPage(runs, listed[-1].cursor if more else None)
 
     async def state(self, run_id: str, query_timeout: timedelta = QUERY_TIMEOUT) -> RunState | None:
         recorded = await self.store.run(run_id)

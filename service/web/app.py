@@ -30,6 +30,7 @@ from service.web.credentials import ApproverTokens, WebAuth
 from service.web.decisions import decision_routes
 from service.web.guards import guarded
 from service.web.rail_routes import rail_routes
+from service.web.run_filters import page_link, run_query
 from service.web.run_metrics import RunMetrics, StuckRuns
 from service.web.sessions import Sessions
 
@@ -201,7 +202,13 @@ def create_app(
         raw = request.query_params.get("limit", "50")
         if not (raw.isascii() and raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= 1000):
             return JSONResponse({"error": "limit must be a whole number from 1 to 1000"}, 400)
-        listed = await runs.list(int(raw))
+        try:
+            query = run_query(request.query_params, int(raw))
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        page = await runs.list(query)
+        # The body stays a list; the next older page is a Link header, as GitHub's API pages.
+        headers = {"Link": f'<{page_link("/api/v1/runs", request.query_params, page.older)}>; rel="next"'}
         return JSONResponse(
             [
                 {
@@ -209,8 +216,9 @@ def create_app(
                     "started": r.started.isoformat() if r.started else None,
                     "closed": r.closed.isoformat() if r.closed else None,
                 }
-                for r in listed
-            ]
+                for r in page.runs
+            ],
+            headers=headers if page.older else None,
         )
 
     async def run_show(request: Request) -> Response:
@@ -236,7 +244,7 @@ def create_app(
             ),
             *catalog_routes(receiver.catalog, operator, auth.allows),
             *console_routes(runs, pages, receiver.catalog),
-            *(rail_console_routes(governor, pages, receiver.playbook_names) if governor else []),
+            *(rail_console_routes(governor, pages, receiver.rails) if governor else []),
         ],
         exception_handlers={TemporalUnavailable: unavailable, AuditUnavailable: unavailable},
     )

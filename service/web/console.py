@@ -12,13 +12,18 @@ from starlette.routing import Route
 
 from service.playbooks.catalog import Catalog
 from service.runs.audit import FINAL
+from service.runs.listing import RunQuery
 from service.runs.state import RunState, run_id_problem
 from service.temporal.client import TemporalRuns
 from service.vocabulary.approvals import Decision, Verdict
 from service.vocabulary.errors import RunNotOpen, RunUnknown
 from service.web.bodies import BodyRefused
 from service.web.console_pages import Pages, secure
+from service.web.run_filters import FILTERS, STATUSES, page_link, run_query
 from service.web.sessions import Session
+
+PAGE = 50  # runs a page lists
+SPANS = ("1h", "24h", "7d", "30d")  # the time filter's choices (the API takes any span or ISO time)
 
 
 def console_routes(runs: TemporalRuns, pages: Pages, catalog: Catalog | None = None) -> list[Route]:
@@ -45,15 +50,27 @@ def console_routes(runs: TemporalRuns, pages: Pages, catalog: Catalog | None = N
         return response
 
     async def run_list(request: Request, session: Session) -> Response:
-        playbook = request.query_params.get("playbook") or None
-        status = request.query_params.get("status") or None
-        listed = await runs.list(limit=100, playbook=playbook)
-        shown = [r for r in listed if status is None or r.status == status]
-        return pages.page("runs.html", session=session, runs=shown, playbook=playbook or "", status=status or "")
+        params = request.query_params
+        try:
+            query = run_query(params, PAGE)
+        except ValueError as exc:
+            return pages.refuse(400, str(exc), session)
+        page = await runs.list(query)
+        return pages.page(
+            "runs.html",
+            session=session,
+            runs=page.runs,
+            given={name: params.get(name, "") for name in FILTERS},
+            filtered=query.filtered(),
+            statuses=STATUSES,
+            spans=SPANS,
+            older=page_link("/ui/", params, page.older) if page.older else None,
+            newest=page_link("/ui/", params, None) if query.before else None,
+        )
 
     async def waiting(request: Request, session: Session) -> Response:
         """Runs whose gate is open and lists the signed-in approver, oldest first: what is waiting on you."""
-        listed = [r for r in await runs.list(limit=100) if r.status == "awaiting_approval"]
+        listed = (await runs.list(RunQuery(limit=PAGE * 2, status="awaiting_approval"))).runs
         states = await asyncio.gather(*(runs.state(r.run_id) for r in reversed(listed)))
         mine = [s for s in states if s is not None and _may(s, session)]
         return pages.page("waiting.html", session=session, runs=mine)

@@ -12,7 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from service.rails.governance import GovernorView, Switch, SwitchChange
+from service.rails.governance import Governance, GovernorView, Switch, SwitchChange
+from service.vocabulary.durations import written
 from service.web.console_pages import Pages
 from service.web.rail_routes import Switching
 from service.web.sessions import Session
@@ -28,18 +29,47 @@ class Rails(Switching, Protocol):
     async def reset_breaker(self, playbook: str) -> None: ...
 
 
-def rail_console_routes(governor: Rails, pages: Pages, playbooks: Callable[[], frozenset[str]]) -> list[Route]:
-    """GET /ui/rails shows every switch and breaker; POST flips a switch (a reason typed, the flip confirmed) or
-    resets a breaker (confirmed)."""
+def limit_lines(terms: Governance) -> list[str]:
+    """The rails one playbook's runs carry (its own limits over the service defaults), each as a sentence."""
+    limits, lines = terms.limits, list[str]()
+    if limits.cooldown:
+        each = "value of its cooldown key" if terms.cooldown_key else "alert (by its fingerprint)"
+        lines.append(f"one run per {written(limits.cooldown)} for each {each}")
+    if limits.max_runs_per_hour:
+        lines.append(f"at most {limits.max_runs_per_hour} runs that write an hour")
+    if limits.max_concurrent:
+        lines.append(f"at most {limits.max_concurrent} writing at once")
+    if limits.max_runs_per_hour or limits.max_concurrent:
+        wait = f"wait at most {written(limits.wait_at_most)} for a turn" if limits.wait_at_most else "wait for a turn"
+        lines.append(f"over a limit: {wait if limits.waits() else 'refuse'}")
+    if limits.storm:
+        storm = limits.storm
+        lines.append(f"storm: over {storm.occurrences} new alerts in {written(storm.within)}, writes need approval")
+    if limits.breaker:
+        lines.append(f"breaker: after {limits.breaker.ineffective} ineffective runs in a row, writes need approval")
+    if terms.alertmanager:
+        lines.append(f"effective if the alert stops firing within {written(terms.effective_within)}")
+    if terms.silence:
+        lines.append("silences its alert while it acts")
+    if terms.max_writes_per_hour:
+        lines.append(f"service-wide: at most {terms.max_writes_per_hour} writes an hour")
+    return lines or ["no limits: only the kill switch and approvals stand before its writes"]
+
+
+def rail_console_routes(governor: Rails, pages: Pages, playbooks: Callable[[], dict[str, Governance]]) -> list[Route]:
+    """GET /ui/rails shows every switch, breaker and playbook's limits; POST flips a switch (a reason typed, the flip
+    confirmed) or resets a breaker (confirmed)."""
 
     async def rails(request: Request, session: Session) -> Response:
-        board, names = await governor.board(), sorted(playbooks())
+        board, terms = await governor.board(), playbooks()
+        names = sorted(terms)
         switches = [("", "Everything", board.everything)]
         switches += [(name, name, board.playbooks.get(name, Switch())) for name in names]
         views = [(name, await governor.view(name)) for name in names]
         breakers = [(name, v.state.playbooks[name]) for name, v in views if name in v.state.playbooks]
+        limits = [(name, limit_lines(terms[name])) for name in names]
         said = request.query_params.get("said", "")
-        return pages.page("rails.html", session=session, switches=switches, breakers=breakers, said=said)
+        return pages.page("rails.html", session=session, switches=switches, breakers=breakers, limits=limits, said=said)
 
     async def reset(request: Request, session: Session, fields: dict[str, str]) -> Response:
         if session.viewer:

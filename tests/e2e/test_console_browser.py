@@ -7,7 +7,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -19,14 +19,20 @@ from selenium.common.exceptions import (
 )
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select
 from temporalio.client import Client
 
+from service.runs.audit import AuditSnapshot
+from service.runs.state import RunState
+from service.stores.postgres import PostgresAuditStore
+from service.vocabulary.modes import Mode
 from tests.support.browser import chromium, screenshot
 from tests.support.crash import webhook_message
-from tests.support.deployment import AUTH, ONCALL, TOKEN, env, finished, write_config
+from tests.support.deployment import AUTH, ONCALL, TOKEN, cli, env, finished, write_config
+from tests.support.jobs import new_database
 from tests.support.processes import start
-from tests.support.rail_target import PLAYBOOK, RailTarget
-from tests.support.servers import serving
+from tests.support.rail_target import PLAYBOOK, RailTarget, playbook
+from tests.support.servers import Postgres, serving, start_alertmanager
 
 T = TypeVar("T")
 HOSTILE = '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwned"</script>'
@@ -200,3 +206,112 @@ async def test_an_approver_signs_in_approves_a_waiting_run_and_watches_it_finish
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
     assert page.headers["x-frame-options"] == "DENY"
     assert (shots / "run-succeeded-phone.png").stat().st_size > 0
+
+
+def _seed(dsn: str, n: int) -> None:
+    """`n` finished runs of `console-seed` in the audit store, one an hour back from now, every fifth failed."""
+
+    async def write() -> None:
+        store = PostgresAuditStore(dsn)
+        try:
+            for i in range(n):
+                status = "failed" if i % 5 == 0 else "succeeded"
+                state = RunState(
+                    run_id=f"console-seed/fp{i}/{i}",
+                    playbook="console-seed",
+                    alertname="SeedAlert",
+                    fingerprint=f"fp{i}",
+                    labels={"alertname": "SeedAlert"},
+                    mode=Mode.AUTO,
+                    status=status,
+                    started_at=datetime.now(UTC) - timedelta(hours=i + 1),
+                )
+                await store.append(AuditSnapshot(seq=1, state=state, final=True), [])
+        finally:
+            await store.close()
+
+    asyncio.run(write())
+
+
+def _page_and_reset(browser: WebDriver, base: str, shots: Path) -> list[int]:
+    """Sign in, page through the seeded runs and filter them, then reset the open breaker; returns each page's size."""
+    browser.get(f"{base}/ui/sign-in")
+    browser.find_element(By.ID, "token").send_keys(ONCALL)
+    browser.find_element(By.CSS_SELECTOR, "form button").click()
+    _wait(browser, "Sign out", reload=False)
+    browser.get(f"{base}/ui/?playbook=console-seed")
+    sizes = [len(browser.find_elements(By.CSS_SELECTOR, ".runs > li"))]
+    assert "console-seed" in _text(browser) and "← Newest" not in _text(browser)
+    while browser.find_elements(By.LINK_TEXT, "Older →"):
+        browser.find_element(By.LINK_TEXT, "Older →").click()
+        _wait(browser, "← Newest", reload=False)
+        sizes.append(len(browser.find_elements(By.CSS_SELECTOR, ".runs > li")))
+    screenshot(browser, shots, "runs-last-page")
+    browser.find_element(By.LINK_TEXT, "← Newest").click()
+    _wait(browser, "Older →", reload=False)
+    Select(browser.find_element(By.NAME, "status")).select_by_value("failed")
+    browser.find_element(By.CSS_SELECTOR, ".filters button").click()
+    _at(browser, "status=failed")
+    badges = {b.text for b in browser.find_elements(By.CSS_SELECTOR, ".runs .badge")}
+    assert badges == {"failed"}, badges
+    screenshot(browser, shots, "runs-filtered")
+    browser.get(f"{base}/ui/rails")
+    _wait(browser, "OPEN: writes need approval")  # the run's alert kept firing: one ineffective run opens it
+    assert "breaker: after 1 ineffective runs in a row, writes need approval" in _text(browser)
+    screenshot(browser, shots, "rails-breaker-open")
+    breaker = browser.find_element(By.CSS_SELECTOR, ".breakers > li")
+    breaker.find_element(By.NAME, "confirm").click()
+    breaker.find_element(By.CSS_SELECTOR, "button").click()
+    _wait(browser, "the breaker of console-breaker is reset", reload=False)
+    assert "closed" in browser.find_element(By.CSS_SELECTOR, ".breakers > li").text
+    return sizes
+
+
+async def test_an_approver_pages_the_audit_store_and_resets_a_breaker_the_alert_opened(
+    temporal_env_address: str, temporal_client: Client, postgres: Postgres, tmp_path: Path
+) -> None:
+    """In Chromium, against `serve` with its audit store in Postgres (migrated by `remediate migrate audit`) and a
+    real Alertmanager: 120 recorded runs page 50, 50, 20 by Older/Newest links and filter to the failed ones; a fix
+    whose alert keeps firing opens the breaker, the rails page shows it with the limits in words, and a confirmed
+    reset closes it, as `remediate breaker status` (a process) then says."""
+    target, queue, dsn = RailTarget(), f"console-{uuid.uuid4().hex[:8]}", new_database(postgres)
+    books = tmp_path / "playbooks"
+    books.mkdir()
+    rails = "limits: {breaker: {ineffective: 1}, effective_within: 2s}"
+    (books / "breaker.yaml").write_text(playbook("console-breaker", "ConsoleBreaker", rails))
+    shots = Path(os.environ.get("REMEDIATE_SCREENSHOTS", tmp_path / "screenshots"))
+    migrated = await cli(["migrate", "audit"], {"REMEDIATE_DATABASE_URL": dsn})
+    assert migrated.returncode == 0, migrated.stderr
+    await asyncio.to_thread(_seed, dsn, 120)
+    am = start_alertmanager(tmp_path / "am", "http://127.0.0.1:1/unused", TOKEN)
+    try:
+        async with serving(target.app()) as url:
+            config = write_config(tmp_path / "c.yaml", url, "one", am.url)
+            service = start(
+                "serve",
+                ["serve"],
+                env(temporal_env_address, queue, config, books, **{"REMEDIATE_DATABASE_URL": dsn}),
+                tmp_path,
+            )
+            try:
+                await service.wait_ready()
+                labels = {"alertname": "ConsoleBreaker", "key": "k1"}
+                am.post_alerts([{"labels": labels}])  # firing, and it stays so: the fix is ineffective
+                message = webhook_message(labels, uuid.uuid4().hex[:16], datetime.now(UTC).isoformat())
+                async with httpx2.AsyncClient(base_url=service.url, headers=AUTH, timeout=30) as http:
+                    assert (await http.post("/alertmanager", json=message)).status_code == 200
+                done = await finished(temporal_client, queue, "console-breaker", 1, within=60)
+                assert done[0].effectiveness == "ineffective" and target.writes["k1"] == 1, done[0]
+                browser = await asyncio.to_thread(chromium)
+                try:
+                    sizes = await asyncio.to_thread(_page_and_reset, browser, service.url, shots)
+                finally:
+                    await asyncio.to_thread(browser.quit)
+                switch_env = {"REMEDIATE_TEMPORAL_ADDRESS": temporal_env_address, "REMEDIATE_TASK_QUEUE": queue}
+                shown = await cli(["breaker", "status", "console-breaker"], switch_env)
+            finally:
+                await service.terminate()
+    finally:
+        am.process.stop()
+    assert sizes == [50, 50, 20]
+    assert "console-breaker: breaker closed" in shown.stdout, shown.stdout

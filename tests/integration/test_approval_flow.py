@@ -300,9 +300,12 @@ async def test_a_worker_restart_while_waiting_loses_nothing_and_acts_once(world:
         ) as stack,
         httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
     ):
-        assert (
-            await http.post(f"/api/v1/runs/{run_id}/approve", json={"approver": "U_BOB"}, headers=approver("U_BOB"))
-        ).status_code == 200
+        answer = await http.post(
+            f"/api/v1/runs/{run_id}/approve", json={"approver": "U_BOB"}, headers=approver("U_BOB")
+        )
+        # 200 once the new worker has counted it; 202 when that worker, just started on a busy machine, takes longer
+        # than the route waits: the decision is in the run's history either way.
+        assert answer.status_code in (200, 202), answer.text
         await wait_for(runs, run_id, "succeeded")
     assert update_counts(world.dsn) == {1: 1}
 

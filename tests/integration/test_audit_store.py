@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -12,9 +10,9 @@ from temporalio.testing import ActivityEnvironment
 
 from service.durable.audit_activities import AuditActivities
 from service.runs.audit import AuditQuery, AuditSnapshot, AuditStore, Scrubber, events_of
+from service.runs.listing import RunQuery
 from service.runs.state import RunState, StepRecord, short_id
 from service.stores.postgres import PostgresAuditStore
-from service.stores.sqlite import SqliteAuditStore
 from service.vocabulary.approvals import DecisionRecord, Gate, GateRequest
 from service.vocabulary.errors import AuditUnavailable
 from service.vocabulary.modes import Mode
@@ -88,18 +86,6 @@ def state(status: str = "acting", *, run_id: str = "audit-test/fp1/100", canary:
     )
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AuditStore]:
-    if request.param == "postgres":
-        postgres: Postgres = request.getfixturevalue("postgres")
-        found: AuditStore = PostgresAuditStore(new_database(postgres))
-        await found.migrate()  # type: ignore[attr-defined]
-    else:
-        found = SqliteAuditStore(tmp_path / "audit.db")
-    yield found
-    await found.close()
-
-
 async def test_a_repeated_snapshot_adds_nothing_and_an_older_one_never_replaces_a_newer(store: AuditStore) -> None:
     """The same snapshot twice (an activity retry) adds its records once; seq 1 after seq 2 leaves seq 2's state."""
     acting, done = AuditSnapshot(seq=1, state=state("acting")), AuditSnapshot(seq=2, state=state("succeeded"))
@@ -120,8 +106,9 @@ async def test_a_repeated_snapshot_adds_nothing_and_an_older_one_never_replaces_
     assert len({e.key for e in events}) == len(events)
     assert await store.find(short_id("audit-test/fp1/100")) == ["audit-test/fp1/100"]
     assert await store.find("audit-test/fp1") == ["audit-test/fp1/100"]
-    assert [s.run_id for s in await store.runs(AuditQuery(since=T0 - timedelta(minutes=1)))] == ["audit-test/fp1/100"]
-    assert await store.runs(AuditQuery(since=T0 + timedelta(minutes=1))) == []
+    listed = await store.runs(RunQuery(since=T0 - timedelta(minutes=1)))
+    assert [r.state.run_id for r in listed] == ["audit-test/fp1/100"]
+    assert await store.runs(RunQuery(since=T0 + timedelta(minutes=1))) == []
 
 
 async def test_a_step_never_run_is_exported_with_its_run_s_time_not_first(store: AuditStore) -> None:

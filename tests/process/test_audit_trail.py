@@ -15,6 +15,7 @@ from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client
 
+from service.runs.listing import RunQuery
 from service.runs.state import short_id
 from service.temporal.client import TemporalRuns
 from tests.support.deployment import AUTH, ONCALL, alert, cli, env, finished, until, write_config
@@ -122,7 +123,7 @@ async def test_runs_outlive_their_history_a_terminated_run_shows_its_steps_and_t
                 target.verify_open.clear()  # the next run writes, then waits in verify until it is terminated
                 await http.post("/alertmanager", json=alert("AuditDrill", "a2"))
                 await until(lambda: target.writes["a2"] == 1)
-                run_id = (await TemporalRuns(temporal_client, queue).list(playbook=NAME))[0].run_id
+                run_id = (await TemporalRuns(temporal_client, queue).list(RunQuery(playbook=NAME))).runs[0].run_id
                 await until(lambda: recorded(dsn, run_id).get("step", 0) >= 2)  # the read and the write
                 await temporal_client.get_workflow_handle(run_id).terminate(reason="audit drill")
                 cut = await cli(["runs", "show", run_id], settings)

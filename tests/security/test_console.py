@@ -16,11 +16,12 @@ from service.config_file import ConfigFile
 from service.playbooks.catalog import Catalog
 from service.playbooks.loader import load_versioned
 from service.playbooks.playbook import Playbook, PlaybookVersion
-from service.rails.governance import GovernorView, Switch, SwitchChange
-from service.rails.governor_state import GovernorState, PlaybookState
+from service.rails.governance import Governance, GovernorView, Switch, SwitchChange
+from service.rails.governor_state import GovernorState, Limits, PlaybookState
 from service.rails.kill_switch import SwitchBoard
+from service.runs.listing import RunCursor, RunQuery, RunsPage, RunSummary
 from service.runs.state import RunState, StepRecord
-from service.temporal.client import RunSummary, TemporalRuns
+from service.temporal.client import TemporalRuns
 from service.vocabulary.approvals import Decision, DecisionRecord, Gate, GateRequest
 from service.vocabulary.errors import ConfigError, PlaybookError, Problem, RunNotOpen
 from service.vocabulary.modes import Mode
@@ -34,6 +35,18 @@ from tests.support.paths import DATA
 ALICE, BOB, VIEWER = "alice-approver-token-0001", "bob-approver-token-00002", "noc-screen-viewer-token-3"
 EVIL = '<img src=x onerror="alert(1)">'
 NOW = datetime(2026, 12, 5, 12, tzinfo=UTC)
+RAILS = Governance(
+    limits=Limits.model_validate(
+        {
+            "cooldown": "10m",
+            "max_concurrent": 2,
+            "breaker": {"ineffective": 3},
+            "storm": {"occurrences": 20, "within": "5m"},
+        }
+    ),
+    alertmanager="am",
+    max_writes_per_hour=50,
+)
 
 
 def _state(run_id: str, approvers: list[str], status: str = "awaiting_approval") -> RunState:
@@ -69,20 +82,22 @@ class Runs(TemporalRuns):
         self.states = {"p/open/1": _state("p/open/1", ["U_ALICE"]), "p/done/1": _state("p/done/1", [], "succeeded")}
         self.decided: list[Decision] = []
 
-    async def list(self, limit: int = 50, playbook: str | None = None, since: Any = None) -> list[RunSummary]:
-        return [
-            RunSummary(
-                run_id=r,
-                status=s.status,
-                playbook=s.playbook,
-                alertname=s.alertname,
-                mode="auto",
-                started=NOW,
-                closed=None,
-            )
-            for r, s in self.states.items()
-            if playbook in (None, s.playbook)
-        ]
+    async def list(self, query: RunQuery) -> RunsPage:
+        return RunsPage(
+            [
+                RunSummary(
+                    run_id=r,
+                    status=s.status,
+                    playbook=s.playbook,
+                    alertname=s.alertname,
+                    mode="auto",
+                    started=NOW,
+                    closed=None,
+                )
+                for r, s in self.states.items()
+                if query.playbook in (None, s.playbook) and query.status in (None, s.status)
+            ]
+        )
 
     async def state(self, run_id: str, query_timeout: Any = None) -> RunState | None:
         return self.states.get(run_id)
@@ -125,9 +140,7 @@ class Switchboard:
 def console(runs: Runs | None = None, switches: Switchboard | None = None) -> tuple[TestClient, Runs]:
     runs = runs or Runs()
     pages = Pages(Sessions(ApproverTokens({ALICE: "U_ALICE", BOB: "U_BOB"})))
-    routes = console_routes(runs, pages) + rail_console_routes(
-        switches or Switchboard(), pages, lambda: frozenset({"p"})
-    )
+    routes = console_routes(runs, pages) + rail_console_routes(switches or Switchboard(), pages, lambda: {"p": RAILS})
     return TestClient(Starlette(routes=routes), base_url="http://127.0.0.1"), runs
 
 
@@ -203,6 +216,27 @@ def test_hostile_values_are_text_and_the_list_filters() -> None:
     assert "No runs match" in http.get("/ui/", params={"playbook": "other"}).text
 
 
+def test_hostile_filters_and_page_links_are_refused_with_a_reason_never_a_500() -> None:
+    """A status that is not one, control characters, a 10 kB filter, a span too large for a date and a forged page
+    link each get a 400 that says which; a well-formed link naming no run is only a position."""
+    http, _ = console()
+    signed_in(http)
+    for params, reason in (
+        ({"status": "<script>"}, "status must be one of"),
+        ({"playbook": "a\x00b"}, "playbook holds control characters"),
+        ({"alert": "x" * 10_000}, "alert is longer than 200 characters"),
+        ({"since": "99999999999999d"}, "give a span"),
+        ({"since": "yesterday"}, "give a span"),
+        ({"before": "not-a-cursor"}, "page link"),
+        ({"before": "x" * 5000}, "page link is too long"),
+    ):
+        answer = http.get("/ui/", params=params)
+        assert answer.status_code == 400 and reason in answer.text, (params, answer.text[:300])
+        assert "<script>" not in answer.text
+    position = RunCursor(NOW, "z/z/z").token()
+    assert http.get("/ui/", params={"before": position, "status": "succeeded"}).status_code == 200
+
+
 def test_assets_are_served_by_content_hash_and_long_cached() -> None:
     """The page names its stylesheet and script by content hash; each is served immutable, anything else 404."""
     http, _ = console()
@@ -247,7 +281,7 @@ def test_a_viewer_reads_everything_and_decides_nothing() -> None:
     anyway is refused (403) and reaches neither the run nor the governor."""
     runs, switches = Runs(), Switchboard()
     pages = Pages(Sessions(ApproverTokens({ALICE: "U_ALICE"}), ApproverTokens({VIEWER: "U_ALICE"})))
-    routes = console_routes(runs, pages) + rail_console_routes(switches, pages, lambda: frozenset({"p"}))
+    routes = console_routes(runs, pages) + rail_console_routes(switches, pages, lambda: {"p": RAILS})
     http = TestClient(Starlette(routes=routes), base_url="http://127.0.0.1")
     csrf = signed_in(http, VIEWER)
     page = http.get("/ui/runs/p%2Fopen%2F1").text
@@ -283,6 +317,24 @@ def test_an_open_breaker_is_shown_and_reset_only_when_confirmed() -> None:
     assert http.post("/ui/rails/breaker", data={"csrf": csrf, "playbook": "p"}).status_code == 400
     done = http.post("/ui/rails/breaker", data={"csrf": csrf, "playbook": "p", "confirm": "yes"})
     assert "the breaker of p is reset" in done.text and "closed" in done.text and switches.reset == ["p"]
+
+
+def test_the_rails_page_says_each_playbooks_limits_in_words() -> None:
+    """p's limits over the service defaults read as sentences: cooldown, concurrency, what happens over a limit, the
+    storm and breaker thresholds, effectiveness and the service-wide write budget."""
+    http, _ = console()
+    signed_in(http)
+    page = http.get("/ui/rails").text
+    for line in (
+        "one run per 10m for each alert (by its fingerprint)",
+        "at most 2 writing at once",
+        "over a limit: wait for a turn",
+        "storm: over 20 new alerts in 5m, writes need approval",
+        "breaker: after 3 ineffective runs in a row, writes need approval",
+        "effective if the alert stops firing within 10m",
+        "service-wide: at most 50 writes an hour",
+    ):
+        assert line in page, line
 
 
 def test_the_playbooks_page_outlines_each_playbook_and_a_refused_reload() -> None:

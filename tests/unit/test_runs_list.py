@@ -9,7 +9,8 @@ from typing import cast
 import pytest
 
 from service.cli.commands import _show_runs
-from service.temporal.client import RunSummary, TemporalRuns
+from service.runs.listing import RunQuery, RunsPage, RunSummary
+from service.temporal.client import TemporalRuns
 
 
 class ListedRuns:
@@ -18,8 +19,8 @@ class ListedRuns:
     def __init__(self, runs: list[RunSummary]) -> None:
         self.runs = runs
 
-    async def list(self, limit: int, playbook: str | None = None, since: datetime | None = None) -> list[RunSummary]:
-        return self.runs
+    async def list(self, query: RunQuery) -> RunsPage:
+        return RunsPage(self.runs)
 
 
 async def test_long_playbook_and_alert_names_keep_the_columns_aligned(capsys: pytest.CaptureFixture[str]) -> None:
@@ -31,7 +32,9 @@ async def test_long_playbook_and_alert_names_keep_the_columns_aligned(capsys: py
             [("postgres-idle-in-transaction-terminator", "PostgresIdleInTransactionTooLong"), ("short", "A")]
         )
     ]
-    args = argparse.Namespace(runs_command="list", stuck=False, limit=50, playbook=None, since=None, status=None)
+    args = argparse.Namespace(
+        runs_command="list", stuck=False, limit=50, playbook=None, since=None, status=None, alert=None
+    )
     assert await _show_runs(args, cast(TemporalRuns, ListedRuns(runs))) == 0
     header, *rows = capsys.readouterr().out.splitlines()
     assert len({line.index("dry-run") for line in rows}) == 1
