@@ -19,7 +19,8 @@ from selenium.common.exceptions import (
 )
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.ui import Select, WebDriverWait
 from temporalio.client import Client
 
 from service.runs.audit import AuditSnapshot
@@ -208,6 +209,13 @@ async def test_an_approver_signs_in_approves_a_waiting_run_and_watches_it_finish
     assert (shots / "run-succeeded-phone.png").stat().st_size > 0
 
 
+def _follow(browser: WebDriver, link: str) -> None:
+    """Click a link and wait until the page it leads to has replaced this one (both pages may show the same text)."""
+    page = browser.find_element(By.TAG_NAME, "html")
+    browser.find_element(By.LINK_TEXT, link).click()
+    WebDriverWait(browser, 30).until(staleness_of(page))
+
+
 def _seed(dsn: str, n: int) -> None:
     """`n` finished runs of `console-seed` in the audit store, one an hour back from now, every fifth failed."""
 
@@ -243,15 +251,16 @@ def _page_and_reset(browser: WebDriver, base: str, shots: Path) -> list[int]:
     sizes = [len(browser.find_elements(By.CSS_SELECTOR, ".runs > li"))]
     assert "console-seed" in _text(browser) and "← Newest" not in _text(browser)
     while browser.find_elements(By.LINK_TEXT, "Older →"):
-        browser.find_element(By.LINK_TEXT, "Older →").click()
-        _wait(browser, "← Newest", reload=False)
+        _follow(browser, "Older →")
         sizes.append(len(browser.find_elements(By.CSS_SELECTOR, ".runs > li")))
     screenshot(browser, shots, "runs-last-page")
-    browser.find_element(By.LINK_TEXT, "← Newest").click()
-    _wait(browser, "Older →", reload=False)
+    _follow(browser, "← Newest")
+    assert "← Newest" not in _text(browser) and "Older →" in _text(browser)
     Select(browser.find_element(By.NAME, "status")).select_by_value("failed")
+    page = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.CSS_SELECTOR, ".filters button").click()
-    _at(browser, "status=failed")
+    WebDriverWait(browser, 30).until(staleness_of(page))
+    assert "status=failed" in browser.current_url
     badges = {b.text for b in browser.find_elements(By.CSS_SELECTOR, ".runs .badge")}
     assert badges == {"failed"}, badges
     screenshot(browser, shots, "runs-filtered")
@@ -265,6 +274,20 @@ def _page_and_reset(browser: WebDriver, base: str, shots: Path) -> list[int]:
     _wait(browser, "the breaker of console-breaker is reset", reload=False)
     assert "closed" in browser.find_element(By.CSS_SELECTOR, ".breakers > li").text
     return sizes
+
+
+async def _api_pages(base: str) -> list[list[dict[str, object]]]:
+    """GET /api/v1/runs for the seeded playbook, following its `Link: <…>; rel="next"` header to the end."""
+    pages: list[list[dict[str, object]]] = []
+    url: str | None = "/api/v1/runs?playbook=console-seed&limit=50"
+    async with httpx2.AsyncClient(base_url=base, headers=AUTH, timeout=30) as http:
+        while url is not None:
+            answer = await http.get(url)
+            assert answer.status_code == 200, answer.text
+            pages.append(answer.json())
+            link = answer.headers.get("link")
+            url = link.split(">", 1)[0].lstrip("<") if link else None
+    return pages
 
 
 async def test_an_approver_pages_the_audit_store_and_resets_a_breaker_the_alert_opened(
@@ -309,9 +332,12 @@ async def test_an_approver_pages_the_audit_store_and_resets_a_breaker_the_alert_
                     await asyncio.to_thread(browser.quit)
                 switch_env = {"REMEDIATE_TEMPORAL_ADDRESS": temporal_env_address, "REMEDIATE_TASK_QUEUE": queue}
                 shown = await cli(["breaker", "status", "console-breaker"], switch_env)
+                api_pages = await _api_pages(service.url)
             finally:
                 await service.terminate()
     finally:
         am.process.stop()
-    assert sizes == [50, 50, 20]
+    assert sizes == [50, 50, 20] and [len(p) for p in api_pages] == [50, 50, 20]
+    listed = [r["run_id"] for page in api_pages for r in page]
+    assert len(set(listed)) == 120 and listed[0] == "console-seed/fp0/0" and listed[-1] == "console-seed/fp119/119"
     assert "console-breaker: breaker closed" in shown.stdout, shown.stdout
