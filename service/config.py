@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, HttpUrl, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.vocabulary.errors import ConfigError
@@ -75,6 +75,8 @@ class Settings(BaseSettings):
         default=None, description="Alertmanager connection for effectiveness and silences (default: the only one)."
     )
     effective_within: float = Field(default=600.0, gt=0, le=86_400, description="Seconds a fix has to stop an alert.")
+    temporal_ui_url: HttpUrl | None = Field(default=None, description="The Temporal UI, for the console's links.")
+    alertmanager_ui_url: HttpUrl | None = Field(default=None, description="Alertmanager, for the console's links.")
 
     @property
     def listen_host_port(self) -> tuple[str, int]:

@@ -37,6 +37,7 @@ from service.temporal.run_records import AuditedRuns
 from service.vocabulary.outcomes import Notifying
 from service.web.app import Metrics, Receiver, SeenRuns, create_app, health_routes
 from service.web.credentials import ApproverTokens
+from service.web.run_links import RunLinks
 from service.web.run_metrics import ApprovalGauges, worker_up
 
 log = logging.getLogger("remediate")
@@ -100,6 +101,11 @@ def build_app(
         viewers=ApproverTokens(config.viewer_identities()),
         metrics=metrics,
         governor=GovernorClient(client, settings.task_queue),
+        links=RunLinks(
+            str(settings.temporal_ui_url) if settings.temporal_ui_url else None,
+            settings.temporal_namespace,
+            str(settings.alertmanager_ui_url) if settings.alertmanager_ui_url else None,
+        ),
     )
 
 

@@ -31,6 +31,7 @@ from service.web.decisions import decision_routes
 from service.web.guards import guarded
 from service.web.rail_routes import rail_routes
 from service.web.run_filters import page_link, run_query
+from service.web.run_links import RunLinks
 from service.web.run_metrics import RunMetrics, StuckRuns
 from service.web.sessions import Sessions
 
@@ -155,6 +156,7 @@ def create_app(
     approvers: ApproverTokens | None = None,
     viewers: ApproverTokens | None = None,
     governor: Rails | None = None,
+    links: RunLinks | None = None,
 ) -> Starlette:
     """Compose the web app from its parts; nothing global, nothing at import time."""
     metrics = metrics or Metrics()
@@ -243,7 +245,7 @@ def create_app(
                 else []
             ),
             *catalog_routes(receiver.catalog, operator, auth.allows),
-            *console_routes(runs, pages, receiver.catalog),
+            *console_routes(runs, pages, receiver.catalog, links),
             *(rail_console_routes(governor, pages, receiver.rails) if governor else []),
         ],
         exception_handlers={TemporalUnavailable: unavailable, AuditUnavailable: unavailable},

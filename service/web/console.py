@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,19 +20,24 @@ from service.vocabulary.errors import RunNotOpen, RunUnknown
 from service.web.bodies import BodyRefused
 from service.web.console_pages import Pages, secure
 from service.web.run_filters import FILTERS, STATUSES, page_link, run_query
+from service.web.run_links import RunLinks
 from service.web.sessions import Session
 
 PAGE = 50  # runs a page lists
 SPANS = ("1h", "24h", "7d", "30d")  # the time filter's choices (the API takes any span or ISO time)
 
 
-def console_routes(runs: TemporalRuns, pages: Pages, catalog: Catalog | None = None) -> list[Route]:
+def console_routes(
+    runs: TemporalRuns, pages: Pages, catalog: Catalog | None = None, links: RunLinks | None = None
+) -> list[Route]:
     """The console's run pages; every one but sign-in needs a session, and every POST its CSRF token."""
-    sessions = pages.sessions
+    sessions, links = pages.sessions, links or RunLinks()
 
     async def sign_in(request: Request) -> Response:
         if request.method == "GET":
             return pages.page("sign_in.html")
+        if not _same_origin(request):  # login CSRF: another site signing your browser in as someone else
+            return pages.page("sign_in.html", 403, error="Sign in from this console's own page.")
         try:
             fields = await pages.form(request)
         except BodyRefused as exc:
@@ -90,7 +95,16 @@ def console_routes(runs: TemporalRuns, pages: Pages, catalog: Catalog | None = N
             return pages.refuse(404, "No such run.", session)
         template = "story.html" if request.query_params.get("part") == "story" else "run.html"
         said = request.query_params.get("decided", "")
-        return pages.page(template, session=session, run=state, open=_open(state), may=_may(state, session), said=said)
+        return pages.page(
+            template,
+            session=session,
+            run=state,
+            open=_open(state),
+            may=_may(state, session),
+            said=said,
+            workflow_link=links.workflow(state.run_id),
+            alert_link=links.alert(state.labels),
+        )
 
     async def decide(request: Request, session: Session, fields: dict[str, str]) -> Response:
         if session.viewer:
@@ -126,6 +140,15 @@ def console_routes(runs: TemporalRuns, pages: Pages, catalog: Catalog | None = N
         Route("/ui/runs/{run_id:path}/decide", pages.posted(decide), methods=["POST"]),
         Route("/ui/runs/{run_id:path}", pages.signed_in(run_page), methods=["GET"]),
     ]
+
+
+def _same_origin(request: Request) -> bool:
+    """A form posted from another site carries its Origin; a browser posting from this console names this host, as
+    the request reached us or as a proxy says it was asked (a client that sends no Origin is no browser on another
+    site's page)."""
+    origin = request.headers.get("origin")
+    hosts = {request.headers.get("host"), request.headers.get("x-forwarded-host")} - {None}
+    return origin is None or urlsplit(origin).netloc in hosts
 
 
 def _open(state: RunState) -> bool:

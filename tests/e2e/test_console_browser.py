@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import quote, unquote
 
 import httpx2
 from selenium.common.exceptions import (
@@ -38,6 +39,7 @@ from tests.support.servers import Postgres, serving, start_alertmanager
 T = TypeVar("T")
 HOSTILE = '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwned"</script>'
 LINK = "javascript:document.title='pwned'"
+TEMPORAL_UI = "http://temporal-ui.example:8080"
 
 
 def _gated_playbook() -> str:
@@ -241,7 +243,7 @@ def _seed(dsn: str, n: int) -> None:
     asyncio.run(write())
 
 
-def _page_and_reset(browser: WebDriver, base: str, shots: Path) -> list[int]:
+def _page_and_reset(browser: WebDriver, base: str, shots: Path, am_url: str, done_id: str) -> tuple[list[int], str]:
     """Sign in, page through the seeded runs and filter them, then reset the open breaker; returns each page's size."""
     browser.get(f"{base}/ui/sign-in")
     browser.find_element(By.ID, "token").send_keys(ONCALL)
@@ -273,7 +275,14 @@ def _page_and_reset(browser: WebDriver, base: str, shots: Path) -> list[int]:
     breaker.find_element(By.CSS_SELECTOR, "button").click()
     _wait(browser, "the breaker of console-breaker is reset", reload=False)
     assert "closed" in browser.find_element(By.CSS_SELECTOR, ".breakers > li").text
-    return sizes
+    browser.get(f"{base}/ui/?playbook=console-breaker")
+    browser.get(str(browser.find_element(By.CSS_SELECTOR, ".runs a").get_attribute("href")))
+    to_temporal = browser.find_element(By.LINK_TEXT, "in the Temporal UI").get_attribute("href")
+    assert to_temporal == f"{TEMPORAL_UI}/namespaces/default/workflows?query=WorkflowId%3D%22{done_id}%22"
+    to_alert = str(browser.find_element(By.LINK_TEXT, "in Alertmanager").get_attribute("href"))
+    assert to_alert.startswith(f"{am_url}/#/alerts?filter=%7Balertname%3D%22ConsoleBreaker%22%2Ckey%3D%22k1%22%7D")
+    screenshot(browser, shots, "run-links")
+    return sizes, to_alert
 
 
 async def _api_pages(base: str) -> list[list[dict[str, object]]]:
@@ -313,7 +322,17 @@ async def test_an_approver_pages_the_audit_store_and_resets_a_breaker_the_alert_
             service = start(
                 "serve",
                 ["serve"],
-                env(temporal_env_address, queue, config, books, **{"REMEDIATE_DATABASE_URL": dsn}),
+                env(
+                    temporal_env_address,
+                    queue,
+                    config,
+                    books,
+                    **{
+                        "REMEDIATE_DATABASE_URL": dsn,
+                        "REMEDIATE_TEMPORAL_UI_URL": TEMPORAL_UI,
+                        "REMEDIATE_ALERTMANAGER_UI_URL": am.url,
+                    },
+                ),
                 tmp_path,
             )
             try:
@@ -327,16 +346,23 @@ async def test_an_approver_pages_the_audit_store_and_resets_a_breaker_the_alert_
                 assert done[0].effectiveness == "ineffective" and target.writes["k1"] == 1, done[0]
                 browser = await asyncio.to_thread(chromium)
                 try:
-                    sizes = await asyncio.to_thread(_page_and_reset, browser, service.url, shots)
+                    sizes, to_alert = await asyncio.to_thread(
+                        _page_and_reset, browser, service.url, shots, am.url, quote(done[0].run_id, safe="")
+                    )
                 finally:
                     await asyncio.to_thread(browser.quit)
                 switch_env = {"REMEDIATE_TEMPORAL_ADDRESS": temporal_env_address, "REMEDIATE_TASK_QUEUE": queue}
                 shown = await cli(["breaker", "status", "console-breaker"], switch_env)
                 api_pages = await _api_pages(service.url)
+                # Debian's Alertmanager ships without its web UI: its API takes the link's matchers instead.
+                matchers = unquote(to_alert.split("filter=", 1)[1]).strip("{}").split(",")
+                async with httpx2.AsyncClient(timeout=30) as http:
+                    found = (await http.get(f"{am.url}/api/v2/alerts", params=[("filter", m) for m in matchers])).json()
             finally:
                 await service.terminate()
     finally:
         am.process.stop()
+    assert [a["labels"] for a in found] == [{"alertname": "ConsoleBreaker", "key": "k1"}], found
     assert sizes == [50, 50, 20] and [len(p) for p in api_pages] == [50, 50, 20]
     listed = [r["run_id"] for page in api_pages for r in page]
     assert len(set(listed)) == 120 and listed[0] == "console-seed/fp0/0" and listed[-1] == "console-seed/fp119/119"

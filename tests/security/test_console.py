@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from freezegun import freeze_time
@@ -29,6 +30,7 @@ from service.web.console import console_routes
 from service.web.console_pages import Pages
 from service.web.console_rails import rail_console_routes
 from service.web.credentials import ApproverTokens
+from service.web.run_links import RunLinks
 from service.web.sessions import COOKIE, Sessions, session_key
 from tests.support.paths import DATA
 
@@ -137,10 +139,14 @@ class Switchboard:
         self.reset.append(playbook)
 
 
-def console(runs: Runs | None = None, switches: Switchboard | None = None) -> tuple[TestClient, Runs]:
+def console(
+    runs: Runs | None = None, switches: Switchboard | None = None, links: RunLinks | None = None
+) -> tuple[TestClient, Runs]:
     runs = runs or Runs()
     pages = Pages(Sessions(ApproverTokens({ALICE: "U_ALICE", BOB: "U_BOB"})))
-    routes = console_routes(runs, pages) + rail_console_routes(switches or Switchboard(), pages, lambda: {"p": RAILS})
+    routes = console_routes(runs, pages, links=links) + rail_console_routes(
+        switches or Switchboard(), pages, lambda: {"p": RAILS}
+    )
     return TestClient(Starlette(routes=routes), base_url="http://127.0.0.1"), runs
 
 
@@ -161,6 +167,21 @@ def test_without_a_session_every_page_is_the_sign_in_page() -> None:
             http.cookies.set(COOKIE, cookie, path="/ui")
         answer = http.get("/ui/", follow_redirects=False)
         assert answer.status_code == 303 and answer.headers["location"] == "/ui/sign-in"
+
+
+def test_a_sign_in_posted_from_another_site_is_refused() -> None:
+    """A sign-in form posted from another origin (login CSRF) sets no cookie; one from the console's own page does,
+    directly or through a proxy that names the host it was asked for."""
+    http, _ = console()
+    for origin in ("https://evil.example", "null", "http://127.0.0.1.evil.example"):
+        answer = http.post("/ui/sign-in", data={"token": ALICE}, headers={"Origin": origin}, follow_redirects=False)
+        assert answer.status_code == 403 and "set-cookie" not in answer.headers, origin
+    own = http.post(
+        "/ui/sign-in", data={"token": ALICE}, headers={"Origin": "http://127.0.0.1"}, follow_redirects=False
+    )
+    assert own.status_code == 303 and "set-cookie" in own.headers
+    proxied = {"Origin": "https://remediate.example", "X-Forwarded-Host": "remediate.example"}
+    assert http.post("/ui/sign-in", data={"token": ALICE}, headers=proxied, follow_redirects=False).status_code == 303
 
 
 def test_a_session_ends_after_its_hours() -> None:
@@ -235,6 +256,21 @@ def test_hostile_filters_and_page_links_are_refused_with_a_reason_never_a_500() 
         assert "<script>" not in answer.text
     position = RunCursor(NOW, "z/z/z").token()
     assert http.get("/ui/", params={"before": position, "status": "succeeded"}).status_code == 200
+
+
+def test_a_run_links_to_its_workflow_and_its_alert_with_hostile_labels_quoted() -> None:
+    """With both UIs configured, the run page links to the Temporal UI's workflow list narrowed to the run's id and to
+    Alertmanager's alerts filtered by the run's labels, each value quoted so markup in a label stays data."""
+    http, _ = console(links=RunLinks("http://temporal-ui:8080/", "prod", "http://am:9093"))
+    signed_in(http)
+    page = http.get("/ui/runs/p%2Fopen%2F1").text
+    assert 'href="http://temporal-ui:8080/namespaces/prod/workflows?query=WorkflowId%3D%22p%2Fopen%2F1%22"' in page
+    alert = page.split('href="http://am:9093/#/alerts?filter=', 1)[1].split('"', 1)[0]
+    assert unquote(alert).startswith('{alertname="A",evil="<img src=x onerror=\\"alert(1)\\">"')
+    assert "<img" not in alert and EVIL not in page
+    unlinked, _ = console()
+    signed_in(unlinked)
+    assert "in the Temporal UI" not in unlinked.get("/ui/runs/p%2Fopen%2F1").text
 
 
 def test_assets_are_served_by_content_hash_and_long_cached() -> None:
