@@ -24,6 +24,7 @@ from service.web.run_links import RunLinks
 from service.web.sessions import Session
 
 PAGE = 50  # runs a page lists
+LATEST = 5  # runs the playbooks page shows under each playbook
 SPANS = ("1h", "24h", "7d", "30d")  # the time filter's choices (the API takes any span or ISO time)
 
 
@@ -83,7 +84,11 @@ def console_routes(
     async def playbooks(request: Request, session: Session) -> Response:
         """Each loaded playbook as on-call reads it: its version, its match, its steps, its limits and approvers."""
         books = catalog.playbooks if catalog else []
-        outline = [(book, catalog.version(book.name) if catalog else None, book.steps()) for book in books]
+        latest = await asyncio.gather(*(runs.list(RunQuery(limit=LATEST, playbook=b.name)) for b in books))
+        outline = [
+            (book, catalog.version(book.name) if catalog else None, book.steps(), page.runs)
+            for book, page in zip(books, latest, strict=True)
+        ]
         return pages.page("playbooks.html", session=session, outline=outline, catalog=catalog)
 
     async def run_page(request: Request, session: Session) -> Response:

@@ -374,8 +374,9 @@ def test_the_rails_page_says_each_playbooks_limits_in_words() -> None:
 
 
 def test_the_playbooks_page_outlines_each_playbook_and_a_refused_reload() -> None:
-    """stuck-jobs is shown with its file and hash, its match, its steps in order with the write marked, its limits
-    and a link to its runs; a reload that was refused shows its `file:line:col` problems while the old set runs."""
+    """stuck-jobs is shown with its file and hash, its match, its steps in order with the write marked, its limits,
+    its last runs with their outcomes and a link to all of them; a reload that was refused shows its
+    `file:line:col` problems while the old set runs."""
     loaded = load_versioned([DATA / "playbooks"])
 
     def broken() -> list[tuple[Playbook, PlaybookVersion]]:
@@ -384,9 +385,14 @@ def test_the_playbooks_page_outlines_each_playbook_and_a_refused_reload() -> Non
     catalog = Catalog(loaded, broken)
     assert catalog.reload() == ["playbooks/bad.yaml:3:1: match needs an alertname"]
     pages = Pages(Sessions(ApproverTokens({ALICE: "U_ALICE"})))
-    http = TestClient(Starlette(routes=console_routes(Runs(), pages, catalog)), base_url="http://127.0.0.1")
+    runs = Runs()
+    runs.states["stuck-jobs/fp/1"] = _state("stuck-jobs/fp/1", [], "failed").model_copy(
+        update={"playbook": "stuck-jobs"}
+    )
+    http = TestClient(Starlette(routes=console_routes(runs, pages, catalog)), base_url="http://127.0.0.1")
     signed_in(http)
     page = http.get("/ui/playbooks").text
+    assert 'href="/ui/runs/stuck-jobs%2Ffp%2F1" title="stuck-jobs/fp/1"><span class="badge s-failed">failed' in page
     assert "stuck-jobs" in page and loaded[0][1].sha256[:12] in page and "alertname=JobsStuck" in page
     assert page.index("diagnose · <strong>stuck</strong>") < page.index("act · <strong>requeue</strong>")
     assert "postgres.execute on jobs-db · write" in page and "cooldown_key=" in page
