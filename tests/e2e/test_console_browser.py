@@ -40,6 +40,7 @@ T = TypeVar("T")
 HOSTILE = '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwned"</script>'
 LINK = "javascript:document.title='pwned'"
 TEMPORAL_UI = "http://temporal-ui.example:8080"
+VIEWER = "viewer-token-for-the-noc-screen-0123"
 
 
 def _gated_playbook() -> str:
@@ -97,6 +98,30 @@ def _no_script_ran(browser: WebDriver) -> None:
 
 def labels(key: str) -> dict[str, str]:
     return {"alertname": "ConsoleFix", "key": key, "evil": HOSTILE, "link": LINK}
+
+
+def _viewer_cannot_decide(browser: WebDriver, base: str, shots: Path) -> None:
+    """A viewer signs in and sees the waiting run without Approve or Reject; a decision it POSTs anyway, with its own
+    CSRF token, is refused; then it signs out."""
+    browser.get(f"{base}/ui/sign-in")
+    browser.find_element(By.ID, "token").send_keys(VIEWER)
+    browser.find_element(By.CSS_SELECTOR, "form button").click()
+    _wait(browser, "watcher (viewer)", reload=False)
+    browser.get(f"{base}/ui/?playbook=console-fix")
+    _wait(browser, "awaiting_approval")
+    run = str(browser.find_element(By.CSS_SELECTOR, ".runs a").get_attribute("href"))
+    browser.get(run)
+    _wait(browser, "Approval", reload=False)
+    assert not browser.find_elements(By.CSS_SELECTOR, "button.approve, button.reject")
+    screenshot(browser, shots, "run-as-viewer")
+    csrf = str(browser.find_element(By.CSS_SELECTOR, ".who input[name=csrf]").get_attribute("value"))
+    cookie = browser.get_cookie("remediate_console")
+    assert cookie is not None
+    with httpx2.Client(timeout=30, cookies={"remediate_console": str(cookie["value"])}) as http:
+        refused = http.post(f"{run}/decide", data={"verdict": "approve", "csrf": csrf})
+    assert refused.status_code == 403 and "A viewer cannot decide" in refused.text, refused.text[:500]
+    browser.find_element(By.CSS_SELECTOR, ".who button").click()
+    _at(browser, "/ui/sign-in")
 
 
 def _approve_and_flip(browser: WebDriver, base: str, shots: Path) -> None:
@@ -168,7 +193,10 @@ async def test_an_approver_signs_in_approves_a_waiting_run_and_watches_it_finish
     (books / "console.yaml").write_text(_gated_playbook())
     shots = Path(os.environ.get("REMEDIATE_SCREENSHOTS", tmp_path / "screenshots"))
     async with serving(target.app()) as url:
-        settings = env(temporal_env_address, queue, write_config(tmp_path / "c.yaml", url, "one"), books)
+        config = write_config(tmp_path / "c.yaml", url, "one")
+        with config.open("a") as extra:
+            extra.write("viewer_tokens: {watcher: 'env:VIEWER_TOKEN'}\n")
+        settings = env(temporal_env_address, queue, config, books, VIEWER_TOKEN=VIEWER)
         service = start("serve", ["serve"], settings, tmp_path)
         try:
             await service.wait_ready()
@@ -181,6 +209,7 @@ async def test_an_approver_signs_in_approves_a_waiting_run_and_watches_it_finish
             await asyncio.to_thread(fire, labels("c1"))
             browser = await asyncio.to_thread(chromium)
             try:
+                await asyncio.to_thread(_viewer_cannot_decide, browser, service.url, shots)
                 await asyncio.to_thread(_approve_and_flip, browser, service.url, shots)
                 await asyncio.to_thread(fire, labels("c2"))  # the next alert's run meets the switch before it writes
                 done = await finished(temporal_client, queue, "console-fix", 2, within=120)
@@ -282,6 +311,10 @@ def _page_and_reset(browser: WebDriver, base: str, shots: Path, am_url: str, don
     to_alert = str(browser.find_element(By.LINK_TEXT, "in Alertmanager").get_attribute("href"))
     assert to_alert.startswith(f"{am_url}/#/alerts?filter=%7Balertname%3D%22ConsoleBreaker%22%2Ckey%3D%22k1%22%7D")
     screenshot(browser, shots, "run-links")
+    for name in ("waiting", "playbooks"):
+        browser.get(f"{base}/ui/{name}")
+        _wait(browser, "Sign out", reload=False)
+        screenshot(browser, shots, name)
     return sizes, to_alert
 
 
