@@ -245,7 +245,7 @@ def create_app(
                 else []
             ),
             *catalog_routes(receiver.catalog, operator, auth.allows),
-            *console_routes(runs, pages, receiver.catalog, links),
+            *console_routes(runs, pages, receiver.catalog, links, receiver.rails),
             *(rail_console_routes(governor, pages, receiver.rails) if governor else []),
         ],
         exception_handlers={TemporalUnavailable: unavailable, AuditUnavailable: unavailable},

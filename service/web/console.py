@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from urllib.parse import quote, urlsplit
 
 from starlette.requests import Request
@@ -11,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.playbooks.catalog import Catalog
+from service.rails.governance import Governance
 from service.runs.audit import FINAL
 from service.runs.listing import RunQuery
 from service.runs.state import RunState, run_id_problem
@@ -19,6 +21,7 @@ from service.vocabulary.approvals import Decision, Verdict
 from service.vocabulary.errors import RunNotOpen, RunUnknown
 from service.web.bodies import BodyRefused
 from service.web.console_pages import Pages, secure
+from service.web.console_rails import limit_lines
 from service.web.run_filters import FILTERS, STATUSES, page_link, run_query
 from service.web.run_links import RunLinks
 from service.web.sessions import Session
@@ -29,7 +32,11 @@ SPANS = ("1h", "24h", "7d", "30d")  # the time filter's choices (the API takes a
 
 
 def console_routes(
-    runs: TemporalRuns, pages: Pages, catalog: Catalog | None = None, links: RunLinks | None = None
+    runs: TemporalRuns,
+    pages: Pages,
+    catalog: Catalog | None = None,
+    links: RunLinks | None = None,
+    rails: Callable[[], dict[str, Governance]] = dict,
 ) -> list[Route]:
     """The console's run pages; every one but sign-in needs a session, and every POST its CSRF token."""
     sessions, links = pages.sessions, links or RunLinks()
@@ -85,8 +92,9 @@ def console_routes(
         """Each loaded playbook as on-call reads it: its version, its match, its steps, its limits and approvers."""
         books = catalog.playbooks if catalog else []
         latest = await asyncio.gather(*(runs.list(RunQuery(limit=LATEST, playbook=b.name)) for b in books))
+        terms = rails()
         outline = [
-            (book, catalog.version(book.name) if catalog else None, book.steps(), page.runs)
+            (book, catalog.version(book.name) if catalog else None, book.steps(), page.runs, _limits(terms, book.name))
             for book, page in zip(books, latest, strict=True)
         ]
         return pages.page("playbooks.html", session=session, outline=outline, catalog=catalog)
@@ -145,6 +153,10 @@ def console_routes(
         Route("/ui/runs/{run_id:path}/decide", pages.posted(decide), methods=["POST"]),
         Route("/ui/runs/{run_id:path}", pages.signed_in(run_page), methods=["GET"]),
     ]
+
+
+def _limits(terms: dict[str, Governance], name: str) -> list[str]:
+    return limit_lines(terms[name]) if name in terms else []
 
 
 def _same_origin(request: Request) -> bool:

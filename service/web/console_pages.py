@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from service.vocabulary.durations import written
 from service.web.bodies import BodyRefused, read_body
 from service.web.sessions import Session, Sessions, csrf_ok
 
@@ -69,6 +70,7 @@ class Pages:
         env = Environment(loader=PackageLoader("service.web", "templates"), autoescape=select_autoescape(default=True))
         env.globals["asset"] = lambda name: f"/ui/static/{self.assets[name].path}"
         env.filters["q"] = lambda value: quote(str(value), safe="")  # a run id inside a URL path is one segment
+        env.filters["span"] = written
         env.filters["short"] = lambda value, n=300: (str(value)[:n] + "…") if len(str(value)) > n else str(value)
         self._env = env
 

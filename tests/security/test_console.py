@@ -13,6 +13,8 @@ from itsdangerous import URLSafeTimedSerializer
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from service.app.compose import governance
+from service.config import Settings
 from service.config_file import ConfigFile
 from service.playbooks.catalog import Catalog
 from service.playbooks.loader import load_versioned
@@ -389,12 +391,15 @@ def test_the_playbooks_page_outlines_each_playbook_and_a_refused_reload() -> Non
     runs.states["stuck-jobs/fp/1"] = _state("stuck-jobs/fp/1", [], "failed").model_copy(
         update={"playbook": "stuck-jobs"}
     )
-    http = TestClient(Starlette(routes=console_routes(runs, pages, catalog)), base_url="http://127.0.0.1")
+    terms = governance(Settings(), ConfigFile())  # as `serve` composes each playbook's rails
+    routes = console_routes(runs, pages, catalog, rails=lambda: {book.name: terms(book) for book, _ in loaded})
+    http = TestClient(Starlette(routes=routes), base_url="http://127.0.0.1")
     signed_in(http)
     page = http.get("/ui/playbooks").text
     assert 'href="/ui/runs/stuck-jobs%2Ffp%2F1" title="stuck-jobs/fp/1"><span class="badge s-failed">failed' in page
     assert "stuck-jobs" in page and loaded[0][1].sha256[:12] in page and "alertname=JobsStuck" in page
     assert page.index("diagnose · <strong>stuck</strong>") < page.index("act · <strong>requeue</strong>")
-    assert "postgres.execute on jobs-db · write" in page and "cooldown_key=" in page
+    assert "postgres.execute on jobs-db · write" in page and "requests expire after 15m" in page
+    assert "one run per 10m for each value of its cooldown key" in page and "at most 30 runs that write an hour" in page
     assert 'href="/ui/?playbook=stuck-jobs"' in page
     assert "playbooks/bad.yaml:3:1: match needs an alertname" in page
