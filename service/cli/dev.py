@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import HttpUrl, SecretStr
 from ruamel.yaml import YAML
 
 from service.app.compose import Adapters, Notifiers, load_catalog
@@ -153,6 +153,9 @@ async def run(args: argparse.Namespace, settings: Settings, stop: asyncio.Event)
         # Never attach to whatever already listens there: that would look like success and be something else.
         if not port_free(where, port):
             raise ConfigError(f"port {port} for {what} is already in use; stop what holds it or set {variable}")
+    # Temporal's own convention (7233 -> 8233); the UI is a convenience, so a taken port leaves it off, said so.
+    ui_port = temporal_port + 1000
+    ui = ui_port <= 65535 and port_free("127.0.0.1", ui_port)
     config_file = Path(tempfile.mkdtemp(prefix="remediate-dev-")) / "config.yaml"
     embedded = dev_config(settings)
     token_file = None
@@ -166,6 +169,7 @@ async def run(args: argparse.Namespace, settings: Settings, stop: asyncio.Event)
             "playbooks": Path(os.pathsep.join(str(d) for d in dirs)),
             "config": config_file,
             "temporal_address": f"127.0.0.1:{temporal_port}",
+            "temporal_ui_url": settings.temporal_ui_url or (HttpUrl(f"http://127.0.0.1:{ui_port}") if ui else None),
         }
     )
     history = None if args.ephemeral else state_dir() / "dev-temporal.db"
@@ -181,7 +185,10 @@ async def run(args: argparse.Namespace, settings: Settings, stop: asyncio.Event)
     if history is not None:
         history.parent.mkdir(parents=True, exist_ok=True)
     env = await start_dev_server(
-        port=temporal_port, namespace=settings.temporal_namespace, db_file=str(history) if history else None
+        port=temporal_port,
+        namespace=settings.temporal_namespace,
+        db_file=str(history) if history else None,
+        ui_port=ui_port if ui else None,
     )
     notifiers = Notifiers()
     secrets = guard_secrets(dev_settings, config, notifiers.secrets())
@@ -215,6 +222,11 @@ async def run(args: argparse.Namespace, settings: Settings, stop: asyncio.Event)
             else f"\n  !! mode {mode} (from REMEDIATE_MODE): writes WILL be made on the configured connections !!\n"
         )
         me = invoked_as()
+        temporal_ui = (
+            f"http://127.0.0.1:{ui_port}/   (the Temporal UI; a run's page links to its workflow)"
+            if ui
+            else f"no UI (port {ui_port} is in use)"
+        )
         # The CLI finds the trail dev chose by itself (dev-attached.json); a store the user named, they know.
         reader = "`runs list` and `audit export` read it, nothing to set" if settings.database_url is None else "yours"
         print(
@@ -224,6 +236,7 @@ remediate dev is up: {len(playbooks)} playbook(s) ({", ".join(p.name for p in pl
   webhook:  POST http://{settings.listen}/alertmanager
   console:  http://{settings.listen}/ui/   ({_signs_in(token_file)})
   runs:     {me} runs list   (REMEDIATE_TEMPORAL_ADDRESS=127.0.0.1:{temporal_port})
+  temporal: {temporal_ui}
   history:  {history or "in memory (--ephemeral): gone when this stops"}
   audit:    {_shown(dev_settings)}   ({reader})
 

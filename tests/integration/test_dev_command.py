@@ -12,9 +12,11 @@ import sys
 import time
 from contextlib import closing
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx2
 
+from service.cli.dev import port_free
 from tests.support.jobs import seed_jobs, update_counts
 from tests.support.paths import ROOT
 from tests.support.servers import free_port, wait_http
@@ -25,6 +27,8 @@ def test_dev_prints_a_curl_whose_alert_becomes_a_listed_dry_run(tmp_path: Path) 
     `audit export` after it needs nothing set, and a run shows one start time from the trail and from Temporal;
     stopped and started again at once, dev comes up on the same ports."""
     web, temporal = free_port(), free_port()
+    while not port_free("127.0.0.1", temporal + 1000):  # where dev puts the Temporal UI
+        temporal = free_port()
     env = {**os.environ, "REMEDIATE_LISTEN": f"127.0.0.1:{web}", "REMEDIATE_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal}"}
     env["XDG_STATE_HOME"] = str(tmp_path / "state")  # this test's own history file
     env.pop("REMEDIATE_CONFIG", None)
@@ -88,7 +92,14 @@ def test_dev_prints_a_curl_whose_alert_becomes_a_listed_dry_run(tmp_path: Path) 
             signed = http.post("/ui/sign-in", data={"token": token})
             assert signed.status_code == 303 and "remediate_console" in signed.cookies
             page = http.get("/ui/")
+            story = http.get(f"/ui/runs/{quote(run_id, safe='')}").text
         assert page.status_code == 200 and "selftest" in page.text and "succeeded" in page.text, page.text[:2000]
+        # The Temporal UI runs beside the dev server (Temporal's own port + 1000), and a run's page links to it.
+        ui = re.search(r"temporal: (http://127\.0\.0\.1:(\d+)/)   \(the Temporal UI", text)
+        assert ui is not None and int(ui.group(2)) == temporal + 1000, text
+        assert httpx2.get(ui.group(1), timeout=30).status_code == 200
+        workflow = f"{ui.group(1)}namespaces/default/workflows?query=WorkflowId%3D%22{quote(run_id, safe='')}%22"
+        assert f'href="{workflow}"' in story, story[:3000]
     finally:
         dev.terminate()
         dev.wait(20)
