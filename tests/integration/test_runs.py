@@ -13,6 +13,7 @@ import pytest
 from temporalio.client import Client
 
 from service.cli.main import main
+from service.runs.listing import RunQuery
 from service.runs.policy import Mode
 from service.runs.state import short_id
 from service.temporal.client import TemporalRuns, connect
@@ -178,6 +179,7 @@ async def test_runs_list_and_show_print_runs(
         running_stack(temporal_client, CONFIG, PLAYBOOKS, Mode.DRY_RUN, task_queue=queue_name()) as stack,
         httpx2.AsyncClient(base_url=stack.url, headers=AUTH) as http,
     ):
+        await http.post("/alertmanager", json=message())  # an earlier run of the same playbook, for the paging below
         body = message()
         await http.post("/alertmanager", json=body)
         alert = body["alerts"][0]  # type: ignore[index]
@@ -211,6 +213,14 @@ async def test_runs_list_and_show_print_runs(
     assert "would change 1 row(s)" in out and "row 7" in out
     assert await asyncio.to_thread(main, ["runs", "show", run_id, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "succeeded"
+    # Without an audit store the list pages Temporal's visibility by start time: the next page is strictly older.
+    runs = TemporalRuns(temporal_client, "unused")
+    first = await runs.list(RunQuery(limit=1, playbook="stuck-jobs"))
+    assert len(first.runs) == 1 and first.older is not None
+    second = await runs.list(RunQuery(limit=1, playbook="stuck-jobs", before=first.older))
+    assert second.runs and second.runs[0].started < first.runs[0].started  # type: ignore[operator]
+    succeeded = await runs.list(RunQuery(limit=5, playbook="stuck-jobs", status="succeeded"))
+    assert {r.status for r in succeeded.runs} <= {"succeeded"}
 
 
 def test_the_test_copy_of_the_example_is_the_shipped_one() -> None:
