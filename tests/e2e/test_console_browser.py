@@ -17,6 +17,7 @@ from selenium.common.exceptions import (
     NoAlertPresentException,
     NoSuchElementException,
     StaleElementReferenceException,
+    WebDriverException,
 )
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -54,8 +55,18 @@ def _text(browser: WebDriver) -> str:
     """The page's text, or nothing while a navigation or a refresh of the story replaces it."""
     try:
         return str(browser.find_element(By.TAG_NAME, "body").text)
-    except (NoSuchElementException, StaleElementReferenceException):
-        return ""
+    except WebDriverException as exc:
+        if _replaced(exc):
+            return ""
+        raise
+
+
+def _replaced(exc: WebDriverException) -> bool:
+    """The element was on a page that a navigation or the story's refresh has replaced (chromedriver says so in
+    more than one way)."""
+    return isinstance(exc, NoSuchElementException | StaleElementReferenceException) or (
+        "does not belong to the document" in str(exc)
+    )
 
 
 def _steady(act: Callable[[], T]) -> T:
@@ -63,7 +74,9 @@ def _steady(act: Callable[[], T]) -> T:
     for _ in range(20):
         try:
             return act()
-        except (NoSuchElementException, StaleElementReferenceException):
+        except WebDriverException as exc:
+            if not _replaced(exc):
+                raise
             time.sleep(0.3)
     return act()
 
@@ -299,9 +312,10 @@ def _page_and_reset(browser: WebDriver, base: str, shots: Path, am_url: str, don
     _wait(browser, "OPEN: writes need approval")  # the run's alert kept firing: one ineffective run opens it
     assert "breaker: after 1 ineffective runs in a row, writes need approval" in _text(browser)
     screenshot(browser, shots, "rails-breaker-open")
-    breaker = browser.find_element(By.CSS_SELECTOR, ".breakers > li")
+    breaker, page = browser.find_element(By.CSS_SELECTOR, ".breakers > li"), browser.find_element(By.TAG_NAME, "html")
     breaker.find_element(By.NAME, "confirm").click()
     breaker.find_element(By.CSS_SELECTOR, "button").click()
+    WebDriverWait(browser, 30).until(staleness_of(page))
     _wait(browser, "the breaker of console-breaker is reset", reload=False)
     assert "closed" in browser.find_element(By.CSS_SELECTOR, ".breakers > li").text
     browser.get(f"{base}/ui/?playbook=console-breaker")
