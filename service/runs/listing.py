@@ -8,11 +8,16 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from service.runs.state import RunState, short_id
 
 # The time a list sorts by: when the run started, or its last record for one that never did.
 LISTED_AT = "COALESCE(started_at, updated_at)"
+# Newest first, ties broken by id and attempt: the order of every list, and of every index that serves one.
+LIST_ORDER = f"({LISTED_AT}) DESC, run_id DESC, attempt DESC"
+ORDER_BY = f" ORDER BY {LIST_ORDER}"
+T = TypeVar("T")
 _TOKEN_LIMIT = 2000  # a cursor is a time, a run id and a number: anything longer was not made here
 
 
@@ -64,9 +69,6 @@ class RunColumns:
     alertname: str
     time: Callable[[datetime], object] = field(default=lambda t: t)
 
-    def order(self) -> str:
-        return f" ORDER BY {LISTED_AT} DESC, run_id DESC, attempt DESC"
-
 
 @dataclass(frozen=True)
 class RunQuery:
@@ -109,7 +111,7 @@ class ListedRun:
     cursor: RunCursor
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunSummary:
     """One line of `remediate runs list`: `status` is the run's own outcome (succeeded, blocked_by_policy, …) once
     it has ended, `running` before; `execution` is what Temporal says of the workflow."""
@@ -133,9 +135,14 @@ class RunSummary:
         return short_id(self.run_id)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunsPage:
     """A page of runs, and the cursor of the next older page when there is one."""
 
     runs: list[RunSummary]
     older: RunCursor | None = None
+
+
+def one_page(fetched: list[T], limit: int) -> tuple[list[T], bool]:
+    """A page's rows from a fetch of one more than the page holds, and whether an older page follows."""
+    return fetched[:limit], len(fetched) > limit

@@ -12,14 +12,14 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from service.runs.audit import AuditEvent, AuditQuery, AuditSnapshot
-from service.runs.listing import LISTED_AT, ListedRun, RunColumns, RunCursor, RunQuery
+from service.runs.listing import LIST_ORDER, LISTED_AT, ORDER_BY, ListedRun, RunColumns, RunCursor, RunQuery
 from service.runs.state import RunState, short_id
 from service.vocabulary.errors import AuditRejected, AuditUnavailable
 from service.vocabulary.redact import redact
 
 # Each list filter has an index that also holds the list's order, so a page is one index range however deep.
 COLUMNS = RunColumns(mark="%s", alertname="(state->>'alertname')")
-SCHEMA = """
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS remediate_audit_runs (
   run_id text NOT NULL, attempt integer NOT NULL, short_id text NOT NULL, seq integer NOT NULL,
   playbook text NOT NULL, status text NOT NULL, started_at timestamptz, updated_at timestamptz NOT NULL,
@@ -27,10 +27,10 @@ CREATE TABLE IF NOT EXISTS remediate_audit_runs (
   PRIMARY KEY (run_id, attempt)
 );
 DROP INDEX IF EXISTS remediate_audit_runs_started;
-CREATE INDEX IF NOT EXISTS remediate_audit_runs_listed ON remediate_audit_runs ({listed});
-CREATE INDEX IF NOT EXISTS remediate_audit_runs_playbook ON remediate_audit_runs (playbook, {listed});
-CREATE INDEX IF NOT EXISTS remediate_audit_runs_status ON remediate_audit_runs (status, {listed});
-CREATE INDEX IF NOT EXISTS remediate_audit_runs_alert ON remediate_audit_runs (({alertname}), {listed});
+CREATE INDEX IF NOT EXISTS remediate_audit_runs_listed ON remediate_audit_runs ({LIST_ORDER});
+CREATE INDEX IF NOT EXISTS remediate_audit_runs_playbook ON remediate_audit_runs (playbook, {LIST_ORDER});
+CREATE INDEX IF NOT EXISTS remediate_audit_runs_status ON remediate_audit_runs (status, {LIST_ORDER});
+CREATE INDEX IF NOT EXISTS remediate_audit_runs_alert ON remediate_audit_runs (({COLUMNS.alertname}), {LIST_ORDER});
 CREATE INDEX IF NOT EXISTS remediate_audit_runs_short ON remediate_audit_runs (short_id);
 CREATE TABLE IF NOT EXISTS remediate_audit_events (
   run_id text NOT NULL, attempt integer NOT NULL, key text NOT NULL, kind text NOT NULL, at timestamptz,
@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS remediate_audit_events (
   PRIMARY KEY (run_id, attempt, key)
 );
 CREATE INDEX IF NOT EXISTS remediate_audit_events_at ON remediate_audit_events (at);
-""".format(listed=f"({LISTED_AT}) DESC, run_id DESC, attempt DESC", alertname=COLUMNS.alertname)
+"""
 _UPSERT_RUN = """
 INSERT INTO remediate_audit_runs (run_id, attempt, short_id, seq, playbook, status, started_at, updated_at, state)
 VALUES (%s, %s, %s, %s, %s, %s, %s, now(), %s)
@@ -137,7 +137,7 @@ class PostgresAuditStore:
 
     async def runs(self, query: RunQuery) -> list[ListedRun]:
         where, params = query.where(COLUMNS)
-        rows = await self._rows(RUNS_SQL + where + COLUMNS.order() + " LIMIT %s", (*params, query.limit))
+        rows = await self._rows(RUNS_SQL + where + ORDER_BY + " LIMIT %s", (*params, query.limit))
         return [
             ListedRun(RunState.model_validate(s), RunCursor(at, run_id, attempt)) for s, at, run_id, attempt in rows
         ]

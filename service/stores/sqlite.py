@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from service.runs.audit import AuditEvent, AuditQuery, AuditSnapshot
-from service.runs.listing import LISTED_AT, ListedRun, RunColumns, RunCursor, RunQuery
+from service.runs.listing import LIST_ORDER, LISTED_AT, ORDER_BY, ListedRun, RunColumns, RunCursor, RunQuery
 from service.runs.state import RunState, short_id
 
 
@@ -21,17 +21,17 @@ def _iso(value: datetime | None) -> str | None:
 
 
 COLUMNS = RunColumns(mark="?", alertname="json_extract(state, '$.alertname')", time=_iso)
-SCHEMA = """
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS audit_runs (
   run_id TEXT NOT NULL, attempt INTEGER NOT NULL, short_id TEXT NOT NULL, seq INTEGER NOT NULL,
   playbook TEXT NOT NULL, status TEXT NOT NULL, started_at TEXT, updated_at TEXT NOT NULL, state TEXT NOT NULL,
   PRIMARY KEY (run_id, attempt)
 );
 DROP INDEX IF EXISTS audit_runs_started;
-CREATE INDEX IF NOT EXISTS audit_runs_listed ON audit_runs ({listed});
-CREATE INDEX IF NOT EXISTS audit_runs_playbook ON audit_runs (playbook, {listed});
-CREATE INDEX IF NOT EXISTS audit_runs_status ON audit_runs (status, {listed});
-CREATE INDEX IF NOT EXISTS audit_runs_alert ON audit_runs ({alertname}, {listed});
+CREATE INDEX IF NOT EXISTS audit_runs_listed ON audit_runs ({LIST_ORDER});
+CREATE INDEX IF NOT EXISTS audit_runs_playbook ON audit_runs (playbook, {LIST_ORDER});
+CREATE INDEX IF NOT EXISTS audit_runs_status ON audit_runs (status, {LIST_ORDER});
+CREATE INDEX IF NOT EXISTS audit_runs_alert ON audit_runs ({COLUMNS.alertname}, {LIST_ORDER});
 CREATE INDEX IF NOT EXISTS audit_runs_short ON audit_runs (short_id);
 CREATE TABLE IF NOT EXISTS audit_events (
   run_id TEXT NOT NULL, attempt INTEGER NOT NULL, key TEXT NOT NULL, kind TEXT NOT NULL, at TEXT,
@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS audit_events (
   PRIMARY KEY (run_id, attempt, key)
 );
 CREATE INDEX IF NOT EXISTS audit_events_at ON audit_events (at);
-""".format(listed=f"{LISTED_AT} DESC, run_id DESC, attempt DESC", alertname=COLUMNS.alertname)
+"""
 _UPSERT_RUN = """
 INSERT INTO audit_runs (run_id, attempt, short_id, seq, playbook, status, started_at, updated_at, state)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -121,7 +121,7 @@ class SqliteAuditStore:
 
     async def runs(self, query: RunQuery) -> list[ListedRun]:
         where, params = query.where(COLUMNS)
-        sql = RUNS_SQL + where + COLUMNS.order() + " LIMIT ?"
+        sql = RUNS_SQL + where + ORDER_BY + " LIMIT ?"
         rows = await asyncio.to_thread(self._run, sql, (*params, query.limit))
         return [
             ListedRun(RunState.model_validate_json(s), RunCursor(datetime.fromisoformat(at), run_id, attempt))

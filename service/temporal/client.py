@@ -17,7 +17,7 @@ from service.durable.workflows import RemediationWorkflow
 from service.playbooks.shelf import SHELF
 from service.runs.deadline import longest_run
 from service.runs.delivery import Delivery
-from service.runs.listing import RunCursor, RunQuery, RunsPage, RunSummary
+from service.runs.listing import RunCursor, RunQuery, RunsPage, RunSummary, one_page
 from service.runs.state import PriorAttempts, RunStart, RunState, short_id
 from service.temporal.rpc import QUERY_TIMEOUT, RPC_TIMEOUT, connect, connect_eager, rpc
 from service.vocabulary.approvals import Decision, DecisionRecord
@@ -155,7 +155,7 @@ class TemporalRuns:
         with rpc("listing runs"):
             async for execution in self.client.list_workflows(visibility, limit=query.limit + 1):
                 found.append(execution)
-        more, found = len(found) > query.limit, found[: query.limit]
+        found, more = one_page(found, query.limit)
         lanes = asyncio.Semaphore(16)  # a long list reads its results a few at a time
 
         async def read(run_id: str, status: WorkflowExecutionStatus | None) -> tuple[str, int]:

@@ -9,7 +9,7 @@ from datetime import timedelta
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from service.runs.audit import FINAL, AuditStore
-from service.runs.listing import RunQuery, RunsPage, RunSummary
+from service.runs.listing import RunQuery, RunsPage, RunSummary, one_page
 from service.runs.state import RunState
 from service.temporal.client import TemporalRuns
 from service.temporal.rpc import QUERY_TIMEOUT
@@ -31,8 +31,7 @@ class AuditedRuns(TemporalRuns):
         self.store = store
 
     async def list(self, query: RunQuery) -> RunsPage:
-        listed = await self.store.runs(replace(query, limit=query.limit + 1))
-        more, listed = len(listed) > query.limit, listed[: query.limit]
+        listed, more = one_page(await self.store.runs(replace(query, limit=query.limit + 1)), query.limit)
         lanes = asyncio.Semaphore(16)  # unfinished records ask Temporal: a few at a time, not one after another
 
         async def current(state: RunState) -> RunState:

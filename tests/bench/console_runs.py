@@ -35,7 +35,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from service.cli.devserver import start_dev_server
-from service.runs.listing import RunQuery
+from service.runs.listing import ORDER_BY, RunQuery
 from service.runs.state import RunState, StepRecord, short_id
 from service.stores.postgres import COLUMNS, RUNS_SQL
 from service.vocabulary.modes import Mode
@@ -130,7 +130,7 @@ def load(dsn: str, rows: int) -> float:
 
 def plan(dsn: str, query: RunQuery) -> str:
     where, params = query.where(COLUMNS)
-    sql = "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + RUNS_SQL + where + COLUMNS.order() + " LIMIT %s"
+    sql = "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + RUNS_SQL + where + ORDER_BY + " LIMIT %s"
     with psycopg.connect(dsn) as conn:
         return "\n".join(f"    {row[0]}" for row in conn.execute(sql, (*params, query.limit + 1)))
 
