@@ -21,6 +21,7 @@ from selenium.common.exceptions import (
 )
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import Select, WebDriverWait
 from temporalio.client import Client
@@ -253,11 +254,16 @@ async def test_an_approver_signs_in_approves_a_waiting_run_and_watches_it_finish
     assert (shots / "run-succeeded-phone.png").stat().st_size > 0
 
 
-def _follow(browser: WebDriver, link: str) -> None:
-    """Click a link and wait until the page it leads to has replaced this one (both pages may show the same text)."""
+def _click_through(browser: WebDriver, target: WebElement) -> None:
+    """Click a link or a form's button and wait until the page it leads to has replaced this one (both pages may
+    show the same text)."""
     page = browser.find_element(By.TAG_NAME, "html")
-    browser.find_element(By.LINK_TEXT, link).click()
+    target.click()
     WebDriverWait(browser, 30).until(staleness_of(page))
+
+
+def _follow(browser: WebDriver, link: str) -> None:
+    _click_through(browser, browser.find_element(By.LINK_TEXT, link))
 
 
 def _seed(dsn: str, n: int) -> None:
@@ -301,9 +307,7 @@ def _page_and_reset(browser: WebDriver, base: str, shots: Path, am_url: str, don
     _follow(browser, "← Newest")
     assert "← Newest" not in _text(browser) and "Older →" in _text(browser)
     Select(browser.find_element(By.NAME, "status")).select_by_value("failed")
-    page = browser.find_element(By.TAG_NAME, "html")
-    browser.find_element(By.CSS_SELECTOR, ".filters button").click()
-    WebDriverWait(browser, 30).until(staleness_of(page))
+    _click_through(browser, browser.find_element(By.CSS_SELECTOR, ".filters button"))
     assert "status=failed" in browser.current_url
     badges = {b.text for b in browser.find_elements(By.CSS_SELECTOR, ".runs .badge")}
     assert badges == {"failed"}, badges
@@ -312,10 +316,9 @@ def _page_and_reset(browser: WebDriver, base: str, shots: Path, am_url: str, don
     _wait(browser, "OPEN: writes need approval")  # the run's alert kept firing: one ineffective run opens it
     assert "breaker: after 1 ineffective runs in a row, writes need approval" in _text(browser)
     screenshot(browser, shots, "rails-breaker-open")
-    breaker, page = browser.find_element(By.CSS_SELECTOR, ".breakers > li"), browser.find_element(By.TAG_NAME, "html")
+    breaker = browser.find_element(By.CSS_SELECTOR, ".breakers > li")
     breaker.find_element(By.NAME, "confirm").click()
-    breaker.find_element(By.CSS_SELECTOR, "button").click()
-    WebDriverWait(browser, 30).until(staleness_of(page))
+    _click_through(browser, breaker.find_element(By.CSS_SELECTOR, "button"))
     _wait(browser, "the breaker of console-breaker is reset", reload=False)
     assert "closed" in browser.find_element(By.CSS_SELECTOR, ".breakers > li").text
     browser.get(f"{base}/ui/?playbook=console-breaker")

@@ -25,7 +25,7 @@ from service.rails.kill_switch import SwitchBoard
 from service.runs.listing import RunCursor, RunQuery, RunsPage, RunSummary
 from service.runs.state import RunState, StepRecord
 from service.temporal.client import TemporalRuns
-from service.vocabulary.approvals import Decision, DecisionRecord, Gate, GateRequest
+from service.vocabulary.approvals import Decision, DecisionRecord
 from service.vocabulary.errors import ConfigError, PlaybookError, Problem, RunNotOpen
 from service.vocabulary.modes import Mode
 from service.web.console import console_routes
@@ -34,6 +34,7 @@ from service.web.console_rails import rail_console_routes
 from service.web.credentials import ApproverTokens
 from service.web.run_links import RunLinks
 from service.web.sessions import COOKIE, Sessions, session_key
+from tests.support.gates import gate
 from tests.support.paths import DATA
 
 ALICE, BOB, VIEWER = "alice-approver-token-0001", "bob-approver-token-00002", "noc-screen-viewer-token-3"
@@ -54,17 +55,6 @@ RAILS = Governance(
 
 
 def _state(run_id: str, approvers: list[str], status: str = "awaiting_approval") -> RunState:
-    request = GateRequest(
-        run_id=run_id,
-        playbook="p",
-        alertname="A",
-        labels={},
-        diagnosis=[],
-        writes=[],
-        approvers=approvers,
-        min_approvals=1,
-        expires_at=NOW + timedelta(minutes=15),
-    )
     return RunState(
         run_id=run_id,
         playbook="p",
@@ -75,7 +65,7 @@ def _state(run_id: str, approvers: list[str], status: str = "awaiting_approval")
         status=status,
         reason=f"because {EVIL}",
         steps=[StepRecord(id="fix", phase="act", action="http.request", effect="write", connection="t")],
-        gate=Gate(request=request),
+        gate=gate(run_id=run_id, approvers=approvers, expires_at=NOW + timedelta(minutes=15)),
     )
 
 
