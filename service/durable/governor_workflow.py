@@ -9,6 +9,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import FailureError
 
 with workflow.unsafe.imports_passed_through():
+    from service.rails.exchange import decide, occurred
     from service.rails.governance import (
         ANNOUNCE,
         Answer,
@@ -16,15 +17,11 @@ with workflow.unsafe.imports_passed_through():
         GovernorState,
         Message,
         Occurrence,
-        Release,
         Reply,
-        Report,
         Switch,
         SwitchChange,
-        Tripped,
     )
     from service.rails.governor import Governor
-    from service.vocabulary.durations import written
 
 CONTINUE_AFTER = 2_000  # history events: keeps replay after a worker restart short; state is carried over
 ANNOUNCE_RETRY = RetryPolicy(
@@ -76,40 +73,19 @@ class GovernorWorkflow:
         return [self._one(message) for message in messages]
 
     def _one(self, message: Message) -> Reply:
-        if isinstance(message, Ask):
-            return Reply(answer=self._ask(message))
-        if isinstance(message, Release):
-            lease = self._governor.state.leases.get(message.run_id)
-            refunded = self._governor.release(message.run_id, message.wrote)
-            # The slot it held is free: the run next in line is told to ask now (its worker signals it).
-            nxt = self._governor.next_in_line(lease.playbook, workflow.now()) if lease else None
-            return Reply(refunded=refunded, turns=[nxt] if nxt else [])
-        return Reply(tripped=self.report(message))
-
-    def _ask(self, a: Ask) -> Answer:
-        return self._governor.ask(
-            a.run_id, a.playbook, a.key, workflow.now(), a.limits, a.unit, a.since, a.budget_frees_at
-        )
+        reply, announcement = decide(self._governor, message, workflow.now())
+        if announcement:
+            self._announcements.append(announcement)
+        return reply
 
     @workflow.update
     def ask(self, asks: list[Ask]) -> list[Answer]:
         """Asks alone (tests and tools); workers send `exchange`."""
-        return [self._ask(a) for a in asks]
+        return [answer for a in asks if (answer := self._one(a).answer) is not None]
 
     @workflow.update
     def set_switch(self, change: SwitchChange) -> Switch:
         return self._governor.set_switch(change.on, change.by, change.reason, workflow.now(), change.playbook)
-
-    def report(self, report: Report) -> Tripped:
-        opened = self._governor.effectiveness(report.playbook, report.result, report.limits, report.run_id)
-        state = self._governor.state.playbooks.get(report.playbook)
-        in_a_row = state.ineffective_in_a_row if state else 0
-        if opened:
-            self._announcements.append(
-                f"Breaker open for playbook {report.playbook}: {in_a_row} ineffective run(s) in a row (last: "
-                f"{report.run_id}). Its writes now need approval until `remediate breaker reset {report.playbook}`."
-            )
-        return Tripped(opened=opened, ineffective_in_a_row=in_a_row)
 
     @workflow.update
     def reset_breaker(self, playbook: str) -> None:
@@ -118,13 +94,9 @@ class GovernorWorkflow:
     @workflow.signal
     def occurred(self, occurrences: list[Occurrence]) -> None:
         for occurrence in occurrences:
-            if self._governor.occurred(occurrence.playbook, workflow.now(), occurrence.limits):
-                storm = occurrence.limits.storm
-                assert storm is not None  # noqa: S101 - a storm starts only where one is configured
-                self._announcements.append(
-                    f"Alert storm for playbook {occurrence.playbook}: more than {storm.occurrences} new occurrences "
-                    f"within {written(storm.within)}. Its writes need approval until it is calm."
-                )
+            announcement = occurred(self._governor, occurrence, workflow.now())
+            if announcement:
+                self._announcements.append(announcement)
 
     @workflow.query
     def state(self) -> GovernorState:
