@@ -23,7 +23,6 @@ from service.config import Settings
 from service.config_file import ConfigFile, load_config_file
 from service.stores.setup import ready_store
 from service.vocabulary.errors import ConfigError
-from service.vocabulary.modes import Mode
 from service.vocabulary.redact import redact
 
 SAMPLE = Path(__file__).parent / "samples" / "selftest-alert.json"
@@ -218,7 +217,7 @@ async def run(args: argparse.Namespace, settings: Settings, stop: asyncio.Event)
             auth = " -H 'Authorization: Bearer '\"$REMEDIATE_WEBHOOK_TOKEN\""
         warning = (
             ""
-            if mode == Mode.DRY_RUN
+            if mode.plans_only
             else f"\n  !! mode {mode} (from REMEDIATE_MODE): writes WILL be made on the configured connections !!\n"
         )
         me = invoked_as()

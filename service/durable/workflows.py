@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -24,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from service.runs.audit import FINAL, RECORD_AUDIT, AuditSnapshot
     from service.runs.engine import Run, internal_error
     from service.runs.governor_policy import GovernorPolicy, Turn
+    from service.runs.shadow import watch
     from service.runs.state import (
         PRIOR_ATTEMPTS,
         RUN_STEP,
@@ -38,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from service.vocabulary.approvals import Decision, DecisionRecord, Gate
     from service.vocabulary.errors import PermanentStepError, WriteRefused
+    from service.vocabulary.modes import Mode
 
 
 class _WorkflowClock:
@@ -127,6 +130,8 @@ class RemediationWorkflow:
             return state
         await self._back_off(run, prior)
         state = await self._run.execute_run()
+        if run.mode == Mode.SHADOW and state.status == "succeeded":
+            await watch(run, state, self._execute_activity, _WorkflowClock(), self._until_resolved, self._record)
         if self._run.attempted and run.governance.governor and state.status in ("succeeded", "failed"):
             await governor.effectiveness(run, state, lambda: self._resolved)
         gate = state.gate
@@ -140,6 +145,11 @@ class RemediationWorkflow:
             # A failed execution lets a later delivery of the same occurrence start it again (bounded above).
             raise ApplicationError(f"run failed: {state.reason}", state, type="RunFailed", non_retryable=True)
         return state
+
+    async def _until_resolved(self, seconds: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(lambda: self._resolved, timeout=max(seconds, 0.001))
+        return self._resolved
 
     async def _prior_attempts(self, run: RunInput) -> PriorAttempts:
         """Earlier failed executions of this occurrence, from visibility (a local activity: no extra task)."""

@@ -14,7 +14,7 @@ from service.runs.listing import ListedRun, RunQuery
 from service.runs.state import RunState
 from service.vocabulary.redact import mask, worth_masking
 
-AuditKind = Literal["run", "step", "decision", "refusal", "effectiveness"]
+AuditKind = Literal["run", "step", "decision", "refusal", "effectiveness", "shadow"]
 RECORD_AUDIT = "record_audit"  # the activity that appends a run's snapshot to the audit store
 FINAL = frozenset(
     {"succeeded", "failed", "rejected", "expired", "resolved_before_action", "blocked_by_policy", "cancelled"}
@@ -140,6 +140,9 @@ def events_of(state: RunState) -> list[AuditEvent]:
         add("refusal", "refusal", state.finished_at, {"limit": state.limit, "reason": state.reason})
     if state.effectiveness not in (None, "checking"):
         add(f"effectiveness/{state.effectiveness}", "effectiveness", state.finished_at, {"result": state.effectiveness})
+    if state.shadow is not None and state.shadow.verdict != "watching":
+        watch = _jsonable(state.shadow.model_dump(mode="json"))
+        add(f"shadow/{state.shadow.verdict}", "shadow", state.finished_at, watch)
     if state.status in FINAL:
         add(f"run/{state.status}", "run", state.finished_at, _run_record(state))
     return found

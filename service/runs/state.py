@@ -16,6 +16,7 @@ from service.rails.governance import Effectiveness, Governance
 from service.vocabulary.approvals import Gate
 from service.vocabulary.errors import PermanentStepError
 from service.vocabulary.modes import Mode
+from service.vocabulary.shadow import ShadowWatch
 
 RunStatus = Literal[
     "received",
@@ -201,10 +202,11 @@ class RunState(BaseModel):
     )
     silence: str = Field(default="", description="The Alertmanager silence this run holds (or held) while it acts.")
     version: PlaybookVersion | None = Field(default=None, description="Which version of the playbook this run ran.")
+    shadow: ShadowWatch | None = Field(default=None, description="In shadow mode: what happened after the plan.")
 
     @property
     def dry_run(self) -> bool:
-        return self.mode == Mode.DRY_RUN
+        return self.mode.plans_only
 
 
 class PriorAttempts(BaseModel):

@@ -6,10 +6,13 @@ from enum import StrEnum
 
 
 class Mode(StrEnum):
-    """How far a run may go: off < dry-run < approve < auto."""
+    """How far a run may go: off < dry-run < shadow < approve < auto.
+
+    `shadow` plans exactly as dry-run does and then watches what happens without it (docs/trust.md)."""
 
     OFF = "off"
     DRY_RUN = "dry-run"
+    SHADOW = "shadow"
     APPROVE = "approve"
     AUTO = "auto"
 
@@ -17,8 +20,13 @@ class Mode(StrEnum):
     def rank(self) -> int:
         return _ORDER.index(self)
 
+    @property
+    def plans_only(self) -> bool:
+        """Writes run only in their dry-run form: nothing is changed."""
+        return self in (Mode.DRY_RUN, Mode.SHADOW)
 
-_ORDER = [Mode.OFF, Mode.DRY_RUN, Mode.APPROVE, Mode.AUTO]
+
+_ORDER = [Mode.OFF, Mode.DRY_RUN, Mode.SHADOW, Mode.APPROVE, Mode.AUTO]
 
 
 def effective_mode(ceiling: Mode, playbook_mode: Mode | None) -> Mode:

@@ -59,8 +59,8 @@ class OutcomeNotice(BaseModel):
 
     def text(self) -> str:
         head = f"remediate {self.playbook} for {self.alertname}: {self.status}"
-        if self.mode == "dry-run":
-            head += " (dry-run)"
+        if self.mode in ("dry-run", "shadow"):
+            head += f" ({self.mode})"
         return head + (f" — {self.reason}" if self.reason else "")
 
 
