@@ -78,6 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     exported.add_argument("--since", help="from this time: a span (30m, 2h, 7d) or an ISO date/time")
     exported.add_argument("--playbook", help="only this playbook's runs")
     exported.add_argument("--output", "-o", help="write to this file (default: standard output)")
+    _replay_arguments(sub)
+    report = sub.add_parser("report", help="reports built from the audit trail")
+    report_sub = report.add_subparsers(dest="report_command", required=True)
+    promotion = report_sub.add_parser(
+        "promotion", help="a playbook's shadow runs as evidence: is it ready for the next mode (never promotes)"
+    )
+    promotion.add_argument("playbook", help="the playbook to report on")
+    promotion.add_argument(
+        "--since", default="14d", help="from this time: a span (7d, 14d) or an ISO date (default 14d)"
+    )
+    promotion.add_argument("--json", action="store_true", help="print the report as JSON")
     runs = sub.add_parser("runs", help="list and show runs")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True)
     runs_list = runs_sub.add_parser("list", help="the newest runs first, with their final status")
@@ -97,3 +108,44 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("run_id", help="the run id, or its 8-hex-digit short id from `runs list`, or a unique prefix")
     show.add_argument("--json", action="store_true", help="print the record as JSON")
     return parser
+
+
+def _replay_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    replay = sub.add_parser(
+        "replay", help="feed alert history through the playbooks and rails offline: what would they have done"
+    )
+    source = replay.add_mutually_exclusive_group(required=True)
+    source.add_argument("--file", help="webhook messages as JSON Lines, oldest first (`receivedAt` per line, optional)")
+    source.add_argument("--prometheus", metavar="URL", help="rebuild firing intervals from this Prometheus' ALERTS")
+    source.add_argument("--audit", action="store_true", help="the alerts the audit trail received")
+    replay.add_argument("--since", help="from this time: a span (2h, 14d) or an ISO date/time (default: all it has)")
+    replay.add_argument("--until", help="up to this time (default: now for Prometheus, the last message otherwise)")
+    replay.add_argument(
+        "--alertmanager-config",
+        metavar="FILE",
+        help="group --prometheus alerts as this file routes them (default: deploy/alertmanager/alertmanager.yml)",
+    )
+    replay.add_argument("--receiver", default="remediate", help="remediate's receiver in that file (default remediate)")
+    replay.add_argument(
+        "--mode",
+        choices=["dry-run", "shadow", "approve", "auto"],
+        default="auto",
+        help="the mode every playbook is replayed in, its own set aside unless off (default auto)",
+    )
+    replay.add_argument(
+        "--reads",
+        choices=["skip", "recorded", "live"],
+        default="skip",
+        help="skip: writes bounded by their caps (default); recorded: each playbook's test recordings; "
+        "live: read steps against the configured connections (nothing is written)",
+    )
+    replay.add_argument("--acting-for", default="1m", help="how long a run that writes holds its slot (default 1m)")
+    replay.add_argument("--format", choices=["table", "json", "html"], default="table", help="default: table")
+    replay.add_argument("--output", "-o", help="write the report to this file (default: standard output)")
+    replay.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("OLD_DIR", "NEW_DIR"),
+        help="replay the same history through two playbook directories and print what changed",
+    )
+    _adds_playbooks(replay, "the shipped ones, or REMEDIATE_PLAYBOOKS (repeat)")

@@ -30,6 +30,14 @@ def _verb(command: str) -> Verb:
         from service.cli import rail_commands
 
         return rail_commands.breaker
+    if command == "replay":
+        from service.cli import replay_command
+
+        return replay_command.replay
+    if command == "report":
+        from service.cli import promotion_command
+
+        return promotion_command.report
     from service.cli import commands
 
     verbs: dict[str, Verb] = {

@@ -41,7 +41,7 @@ class _LocalClock:
         await asyncio.sleep(seconds)
 
 
-def _local_executor(registry: Registry) -> Executor:
+def local_executor(registry: Registry) -> Executor:
     async def execute(step: StepBase, request: StepRequest) -> StepResult:
         try:
             return await registry.dispatch(request)
@@ -74,7 +74,7 @@ def _hints(state: RunState, connections: ConfigFile) -> list[str]:
 
 async def plan(alert_file: Path, playbooks: list[Playbook], adapters: Adapters, connections: ConfigFile) -> int:
     """Every playbook the alerts match, run as a dry run here: real reads, writes only in dry-run form."""
-    worst, execute = 0, _local_executor(adapters.registry())
+    worst, execute = 0, local_executor(adapters.registry())
     try:
         for alert in read_alerts(alert_file):
             found = matching(playbooks, alert)

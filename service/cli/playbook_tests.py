@@ -14,11 +14,12 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from service.alerts.webhook import Alert
+from service.cli.test_files import tests_in
 from service.playbooks.playbook import Playbook
 from service.playbooks.step_base import approval_rule_of, parse_rendered
 from service.playbooks.steps import StepBase
 from service.runs.engine import Run
-from service.runs.state import RunInput, RunState, StepRequest, StepResult
+from service.runs.state import Executor, RunInput, RunState, StepRequest, StepResult
 from service.vocabulary.approvals import Decision, Gate
 from service.vocabulary.errors import PermanentStepError
 from service.vocabulary.modes import Mode, effective_mode
@@ -237,3 +238,19 @@ async def run_file(path: Path, playbooks: Sequence[Playbook]) -> list[Outcome]:
             failures = [str(exc)]
         outcomes.append(Outcome(path, playbook.name, case.name, failures))
     return outcomes
+
+
+def recorded_cases(dirs: Sequence[Path]) -> dict[str, Case]:
+    """Each playbook's reads as its tests recorded them, for `remediate replay --reads recorded`: its first case that
+    expects a write (else its first case)."""
+    found: dict[str, Case] = {}
+    for path in (f for d in dirs for f in tests_in(d)):
+        test = load_test_file(path)
+        if test.playbook not in found:
+            found[test.playbook] = next((c for c in test.cases if c.expect.writes), test.cases[0])
+    return found
+
+
+def recording(case: Case) -> Executor:
+    """An executor that answers from one case's recordings (a fresh one per run: it counts calls)."""
+    return _Recorded(case)

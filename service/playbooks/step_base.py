@@ -53,6 +53,10 @@ class Params(BaseModel):
         """The limits the playbook set on what this write may touch, as the approver reads them."""
         return []
 
+    def most(self) -> int:
+        """The most targets one call with these parameters may touch: its cap, or the one target it names."""
+        return 1
+
     def touched(self, data: Mapping[str, JsonValue], targets: Sequence[str]) -> str:
         """How much a call with these parameters touched (or would touch), from its result."""
         return f"{len(targets)} target(s)"
@@ -237,3 +241,6 @@ class Capped(Params):
 
     def caps(self) -> list[str]:
         return [f"max_targets {self.max_targets}"]
+
+    def most(self) -> int:
+        return self.max_targets

@@ -112,11 +112,7 @@ class Run:
             raise Stop("blocked_by_policy", refusal)
         self.state.status = "diagnosing"
         await self.record()
-        for key, value in playbook.inputs.items():
-            try:
-                self.scope.inputs[key] = render(value, self.scope.variables())
-            except TemplateError as exc:
-                raise Stop("failed", f"input {key!r}: {exc}; nothing was written") from exc
+        self.render_inputs()
         for step in playbook.diagnose:
             await self.steps.read(step, self.scope)
         self.state.status = "planned"
@@ -124,7 +120,7 @@ class Run:
             self._plan(step)
         if self.resolved():
             raise Stop("resolved_before_action", "the alert resolved before any write was made")
-        if self.run.mode == Mode.DRY_RUN:
+        if self.run.mode.plans_only:
             await self._dry_run()
             return
         done = await self._act()
@@ -163,7 +159,16 @@ class Run:
         previewed = await self.steps.preview([step], self.scope)
         self._decide(step, len(self.steps.record(step.id).targets) if previewed else 0)
 
-    def _cooldown_key(self) -> str:
+    def render_inputs(self) -> None:
+        """The playbook's inputs, rendered once from the alert before the first read."""
+        for key, value in self.run.playbook.inputs.items():
+            try:
+                self.scope.inputs[key] = render(value, self.scope.variables())
+            except TemplateError as exc:
+                raise Stop("failed", f"input {key!r}: {exc}; nothing was written") from exc
+
+    def cooldown_key(self) -> str:
+        """What this run's cooldown is for: `limits.cooldown_key` rendered now, or the alert's fingerprint."""
         template = self.run.governance.cooldown_key
         if not template:
             return self.run.alert.fingerprint or self.run.run_id
@@ -176,7 +181,7 @@ class Run:
         """The policy's word on this write: a refusal ends the run; a caution makes every remaining write wait for
         a human."""
         self.asked = True
-        answer = await self.policy.before_write(self.run, step, self._cooldown_key())
+        answer = await self.policy.before_write(self.run, step, self.cooldown_key())
         if answer.verdict == "refuse" and self.resolved():  # it waited for its turn, and the alert went away
             self.state.resolved = True
             raise Stop(

@@ -61,7 +61,7 @@ def wait_bound(limits: Limits) -> timedelta:
     return limits.wait_at_most or WAIT_AT_MOST
 
 
-def _every(place: int) -> float:
+def poll_every(place: int) -> float:
     """Seconds before a waiting run asks again unless told its turn came (a release tells the next run at once).
     Each ask is a workflow task and grows the run's history, so a line of thousands polls rarely: every 5 s at the
     front, up to every 60 s far back (well inside WAIT_STALE)."""
@@ -100,7 +100,7 @@ class GovernorPolicy(ModeLadder):
                     return self._gave_up(answer, waited)
                 self.state.status, self.state.place = "waiting_for_slot", answer.place
                 self.state.reason = f"step {step.id!r} waits: {answer.reason}"
-                await _until(lambda: self.resolved() or self.turn.came, _every(answer.place))
+                await _until(lambda: self.resolved() or self.turn.came, poll_every(answer.place))
                 if self.resolved():
                     return Answer(verdict="refuse", limit="resolved", reason="the alert resolved while it waited")
         finally:

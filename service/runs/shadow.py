@@ -49,7 +49,7 @@ def judge(
     still = planned_targets(looked)
     now = {t for targets in still.values() for t in targets}
     # A write no longer planned at all (its `when` is false now) counts as changed, as each target gone does.
-    changed = sorted({t for targets in planned.values() for t in targets} - now) + [
+    changed = sorted({t for step, targets in planned.items() if step in still for t in targets} - now) + [
         f"{step} (no longer needed)" for step in planned if step not in still
     ]
     seen = seen.model_copy(update={"still": still, "changed": changed})

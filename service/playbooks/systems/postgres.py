@@ -81,6 +81,9 @@ class PostgresExecuteParams(Params):
     def caps(self) -> list[str]:
         return [f"max_rows {self.max_rows}"]
 
+    def most(self) -> int:
+        return self.max_rows
+
     def touched(self, data: Mapping[str, JsonValue], targets: Sequence[str]) -> str:
         rowcount = data.get("rowcount")
         return f"{rowcount} row(s)" if rowcount is not None else super().touched(data, targets)

@@ -1,0 +1,190 @@
+"""`remediate replay`: history from a file, Prometheus or the audit trail, through the playbooks, offline."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from service.alerts.webhook import Alert, WebhookMessage
+from service.app import compose
+from service.cli import dev as dev_stack
+from service.cli import playbook_tests, replay_output
+from service.cli.planning import local_executor
+from service.config import Settings
+from service.config_file import ConfigFile, load_config_file
+from service.playbooks.loader import load_playbooks
+from service.playbooks.playbook import Playbook
+from service.replay.history import Delivered, from_lines
+from service.replay.planning import CapsPlanner, EnginePlanner, Planner
+from service.replay.routing import Dispatcher, Route, flat_route, prometheus_duration, route_tree
+from service.replay.runner import Replay
+from service.replay.series import Intervals, Rule
+from service.replay.simulation import Assumptions
+from service.replay.tally import ReplayReport
+from service.runs.audit import AuditQuery
+from service.runs.listing import parse_since
+from service.runs.state import Executor, RunInput
+from service.stores.setup import ready_store
+from service.targets.alert_history import AlertHistory
+from service.vocabulary.errors import ConfigError
+from service.vocabulary.modes import Mode
+
+ROUTE_FILE = Path("deploy/alertmanager/alertmanager.yml")
+
+
+def _time(text: str | None, now: datetime, what: str) -> datetime | None:
+    try:
+        return parse_since(text, now) if text else None
+    except ValueError as exc:
+        raise ConfigError(f"--{what}: {exc}") from exc
+
+
+def _route(args: argparse.Namespace) -> tuple[Route, str]:
+    path = Path(args.alertmanager_config) if args.alertmanager_config else ROUTE_FILE
+    if not path.is_file():
+        if args.alertmanager_config:
+            raise ConfigError(f"--alertmanager-config {path}: no such file")
+        return flat_route(args.receiver), "no route file: every alert reaches the receiver, grouped by alertname"
+    try:
+        config = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+    except (OSError, YAMLError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    return route_tree(config, str(path)), f"grouped as {path} routes to receiver {args.receiver!r}"
+
+
+async def _file(path: Path) -> AsyncIterator[Delivered]:
+    with path.open(encoding="utf-8") as lines:
+        for delivered in from_lines(lines, str(path)):
+            yield delivered
+
+
+async def _prometheus(url: str, start: datetime, end: datetime) -> AsyncIterator[tuple[datetime, Alert]]:
+    history = AlertHistory(url)
+    try:
+        rules = await history.rules()
+        intervals = Intervals(
+            lambda name: Rule(rules[name].interval, rules[name].annotations) if name in rules else Rule(),
+            generator_url=url,
+        )
+        async for chunk in history.chunks(start, end):
+            for change in intervals.feed(chunk.series, chunk.until.timestamp()):
+                yield change
+        for change in intervals.finish():
+            yield change
+    finally:
+        await history.close()
+
+
+async def _audit(settings: Settings, since: datetime | None) -> AsyncIterator[Delivered]:
+    """Every occurrence the audit trail received, once (two playbooks' runs of one alert are one alert)."""
+    store = await ready_store(settings)
+    if store is None:
+        raise ConfigError("--audit: REMEDIATE_DATABASE_URL is not set (and no `remediate dev` trail is attached)")
+    seen: dict[tuple[str, str], None] = {}
+    try:
+        async for event in store.events(AuditQuery(since=since)):
+            if event.key != "run/received" or event.at is None:
+                continue
+            _, fingerprint, starts_at = event.run_id.rsplit("/", 2)
+            if (fingerprint, starts_at) in seen:
+                continue
+            seen[(fingerprint, starts_at)] = None
+            labels = event.record.get("labels")
+            alert = Alert(
+                status="firing",
+                labels={str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {},
+                startsAt=datetime.fromtimestamp(int(starts_at), UTC),
+                fingerprint=fingerprint,
+            )
+            yield Delivered(event.at, WebhookMessage(version="4", status="firing", alerts=[alert]))
+    finally:
+        await store.close()
+
+
+def _planner(args: argparse.Namespace, dirs: Iterable[Path], adapters: compose.Adapters | None) -> Planner:
+    if adapters is not None:  # --reads live: read steps only; writes run in their dry-run form
+        execute = local_executor(adapters.registry())
+        return EnginePlanner(lambda run: execute)
+    if args.reads == "recorded":
+        cases = playbook_tests.recorded_cases(list(dirs))
+
+        def recorded(run: RunInput) -> Executor | None:
+            case = cases.get(run.playbook.name)
+            return playbook_tests.recording(case) if case is not None else None
+
+        return EnginePlanner(recorded)
+    return CapsPlanner()
+
+
+async def _one(
+    args: argparse.Namespace, settings: Settings, config: ConfigFile, dirs: list[Path], now: datetime
+) -> ReplayReport:
+    adapters = compose.Adapters.build(config) if args.reads == "live" else None
+    try:
+        return await _replayed(args, settings, config, dirs, now, adapters)
+    finally:
+        if adapters is not None:
+            await adapters.close()
+
+
+async def _replayed(
+    args: argparse.Namespace,
+    settings: Settings,
+    config: ConfigFile,
+    dirs: list[Path],
+    now: datetime,
+    adapters: compose.Adapters | None,
+) -> ReplayReport:
+    playbooks: list[Playbook] = load_playbooks(dirs, config.kinds())
+    start = _time(args.since, now, "since")
+    end = _time(args.until, now, "until") or (now if args.prometheus else None)
+    assumptions = Assumptions(mode=Mode(args.mode), acting_for=prometheus_duration(args.acting_for, "--acting-for"))
+    source = args.file or args.prometheus or "the audit trail"
+    heading = ReplayReport(
+        source=source, mode=args.mode, reads=args.reads, acting_for_seconds=assumptions.acting_for.total_seconds()
+    )
+    planner = _planner(args, dirs, adapters)
+    replay = Replay(playbooks, compose.governance(settings, config), planner, assumptions, heading)
+    if args.prometheus:
+        route, said = _route(args)
+        print(
+            f"replay: {source} from {(start or now).isoformat()} to {(end or now).isoformat()}; {said}", file=sys.stderr
+        )
+        return await replay.changes(
+            _prometheus(args.prometheus, start or now, end or now), Dispatcher(route, args.receiver), end
+        )
+    history = _file(Path(args.file)) if args.file else _audit(settings, start)
+    return await replay.messages(history, end)
+
+
+async def replay(args: argparse.Namespace, settings: Settings) -> int:
+    if sum(bool(x) for x in (args.file, args.prometheus, args.audit)) != 1:
+        raise ConfigError("give exactly one history: --file FILE, --prometheus URL or --audit")
+    # As `remediate plan`: without REMEDIATE_CONFIG, the dev connections (only `--reads live` reaches them).
+    config = dev_stack.dev_config(settings) if settings.config is None else load_config_file(settings.config)
+    now = datetime.now(UTC)
+    if args.compare:
+        old, new = ([Path(d)] for d in args.compare)
+        before = await _one(args, settings, config, old, now)
+        after = await _one(args, settings, config, new, now)
+        replay_output.write(replay_output.compared(before, after, args.format), args.output)
+        return 0
+    extra = list(args.playbooks or [])
+    if "playbooks" not in settings.model_fields_set:  # as `plan` and `dev`: the shipped set, plus yours
+        dirs = dev_stack.playbook_dirs(settings, extra)
+    else:
+        dirs = list(dict.fromkeys(d.resolve() for d in settings.playbook_dirs() + [Path(e) for e in extra]))
+    report = await _one(args, settings, config, dirs, now)
+    replay_output.write(replay_output.rendered(report, args.format), args.output)
+    if args.output:
+        print(
+            f"replay: {report.alerts} alert(s) in {report.messages} message(s); report in {args.output}",
+            file=sys.stderr,
+        )
+    return 0

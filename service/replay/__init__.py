@@ -1,0 +1,1 @@
+"""Replay: alert history fed through the current playbooks and rails on a virtual clock, offline."""

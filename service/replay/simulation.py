@@ -1,0 +1,262 @@
+"""History on a virtual clock: the service's own receiver and governor rules, each run's asks as it makes them."""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from service.alerts.webhook import run_id
+from service.playbooks.playbook import Playbook
+from service.playbooks.shelf import SHELF
+from service.rails.exchange import decide, occurred
+from service.rails.governance import Ask, Governance, Occurrence, Release, Report
+from service.rails.governor import Governor
+from service.rails.governor_state import HOUR, WAIT_AT_MOST, Answer
+from service.replay.history import Delivered
+from service.replay.planning import Plan, Planner
+from service.replay.tally import RunResult, Tally
+from service.runs.delivery import Delivery
+from service.runs.governor_policy import poll_every
+from service.runs.intake import Receiver, SeenRuns
+from service.runs.state import RunInput
+from service.vocabulary.modes import Mode
+
+EventKind = Literal["ask", "end", "check"]
+FORGET_AFTER = timedelta(hours=24)  # a run id is remembered this long after its start (duplicates within it)
+
+
+@dataclass(frozen=True)
+class Assumptions:
+    """What replay cannot know from history, stated: the mode played, and how long a run that writes takes."""
+
+    mode: Mode = Mode.AUTO
+    acting_for: timedelta = timedelta(minutes=1)
+
+
+@dataclass
+class _Run:
+    start: RunInput
+    plan: Plan
+    since: datetime
+    approval: str = ""
+    waiting: bool = False
+    place: int = 0
+    ended: bool = False
+    wrote_at: datetime | None = None
+
+    @property
+    def name(self) -> str:
+        return self.start.playbook.name
+
+
+@dataclass(order=True)
+class _Event:
+    at: datetime
+    seq: int
+    kind: EventKind = field(compare=False)
+    run_id: str = field(compare=False)
+
+
+class Simulation:
+    """Feeds delivered messages through the receiver; every rail is decided by the governor's own code path."""
+
+    def __init__(
+        self,
+        playbooks: Sequence[Playbook],
+        governance: Callable[[Playbook], Governance],
+        planner: Planner,
+        tally: Tally,
+        assumptions: Assumptions = Assumptions(),
+    ) -> None:
+        # Each playbook is played in the replay's mode: the question is what it would do if promoted (off stays off).
+        played = [p if p.mode == Mode.OFF else p.model_copy(update={"mode": None}) for p in playbooks]
+        self.playbooks, self.planner, self.tally, self.assumptions = played, planner, tally, assumptions
+        self.now = datetime.fromtimestamp(0, UTC)
+        self.governor = Governor()
+        self.receiver = Receiver(
+            played,
+            self,
+            assumptions.mode,
+            SeenRuns(10_000, clock=self._seconds),
+            governance=governance,
+            clock=self._seconds,
+        )
+        self._events: list[_Event] = []
+        self._seq = 0
+        self._runs: dict[str, _Run] = {}  # open, or waiting to learn whether their write worked
+        self._known: dict[str, datetime] = {}  # run ids started: a later delivery of one is a duplicate
+        self._ends: dict[str, datetime] = {}  # run id -> when its alert really resolved (its endsAt)
+        self._resolved: dict[str, datetime] = {}
+        self._spent: deque[datetime] = deque()  # write-runs counted against the global hourly budget
+        self._forgotten_at = self.now
+
+    def _seconds(self) -> float:
+        return self.now.timestamp()
+
+    def _at(self, at: datetime, kind: EventKind, run: str) -> None:
+        self._seq += 1
+        heapq.heappush(self._events, _Event(at, self._seq, kind, run))
+
+    def advance(self, until: datetime) -> None:
+        """Everything the clock reaches up to `until`: asks again, ends, effectiveness checks."""
+        while self._events and self._events[0].at <= until:
+            event = heapq.heappop(self._events)
+            self.now = max(self.now, event.at)
+            run = self._runs.get(event.run_id)
+            if run is None:
+                continue
+            if event.kind == "ask" and run.waiting:
+                self._ask(run)
+            elif event.kind == "end" and not run.ended:
+                self._end(run)
+            elif event.kind == "check":
+                self._report(run, "effective" if self._cleared(event.run_id, event.at) else "ineffective")
+        self.now = max(self.now, until)
+        if self.now - self._forgotten_at > HOUR:  # memory stays bounded however long the history
+            self._forgotten_at = self.now
+            self._known = {k: t for k, t in self._known.items() if self.now - t < FORGET_AFTER}
+            self._resolved = {k: t for k, t in self._resolved.items() if k in self._runs}
+
+    def _cleared(self, rid: str, by: datetime) -> bool:
+        """Whether the occurrence had really resolved by then (its endsAt, known before its message arrives)."""
+        ended = self._resolved.get(rid) or self._ends.get(rid)
+        return ended is not None and ended <= by
+
+    async def feed(self, delivered: Delivered) -> None:
+        """One message, received at its time."""
+        for alert in delivered.message.alerts:  # real resolve times first: a check due before this message uses them
+            if alert.status == "resolved":
+                for p in self.playbooks:
+                    if p.match.closes(alert):
+                        self._ends[run_id(p.name, alert)] = alert.endsAt or delivered.at
+        self.advance(delivered.at)
+        self.tally.message(delivered.at)
+        for alert in delivered.message.alerts:
+            names = [p.name for p in self.playbooks if p.match.matches(alert)]
+            self.tally.matched(alert, names)
+            for name in names:
+                if run_id(name, alert) in self._known:
+                    self.tally.duplicate(name)
+        await self.receiver.receive(delivered.message)
+
+    async def deliver(self, delivery: Delivery) -> bool:
+        """The receiver's durable delivery, played at once: runs start, resolves reach open runs."""
+        for start in delivery.runs():
+            if start.run_id not in self._known:
+                self._known[start.run_id] = self.now
+                await self._start(start.resolved(SHELF))
+        for resolved in delivery.resolves:
+            self._resolve(resolved, self._ends.pop(resolved, self.now))
+        return True
+
+    async def _start(self, start: RunInput) -> None:
+        name, limits = start.playbook.name, start.governance.limits
+        self.tally.occurrence(self.now, name)
+        if occurred(self.governor, Occurrence(run_id=start.run_id, playbook=name, limits=limits), self.now):
+            self.tally.storm(self.now, name)
+        if start.mode == Mode.OFF:
+            self.tally.ran(RunResult(name, self.now, "off"))
+            return
+        plan = await self.planner.plan(start)
+        if plan.failed or not plan.writes:
+            self.tally.ran(RunResult(name, self.now, "failed" if plan.failed else "read_only", reason=plan.failed))
+            return
+        run = self._runs[start.run_id] = _Run(start, plan, since=self.now)
+        self._ask(run)
+
+    def _ask(self, run: _Run) -> None:
+        governance, name = run.start.governance, run.name
+        unit, frees = self._purse(governance.max_writes_per_hour)
+        ask = Ask(
+            run_id=run.start.run_id,
+            playbook=name,
+            key=run.plan.key,
+            limits=governance.limits,
+            max_writes_per_hour=governance.max_writes_per_hour,
+            since=run.since,
+            unit=unit,
+            budget_frees_at=frees,
+        )
+        reply, _ = decide(self.governor, ask, self.now)
+        answer = reply.answer or Answer(verdict="refuse", limit="governor_unavailable")
+        if answer.counted and governance.max_writes_per_hour is not None:
+            self._spent.append(self.now)
+        if answer.verdict == "wait" and self.now - run.since < (governance.limits.wait_at_most or WAIT_AT_MOST):
+            run.waiting, run.place = True, answer.place
+            self._at(self.now + timedelta(seconds=poll_every(answer.place)), "ask", run.start.run_id)
+            return
+        run.waiting = False
+        if answer.verdict in ("refuse", "wait"):  # over its wait_at_most, a wait is given up as a refusal
+            self._finish(run, RunResult(name, run.since, "refused", limit=answer.limit, plan=run.plan), wrote=False)
+            return
+        run.approval = run.plan.approval or (answer.limit if answer.verdict == "approval" else "")
+        self._at(self.now + self.assumptions.acting_for, "end", run.start.run_id)
+
+    def _purse(self, budget: int | None) -> tuple[datetime | bool | None, datetime | None]:
+        """The global hourly budget as one worker's purse would hold it: a unit while it lasts."""
+        if budget is None:
+            return None, None
+        while self._spent and self.now - self._spent[0] >= HOUR:
+            self._spent.popleft()
+        if len(self._spent) < budget:
+            return self.now + HOUR, None
+        return False, self._spent[0] + HOUR
+
+    def _end(self, run: _Run) -> None:
+        run.wrote_at = self.now
+        result = RunResult(run.name, run.since, "acted", approval=run.approval, plan=run.plan)
+        self._finish(run, result, wrote=True)
+        self._effect(run)
+
+    def _finish(self, run: _Run, result: RunResult, wrote: bool) -> None:
+        run.ended = True
+        result.waited = (self.now - run.since).total_seconds() if result.outcome != "acted" else 0.0
+        self.tally.ran(result)
+        reply, _ = decide(self.governor, Release(run_id=run.start.run_id, wrote=wrote, playbook=run.name), self.now)
+        for turn in reply.turns:  # the run next in line asks now, as its `turn` signal makes it
+            self._at(self.now, "ask", turn)
+        if not wrote:
+            del self._runs[run.start.run_id]
+
+    def _effect(self, run: _Run) -> None:
+        """After a write: effective once the alert resolves within effective_within, else ineffective."""
+        rid = run.start.run_id
+        if self._cleared(rid, self.now):
+            self._report(run, "effective")
+        else:
+            self._at(self.now + run.start.governance.effective_within, "check", rid)
+
+    def _report(self, run: _Run, result: Literal["effective", "ineffective", "unknown"]) -> None:
+        rid = run.start.run_id
+        if self._runs.pop(rid, None) is None:
+            return
+        report = Report(run_id=rid, playbook=run.name, result=result, limits=run.start.governance.limits)
+        _, announcement = decide(self.governor, report, self.now)
+        if announcement:
+            self.tally.breaker(self.now, run.name)
+
+    def _resolve(self, rid: str, at: datetime) -> None:
+        self._resolved[rid] = at
+        run = self._runs.get(rid)
+        if run is None:
+            return
+        if run.waiting and run.start.playbook.stop_when_resolved:
+            run.waiting = False
+            result = RunResult(run.name, run.since, "resolved_while_waiting", plan=run.plan)
+            self._finish(run, result, wrote=False)
+        elif run.wrote_at is not None:
+            self._report(run, "effective")
+
+    def finish(self, at: datetime) -> None:
+        """The end of the history: what is still open is counted as it stands."""
+        self.advance(at)
+        for run in list(self._runs.values()):
+            if run.waiting:
+                self._finish(run, RunResult(run.name, run.since, "still_waiting", plan=run.plan), wrote=False)
+            elif run.wrote_at is None:
+                self._end(run)
+        self.tally.close(at)
