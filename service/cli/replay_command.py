@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
@@ -20,12 +21,12 @@ from service.config import Settings
 from service.config_file import ConfigFile, load_config_file
 from service.playbooks.loader import load_playbooks
 from service.playbooks.playbook import Playbook
+from service.replay.events import Assumptions
 from service.replay.history import Delivered, from_lines
 from service.replay.planning import CapsPlanner, EnginePlanner, Planner
 from service.replay.routing import Dispatcher, Route, flat_route, prometheus_duration, route_tree
 from service.replay.runner import Replay
 from service.replay.series import Intervals, Rule
-from service.replay.simulation import Assumptions
 from service.replay.tally import ReplayReport
 from service.runs.audit import AuditQuery
 from service.runs.listing import parse_since
@@ -164,8 +165,7 @@ async def _replayed(
 
 
 async def replay(args: argparse.Namespace, settings: Settings) -> int:
-    if sum(bool(x) for x in (args.file, args.prometheus, args.audit)) != 1:
-        raise ConfigError("give exactly one history: --file FILE, --prometheus URL or --audit")
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # one line per Prometheus query would bury the report
     # As `remediate plan`: without REMEDIATE_CONFIG, the dev connections (only `--reads live` reaches them).
     config = dev_stack.dev_config(settings) if settings.config is None else load_config_file(settings.config)
     now = datetime.now(UTC)

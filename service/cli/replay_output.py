@@ -94,7 +94,7 @@ def _details(p: PlaybookReport) -> list[str]:
     if others:
         found.append(f"    other runs: {_counts(others)}")
     if p.waited_seconds:
-        found.append(f"    waited for a turn: {written_seconds(round(p.waited_seconds))} in all")
+        found.append(f"    waited for a turn: {p.waited_seconds / 3600:.1f} h in all")
     return found
 
 

@@ -33,6 +33,12 @@ def decide(governor: Governor, message: Message, now: datetime) -> tuple[Reply, 
     return Reply(tripped=tripped), announcement
 
 
+def keep(governor: Governor, ask: Ask, now: datetime) -> bool:
+    """A waiting run's poll whose answer cannot have changed (replay asks only when one can): its place is kept, as
+    the poll's `wait` would keep it. False when it has no place any more."""
+    return governor.still_waiting(ask.run_id, now)
+
+
 def report(governor: Governor, message: Report) -> tuple[Tripped, str | None]:
     """A run's effectiveness: what it changed in the breaker, and the announcement when it opened it."""
     opened = governor.effectiveness(message.playbook, message.result, message.limits, message.run_id)

@@ -218,6 +218,15 @@ class Governor:
                 )
         return Answer(verdict="grant")
 
+    def still_waiting(self, run_id: str, now: datetime) -> bool:
+        """A waiting run is still there: its place does not lapse. What a poll whose answer cannot have changed
+        does (replay's runs ask again only when an answer can change); False when it has no place."""
+        mine = self.state.waiting.get(run_id)
+        if mine is None or now - mine.seen >= WAIT_STALE:
+            return False
+        mine.seen = now
+        return True
+
     def next_in_line(self, playbook: str, now: datetime) -> str | None:
         """A slot of this playbook has just freed: the first run waiting for it, not told so in the last TOLD_AGAIN,
         which should ask now rather than at its next poll. Only a hint: its ask decides, as every ask does."""

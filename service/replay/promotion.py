@@ -12,10 +12,10 @@ from pydantic import BaseModel, Field
 from service.alerts.webhook import Alert, WebhookMessage
 from service.playbooks.playbook import Playbook
 from service.rails.governance import Governance
+from service.replay.events import Assumptions
 from service.replay.history import Delivered
 from service.replay.planning import CapsPlanner, Plan
 from service.replay.runner import Replay
-from service.replay.simulation import Assumptions
 from service.replay.tally import PlaybookReport, ReplayReport
 from service.runs.shadow import planned_targets
 from service.runs.state import RunInput, RunState

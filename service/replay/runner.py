@@ -8,10 +8,11 @@ from datetime import datetime
 from service.alerts.webhook import Alert
 from service.playbooks.playbook import Playbook
 from service.rails.governance import Governance
+from service.replay.events import Assumptions
 from service.replay.history import Delivered
 from service.replay.planning import Planner
 from service.replay.routing import Dispatcher
-from service.replay.simulation import Assumptions, Simulation
+from service.replay.simulation import Simulation
 from service.replay.tally import ReplayReport, Tally
 
 

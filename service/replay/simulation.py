@@ -2,63 +2,26 @@
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Literal
 
 from service.alerts.webhook import run_id
 from service.playbooks.playbook import Playbook
 from service.playbooks.shelf import SHELF
-from service.rails.exchange import decide, occurred
+from service.rails.exchange import decide, keep, occurred
 from service.rails.governance import Ask, Governance, Occurrence, Release, Report
 from service.rails.governor import Governor
 from service.rails.governor_state import HOUR, WAIT_AT_MOST, Answer
+from service.replay.events import FORGET_AFTER, KEEP_ALIVE, MIN_STEP, Assumptions, EventKind, RunInFlight, Timeline
 from service.replay.history import Delivered
-from service.replay.planning import Plan, Planner
+from service.replay.planning import Planner
 from service.replay.tally import RunResult, Tally
 from service.runs.delivery import Delivery
-from service.runs.governor_policy import poll_every
 from service.runs.intake import Receiver, SeenRuns
 from service.runs.state import RunInput
 from service.vocabulary.modes import Mode
-
-EventKind = Literal["ask", "end", "check"]
-FORGET_AFTER = timedelta(hours=24)  # a run id is remembered this long after its start (duplicates within it)
-
-
-@dataclass(frozen=True)
-class Assumptions:
-    """What replay cannot know from history, stated: the mode played, and how long a run that writes takes."""
-
-    mode: Mode = Mode.AUTO
-    acting_for: timedelta = timedelta(minutes=1)
-
-
-@dataclass
-class _Run:
-    start: RunInput
-    plan: Plan
-    since: datetime
-    approval: str = ""
-    waiting: bool = False
-    place: int = 0
-    ended: bool = False
-    wrote_at: datetime | None = None
-
-    @property
-    def name(self) -> str:
-        return self.start.playbook.name
-
-
-@dataclass(order=True)
-class _Event:
-    at: datetime
-    seq: int
-    kind: EventKind = field(compare=False)
-    run_id: str = field(compare=False)
 
 
 class Simulation:
@@ -70,7 +33,7 @@ class Simulation:
         governance: Callable[[Playbook], Governance],
         planner: Planner,
         tally: Tally,
-        assumptions: Assumptions = Assumptions(),
+        assumptions: Assumptions,
     ) -> None:
         # Each playbook is played in the replay's mode: the question is what it would do if promoted (off stays off).
         played = [p if p.mode == Mode.OFF else p.model_copy(update={"mode": None}) for p in playbooks]
@@ -85,12 +48,12 @@ class Simulation:
             governance=governance,
             clock=self._seconds,
         )
-        self._events: list[_Event] = []
-        self._seq = 0
-        self._runs: dict[str, _Run] = {}  # open, or waiting to learn whether their write worked
+        self._timeline = Timeline()
+        self._runs: dict[str, RunInFlight] = {}  # open, or waiting to learn whether their write worked
         self._known: dict[str, datetime] = {}  # run ids started: a later delivery of one is a duplicate
         self._ends: dict[str, datetime] = {}  # run id -> when its alert really resolved (its endsAt)
         self._resolved: dict[str, datetime] = {}
+        self._keyed: dict[tuple[str, str], set[str]] = {}  # (playbook, cooldown key) -> runs waiting with it
         self._spent: deque[datetime] = deque()  # write-runs counted against the global hourly budget
         self._forgotten_at = self.now
 
@@ -98,19 +61,19 @@ class Simulation:
         return self.now.timestamp()
 
     def _at(self, at: datetime, kind: EventKind, run: str) -> None:
-        self._seq += 1
-        heapq.heappush(self._events, _Event(at, self._seq, kind, run))
+        self._timeline.at(at, kind, run)
 
     def advance(self, until: datetime) -> None:
         """Everything the clock reaches up to `until`: asks again, ends, effectiveness checks."""
-        while self._events and self._events[0].at <= until:
-            event = heapq.heappop(self._events)
+        for event in self._timeline.until(until):
             self.now = max(self.now, event.at)
             run = self._runs.get(event.run_id)
             if run is None:
                 continue
             if event.kind == "ask" and run.waiting:
                 self._ask(run)
+            elif event.kind == "stay" and run.waiting and run.stay == event.at:
+                self._stay(run)
             elif event.kind == "end" and not run.ended:
                 self._end(run)
             elif event.kind == "check":
@@ -165,15 +128,15 @@ class Simulation:
         if plan.failed or not plan.writes:
             self.tally.ran(RunResult(name, self.now, "failed" if plan.failed else "read_only", reason=plan.failed))
             return
-        run = self._runs[start.run_id] = _Run(start, plan, since=self.now)
+        run = self._runs[start.run_id] = RunInFlight(start, plan, since=self.now)
         self._ask(run)
 
-    def _ask(self, run: _Run) -> None:
-        governance, name = run.start.governance, run.name
+    def _question(self, run: RunInFlight) -> Ask:
+        governance = run.start.governance
         unit, frees = self._purse(governance.max_writes_per_hour)
-        ask = Ask(
+        return Ask(
             run_id=run.start.run_id,
-            playbook=name,
+            playbook=run.name,
             key=run.plan.key,
             limits=governance.limits,
             max_writes_per_hour=governance.max_writes_per_hour,
@@ -181,20 +144,66 @@ class Simulation:
             unit=unit,
             budget_frees_at=frees,
         )
+
+    def _ask(self, run: RunInFlight) -> None:
+        governance, name = run.start.governance, run.name
+        ask = self._question(run)
         reply, _ = decide(self.governor, ask, self.now)
         answer = reply.answer or Answer(verdict="refuse", limit="governor_unavailable")
         if answer.counted and governance.max_writes_per_hour is not None:
             self._spent.append(self.now)
-        if answer.verdict == "wait" and self.now - run.since < (governance.limits.wait_at_most or WAIT_AT_MOST):
+        bound = run.since + (governance.limits.wait_at_most or WAIT_AT_MOST)
+        if answer.verdict == "wait" and self.now < bound:
+            if not run.waiting:
+                self._keyed.setdefault((name, run.plan.key), set()).add(run.start.run_id)
             run.waiting, run.place = True, answer.place
-            self._at(self.now + timedelta(seconds=poll_every(answer.place)), "ask", run.start.run_id)
+            self._at(self._again(answer, bound), "ask", run.start.run_id)
+            self._stay(run)
             return
-        run.waiting = False
+        waited, run.waiting = run.waiting, False
         if answer.verdict in ("refuse", "wait"):  # over its wait_at_most, a wait is given up as a refusal
             self._finish(run, RunResult(name, run.since, "refused", limit=answer.limit, plan=run.plan), wrote=False)
+            if waited:
+                self._left(run)
             return
+        if waited:
+            self._left(run)
+        if answer.counted:  # runs waiting with the same cooldown key are refused at their next ask: it is now
+            for other in self._keyed.get((name, run.plan.key), set()) - {run.start.run_id}:
+                self._at(self.now, "ask", other)
         run.approval = run.plan.approval or (answer.limit if answer.verdict == "approval" else "")
         self._at(self.now + self.assumptions.acting_for, "end", run.start.run_id)
+
+    def _left(self, run: RunInFlight) -> None:
+        """The run left the line: the run now first asks at once, as the turn a freed slot tells it."""
+        self._unkey(run)
+        if (first := self.governor.next_in_line(run.name, self.now)) is not None:
+            self._at(self.now, "ask", first)
+
+    def _unkey(self, run: RunInFlight) -> None:
+        waiting = self._keyed.get((run.name, run.plan.key))
+        if waiting is not None:
+            waiting.discard(run.start.run_id)
+            if not waiting:
+                del self._keyed[(run.name, run.plan.key)]
+
+    def _again(self, answer: Answer, bound: datetime) -> datetime:
+        """When a waiting run asks again. Live, it polls every few seconds (poll_every); here it asks only when its
+        answer can change: the run first in line when its slot frees, any run when its turn is told (a slot freed,
+        or the run ahead left the line), when a run with its cooldown key writes, and at its wait_at_most. Between
+        those asks its place is kept as a poll keeps it (`stay`). The answers are the governor's own; only the
+        polling delay is left out."""
+        again = bound
+        if answer.place == 1 and answer.frees_at is not None:
+            again = min(again, answer.frees_at)
+        return max(again, self.now + MIN_STEP)
+
+    def _stay(self, run: RunInFlight) -> None:
+        """A poll that cannot change the answer: the run keeps its place until its next ask (the latest one
+        scheduled counts; an ask meanwhile pushes it back)."""
+        if keep(self.governor, self._question(run), self.now):
+            run.stay = self.now + KEEP_ALIVE
+            self._at(run.stay, "stay", run.start.run_id)
 
     def _purse(self, budget: int | None) -> tuple[datetime | bool | None, datetime | None]:
         """The global hourly budget as one worker's purse would hold it: a unit while it lasts."""
@@ -206,13 +215,13 @@ class Simulation:
             return self.now + HOUR, None
         return False, self._spent[0] + HOUR
 
-    def _end(self, run: _Run) -> None:
+    def _end(self, run: RunInFlight) -> None:
         run.wrote_at = self.now
         result = RunResult(run.name, run.since, "acted", approval=run.approval, plan=run.plan)
         self._finish(run, result, wrote=True)
         self._effect(run)
 
-    def _finish(self, run: _Run, result: RunResult, wrote: bool) -> None:
+    def _finish(self, run: RunInFlight, result: RunResult, wrote: bool) -> None:
         run.ended = True
         result.waited = (self.now - run.since).total_seconds() if result.outcome != "acted" else 0.0
         self.tally.ran(result)
@@ -222,7 +231,7 @@ class Simulation:
         if not wrote:
             del self._runs[run.start.run_id]
 
-    def _effect(self, run: _Run) -> None:
+    def _effect(self, run: RunInFlight) -> None:
         """After a write: effective once the alert resolves within effective_within, else ineffective."""
         rid = run.start.run_id
         if self._cleared(rid, self.now):
@@ -230,7 +239,7 @@ class Simulation:
         else:
             self._at(self.now + run.start.governance.effective_within, "check", rid)
 
-    def _report(self, run: _Run, result: Literal["effective", "ineffective", "unknown"]) -> None:
+    def _report(self, run: RunInFlight, result: Literal["effective", "ineffective", "unknown"]) -> None:
         rid = run.start.run_id
         if self._runs.pop(rid, None) is None:
             return
@@ -248,6 +257,7 @@ class Simulation:
             run.waiting = False
             result = RunResult(run.name, run.since, "resolved_while_waiting", plan=run.plan)
             self._finish(run, result, wrote=False)
+            self._left(run)
         elif run.wrote_at is not None:
             self._report(run, "effective")
 
@@ -256,6 +266,7 @@ class Simulation:
         self.advance(at)
         for run in list(self._runs.values()):
             if run.waiting:
+                self._unkey(run)
                 self._finish(run, RunResult(run.name, run.since, "still_waiting", plan=run.plan), wrote=False)
             elif run.wrote_at is None:
                 self._end(run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
 
 from starlette.requests import Request
@@ -13,12 +14,14 @@ from starlette.routing import Route
 
 from service.playbooks.catalog import Catalog
 from service.rails.governance import Governance
+from service.replay.promotion import promotion
 from service.runs.audit import FINAL
-from service.runs.listing import RunQuery
+from service.runs.listing import RunQuery, parse_since
 from service.runs.state import RunState, run_id_problem
 from service.temporal.client import TemporalRuns
 from service.vocabulary.approvals import Decision, Verdict
 from service.vocabulary.errors import RunNotOpen, RunUnknown
+from service.vocabulary.modes import Mode
 from service.web.bodies import BodyRefused
 from service.web.console_pages import Pages, secure
 from service.web.console_rails import limit_lines
@@ -29,6 +32,8 @@ from service.web.sessions import Session
 PAGE = 50  # runs a page lists
 LATEST = 5  # runs the playbooks page shows under each playbook
 SPANS = ("1h", "24h", "7d", "30d")  # the time filter's choices (the API takes any span or ISO time)
+PROMOTION_SPANS = ("1d", "7d", "14d", "30d")
+SHADOW_RUNS = 500  # the newest shadow runs a promotion report on the console reads
 
 
 def console_routes(
@@ -99,6 +104,24 @@ def console_routes(
         ]
         return pages.page("playbooks.html", session=session, outline=outline, catalog=catalog)
 
+    async def promotion_page(request: Request, session: Session) -> Response:
+        """The promotion report of one playbook over its newest shadow runs (docs/trust.md)."""
+        name, since = request.path_params["name"], request.query_params.get("since", "14d")
+        book = next((b for b in (catalog.playbooks if catalog else []) if b.name == name), None)
+        if book is None:
+            return pages.refuse(404, "No such playbook is loaded.", session)
+        if since not in PROMOTION_SPANS:
+            return pages.refuse(400, f"since: one of {', '.join(PROMOTION_SPANS)}", session)
+        start = parse_since(since, datetime.now(UTC))
+        listed = (await runs.list(RunQuery(limit=SHADOW_RUNS, playbook=name, since=start))).runs
+        states = await asyncio.gather(*(runs.state(r.run_id) for r in listed if r.mode == Mode.SHADOW.value))
+        terms = rails()
+        governance = terms.get(name) or Governance()
+        found = await promotion(book, lambda _: governance, [s for s in states if s is not None], start)
+        return pages.page(
+            "promotion.html", session=session, report=found, since=since, spans=PROMOTION_SPANS, shown=SHADOW_RUNS
+        )
+
     async def run_page(request: Request, session: Session) -> Response:
         run_id = request.path_params["run_id"]
         if problem := run_id_problem(run_id):
@@ -149,6 +172,7 @@ def console_routes(
         Route("/ui/", pages.signed_in(run_list), methods=["GET"]),
         Route("/ui/waiting", pages.signed_in(waiting), methods=["GET"]),
         Route("/ui/playbooks", pages.signed_in(playbooks), methods=["GET"]),
+        Route("/ui/playbooks/{name}/promotion", pages.signed_in(promotion_page), methods=["GET"]),
         pages.static_route(),
         Route("/ui/runs/{run_id:path}/decide", pages.posted(decide), methods=["POST"]),
         Route("/ui/runs/{run_id:path}", pages.signed_in(run_page), methods=["GET"]),

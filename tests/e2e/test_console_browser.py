@@ -332,6 +332,12 @@ def _page_and_reset(browser: WebDriver, base: str, shots: Path, am_url: str, don
         browser.get(f"{base}/ui/{name}")
         _wait(browser, "Sign out", reload=False)
         screenshot(browser, shots, name)
+    _follow(browser, "Promotion report")  # the first playbook's: none of these runs is a shadow run
+    assert "never promotes by itself" in _text(browser) and "not enough evidence yet: 0 run(s)" in _text(browser)
+    Select(browser.find_element(By.NAME, "since")).select_by_value("7d")
+    _click_through(browser, browser.find_element(By.CSS_SELECTOR, ".filters button"))
+    assert "since=7d" in browser.current_url and "Promotion report:" in _text(browser)
+    screenshot(browser, shots, "promotion")
     return sizes, to_alert
 
 

@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx2
 import psycopg
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -17,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service.replay.history import fingerprint
-from tests.support.deployment import TOKEN, cli, env, until, write_config
+from tests.support.deployment import ONCALL, TOKEN, cli, env, until, write_config
 from tests.support.jobs import new_database
 from tests.support.processes import start
 from tests.support.servers import Postgres, free_port, scratch, serving, start_alertmanager
@@ -112,6 +113,7 @@ async def test_shadow_runs_record_cleared_without_action_and_a_human_acted(
                 await asyncio.to_thread(am.post_alerts, [_alert("k1", ends=datetime.now(UTC))])
                 pods.stuck["k2"] = ["pod-d"]  # someone restarted pod-c by hand
                 await until(lambda: len(_watches(dsn)) == 2, within=60)
+                await _console_shows_it(service.url)
             finally:
                 assert await service.terminate() == 0, service.text()[-2000:]
     finally:
@@ -137,6 +139,23 @@ async def test_shadow_runs_record_cleared_without_action_and_a_human_acted(
     with psycopg.connect(dsn) as db:  # Alertmanager's own fingerprints are the ones replay computes
         rows = db.execute("select state->'labels', state->>'fingerprint' from remediate_audit_runs").fetchall()
     assert rows and all(fingerprint(labels) == fp for labels, fp in rows)
+
+
+async def _console_shows_it(url: str) -> None:
+    """The console's promotion panel says what the CLI says; a run's page shows what its watch saw."""
+    async with httpx2.AsyncClient(base_url=url, timeout=30) as http:
+        signed = await http.post("/ui/sign-in", data={"token": ONCALL}, follow_redirects=False)
+        assert signed.status_code == 303
+        page = await http.get("/ui/playbooks/shadow-drill/promotion")
+        assert page.status_code == 200
+        assert "not enough evidence yet: 2 run(s) planned a write, 10 are needed" in page.text
+        assert "a human acted 1" in page.text and "cleared without action 1" in page.text
+        assert (await http.get("/ui/playbooks/shadow-drill/promotion?since=1y")).status_code == 400
+        assert (await http.get("/ui/playbooks/nope/promotion")).status_code == 404
+        listed = await http.get("/ui/?playbook=shadow-drill")
+        run = listed.text.split('href="/ui/runs/', 1)[1].split('"', 1)[0]
+        story = await http.get(f"/ui/runs/{run}")
+        assert "<dt>Shadow</dt>" in story.text
 
 
 def _planned(dsn: str) -> int:

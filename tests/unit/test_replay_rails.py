@@ -20,10 +20,10 @@ from service.rails import exchange
 from service.rails.governance import Governance, Occurrence, Reply
 from service.rails.governor_state import Limits
 from service.replay import simulation
+from service.replay.events import Assumptions
 from service.replay.history import Delivered, fingerprint
 from service.replay.planning import CapsPlanner
 from service.replay.runner import Replay
-from service.replay.simulation import Assumptions
 from service.replay.tally import PlaybookReport, ReplayReport
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
@@ -155,17 +155,25 @@ def test_cooldown_refusals_match_a_hand_rule(occurrences: list[tuple[int, str]])
     assert (found.outcomes.get("acted", 0), found.refusals.get("cooldown", 0)) == (acted, refused)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    st.lists(st.tuples(st.integers(0, 120), st.sampled_from(["q1", "q2"])), min_size=1, max_size=30),
-    st.sampled_from([{"max_concurrent": 1}, {"max_runs_per_hour": 3}, {"max_runs_per_hour": 2, "on_limit": "refuse"}]),
+    st.lists(st.tuples(st.integers(0, 90), st.sampled_from(["q1", "q2", "q3"])), min_size=3, max_size=30),
+    st.sampled_from(
+        [
+            {"max_concurrent": 1},
+            {"max_runs_per_hour": 1},
+            {"max_runs_per_hour": 2, "on_limit": "refuse"},
+            {"max_runs_per_hour": 2, "max_concurrent": 1, "wait_at_most": "30m"},
+        ]
+    ),
     st.lists(st.integers(0, 29), max_size=10),
 )
 def test_the_simulated_governor_answers_as_the_governor_workflow(
     monkeypatch_module: Any, occurrences: list[tuple[int, str]], limits: dict[str, Any], resolving: list[int]
 ) -> None:
     """Every message replay sent its governor, given in the same order at the same instants to the governor
-    workflow's own handlers, gets the same answers: the same refusals, waits and grants."""
+    workflow's own handlers, gets the same answers: the same refusals, waits and grants; and each poll replay left
+    out (it kept the run's place instead) is answered `wait` by the workflow, so leaving it out changed nothing."""
     events = sorted(occurrences)
     history = []
     for i, (minute, queue) in enumerate(events):
@@ -182,13 +190,19 @@ def test_the_simulated_governor_answers_as_the_governor_workflow(
         log.append(("exchange", now, message, reply[0]))
         return reply
 
+    def keep(governor: Any, ask: Any, now: datetime) -> bool:
+        kept = exchange.keep(governor, ask, now)
+        log.append(("keep", now, ask, kept))
+        return kept
+
     def occurred(governor: Any, occurrence: Occurrence, now: datetime) -> str | None:
         log.append(("occurred", now, occurrence, None))
         return exchange.occurred(governor, occurrence, now)
 
     monkeypatch_module.setattr(simulation, "decide", decide)
     monkeypatch_module.setattr(simulation, "occurred", occurred)
-    replayed(playbook({"cooldown": "5m", **limits}), history, end=200)
+    monkeypatch_module.setattr(simulation, "keep", keep)
+    replayed(playbook({"cooldown": "2m", **limits}), history, end=200)
     assert any(kind == "exchange" for kind, *_ in log)
 
     live = GovernorWorkflow()
@@ -198,6 +212,10 @@ def test_the_simulated_governor_answers_as_the_governor_workflow(
         clock[0] = now
         if kind == "occurred":
             live.occurred([message])
+        elif kind == "keep":
+            answers: Any = GovernorWorkflow.exchange(live, [message])  # a plain method outside a workflow
+            [answer] = answers
+            assert answer.answer is not None and answer.answer.verdict == "wait", f"at {now}: {answer}"
         else:
             assert GovernorWorkflow.exchange(live, [message]) == [reply], f"at {now}: {message}"
 
