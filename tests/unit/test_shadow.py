@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+from service.config import Settings
 from service.playbooks.playbook import Playbook
 from service.rails.governance import Governance
 from service.rails.governor_state import Limits
 from service.replay.promotion import promotion
 from service.runs.shadow import judge
 from service.runs.state import RunState, RunStatus, StepRecord
-from service.vocabulary.modes import Mode
+from service.vocabulary.modes import Mode, effective_mode
 from service.vocabulary.shadow import ShadowVerdict, ShadowWatch
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
@@ -123,3 +124,12 @@ def test_the_promotion_report_replays_the_rails_over_the_shadow_runs() -> None:
     verdict, reasons, ok = _report(_runs(_many("human_acted", 12), timedelta(minutes=1)))
     assert "limits that would have tripped in auto: cooldown 10" in reasons
     assert ok and verdict.endswith("10 would have been refused by a limit")
+
+
+def test_shadow_sits_between_dry_run_and_approve_on_the_ladder() -> None:
+    """REMEDIATE_MODE=shadow is a ceiling like any other, and a playbook's `mode: shadow` lowers approve or auto to
+    it; shadow, like dry-run, plans only."""
+    assert Settings(mode="shadow").mode == Mode.SHADOW
+    assert effective_mode(Mode.AUTO, Mode.SHADOW) == Mode.SHADOW == effective_mode(Mode.SHADOW, Mode.AUTO)
+    assert effective_mode(Mode.SHADOW, Mode.DRY_RUN) == Mode.DRY_RUN
+    assert [m for m in Mode if m.plans_only] == [Mode.DRY_RUN, Mode.SHADOW]
