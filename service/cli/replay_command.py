@@ -145,8 +145,12 @@ async def _replayed(
     playbooks: list[Playbook] = load_playbooks(dirs, config.kinds())
     start = _time(args.since, now, "since")
     end = _time(args.until, now, "until") or (now if args.prometheus else None)
-    assumptions = Assumptions(mode=Mode(args.mode), acting_for=prometheus_duration(args.acting_for, "--acting-for"))
-    source = args.file or args.prometheus or "the audit trail"
+    assumptions = Assumptions(
+        mode=Mode(args.mode),
+        acting_for=prometheus_duration(args.acting_for, "--acting-for"),
+        resolves_known=not args.audit,
+    )
+    source = args.file or args.prometheus or "the audit trail (which keeps no resolve times: the breaker is not fed)"
     heading = ReplayReport(
         source=source, mode=args.mode, reads=args.reads, acting_for_seconds=assumptions.acting_for.total_seconds()
     )

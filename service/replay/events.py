@@ -27,6 +27,7 @@ class Assumptions:
 
     mode: Mode = Mode.AUTO
     acting_for: timedelta = timedelta(minutes=1)
+    resolves_known: bool = True  # False (the audit trail's history): effectiveness is unknown, not ineffective
 
 
 @dataclass

@@ -234,7 +234,9 @@ class Simulation:
     def _effect(self, run: RunInFlight) -> None:
         """After a write: effective once the alert resolves within effective_within, else ineffective."""
         rid = run.start.run_id
-        if self._cleared(rid, self.now):
+        if not self.assumptions.resolves_known:  # a history without resolves cannot say: the breaker is not fed
+            self._report(run, "unknown")
+        elif self._cleared(rid, self.now):
             self._report(run, "effective")
         else:
             self._at(self.now + run.start.governance.effective_within, "check", rid)

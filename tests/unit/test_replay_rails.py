@@ -77,9 +77,11 @@ async def _stream(items: Iterable[Delivered]) -> AsyncIterator[Delivered]:
         yield item
 
 
-def replayed(p: Playbook, history: list[Delivered], end: float | None = None) -> PlaybookReport:
+def replayed(
+    p: Playbook, history: list[Delivered], end: float | None = None, assumptions: Assumptions | None = None
+) -> PlaybookReport:
     heading = ReplayReport(source="test", mode="auto", reads="skip", acting_for_seconds=60)
-    replay = Replay([p], governance, CapsPlanner(), Assumptions(), heading)
+    replay = Replay([p], governance, CapsPlanner(), assumptions or Assumptions(), heading)
     until = T0 + timedelta(minutes=end) if end is not None else None
     report = asyncio.run(replay.messages(_stream(history), until))
     [found] = report.playbooks
@@ -123,6 +125,9 @@ def test_the_breaker_opens_on_runs_whose_alert_never_cleared() -> None:
     assert found.breaker_trips == 1
     assert found.outcomes == {"acted": 6}
     assert found.approvals == {"breaker": 2}
+    # A history that keeps no resolves (the audit trail's) cannot tell: nothing is ineffective, nothing trips.
+    unknown = replayed(p, history, end=60, assumptions=Assumptions(resolves_known=False))
+    assert unknown.breaker_trips == 0 and unknown.approvals == {}
 
 
 def test_a_paced_limit_lines_runs_up_and_a_resolve_ends_a_wait() -> None:
