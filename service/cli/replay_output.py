@@ -103,7 +103,9 @@ def _fell_through(report: ReplayReport) -> list[str]:
     if report.unmatched:
         lines += ["", "reached remediate, matched by no playbook:"]
         lines += [
-            f"  {u.alertname}: {u.alerts} alert(s)" + (f" — its runbook: {u.runbook_url}" if u.runbook_url else "")
+            f"  {u.alertname}: {u.alerts} alert(s)"
+            + (f" — its runbook: {u.runbook_url}" if u.runbook_url else "")
+            + (f", which {', '.join(u.automated_by)} automates: check its match" if u.automated_by else "")
             for u in report.unmatched
         ]
     if report.overlaps:

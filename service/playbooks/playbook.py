@@ -43,6 +43,12 @@ class Playbook(BaseModel):
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="Unique; part of every run id.")
     description: str = ""
+    runbook: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="The runbook this playbook automates (the URL alert rules give as runbook_url): replay lists the "
+        "alerts that name it and that no playbook matched.",
+    )
     mode: Mode | None = Field(default=None, description="Lowers the service mode for this playbook.")
     match: Match
     inputs: dict[str, JsonValue] = Field(default_factory=dict)

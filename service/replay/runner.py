@@ -28,7 +28,11 @@ class Replay:
         heading: ReplayReport,
     ) -> None:
         self.playbooks = list(playbooks)
-        self.tally = Tally([p.name for p in playbooks], heading)
+        runbooks: dict[str, list[str]] = {}
+        for p in playbooks:
+            if p.runbook:
+                runbooks.setdefault(p.runbook, []).append(p.name)
+        self.tally = Tally([p.name for p in playbooks], heading, runbooks)
         self.simulation = Simulation(playbooks, governance, planner, self.tally, assumptions)
 
     async def messages(self, history: AsyncIterable[Delivered], end: datetime | None = None) -> ReplayReport:

@@ -63,6 +63,9 @@ class Unhandled(BaseModel):
     alertname: str
     alerts: int
     runbook_url: str = ""
+    automated_by: list[str] = Field(
+        default_factory=list, description="Playbooks whose `runbook` is that runbook_url: their match missed it."
+    )
 
 
 class Overlap(BaseModel):
@@ -111,8 +114,10 @@ class _Playbook:
 class Tally:
     """Counts as the simulation reports; memory grows with playbooks and hours, never with alerts."""
 
-    def __init__(self, playbooks: list[str], report: ReplayReport) -> None:
-        self._report = report
+    def __init__(
+        self, playbooks: list[str], report: ReplayReport, runbooks: dict[str, list[str]] | None = None
+    ) -> None:
+        self._report, self._runbooks = report, runbooks or {}
         self._playbooks = {name: _Playbook(PlaybookReport(name=name)) for name in playbooks}
         self._unmatched: dict[str, list[int | str]] = {}
         self._overlaps: Counter[tuple[str, tuple[str, ...]]] = Counter()
@@ -202,7 +207,12 @@ class Tally:
             update={
                 "playbooks": playbooks,
                 "unmatched": [
-                    Unhandled(alertname=name, alerts=int(count), runbook_url=str(url))
+                    Unhandled(
+                        alertname=name,
+                        alerts=int(count),
+                        runbook_url=str(url),
+                        automated_by=self._runbooks.get(str(url), []) if url else [],
+                    )
                     for name, (count, url) in sorted(self._unmatched.items())
                 ],
                 "overlaps": [

@@ -20,6 +20,7 @@ from tests.support.servers import Prometheus, need, start_prometheus
 EVERY = 15  # seconds between the rule's evaluations (its group's interval)
 PLAYBOOK = """
 name: requeue
+runbook: https://runbooks.example/jobs
 match: {alertname: JobsStuck}
 act:
   - id: poke
@@ -38,6 +39,9 @@ groups:
     interval: {EVERY}s
     rules:
       - alert: JobsStuck
+        expr: vector(0) > 1
+        annotations: {{runbook_url: "https://runbooks.example/jobs"}}
+      - alert: JobsStuckForAnHour
         expr: vector(0) > 1
         annotations: {{runbook_url: "https://runbooks.example/jobs"}}
       - alert: DiskFull
@@ -67,6 +71,7 @@ HISTORY = [
 ]
 UNROUTED = Fired(40, {"queue": "q9", "instance": "x"})  # no `playbook` label: the route never sends it
 UNHANDLED = Fired(45, {"instance": "disk1"})  # DiskFull reaches remediate; no playbook matches it
+MISSED = Fired(50, {"queue": "q1", "instance": "y"})  # its rule names requeue's runbook; requeue's match misses it
 
 
 def _series(start: datetime) -> str:
@@ -75,7 +80,8 @@ def _series(start: datetime) -> str:
     alerts = [("JobsStuck", {**f.labels, "playbook": "requeue"}, f.minute) for f in HISTORY]
     alerts += [
         ("JobsStuck", UNROUTED.labels, UNROUTED.minute),
-        ("DiskFull", {**UNHANDLED.labels, "playbook": "disk"}, 45),
+        ("DiskFull", {**UNHANDLED.labels, "playbook": "disk"}, UNHANDLED.minute),
+        ("JobsStuckForAnHour", {**MISSED.labels, "playbook": "requeue"}, MISSED.minute),
     ]
     for name, labels, minute in alerts:
         shown = ",".join(f'{k}="{v}"' for k, v in sorted({**labels, "alertname": name, "alertstate": "firing"}.items()))
@@ -124,7 +130,7 @@ def test_a_replay_of_prometheus_history_lands_each_refusal_where_the_clock_says(
 ) -> None:
     """Rebuilt from ALERTS and grouped as deploy/alertmanager/alertmanager.yml routes them: 9 occurrences, 7
     writes, the two cooldown refusals and the one storm the comments above derive; the unrouted and the unhandled
-    alerts are named."""
+    alerts are named, and the one whose rule names the playbook's own runbook is flagged as missed by its match."""
     prometheus, start = history
     out = _replay(["--prometheus", prometheus.url, "--since", "5h", "--format", "json"], _playbooks(tmp_path, "10m"))
     report = json.loads(out)
@@ -133,9 +139,9 @@ def test_a_replay_of_prometheus_history_lands_each_refusal_where_the_clock_says(
     assert requeue["outcomes"] == {"acted": 7, "refused": 2}
     assert requeue["refusals"] == {"cooldown": 2} and requeue["storms"] == 1 and requeue["approvals"] == {"storm": 1}
     assert report["not_routed"] == {"requeue": 1}
-    assert report["unmatched"] == [
-        {"alertname": "DiskFull", "alerts": 1, "runbook_url": "https://runbooks.example/disk"}
-    ]
+    disk = {"alertname": "DiskFull", "alerts": 1, "runbook_url": "https://runbooks.example/disk", "automated_by": []}
+    missed = {"alertname": "JobsStuckForAnHour", "alerts": 1, "runbook_url": "https://runbooks.example/jobs"}
+    assert report["unmatched"] == [disk, {**missed, "automated_by": ["requeue"]}]  # its match misses this one
     first = datetime.fromisoformat(report["first"])
     assert first == start + timedelta(seconds=10)  # group_wait after the first alert
 
