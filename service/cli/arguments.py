@@ -137,7 +137,7 @@ def _replay_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         choices=["skip", "recorded", "live"],
         default="skip",
         help="skip: writes bounded by their caps (default); recorded: each playbook's test recordings; "
-        "live: read steps against the configured connections (nothing is written)",
+        "live: read steps only, against the configured connections (no write is sent, not even as a dry run)",
     )
     replay.add_argument("--acting-for", default="1m", help="how long a run that writes holds its slot (default 1m)")
     replay.add_argument("--format", choices=["table", "json", "html"], default="table", help="default: table")

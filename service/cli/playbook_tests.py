@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from service.cli.test_files import tests_in
 from service.playbooks.playbook import Playbook
 from service.playbooks.step_base import approval_rule_of, parse_rendered
 from service.playbooks.steps import StepBase
+from service.replay.planning import listed_targets
 from service.runs.engine import Run
 from service.runs.state import Executor, RunInput, RunState, StepRequest, StepResult
 from service.vocabulary.approvals import Decision, Gate
@@ -91,11 +91,11 @@ class _Recorded:
 
     async def __call__(self, step: StepBase, request: StepRequest) -> StepResult:
         self.calls.append(request)
-        params = parse_rendered(step.params_model(), request.params)  # what the real action would refuse
+        parse_rendered(step.params_model(), request.params)  # what the real action would refuse
         answers = self.case.results.get(step.id)
         if answers is None:
             if step.effect == "write":
-                return StepResult(targets=_targets_of(step, params), dry_run=request.dry_run)
+                return StepResult(targets=_targets_of(step, request), dry_run=request.dry_run)
             raise _Missing(f"no recorded result for read step {step.id!r}")
         if isinstance(answers, list):
             index = self.seen.get(step.id, 0)
@@ -112,13 +112,12 @@ class _Missing(Exception):
     """A read step the case recorded nothing for."""
 
 
-def _targets_of(step: StepBase, params: object) -> list[str]:
+def _targets_of(step: StepBase, request: StepRequest) -> list[str]:
     """An unrecorded write's targets as live would list them: one per item of its target list (`backends`, `pods`,
     …, capped and never empty, as live); a write whose targets only the system knows must have them recorded when
     its approval counts them, or its gate would be decided differently offline."""
-    targets = getattr(params, "targets", None)
-    if callable(targets):
-        return [json.dumps(ref.model_dump(mode="json"), sort_keys=True) for ref in targets()]
+    if listed := listed_targets(step, request.params):
+        return listed
     rule = approval_rule_of(step)
     if rule is not None and "targets" in rule:
         raise _Missing(f"no recorded result for write {step.id!r}, whose approval.required_if counts its targets")

@@ -23,7 +23,7 @@ from service.playbooks.loader import load_playbooks
 from service.playbooks.playbook import Playbook
 from service.replay.events import Assumptions
 from service.replay.history import Delivered, from_lines
-from service.replay.planning import CapsPlanner, EnginePlanner, Planner
+from service.replay.planning import CapsPlanner, EnginePlanner, Planner, reads_only
 from service.replay.routing import Dispatcher, Route, flat_route, prometheus_duration, route_tree
 from service.replay.runner import Replay
 from service.replay.series import Intervals, Rule
@@ -109,8 +109,8 @@ async def _audit(settings: Settings, since: datetime | None) -> AsyncIterator[De
 
 
 def _planner(args: argparse.Namespace, dirs: Iterable[Path], adapters: compose.Adapters | None) -> Planner:
-    if adapters is not None:  # --reads live: read steps only; writes run in their dry-run form
-        execute = local_executor(adapters.registry())
+    if adapters is not None:  # --reads live: read steps only; no write is sent, not even in its dry-run form
+        execute = reads_only(local_executor(adapters.registry()))
         return EnginePlanner(lambda run: execute)
     if args.reads == "recorded":
         cases = playbook_tests.recorded_cases(list(dirs))

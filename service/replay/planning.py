@@ -3,11 +3,15 @@ over recorded or live reads."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from pydantic import JsonValue
+
+from service.playbooks.step_base import parse_rendered
 from service.playbooks.steps import StepBase, WriteStep, approval_of, approval_rule_of
 from service.runs.engine import Run
 from service.runs.state import Executor, RunInput, StepRequest, StepResult
@@ -46,6 +50,30 @@ class _Clock:
 
 async def _no_reads(step: StepBase, request: StepRequest) -> StepResult:
     raise PermanentStepError("replay with --reads skip runs no step")
+
+
+def listed_targets(step: StepBase, rendered: dict[str, JsonValue]) -> list[str]:
+    """A write's targets as its rendered parameters list them (pods, sessions, keys, jobs, workflows), one per
+    item, as live would name them; none when only the system knows them (an UPDATE's rows)."""
+    params = parse_rendered(step.params_model(), rendered)
+    targets = getattr(params, "targets", None)
+    if not callable(targets):
+        return []
+    return [json.dumps(ref.model_dump(mode="json"), sort_keys=True) for ref in targets()]
+
+
+def reads_only(execute: Executor) -> Executor:
+    """`--reads live`: read steps go to the system; a write is planned from its parameters and never sent, not even
+    in its dry-run form."""
+
+    async def run(step: StepBase, request: StepRequest) -> StepResult:
+        if step.effect != "write":
+            return await execute(step, request)
+        return StepResult(
+            targets=listed_targets(step, request.params), dry_run=True, summary="planned by replay; not sent"
+        )
+
+    return run
 
 
 def bound(step: StepBase) -> int:
@@ -101,10 +129,11 @@ class EnginePlanner:
         except Stop as stop:
             return Plan(key="", failed=stop.reason)
         planned = [r for r in state.steps if r.effect == "write" and r.status == "dry_run"]
+        steps = {s.id: s for s in start.playbook.act}
         needs = ["step" if (r.approval_decided or r.approval or "").startswith("required") else "" for r in planned]
         return Plan(
             key=key,
             writes=len(planned),
-            targets=sum(len(r.targets) for r in planned),
+            targets=sum(len(r.targets) or bound(steps[r.id]) for r in planned),  # none listed: the caps bound it
             approval=_approval(start, needs),
         )

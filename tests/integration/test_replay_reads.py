@@ -9,6 +9,8 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
+
 from service.replay.history import fingerprint
 from tests.support.jobs import job_states, seed_jobs
 from tests.support.paths import DATA, ROOT
@@ -65,8 +67,10 @@ def test_reads_skipped_bound_the_writes_by_their_caps_and_recorded_reads_count_t
 
 
 def test_live_reads_find_the_real_targets_and_write_nothing(jobs_db: str, tmp_path: Path) -> None:
-    """`--reads live` diagnoses against the real jobs database: the two stuck rows are the targets of each
-    replayed run, and the rows are still stuck afterwards."""
+    """`--reads live` diagnoses against the real jobs database (the two stuck rows make each run plan its requeue)
+    and sends no write, not even its rolled-back dry run: an UPDATE lists no targets, so its cap bounds it (3 x 50,
+    where a dry run would have counted 2 rows each), and the rows are still stuck afterwards; with nothing stuck,
+    no run would have written."""
     seed_jobs(jobs_db, stuck=[1, 2], fresh=[3])
     before = job_states(jobs_db)
     extra = {
@@ -75,5 +79,9 @@ def test_live_reads_find_the_real_targets_and_write_nothing(jobs_db: str, tmp_pa
         "JOBS_DB_DSN": jobs_db,
     }
     live = _stuck_jobs(_replay(["--file", str(_history(tmp_path / "h.jsonl")), "--reads", "live"], extra))
-    assert live["outcomes"] == {"acted": 3} and live["targets_bound"] == 6
+    assert live["outcomes"] == {"acted": 3} and live["targets_bound"] == 150
     assert job_states(jobs_db) == before
+    with psycopg.connect(jobs_db, autocommit=True) as db:  # nothing stuck now: the live diagnosis finds nothing
+        db.execute("update jobs set updated_at = now()")
+    idle = _stuck_jobs(_replay(["--file", str(tmp_path / "h.jsonl"), "--reads", "live"], extra))
+    assert idle["outcomes"] == {"read_only": 3} and idle["writes_planned"] == 0
