@@ -25,27 +25,9 @@ from service.replay.history import Delivered, fingerprint
 from service.replay.planning import CapsPlanner
 from service.replay.runner import Replay
 from service.replay.tally import PlaybookReport, ReplayReport
+from tests.support.requeue import requeue as playbook
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
-
-
-def playbook(limits: dict[str, Any]) -> Playbook:
-    return Playbook.model_validate(
-        {
-            "name": "requeue",
-            "match": {"alertname": "JobsStuck"},
-            "act": [
-                {
-                    "id": "poke",
-                    "action": "http.request",
-                    "connection": "svc",
-                    "approval": "none",
-                    "with": {"method": "POST", "path": "/poke/{{ alert.labels.queue }}"},
-                }
-            ],
-            "limits": {"cooldown_key": "{{ alert.labels.queue }}", **limits},
-        }
-    )
 
 
 def governance(p: Playbook) -> Governance:

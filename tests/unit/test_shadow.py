@@ -15,24 +15,10 @@ from service.runs.shadow import judge
 from service.runs.state import RunState, RunStatus, StepRecord
 from service.vocabulary.modes import Mode, effective_mode
 from service.vocabulary.shadow import ShadowVerdict, ShadowWatch
+from tests.support.requeue import requeue
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
-PLAYBOOK = Playbook.model_validate(
-    {
-        "name": "requeue",
-        "match": {"alertname": "JobsStuck"},
-        "act": [
-            {
-                "id": "poke",
-                "action": "http.request",
-                "connection": "svc",
-                "approval": "none",
-                "with": {"method": "POST", "path": "/poke/{{ alert.labels.queue }}"},
-            }
-        ],
-        "limits": {"cooldown": "10m", "cooldown_key": "{{ alert.labels.queue }}"},
-    }
-)
+PLAYBOOK = requeue({"cooldown": "10m"})
 
 
 def state(targets: list[str] | None, status: RunStatus = "succeeded") -> RunState:
