@@ -52,7 +52,6 @@ class Simulation:
         self._runs: dict[str, RunInFlight] = {}  # open, or waiting to learn whether their write worked
         self._known: dict[str, datetime] = {}  # run ids started: a later delivery of one is a duplicate
         self._ends: dict[str, datetime] = {}  # run id -> when its alert really resolved (its endsAt)
-        self._resolved: dict[str, datetime] = {}
         self._keyed: dict[tuple[str, str], set[str]] = {}  # (playbook, cooldown key) -> runs waiting with it
         self._spent: deque[datetime] = deque()  # write-runs counted against the global hourly budget
         self._forgotten_at = self.now
@@ -82,28 +81,26 @@ class Simulation:
         if self.now - self._forgotten_at > HOUR:  # memory stays bounded however long the history
             self._forgotten_at = self.now
             self._known = {k: t for k, t in self._known.items() if self.now - t < FORGET_AFTER}
-            self._resolved = {k: t for k, t in self._resolved.items() if k in self._runs}
+            self._ends = {k: t for k, t in self._ends.items() if k in self._runs}
 
     def _cleared(self, rid: str, by: datetime) -> bool:
         """Whether the occurrence had really resolved by then (its endsAt, known before its message arrives)."""
-        ended = self._resolved.get(rid) or self._ends.get(rid)
+        ended = self._ends.get(rid)
         return ended is not None and ended <= by
 
     async def feed(self, delivered: Delivered) -> None:
         """One message, received at its time."""
-        for alert in delivered.message.alerts:  # real resolve times first: a check due before this message uses them
-            if alert.status == "resolved":
-                for p in self.playbooks:
-                    if p.match.closes(alert):
-                        self._ends[run_id(p.name, alert)] = alert.endsAt or delivered.at
-        self.advance(delivered.at)
         self.tally.message(delivered.at)
         for alert in delivered.message.alerts:
+            for p in self.playbooks:  # real resolve times first: a check due before this message uses them
+                if p.match.closes(alert):
+                    self._ends[run_id(p.name, alert)] = alert.endsAt or delivered.at
             names = [p.name for p in self.playbooks if p.match.matches(alert)]
             self.tally.matched(alert, names)
             for name in names:
                 if run_id(name, alert) in self._known:
                     self.tally.duplicate(name)
+        self.advance(delivered.at)
         await self.receiver.receive(delivered.message)
 
     async def deliver(self, delivery: Delivery) -> bool:
@@ -113,7 +110,7 @@ class Simulation:
                 self._known[start.run_id] = self.now
                 await self._start(start.resolved(SHELF))
         for resolved in delivery.resolves:
-            self._resolve(resolved, self._ends.pop(resolved, self.now))
+            self._resolve(resolved)
         return True
 
     async def _start(self, start: RunInput) -> None:
@@ -250,8 +247,8 @@ class Simulation:
         if announcement:
             self.tally.breaker(self.now, run.name)
 
-    def _resolve(self, rid: str, at: datetime) -> None:
-        self._resolved[rid] = at
+    def _resolve(self, rid: str) -> None:
+        self._ends.setdefault(rid, self.now)
         run = self._runs.get(rid)
         if run is None:
             return
