@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -74,3 +75,14 @@ def run_id(playbook: str, alert: Alert) -> str:
     """The deterministic workflow id: duplicate deliveries of one occurrence name the same run."""
     fingerprint, starts_at = alert.occurrence_key()
     return f"{playbook}/{fingerprint}/{starts_at}"
+
+
+def recorded_alert(run: str, labels: Mapping[str, str]) -> Alert:
+    """The firing alert a run id names (the inverse of `run_id`), with the labels its run recorded."""
+    _, fingerprint, starts_at = run.rsplit("/", 2)
+    return Alert(
+        status="firing",
+        labels=dict(labels),
+        startsAt=datetime.fromtimestamp(int(starts_at), UTC),
+        fingerprint=fingerprint,
+    )

@@ -12,7 +12,7 @@ from pathlib import Path
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from service.alerts.webhook import Alert, WebhookMessage
+from service.alerts.webhook import Alert, WebhookMessage, recorded_alert
 from service.app import compose
 from service.cli import dev as dev_stack
 from service.cli import playbook_tests, replay_output
@@ -87,22 +87,17 @@ async def _audit(settings: Settings, since: datetime | None) -> AsyncIterator[De
     store = await ready_store(settings)
     if store is None:
         raise ConfigError("--audit: REMEDIATE_DATABASE_URL is not set (and no `remediate dev` trail is attached)")
-    seen: dict[tuple[str, str], None] = {}
+    seen: set[tuple[str, int]] = set()
     try:
         async for event in store.events(AuditQuery(since=since)):
             if event.key != "run/received" or event.at is None:
                 continue
-            _, fingerprint, starts_at = event.run_id.rsplit("/", 2)
-            if (fingerprint, starts_at) in seen:
-                continue
-            seen[(fingerprint, starts_at)] = None
             labels = event.record.get("labels")
-            alert = Alert(
-                status="firing",
-                labels={str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {},
-                startsAt=datetime.fromtimestamp(int(starts_at), UTC),
-                fingerprint=fingerprint,
-            )
+            named = {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+            alert = recorded_alert(event.run_id, named)
+            if alert.occurrence_key() in seen:
+                continue
+            seen.add(alert.occurrence_key())
             yield Delivered(event.at, WebhookMessage(version="4", status="firing", alerts=[alert]))
     finally:
         await store.close()

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field
 
-from service.alerts.webhook import Alert, WebhookMessage
+from service.alerts.webhook import WebhookMessage, recorded_alert
 from service.playbooks.playbook import Playbook
 from service.rails.governance import Governance
 from service.replay.events import Assumptions
@@ -69,8 +69,7 @@ def _history(states: Sequence[RunState]) -> list[Delivered]:
     for state in states:
         if state.started_at is None:
             continue
-        starts_at = datetime.fromtimestamp(int(state.run_id.rsplit("/", 1)[1]), state.started_at.tzinfo)
-        alert = Alert(status="firing", labels=state.labels, startsAt=starts_at, fingerprint=state.fingerprint)
+        alert = recorded_alert(state.run_id, state.labels)
         changes.append(Delivered(state.started_at, WebhookMessage(version="4", status="firing", alerts=[alert])))
         cleared = state.shadow.cleared_after if state.shadow else None
         if cleared is not None:
@@ -100,13 +99,14 @@ async def promotion(
     shadow = sorted((s for s in states if s.mode == Mode.SHADOW), key=lambda s: s.started_at or since)
     verdicts = Counter(SHADOW_VERDICTS[s.shadow.verdict] for s in shadow if s.shadow is not None)
     failed = [s for s in shadow if s.status == "failed"]
-    planned = [s for s in shadow if planned_targets(s)]
-    sizes = [sum(len(t) for t in planned_targets(s).values()) for s in planned]
-    cleared = [s.shadow.cleared_after for s in shadow if s.shadow and s.shadow.cleared_after is not None]
+    writes = {s.run_id: planned_targets(s) for s in shadow}
+    planned = [s for s in shadow if writes[s.run_id]]
     plans = {
-        s.run_id: Plan(key="", writes=len(planned_targets(s)), targets=size)
-        for s, size in zip(planned, sizes, strict=True)
+        s.run_id: Plan(key="", writes=len(writes[s.run_id]), targets=sum(map(len, writes[s.run_id].values())))
+        for s in planned
     }
+    sizes = [plans[s.run_id].targets for s in planned]
+    cleared = [s.shadow.cleared_after for s in shadow if s.shadow and s.shadow.cleared_after is not None]
     found = Promotion(
         playbook=playbook.name,
         since=since,

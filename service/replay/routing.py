@@ -149,13 +149,16 @@ class Dispatcher:
         self._due: list[tuple[datetime, int, str]] = []
         self._seq = 0
 
+    def _routes(self, alert: Alert) -> list[Route]:
+        return [r for r in self.root.match(alert.labels) if r.receiver == self.receiver]
+
     def routed(self, alert: Alert) -> bool:
         """Whether this alert reaches the receiver at all."""
-        return any(route.receiver == self.receiver for route in self.root.match(alert.labels))
+        return bool(self._routes(alert))
 
     def add(self, alert: Alert, at: datetime) -> bool:
         """An alert starts firing or resolves at `at`; False when no route sends it to the receiver."""
-        routes = [r for r in self.root.match(alert.labels) if r.receiver == self.receiver]
+        routes = self._routes(alert)
         for route in routes:
             labels = (
                 dict(alert.labels)
@@ -178,9 +181,6 @@ class Dispatcher:
         group.due = at
         self._seq += 1
         heapq.heappush(self._due, (at, self._seq, key))
-
-    def next_due(self) -> datetime | None:
-        return self._due[0][0] if self._due else None
 
     def due(self, until: datetime) -> Iterator[Delivered]:
         """The messages sent up to `until`, in time order."""
