@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -22,13 +22,14 @@ from service.app.error_reporting import guard_secrets
 from service.cli import audit_commands, planning, playbook_tests, test_files
 from service.cli import dev as dev_stack
 from service.cli.report import format_state
+from service.cli.times import option_time
 from service.config import Settings
 from service.config_file import load_config_file
 from service.playbooks import action_docs
 from service.playbooks.loader import load_playbooks
 from service.playbooks.playbook import Playbook, playbook_schema
 from service.playbooks.systems.postgres import PostgresConnection
-from service.runs.listing import RunQuery, parse_since
+from service.runs.listing import RunQuery
 from service.stores.setup import ready_store
 from service.targets.postgres.adapter import PostgresAdapter
 from service.targets.postgres.ledger import ledger_sql
@@ -113,17 +114,10 @@ async def schema(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def plan(args: argparse.Namespace, settings: Settings) -> int:
-    shipped = "playbooks" not in settings.model_fields_set  # no REMEDIATE_PLAYBOOKS: the shipped set, as dev has it
     if settings.config is None:
         # As `remediate dev` does: the embedded connections the shipped playbooks name, so a plan always runs.
         print("note: no REMEDIATE_CONFIG: planning against the dev connections (`remediate dev`)", file=sys.stderr)
-    # Beside the shipped playbooks, your config adds to the dev connections exactly as `remediate dev` merges them.
-    config = dev_stack.dev_config(settings) if settings.config is None or shipped else load_config_file(settings.config)
-    extra = list(args.playbooks or [])  # --playbooks adds, as everywhere
-    if shipped:
-        dirs = dev_stack.playbook_dirs(settings, extra)
-    else:
-        dirs = list(dict.fromkeys(d.resolve() for d in settings.playbook_dirs() + [Path(e) for e in extra]))
+    dirs, config = dev_stack.local_set(settings, list(args.playbooks or []))  # --playbooks adds, as everywhere
     playbooks = load_playbooks(dirs, config.kinds())
     return await planning.plan(Path(args.alert), playbooks, compose.Adapters.build(config), config)
 
@@ -149,14 +143,6 @@ async def migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _since(text: str | None) -> datetime | None:
-    """`--since 2h` / `30m` / `7d`, or an ISO date or time (UTC if no zone)."""
-    try:
-        return parse_since(text, datetime.now(UTC)) if text else None
-    except ValueError as exc:
-        raise ConfigError(f"--{exc}") from exc
-
-
 def _with_dev_trail(settings: Settings) -> Settings:
     """No audit store configured, and `remediate dev` runs on this Temporal address: read the trail it keeps, so
     `runs list` and `audit export` after `remediate dev` need nothing set."""
@@ -173,7 +159,7 @@ async def runs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def audit(args: argparse.Namespace, settings: Settings) -> int:
-    return await audit_commands.export(args, _with_dev_trail(settings), _since(args.since))
+    return await audit_commands.export(args, _with_dev_trail(settings), option_time(args.since))
 
 
 async def _show_runs(args: argparse.Namespace, runs: TemporalRuns) -> int:
@@ -181,7 +167,7 @@ async def _show_runs(args: argparse.Namespace, runs: TemporalRuns) -> int:
         if args.stuck:
             listed = await runs.stuck(args.limit)
         else:
-            query = RunQuery(args.limit, args.playbook, args.status, args.alert, _since(args.since))
+            query = RunQuery(args.limit, args.playbook, args.status, args.alert, option_time(args.since))
             listed = (await runs.list(query)).runs
         if not listed:
             filtered = args.playbook or args.status or args.alert or args.since

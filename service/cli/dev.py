@@ -60,6 +60,18 @@ def playbook_dirs(settings: Settings, extra: list[str]) -> list[Path]:
     return dirs
 
 
+def local_set(settings: Settings, extra: list[str]) -> tuple[list[Path], ConfigFile]:
+    """The playbooks and connections of a command that runs them here (plan, replay, report): without
+    REMEDIATE_PLAYBOOKS the shipped set and the dev connections (REMEDIATE_CONFIG merged in as `dev` merges it);
+    with it, those directories and REMEDIATE_CONFIG (the dev connections when it is not set); each `--playbooks DIR`
+    added."""
+    shipped = "playbooks" not in settings.model_fields_set
+    config = dev_config(settings) if settings.config is None or shipped else load_config_file(settings.config)
+    if shipped:
+        return playbook_dirs(settings, extra), config
+    return list(dict.fromkeys(d.resolve() for d in settings.playbook_dirs() + [Path(e) for e in extra])), config
+
+
 def dev_config(settings: Settings) -> ConfigFile:
     """The embedded connections, with the user's REMEDIATE_CONFIG added on top (a name there wins)."""
     embedded = ConfigFile.model_validate(

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 from service.app import compose
 from service.cli import dev as dev_stack
+from service.cli.times import option_time
 from service.config import Settings
-from service.config_file import load_config_file
 from service.playbooks.loader import load_playbooks
 from service.replay.promotion import Promotion, promotion
-from service.runs.listing import RunQuery, parse_since
+from service.runs.listing import RunQuery
 from service.runs.state import RunState
 from service.stores.setup import ready_store
 from service.vocabulary.errors import ConfigError
@@ -31,14 +31,8 @@ def text(p: Promotion) -> str:
 
 
 async def report(args: argparse.Namespace, settings: Settings) -> int:
-    now = datetime.now(UTC)
-    try:
-        since = parse_since(args.since, now)
-    except ValueError as exc:
-        raise ConfigError(f"--{exc}") from exc
-    config = dev_stack.dev_config(settings) if settings.config is None else load_config_file(settings.config)
-    shipped = "playbooks" not in settings.model_fields_set
-    dirs = dev_stack.playbook_dirs(settings, []) if shipped else settings.playbook_dirs()
+    since = option_time(args.since) or datetime.now(UTC)
+    dirs, config = dev_stack.local_set(settings, [])
     playbook = next((p for p in load_playbooks(dirs, config.kinds()) if p.name == args.playbook), None)
     if playbook is None:
         raise ConfigError(f"no playbook named {args.playbook!r} in {', '.join(str(d) for d in dirs)}")

@@ -17,8 +17,9 @@ from service.app import compose
 from service.cli import dev as dev_stack
 from service.cli import playbook_tests, replay_output
 from service.cli.planning import local_executor
+from service.cli.times import option_time
 from service.config import Settings
-from service.config_file import ConfigFile, load_config_file
+from service.config_file import ConfigFile
 from service.playbooks.loader import load_playbooks
 from service.playbooks.playbook import Playbook
 from service.replay.events import Assumptions
@@ -29,7 +30,6 @@ from service.replay.runner import Replay
 from service.replay.series import Intervals, Rule
 from service.replay.tally import ReplayReport
 from service.runs.audit import AuditQuery
-from service.runs.listing import parse_since
 from service.runs.state import Executor, RunInput
 from service.stores.setup import ready_store
 from service.targets.alert_history import AlertHistory
@@ -37,13 +37,6 @@ from service.vocabulary.errors import ConfigError
 from service.vocabulary.modes import Mode
 
 ROUTE_FILE = Path("deploy/alertmanager/alertmanager.yml")
-
-
-def _time(text: str | None, now: datetime, what: str) -> datetime | None:
-    try:
-        return parse_since(text, now) if text else None
-    except ValueError as exc:
-        raise ConfigError(f"--{what}: {exc}") from exc
 
 
 def _route(args: argparse.Namespace) -> tuple[Route, str]:
@@ -138,8 +131,8 @@ async def _replayed(
     adapters: compose.Adapters | None,
 ) -> ReplayReport:
     playbooks: list[Playbook] = load_playbooks(dirs, config.kinds())
-    start = _time(args.since, now, "since")
-    end = _time(args.until, now, "until") or (now if args.prometheus else None)
+    start = option_time(args.since, "since", now)
+    end = option_time(args.until, "until", now) or (now if args.prometheus else None)
     assumptions = Assumptions(
         mode=Mode(args.mode),
         acting_for=prometheus_duration(args.acting_for, "--acting-for"),
@@ -165,8 +158,8 @@ async def _replayed(
 
 async def replay(args: argparse.Namespace, settings: Settings) -> int:
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # one line per Prometheus query would bury the report
-    # As `remediate plan`: without REMEDIATE_CONFIG, the dev connections (only `--reads live` reaches them).
-    config = dev_stack.dev_config(settings) if settings.config is None else load_config_file(settings.config)
+    # As `remediate plan` chooses them (only `--reads live` reaches the connections).
+    dirs, config = dev_stack.local_set(settings, list(args.playbooks or []))
     now = datetime.now(UTC)
     if args.compare:
         old, new = ([Path(d)] for d in args.compare)
@@ -174,11 +167,6 @@ async def replay(args: argparse.Namespace, settings: Settings) -> int:
         after = await _one(args, settings, config, new, now)
         replay_output.write(replay_output.compared(before, after, args.format), args.output)
         return 0
-    extra = list(args.playbooks or [])
-    if "playbooks" not in settings.model_fields_set:  # as `plan` and `dev`: the shipped set, plus yours
-        dirs = dev_stack.playbook_dirs(settings, extra)
-    else:
-        dirs = list(dict.fromkeys(d.resolve() for d in settings.playbook_dirs() + [Path(e) for e in extra]))
     report = await _one(args, settings, config, dirs, now)
     replay_output.write(replay_output.rendered(report, args.format), args.output)
     if args.output:

@@ -21,15 +21,16 @@ T = TypeVar("T")
 _TOKEN_LIMIT = 2000  # a cursor is a time, a run id and a number: anything longer was not made here
 
 
-def parse_since(text: str, now: datetime) -> datetime:
-    """`2h` / `30m` / `7d` before `now`, or an ISO date or time (UTC if no zone); ValueError says which to give."""
+def parse_since(text: str, now: datetime, name: str = "since") -> datetime:
+    """`2h` / `30m` / `7d` before `now`, or an ISO date or time (UTC if no zone); ValueError says which to give,
+    naming the parameter `name`."""
     unit = {"m": 60, "h": 3600, "d": 86400}.get(text[-1:])
     try:
         if unit and text[:-1].isascii() and text[:-1].isdigit():
             return now - timedelta(seconds=int(text[:-1]) * unit)
         when = datetime.fromisoformat(text)
     except (ValueError, OverflowError) as exc:
-        raise ValueError(f"since {text!r}: give a span (30m, 2h, 7d) or an ISO date/time") from exc
+        raise ValueError(f"{name} {text!r}: give a span (30m, 2h, 7d) or an ISO date/time") from exc
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
